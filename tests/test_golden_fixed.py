@@ -90,7 +90,7 @@ def test_dequantize_matches_float_scales():
     scale = 0.0123
     got = quant.dequantize(acc, amax, quant.weight_scale(scale))
     want = np.clip(acc * (amax / 65536 / 127)[:, None] * scale * 65536, -2**31, 2**31 - 1)
-    assert np.any(np.abs(want) == 2**31 - 1) and np.any(np.abs(want) < 2**20)
+    assert np.any(np.abs(want) == 2**31 - 1) and np.any(np.abs(want) < 2**26)
     assert np.all(np.abs(got - want) <= 1 + 4e-5 * np.abs(want))
 
 
