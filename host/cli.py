@@ -17,11 +17,13 @@ DEFAULT_MODEL = Path(__file__).parent / "models" / "tiny-kjv"
 def _generate(args) -> int:
     from .backends import make_backend
     from .checkpoint import load_checkpoint
-    from .generate import generate
+    from .generate import check_request, generate
     from .tokenizer import load_tokenizer
 
     weights = load_checkpoint(args.model)
     tokenizer = load_tokenizer(args.model)
+    check_request(tokenizer.encode(args.prompt), args.max_new_tokens,
+                  weights.config.max_position_embeddings, args.temperature, args.top_k)
     backend = make_backend(args.backend, weights)
     stream = None if args.json else (lambda text: print(text, end="", flush=True))
     if stream:
