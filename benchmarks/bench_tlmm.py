@@ -14,11 +14,11 @@ from ternedge.golden import tlmm
 SHAPES = [(1536, 1536), (1536, 4096), (4096, 1536)]      # (K, N): q/k/v/o, up/gate, down
 
 
-def median_time(fn, repeats=5):
+def median_time(fn, *args, repeats=5):
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        fn()
+        fn(*args)
         times.append(time.perf_counter() - start)
     return float(np.median(times))
 
@@ -32,8 +32,8 @@ def main():
             weights = rng.integers(-1, 2, (n, k)).astype(np.int8)
             indices = tlmm.encode_weights(weights)
             assert np.array_equal(tlmm.tlmm(acts, indices), tlmm.int_matmul(acts, weights))
-            t_lut = median_time(lambda: tlmm.tlmm(acts, indices))
-            t_mm = median_time(lambda: tlmm.int_matmul(acts, weights))
+            t_lut = median_time(tlmm.tlmm, acts, indices)
+            t_mm = median_time(tlmm.int_matmul, acts, weights)
             print(f"{m:>3} {k:>5} {n:>5} {t_lut * 1e3:>9.2f} {t_mm * 1e3:>14.2f} "
                   f"{t_lut / t_mm:>12.2f}")
 

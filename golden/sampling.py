@@ -9,7 +9,8 @@ __all__ = ["sample", "validate_sampling"]
 def validate_sampling(temperature: float, top_k: int) -> None:
     """Raise ``ValueError`` naming the bad argument."""
     if not np.isfinite(temperature) or temperature < 0:
-        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature}")
+        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), "
+                         f"got {temperature}")
     if not isinstance(top_k, (int, np.integer)) or top_k < 0:
         raise ValueError(f"top-k must be an integer >= 0 (0 = no limit), got {top_k}")
 

@@ -39,7 +39,7 @@ def patterns(group_size: int) -> np.ndarray:
             signs.sort(key=lambda s: (s.count(-1), [x == -1 for x in s]))
             for s in signs:
                 row = [0] * group_size
-                for pos, sign in zip(positions, s):
+                for pos, sign in zip(positions, s, strict=True):
                     row[pos] = sign
                 canonical.append(row)
     table = [[0] * group_size] + canonical + [[-x for x in row] for row in canonical]
@@ -101,7 +101,8 @@ def decode_weights(indices, k: int, group_size: int = 3) -> np.ndarray:
     if idx.ndim != 2 or idx.shape[1] * group_size < k:
         raise ValueError(f"indices of shape {idx.shape} cannot hold K={k} with G={group_size}")
     if idx.size and int(idx.max()) >= table_size(group_size):
-        raise ValueError(f"index {int(idx.max())} is outside the {table_size(group_size)}-entry table")
+        raise ValueError(f"index {int(idx.max())} is outside the "
+                         f"{table_size(group_size)}-entry table")
     w = patterns(group_size)[idx].reshape(idx.shape[0], -1)
     return w[:, :k].astype(np.int8)
 

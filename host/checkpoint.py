@@ -76,8 +76,6 @@ _LINEAR_CLASSES = ("bitlinear", "autobitlinear")
 _DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4",
            "I16": "<i2", "I8": "i1", "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1",
            "BOOL": "?"}
-_CODES = {np.dtype(v).newbyteorder("<") if np.dtype(v).itemsize > 1 else np.dtype(v): k
-          for k, v in _DTYPES.items() if k != "BF16"}
 _FLOAT_CODES = ("F64", "F32", "F16", "BF16")
 _MAX_HEADER = 100_000_000         # the limit the safetensors library itself enforces
 
@@ -118,7 +116,8 @@ class SafetensorsFile:
         try:
             header = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise self._corrupt(f"header is not JSON: {exc.msg if hasattr(exc, 'msg') else exc}")
+            why = exc.msg if hasattr(exc, "msg") else exc
+            raise self._corrupt(f"header is not JSON: {why}") from None
         if not isinstance(header, dict):
             raise self._corrupt("header is not a JSON object")
         self.metadata = header.pop("__metadata__", None) or {}
@@ -189,37 +188,12 @@ def read_safetensors(path) -> dict:
 
 
 def write_safetensors(path, tensors: dict, metadata: dict | None = None):
-    """Write ``{name: ndarray}`` as a safetensors file (not atomic; callers write a temp path).
+    """Write ``{name: ndarray}`` with the safetensors library (not atomic; callers write a
+    temporary path and rename it)."""
+    from safetensors.numpy import save_file
 
-    Parameters
-    ----------
-    path : destination file.
-    tensors : NumPy arrays of a dtype safetensors knows (no BF16: NumPy has none).
-    metadata : optional ``{str: str}`` stored as the header's ``__metadata__``.
-    """
-    header, arrays, offset = {}, [], 0
-    for name, value in tensors.items():
-        array = np.ascontiguousarray(value)
-        dtype = array.dtype.newbyteorder("<") if array.dtype.itemsize > 1 else array.dtype
-        if dtype not in _CODES:
-            raise TypeError(f"tensor {name!r} has dtype {array.dtype}, which safetensors "
-                            "cannot store")
-        array = array.astype(dtype, copy=False)
-        header[name] = {"dtype": _CODES[dtype], "shape": list(array.shape),
-                        "data_offsets": [offset, offset + array.nbytes]}
-        arrays.append(array)
-        offset += array.nbytes
-    if metadata:
-        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
-    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    raw += b" " * (-len(raw) % 8)           # the data section starts 8-byte aligned
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(raw)))
-        f.write(raw)
-        for array in arrays:
-            f.write(array.tobytes())
-        f.flush()
-        os.fsync(f.fileno())
+    arrays = {name: np.ascontiguousarray(value) for name, value in tensors.items()}
+    save_file(arrays, str(path), metadata={str(k): str(v) for k, v in (metadata or {}).items()})
 
 
 # --------------------------------------------------------------------------- 2-bit packing
@@ -340,11 +314,10 @@ def config_to_hf(config: ModelConfig, *, prequantized: bool = True) -> dict:
         "tie_word_embeddings": config.tie_word_embeddings,
         "attention_bias": False,
         "torch_dtype": "float32",
+        # written even when None: an absent id makes transformers fall back to 2B-4T's ids
+        "bos_token_id": config.bos_token_id,
+        "eos_token_id": config.eos_token_id,
     }
-    if config.bos_token_id is not None:
-        raw["bos_token_id"] = config.bos_token_id
-    if config.eos_token_id is not None:
-        raw["eos_token_id"] = config.eos_token_id
     if prequantized:
         raw["quantization_config"] = {"quant_method": "bitnet", "linear_class": "bitlinear",
                                       "quantization_mode": "offline"}

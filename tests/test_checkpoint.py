@@ -17,8 +17,8 @@ from ternedge.golden.weights import LINEAR_NAMES, LayerWeights, ModelWeights, Te
 from ternedge.host import checkpoint
 from ternedge.host.errors import CheckpointError, ConfigurationError
 
-TINY = dict(vocab_size=16, hidden_size=12, intermediate_size=20, num_hidden_layers=2,
-            num_attention_heads=3, num_key_value_heads=1, max_position_embeddings=32)
+TINY = {"vocab_size": 16, "hidden_size": 12, "intermediate_size": 20, "num_hidden_layers": 2,
+        "num_attention_heads": 3, "num_key_value_heads": 1, "max_position_embeddings": 32}
 
 
 def _shapes(config):

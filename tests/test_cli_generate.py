@@ -7,8 +7,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from float_reference import rand_weights
+
 from ternedge.golden.config import ModelConfig
 from ternedge.host.checkpoint import save_checkpoint
 from ternedge.host.cli import main

@@ -72,7 +72,7 @@ def test_quantize_activations_is_symmetric_and_exact():
     q, amax = quant.quantize_activations(x)
     assert q.dtype == np.int8 and q.min() >= -127 and q.max() <= 127
     assert np.all(q[3] == 0) and amax[3] == 0
-    for row, a in zip(range(16), amax):
+    for row, a in zip(range(16), amax, strict=True):
         if a == 0:
             continue
         exact = [Fraction(127 * int(v), int(a)) for v in x[row, :20]]

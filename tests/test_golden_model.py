@@ -7,8 +7,8 @@ test; everything inside golden/ is integer-exact.
 
 import numpy as np
 import pytest
-
 from float_reference import float_forward, rand_weights
+
 from ternedge.golden import attention, fixed, ops, sampling
 from ternedge.golden.config import AcceleratorConfig, ModelConfig
 from ternedge.golden.model import GoldenModel
@@ -49,7 +49,8 @@ def test_gates_match_float():
 
 def test_attention_matches_float_softmax():
     rng = np.random.default_rng(3)
-    q, k, v = rng.normal(0, 1, (6, 4, 16)), rng.normal(0, 1, (6, 2, 16)), rng.normal(0, 1, (6, 2, 16))
+    q = rng.normal(0, 1, (6, 4, 16))
+    k, v = rng.normal(0, 1, (6, 2, 16)), rng.normal(0, 1, (6, 2, 16))
     positions = np.arange(6)
     got = fixed.from_q16(attention.attention(fixed.to_q16(q), fixed.to_q16(k), fixed.to_q16(v),
                                              positions))

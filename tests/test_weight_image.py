@@ -11,7 +11,6 @@ from ternedge.host import weight_image
 from ternedge.host.errors import CheckpointError
 
 
-
 def _config(group_size, tables, cols):
     return AcceleratorConfig(group_size=group_size, tables_per_step=tables, cols_per_cycle=cols)
 
