@@ -98,8 +98,10 @@ def ratio_scale(num, den):
         raise ValueError("ratio_scale needs positive numerator and denominator")
     e = 16 + bit_length(den) - bit_length(num)
     m = _scaled_quotient(num, den, e)
-    e = np.where(m >= 1 << 16, e - 1, e)
-    m = _scaled_quotient(num, den, e)
+    # at most twice: the quotient starts below 2**17, and rounding may land exactly on 2**16
+    while np.any(m >= 1 << 16):
+        e = np.where(m >= 1 << 16, e - 1, e)
+        m = _scaled_quotient(num, den, e)
     return m, e
 
 

@@ -324,7 +324,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--float-out", default="/tmp/tiny-kjv-float",
                    help="float QAT weights in HF naming (default %(default)s)")
     p.add_argument("--heldout-file", default=str(_REPO / "host" / "data" / "kjv_heldout.txt"))
-    p.add_argument("--steps", type=int, default=2400)
+    p.add_argument("--steps", type=int, default=1600)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--lr", type=float, default=1.5e-3)
