@@ -1,0 +1,295 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""rtl.elementwise on Amaranth's simulator vs golden.ops, under random valid/ready stalls on
+every stream, plus exact stall-free cycle counts."""
+
+import numpy as np
+import pytest
+from amaranth.hdl import Elaboratable, Module, Signal, Value
+from amaranth.sim import Simulator
+
+from ternedge.golden import fixed, ops
+from ternedge.rtl import elementwise
+
+pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+
+
+# -- stream helpers (payloads written and read packed: much faster in simulation) ----------
+
+def pack(values, width):
+    mask = (1 << width) - 1
+    out = 0
+    for i, v in enumerate(values):
+        out |= (int(v) & mask) << (i * width)
+    return out
+
+
+def unpack_signed(word, width, count):
+    vals = [(word >> (i * width)) & ((1 << width) - 1) for i in range(count)]
+    return [v - (1 << width) if v >> (width - 1) else v for v in vals]
+
+
+def beats(token, lanes, width):
+    """Packed ``token_layout`` beats of one token (zero padding, ``last`` on the final beat)."""
+    n = -(-len(token) // lanes)
+    padded = np.zeros(n * lanes, dtype=np.int64)
+    padded[:len(token)] = token
+    return [pack(padded[i * lanes:(i + 1) * lanes], width) | (int(i == n - 1) << (lanes * width))
+            for i in range(n)]
+
+
+async def put(ctx, stream, value, rng, p_valid):
+    while p_valid < 1 and rng.random() > p_valid:
+        ctx.set(stream.valid, 0)
+        await ctx.tick()
+    ctx.set(Value.cast(stream.payload), value)
+    ctx.set(stream.valid, 1)
+    _, cycle = await ctx.tick().sample(stream.ready, COUNTER).until(stream.ready)
+    ctx.set(stream.valid, 0)
+    return cycle
+
+
+async def get(ctx, stream, rng, p_ready):
+    while p_ready < 1 and rng.random() > p_ready:
+        ctx.set(stream.ready, 0)
+        await ctx.tick()
+    ctx.set(stream.ready, 1)
+    value, cycle = await ctx.tick().sample(Value.cast(stream.payload), COUNTER).until(stream.valid)
+    ctx.set(stream.ready, 0)
+    return value, cycle
+
+
+COUNTER = Signal(32, name="counter")
+
+
+class Counted(Elaboratable):
+    """The DUT plus a free-running cycle counter, so handshakes can be time-stamped."""
+
+    def __init__(self, dut):
+        self.dut = dut
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.dut = self.dut
+        m.d.sync += COUNTER.eq(COUNTER + 1)
+        return m
+
+
+def simulate(dut, benches):
+    sim = Simulator(Counted(dut))
+    sim.add_clock(1e-8)
+    for bench in benches:
+        sim.add_testbench(bench)
+    sim.run()
+
+
+def seeded(seed):
+    print(f"seed={seed}")
+    return np.random.default_rng(seed)
+
+
+def unpack_tokens(words, lanes, tokens):
+    return np.array([unpack_signed(w, 32, lanes) for w in words]).reshape(tokens, -1)
+
+
+def test_parameter_validation():
+    with pytest.raises(ValueError, match="max_h=10 must be a multiple of lanes=4"):
+        elementwise.RMSNorm(lanes=4, max_h=10)
+    with pytest.raises(ValueError, match="eps must be at most 2..16"):
+        elementwise.RMSNorm(eps=1 << 17)
+    with pytest.raises(ValueError, match="head_dim=12 must be a multiple of 2.lanes=8"):
+        elementwise.RoPE(lanes=4, head_dim=12)
+    with pytest.raises(ValueError, match="lanes must be a positive integer"):
+        elementwise.Pointwise(lanes=-1)
+    with pytest.raises(ValueError, match="h=6 must be a multiple of lanes=4"):
+        elementwise.RMSNorm(lanes=4, max_h=16).cycles(1, 6)
+
+
+# -- RMSNorm --------------------------------------------------------------------------------
+
+def run_rmsnorm(dut, x, gamma, rng, p_valid, p_ready):
+    lanes = dut.lanes
+    tokens, h = x.shape
+    out = {"y": [], "first": None, "last": None}
+
+    async def x_driver(ctx):
+        for token in x:
+            for beat in beats(token, lanes, 32):
+                cycle = await put(ctx, dut.x, beat, rng, p_valid)
+                if out["first"] is None:
+                    out["first"] = cycle
+
+    async def gamma_driver(ctx):
+        for _ in range(tokens):
+            for i in range(h // lanes):
+                await put(ctx, dut.gamma, pack(gamma[i * lanes:(i + 1) * lanes], 32), rng,
+                          p_valid)
+
+    async def monitor(ctx):
+        for _ in range(tokens * (h // lanes)):
+            word, cycle = await get(ctx, dut.y, rng, p_ready)
+            out["y"].append(word)
+            out["last"] = cycle
+
+    simulate(dut, [x_driver, gamma_driver, monitor])
+    lasts = [(w >> (32 * lanes)) & 1 for w in out["y"]]
+    assert lasts == ([0] * (h // lanes - 1) + [1]) * tokens
+    return unpack_tokens(out["y"], lanes, tokens), out["last"] - out["first"] + 1
+
+
+def rms_job(rng, tokens, h):
+    x = rng.integers(-(1 << 22), 1 << 22, size=(tokens, h)) >> rng.integers(0, 22, (tokens, 1))
+    x[0, :2] = [fixed.INT32_MIN, fixed.INT32_MAX]
+    if tokens > 1:
+        x[1] = 0
+    gamma = rng.integers(-(1 << 18), 1 << 18, size=h)
+    gamma[:2] = [fixed.INT32_MAX, fixed.INT32_MIN]
+    return x, gamma
+
+
+@pytest.mark.parametrize("lanes,h", [(4, 16), (2, 6)])
+def test_rmsnorm_random_stalls(lanes, h):
+    seed = 10 * lanes + h
+    rng = seeded(seed)
+    x, gamma = rms_job(rng, 4, h)
+    eps = ops.eps_q16(1e-5)
+    dut = elementwise.RMSNorm(lanes=lanes, max_h=16, eps=eps)
+    y, _ = run_rmsnorm(dut, x, gamma, rng, p_valid=0.6, p_ready=0.5)
+    np.testing.assert_array_equal(y, ops.rmsnorm(x, gamma, eps), err_msg=f"seed={seed}")
+
+
+def test_rmsnorm_cycles_exact():
+    rng = seeded(33)
+    x, gamma = rms_job(rng, 2, 8)
+    dut = elementwise.RMSNorm(lanes=4, max_h=16, eps=7)
+    y, cycles = run_rmsnorm(dut, x, gamma, rng, p_valid=1.0, p_ready=1.0)
+    np.testing.assert_array_equal(y, ops.rmsnorm(x, gamma, 7))
+    assert dut.cycles(2, 8) == cycles
+
+
+# -- RoPE -----------------------------------------------------------------------------------
+
+def run_rope(dut, x, positions, cos, sin, rng, p_valid, p_ready):
+    lanes, half = dut.lanes, dut.head_dim // 2
+    tokens, heads, head_dim = x.shape
+    flat = x.reshape(-1, head_dim)
+    out = {"y": [], "first": None, "last": None}
+
+    async def x_driver(ctx):
+        for head in flat:
+            for i in range(head_dim // lanes):
+                cycle = await put(ctx, dut.x, pack(head[i * lanes:(i + 1) * lanes], 32), rng,
+                                  p_valid)
+                if out["first"] is None:
+                    out["first"] = cycle
+
+    async def table_driver(ctx):
+        for t in range(tokens):
+            for _ in range(heads):
+                row_c, row_s = cos[positions[t]], sin[positions[t]]
+                for i in range(half // lanes):
+                    word = (pack(row_c[i * lanes:(i + 1) * lanes], 18)
+                            | (pack(row_s[i * lanes:(i + 1) * lanes], 18) << (18 * lanes)))
+                    await put(ctx, dut.table, word, rng, p_valid)
+
+    async def monitor(ctx):
+        for _ in range(flat.size // lanes):
+            word, cycle = await get(ctx, dut.y, rng, p_ready)
+            out["y"].append(word)
+            out["last"] = cycle
+
+    simulate(dut, [x_driver, table_driver, monitor])
+    y = unpack_tokens(out["y"], lanes, flat.shape[0]).reshape(x.shape)
+    return y, out["last"] - out["first"] + 1
+
+
+def rope_job(rng, tokens, heads, head_dim):
+    x = rng.integers(fixed.INT32_MIN, fixed.INT32_MAX, size=(tokens, heads, head_dim),
+                     endpoint=True) >> rng.integers(0, 16, (tokens, heads, 1))
+    x[0, 0, :2] = [fixed.INT32_MIN, fixed.INT32_MAX]
+    cos, sin = ops.rope_tables(64, head_dim, 10000.0)
+    positions = rng.integers(0, 64, size=tokens)
+    return x, positions, cos, sin
+
+
+@pytest.mark.parametrize("lanes,head_dim", [(2, 8), (1, 6)])
+def test_rope_random_stalls(lanes, head_dim):
+    seed = 50 + lanes * head_dim
+    rng = seeded(seed)
+    x, positions, cos, sin = rope_job(rng, 3, 2, head_dim)
+    dut = elementwise.RoPE(lanes=lanes, head_dim=head_dim)
+    y, _ = run_rope(dut, x, positions, cos, sin, rng, p_valid=0.6, p_ready=0.5)
+    np.testing.assert_array_equal(y, ops.rope(x, positions, cos, sin), err_msg=f"seed={seed}")
+
+
+def test_rope_cycles_exact():
+    rng = seeded(61)
+    x, positions, cos, sin = rope_job(rng, 2, 2, 16)
+    dut = elementwise.RoPE(lanes=4, head_dim=16)
+    y, cycles = run_rope(dut, x, positions, cos, sin, rng, p_valid=1.0, p_ready=1.0)
+    np.testing.assert_array_equal(y, ops.rope(x, positions, cos, sin))
+    assert dut.cycles(4) == cycles
+
+
+# -- Pointwise ------------------------------------------------------------------------------
+
+def run_pointwise(dut, ops_per_beat, a, b, rng, p_valid, p_ready):
+    lanes = dut.lanes
+    n = len(ops_per_beat)
+    out = {"y": [], "first": None, "last": None}
+
+    async def driver(ctx):
+        for i, op in enumerate(ops_per_beat):
+            word = (op.value | (pack(a[i * lanes:(i + 1) * lanes], 32) << 2)
+                    | (pack(b[i * lanes:(i + 1) * lanes], 32) << (2 + 32 * lanes)))
+            cycle = await put(ctx, dut.i, word, rng, p_valid)
+            if out["first"] is None:
+                out["first"] = cycle
+
+    async def monitor(ctx):
+        for _ in range(n):
+            word, cycle = await get(ctx, dut.o, rng, p_ready)
+            out["y"].append(word)
+            out["last"] = cycle
+
+    simulate(dut, [driver, monitor])
+    return unpack_tokens(out["y"], lanes, 1)[0], out["last"] - out["first"] + 1
+
+
+def pointwise_reference(ops_per_beat, a, b, lanes):
+    golden = {elementwise.PointwiseOp.ADD: ops.residual_add,
+              elementwise.PointwiseOp.RELU2_GATE: ops.relu2_gate,
+              elementwise.PointwiseOp.SILU_GATE: ops.silu_gate}
+    return np.concatenate([golden[op](a[i * lanes:(i + 1) * lanes], b[i * lanes:(i + 1) * lanes])
+                           for i, op in enumerate(ops_per_beat)])
+
+
+def pointwise_job(rng, n_beats, lanes):
+    n = n_beats * lanes
+    a = rng.integers(-(1 << 21), 1 << 21, size=n) >> rng.integers(0, 12, size=n)
+    b = rng.integers(-(1 << 24), 1 << 24, size=n) >> rng.integers(0, 12, size=n)
+    a[:4] = [fixed.INT32_MAX, fixed.INT32_MIN, 0, -(300 << 16)]
+    b[:4] = [fixed.INT32_MAX, fixed.INT32_MIN, fixed.INT32_MAX, 1 << 16]
+    choices = list(elementwise.PointwiseOp)
+    ops_per_beat = [choices[int(i)] for i in rng.integers(0, len(choices), n_beats)]
+    ops_per_beat[:3] = choices
+    return ops_per_beat, a, b
+
+
+def test_pointwise_random_stalls():
+    seed = 71
+    rng = seeded(seed)
+    lanes = 4
+    ops_per_beat, a, b = pointwise_job(rng, 30, lanes)
+    dut = elementwise.Pointwise(lanes=lanes)
+    y, _ = run_pointwise(dut, ops_per_beat, a, b, rng, p_valid=0.6, p_ready=0.5)
+    np.testing.assert_array_equal(y, pointwise_reference(ops_per_beat, a, b, lanes),
+                                  err_msg=f"seed={seed}")
+
+
+def test_pointwise_cycles_exact():
+    rng = seeded(72)
+    ops_per_beat, a, b = pointwise_job(rng, 6, 2)
+    dut = elementwise.Pointwise(lanes=2)
+    y, cycles = run_pointwise(dut, ops_per_beat, a, b, rng, p_valid=1.0, p_ready=1.0)
+    np.testing.assert_array_equal(y, pointwise_reference(ops_per_beat, a, b, 2))
+    assert dut.cycles(6) == cycles

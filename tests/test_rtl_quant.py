@@ -1,0 +1,279 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""rtl.quant and rtl.arith on Amaranth's simulator vs golden.quant / golden.fixed, under random
+valid/ready stalls on every stream, plus exact stall-free cycle counts."""
+
+import numpy as np
+import pytest
+from amaranth.hdl import Elaboratable, Module, Signal, Value, signed
+from amaranth.sim import Simulator
+
+from ternedge.golden import fixed
+from ternedge.golden import quant as golden
+from ternedge.rtl import arith, quant
+
+# constructors that raise leave a half-built Elaboratable behind; that is the point of the test
+pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+
+
+# -- stream helpers (payloads written and read packed: much faster in simulation) ----------
+
+def pack(values, width):
+    mask = (1 << width) - 1
+    out = 0
+    for i, v in enumerate(values):
+        out |= (int(v) & mask) << (i * width)
+    return out
+
+
+def unpack_signed(word, width, count):
+    vals = [(word >> (i * width)) & ((1 << width) - 1) for i in range(count)]
+    return [v - (1 << width) if v >> (width - 1) else v for v in vals]
+
+
+def beats(token, lanes, width):
+    """Packed ``token_layout`` beats of one token (zero padding, ``last`` on the final beat)."""
+    n = -(-len(token) // lanes)
+    padded = np.zeros(n * lanes, dtype=np.int64)
+    padded[:len(token)] = token
+    return [pack(padded[i * lanes:(i + 1) * lanes], width) | (int(i == n - 1) << (lanes * width))
+            for i in range(n)]
+
+
+async def put(ctx, stream, value, rng, p_valid):
+    while p_valid < 1 and rng.random() > p_valid:
+        ctx.set(stream.valid, 0)
+        await ctx.tick()
+    ctx.set(Value.cast(stream.payload), value)
+    ctx.set(stream.valid, 1)
+    _, cycle = await ctx.tick().sample(stream.ready, COUNTER).until(stream.ready)
+    ctx.set(stream.valid, 0)
+    return cycle
+
+
+async def get(ctx, stream, rng, p_ready):
+    while p_ready < 1 and rng.random() > p_ready:
+        ctx.set(stream.ready, 0)
+        await ctx.tick()
+    ctx.set(stream.ready, 1)
+    value, cycle = await ctx.tick().sample(Value.cast(stream.payload), COUNTER).until(stream.valid)
+    ctx.set(stream.ready, 0)
+    return value, cycle
+
+
+COUNTER = Signal(32, name="counter")
+
+
+class Counted(Elaboratable):
+    """The DUT plus a free-running cycle counter, so handshakes can be time-stamped."""
+
+    def __init__(self, dut):
+        self.dut = dut
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.dut = self.dut
+        m.d.sync += COUNTER.eq(COUNTER + 1)
+        return m
+
+
+def simulate(dut, benches):
+    sim = Simulator(Counted(dut))
+    sim.add_clock(1e-8)
+    for bench in benches:
+        sim.add_testbench(bench)
+    sim.run()
+
+
+def seeded(seed):
+    print(f"seed={seed}")
+    return np.random.default_rng(seed)
+
+
+def random_tokens(rng, tokens, k):
+    """Q16 tokens with a spread of magnitudes, exact ties, int32 extremes and zero tokens."""
+    x = rng.integers(-(1 << 20), 1 << 20, size=(tokens, k)) >> rng.integers(0, 20, (tokens, 1))
+    x[0, :2] = [fixed.INT32_MIN, fixed.INT32_MAX]
+    if tokens > 2:
+        x[1] = 0
+        x[2] = rng.choice([-254, -127, 0, 127, 254], size=k)  # ties of 127 x / amax
+    return x
+
+
+# -- arith ----------------------------------------------------------------------------------
+
+def test_arith_sequential_and_exp():
+    rng = seeded(7)
+    top = Module()
+    top.submodules.ratio = ratio = arith.RatioScale(num_width=44, den_width=44)
+    top.submodules.isqrt = isqrt = arith.Isqrt(width=64)
+    x = Signal(signed(34))
+    e = arith.exp_neg(top, x)
+    nums = np.concatenate([rng.integers(1, 1 << 44, 30), rng.integers(1, 300, 20), [1 << 16, 1]])
+    dens = np.concatenate([rng.integers(1, 1 << 44, 30), [127] * 20, [1, (1 << 44) - 1]])
+    radicands = np.concatenate([rng.integers(0, 1 << 62, 30), [0, 1, 3, 4, (1 << 62) - 1]])
+    xs = np.concatenate([-rng.integers(0, 1 << 26, 200), [0, -1, -(256 << 16), -(1 << 33)]])
+    got = {"m": [], "e": [], "root": [], "exp": []}
+
+    async def bench(ctx):
+        for a, b in zip(nums, dens, strict=True):
+            ctx.set(ratio.i.payload.num, int(a))
+            ctx.set(ratio.i.payload.den, int(b))
+            ctx.set(ratio.i.valid, 1)
+            await ctx.tick().until(ratio.i.ready)
+            ctx.set(ratio.i.valid, 0)
+            ctx.set(ratio.o.ready, 1)
+            mm, ee = await ctx.tick().sample(ratio.o.payload.m, ratio.o.payload.e).until(
+                ratio.o.valid)
+            got["m"].append(mm)
+            got["e"].append(ee)
+        for v in radicands:
+            ctx.set(isqrt.i.payload, int(v))
+            ctx.set(isqrt.i.valid, 1)
+            await ctx.tick().until(isqrt.i.ready)
+            ctx.set(isqrt.i.valid, 0)
+            ctx.set(isqrt.o.ready, 1)
+            (root,) = await ctx.tick().sample(isqrt.o.payload).until(isqrt.o.valid)
+            got["root"].append(root)
+        for v in xs:
+            ctx.set(x, int(v))
+            got["exp"].append(ctx.get(e))
+
+    sim = Simulator(top)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    m_ref, e_ref = fixed.ratio_scale(nums, dens)
+    np.testing.assert_array_equal(got["m"], m_ref)
+    np.testing.assert_array_equal(got["e"], e_ref)
+    np.testing.assert_array_equal(got["root"], fixed.isqrt(radicands))
+    np.testing.assert_array_equal(got["exp"], fixed.exp_neg(xs))
+
+
+def test_parameter_validation():
+    with pytest.raises(ValueError, match="lanes must be a positive integer"):
+        quant.Quantizer(lanes=0)
+    with pytest.raises(ValueError, match="max_k must be a positive integer"):
+        quant.Quantizer(max_k=True)
+    with pytest.raises(ValueError, match="acc_width must be at most 32"):
+        quant.Dequantizer(acc_width=40)
+    with pytest.raises(ValueError, match="k=65 exceeds"):
+        quant.Quantizer(max_k=64).cycles(1, 65)
+    with pytest.raises(ValueError, match="num_width must be at most 44"):
+        arith.RatioScale(num_width=45, den_width=8)
+
+
+# -- Quantizer ------------------------------------------------------------------------------
+
+def run_quantizer(dut, x, rng, p_valid, p_ready):
+    lanes = dut.lanes
+    n_beats = -(-x.shape[1] // lanes)
+    out = {"q": [], "amax": [], "first": None, "last": None}
+
+    async def driver(ctx):
+        for token in x:
+            for beat in beats(token, lanes, 32):
+                cycle = await put(ctx, dut.x, beat, rng, p_valid)
+                if out["first"] is None:
+                    out["first"] = cycle
+
+    async def q_monitor(ctx):
+        for _ in range(x.shape[0] * n_beats):
+            word, cycle = await get(ctx, dut.q, rng, p_ready)
+            out["q"].append(word)
+            out["last"] = cycle
+
+    async def amax_monitor(ctx):
+        for _ in range(x.shape[0]):
+            word, _ = await get(ctx, dut.amax, rng, p_ready)
+            out["amax"].append(word)
+
+    simulate(dut, [driver, q_monitor, amax_monitor])
+    words = out["q"]
+    lasts = [(w >> (8 * lanes)) & 1 for w in words]
+    assert lasts == ([0] * (n_beats - 1) + [1]) * x.shape[0]
+    q = np.array([unpack_signed(w, 8, lanes) for w in words]).reshape(x.shape[0], -1)
+    return q[:, :x.shape[1]], np.array(out["amax"]), out["last"] - out["first"] + 1
+
+
+@pytest.mark.parametrize("lanes,k", [(4, 24), (3, 10)])
+def test_quantizer_random_stalls(lanes, k):
+    seed = 100 + lanes
+    rng = seeded(seed)
+    x = random_tokens(rng, 5, k)
+    dut = quant.Quantizer(lanes=lanes, max_k=32)
+    q, amax, _ = run_quantizer(dut, x, rng, p_valid=0.6, p_ready=0.5)
+    q_ref, amax_ref = golden.quantize_activations(x)
+    np.testing.assert_array_equal(q, q_ref, err_msg=f"seed={seed}")
+    np.testing.assert_array_equal(amax, amax_ref, err_msg=f"seed={seed}")
+
+
+@pytest.mark.parametrize("tokens,k", [(1, 8), (3, 16)])
+def test_quantizer_cycles_exact(tokens, k):
+    rng = seeded(200 + k)
+    x = random_tokens(rng, tokens, k)
+    dut = quant.Quantizer(lanes=4, max_k=16)
+    q, _, cycles = run_quantizer(dut, x, rng, p_valid=1.0, p_ready=1.0)
+    np.testing.assert_array_equal(q, golden.quantize_activations(x)[0])
+    assert dut.cycles(tokens, k) == cycles
+
+
+# -- Dequantizer ----------------------------------------------------------------------------
+
+def run_dequantizer(dut, acc, amax, w_scale, rng, p_valid, p_ready):
+    lanes, width = dut.lanes, dut.acc_width
+    n_beats = -(-acc.shape[1] // lanes)
+    out = {"y": [], "first": None, "last": None}
+    m_w, e_w = w_scale
+
+    async def scale_driver(ctx):
+        for a in amax:
+            cycle = await put(ctx, dut.scale, pack([int(a)], 32) | (m_w << 32)
+                              | ((e_w & 0xFF) << 48), rng, p_valid)
+            if out["first"] is None:
+                out["first"] = cycle
+
+    async def acc_driver(ctx):
+        for token in acc:
+            for beat in beats(token, lanes, width):
+                await put(ctx, dut.acc, beat, rng, p_valid)
+
+    async def monitor(ctx):
+        for _ in range(acc.shape[0] * n_beats):
+            word, cycle = await get(ctx, dut.y, rng, p_ready)
+            out["y"].append(word)
+            out["last"] = cycle
+
+    simulate(dut, [scale_driver, acc_driver, monitor])
+    y = np.array([unpack_signed(w, 32, lanes) for w in out["y"]]).reshape(acc.shape[0], -1)
+    return y[:, :acc.shape[1]], out["last"] - out["first"] + 1
+
+
+def random_dequant_job(rng, tokens, n, acc_width):
+    limit = 1 << (acc_width - 1)
+    acc = rng.integers(-limit, limit, size=(tokens, n)) >> rng.integers(0, 12, (tokens, 1))
+    acc[0, :2] = [-limit, limit - 1]
+    amax = rng.integers(1, 1 << 31, size=tokens) >> rng.integers(0, 30, tokens)
+    amax[-1] = 0
+    amax[0] = 1 << 31
+    return acc, amax
+
+
+@pytest.mark.parametrize("scale", [0.0123, 1.7, 350.0])
+def test_dequantizer_random_stalls(scale):
+    seed = int(scale * 1000)
+    rng = seeded(seed)
+    dut = quant.Dequantizer(lanes=3, acc_width=24)
+    acc, amax = random_dequant_job(rng, 4, 7, 24)
+    w_scale = golden.weight_scale(scale)
+    y, _ = run_dequantizer(dut, acc, amax, w_scale, rng, p_valid=0.6, p_ready=0.5)
+    np.testing.assert_array_equal(y, golden.dequantize(acc, amax, w_scale), err_msg=f"seed={seed}")
+
+
+def test_dequantizer_cycles_exact():
+    rng = seeded(300)
+    dut = quant.Dequantizer(lanes=4, acc_width=20)
+    acc, amax = random_dequant_job(rng, 3, 16, 20)
+    w_scale = golden.weight_scale(0.05)
+    y, cycles = run_dequantizer(dut, acc, amax, w_scale, rng, p_valid=1.0, p_ready=1.0)
+    np.testing.assert_array_equal(y, golden.dequantize(acc, amax, w_scale))
+    assert dut.cycles(3, 16) == cycles
