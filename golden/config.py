@@ -88,6 +88,49 @@ class AcceleratorConfig:
     clock_mhz : fabric clock.
     acc_width : accumulator width in bits; must hold 127 * K for the longest K supported.
     max_k : longest reduction dimension the accumulators are sized for.
+
+    The fields below drive the system-level models of sim/ (and, where the RTL has the
+    feature, rtl/ and boards/); their defaults describe the RTL engine as it is built.
+
+    ddr_peak_gbps : DDR peak bandwidth in GB/s (KV260: 64-bit DDR4-2400 = 19.2).
+    ddr_ports : AXI ports from the fabric to the DDR controller used for weights and caches.
+    port_width_bits : data width of each port (Zynq UltraScale+ S_AXI_HP: at most 128), clocked
+        at ``clock_mhz``.
+    burst_bytes : bytes per AXI read burst (AXI4 allows up to 4096 without crossing a 4 KB
+        boundary).
+    weight_layout : ``"dense"`` (the ternedge weight image: entries packed back to back,
+        ``index_bits(G) / G`` bits per weight), ``"tellme"`` (TeLLMe's 768-bit beats of
+        ``entries_per_beat`` entries plus an FP16 gamma and padding, in hidden x hidden regions)
+        or ``"base243"`` (1.6 bits: five ternary weights per byte in DDR, unpadded along K,
+        re-encoded to G-group indices by the DMA on the way into the bank).
+    weight_beat_bits : width of one weight DMA beat (TeLLMe: 3 x 256 = 768).
+    entries_per_beat : weight entries per beat in the ``"tellme"`` layout (TeLLMe: 5).
+    weight_buffer_memory : ``"uram"`` (4096 x 72 bit blocks) or ``"bram"`` (BRAM36 as 512 x 72).
+    weight_buffer_depth : words per weight bank (a word is what the engine reads per lookup).
+    weight_buffer_partitions : 0: a bank word holds all ``cols_per_cycle`` entries (the RTL);
+        P > 0: the bank is partitioned into P single-entry banks, so a lookup of
+        ``cols_per_cycle`` columns takes ``ceil(cols_per_cycle / P)`` cycles (TeLLMe: 8).
+    double_buffer : two weight banks, the DMA of the next tile overlapping compute (the RTL);
+        False: one bank, loaded before each linear (TeLLMe).
+    fill_entries_per_cycle : weight entries one bank accepts per cycle (the RTL: 1).
+    tlmm_schedule : ``"overlapped"`` (the RTL: the next K-step's tables are built during the
+        current lookups) or ``"sequential"`` (TeLLMe's HLS: G*T activations are read, one per
+        cycle, before each K-step's lookups).
+    attention_lanes : FP16 lanes per attention dot product / update pass (a 256-bit beat: 16).
+    attention_query_tile : queries per prefill attention tile (TeLLMe: 8).
+    attention_pv_queries : queries of a tile whose P.V update runs in parallel (TeLLMe: 1).
+    attention_fused_rescale : True: the online-softmax rescale and the P.V accumulate are one
+        FMA pass; False: two passes (TeLLMe).
+    decode_attention_lanes : FP16 lanes of each decode attention pass (K, then V); up to
+        ``attention_query_tile * attention_lanes`` (and ``attention_pv_queries *
+        attention_lanes`` for the V pass) reuse the prefill units (TeLLMe: a separate 16-lane
+        unit).
+    elementwise_lanes : FP16 lanes per cycle of RMSNorm and the fused elementwise stage.
+    max_context : KV-cache capacity in tokens (the decode score FIFO depth; TeLLMe: 1024).
+    lm_head : ``"host-fp16"`` (ARM NEON, TeLLMe), ``"host-int8"``, ``"fabric-int8"`` or
+        ``"fabric-int4"`` (group-quantized weights streamed by the DMA to DSP MACs).
+    host_call_scope : ``"layer"`` (one accelerator call per decoder layer, TeLLMe) or
+        ``"token"`` (one call per forward pass).
     """
 
     group_size: int = 3
@@ -97,6 +140,28 @@ class AcceleratorConfig:
     acc_width: int = 24
     max_k: int = 16384
     extra: dict = field(default_factory=dict, compare=False)
+    ddr_peak_gbps: float = 19.2
+    ddr_ports: int = 4
+    port_width_bits: int = 128
+    burst_bytes: int = 4096
+    weight_layout: str = "dense"
+    weight_beat_bits: int = 512
+    entries_per_beat: int = 5
+    weight_buffer_memory: str = "bram"
+    weight_buffer_depth: int = 512
+    weight_buffer_partitions: int = 0
+    double_buffer: bool = True
+    fill_entries_per_cycle: int = 1
+    tlmm_schedule: str = "overlapped"
+    attention_lanes: int = 16
+    attention_query_tile: int = 8
+    attention_pv_queries: int = 1
+    attention_fused_rescale: bool = True
+    decode_attention_lanes: int = 16
+    elementwise_lanes: int = 16
+    max_context: int = 1024
+    lm_head: str = "host-fp16"
+    host_call_scope: str = "token"
 
     def __post_init__(self):
         if self.group_size not in (2, 3, 4):
@@ -111,6 +176,63 @@ class AcceleratorConfig:
         if self.acc_width < needed:
             raise ConfigError(f"acc_width {self.acc_width} cannot hold 127*max_k for "
                               f"max_k={self.max_k}; it needs at least {needed} bits")
+        self._check_system_fields()
+
+    _CHOICES = {
+        "weight_layout": ("dense", "tellme", "base243"),
+        "weight_buffer_memory": ("uram", "bram"),
+        "tlmm_schedule": ("overlapped", "sequential"),
+        "lm_head": ("host-fp16", "host-int8", "fabric-int8", "fabric-int4"),
+        "host_call_scope": ("layer", "token"),
+    }
+
+    def _check_system_fields(self):
+        for name in ("ddr_ports", "port_width_bits", "burst_bytes", "weight_beat_bits",
+                     "entries_per_beat", "weight_buffer_depth", "fill_entries_per_cycle",
+                     "attention_lanes", "attention_query_tile", "attention_pv_queries",
+                     "decode_attention_lanes", "elementwise_lanes", "max_context"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        partitions = self.weight_buffer_partitions
+        if not isinstance(partitions, int) or isinstance(partitions, bool) or partitions < 0:
+            raise ConfigError(f"weight_buffer_partitions must be a non-negative integer, "
+                              f"got {partitions!r}")
+        if not isinstance(self.ddr_peak_gbps, (int, float)) or not self.ddr_peak_gbps > 0:
+            raise ConfigError(f"ddr_peak_gbps must be positive, got {self.ddr_peak_gbps!r}")
+        for name in ("double_buffer", "attention_fused_rescale"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        for name, choices in self._CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"{name} must be one of {', '.join(choices)}, "
+                                  f"got {getattr(self, name)!r}")
+        if self.port_width_bits % 8 or self.weight_beat_bits % 8:
+            raise ConfigError("port_width_bits and weight_beat_bits must be whole bytes, got "
+                              f"{self.port_width_bits} and {self.weight_beat_bits}")
+        if self.burst_bytes > 4096:
+            raise ConfigError(f"burst_bytes {self.burst_bytes} exceeds the AXI4 4096-byte "
+                              "burst limit; use at most 4096")
+        if self.attention_pv_queries > self.attention_query_tile:
+            raise ConfigError(f"attention_pv_queries {self.attention_pv_queries} exceeds "
+                              f"attention_query_tile {self.attention_query_tile}")
+        if self.weight_layout == "tellme":
+            payload = self.entries_per_beat * self.tables_per_step * _index_bits(self.group_size)
+            if payload > self.weight_beat_bits:
+                raise ConfigError(f"entries_per_beat {self.entries_per_beat} x "
+                                  f"{self.tables_per_step * _index_bits(self.group_size)}-bit "
+                                  f"entries = {payload} bits do not fit a "
+                                  f"{self.weight_beat_bits}-bit weight beat")
+
+    @property
+    def index_bits(self) -> int:
+        """Bits of one weight-group index: ceil(log2(3**G)) (TeLLMe: 5)."""
+        return _index_bits(self.group_size)
+
+    @property
+    def entry_bits(self) -> int:
+        """Bits of one weight entry, the T indices of one column for one K-step (TeLLMe: 140)."""
+        return self.tables_per_step * self.index_bits
 
     @property
     def k_per_step(self) -> int:
@@ -121,3 +243,7 @@ class AcceleratorConfig:
     def macs_per_cycle(self) -> int:
         """Ternary multiply-accumulates per cycle: G * T * N (TeLLMe: 1,344)."""
         return self.k_per_step * self.cols_per_cycle
+
+
+def _index_bits(group_size: int) -> int:
+    return (3 ** group_size - 1).bit_length()

@@ -1,0 +1,112 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""``ternedge simulate``: predicted TTFT, tokens/s, breakdown and energy. *Modeled*.
+
+``register(commands)`` adds the subcommand to an argparse subparsers object; its ``run``
+returns an exit code and raises ``host.errors`` ``ConfigurationError`` / ``InputError`` for
+bad input (host/cli.py prints those on one line).
+"""
+
+import argparse
+import json
+
+from ..host.errors import InputError
+from . import power, presets, resources
+from .system import BLOCKS, System, roofline
+
+__all__ = ["register", "run", "build_system"]
+
+
+def register(commands) -> argparse.ArgumentParser:
+    """Add ``simulate`` to ``commands`` (from ``ArgumentParser.add_subparsers``)."""
+    sim = commands.add_parser(
+        "simulate", help="predict TTFT, tokens/s and energy of a model on a board (modeled)",
+        description=__doc__.splitlines()[0])
+    sim.add_argument("--model", required=True,
+                     help=f"preset ({', '.join(presets.MODELS)}) or an HF config.json path")
+    sim.add_argument("--board", default="kv260", help=f"board ({', '.join(presets.BOARDS)})")
+    sim.add_argument("--config", default="default",
+                     help=f"accelerator configuration ({', '.join(presets.CONFIGS)}) or a JSON "
+                          "file of AcceleratorConfig fields")
+    sim.add_argument("--prompt-len", type=int, default=128, help="prompt tokens")
+    sim.add_argument("--gen", type=int, default=128, help="generated tokens")
+    sim.add_argument("--json", action="store_true", help="print one JSON object instead")
+    sim.add_argument("--plots", metavar="DIR", help="write PNG plots into DIR")
+    sim.set_defaults(run=run)
+    return sim
+
+
+def build_system(model: str, board: str, config: str) -> System:
+    """Resolve names/paths and build the System (validated against the board)."""
+    return System(presets.load_model(model), presets.load_config(config),
+                  presets.load_board(board))
+
+
+def _summary(system: System, result) -> dict:
+    out = result.to_dict()
+    capacity = system.kv_cache.capacity(system.model)
+    contexts = sorted({c for c in (64, 128, 256, 512, 1024, 2048) if c <= capacity}
+                      | {result.prompt_len + 1})
+    out["decode_tok_s_by_context"] = {str(c): v for c, v in system.decode_curve(contexts)}
+    out["roofline"] = roofline(system, result.prompt_len + 1)
+    out["resources"] = resources.totals(system.config, system.model)
+    out["energy_components_decode_step_j"] = power.components(result.decode_steps[0])
+    return out
+
+
+def _table(system: System, result, summary) -> str:
+    step = result.decode_steps[0]
+    lines = [
+        f"ternedge simulate (all numbers modeled): {system.board.name if system.board else ''}"
+        f" @ {system.config.clock_mhz:g} MHz, prompt {result.prompt_len}, gen {result.gen}",
+        f"  TTFT                 {result.ttft_s * 1e3:10.1f} ms",
+        f"  prefill              {result.prefill_tok_s:10.1f} tokens/s",
+        f"  decode               {result.decode_tok_s:10.1f} tokens/s (average)",
+        f"  energy               {result.energy_j_per_token * 1e3:10.1f} mJ/token (decode), "
+        f"{result.average_power_w:.2f} W average",
+        f"  TLMM utilization     {result.tlmm_utilization * 100:10.1f} %",
+        f"  DDR bandwidth        {result.ddr_bandwidth_gbps:10.2f} GB/s "
+        f"({result.ddr_utilization * 100:.0f} % of peak)",
+        f"  DDR roofline         {summary['roofline']['peak_tok_s']:10.1f} tokens/s at peak, "
+        f"{summary['roofline']['sustained_tok_s']:.1f} sustained "
+        f"({summary['roofline']['bytes_per_token'] / 1e6:.1f} MB/token)",
+        "",
+        f"  {'block':<12} {'prefill ms':>11} {'decode ms':>10}   (decode step at context "
+        f"{step.context})",
+    ]
+    for block in BLOCKS:
+        lines.append(f"  {block:<12} {result.prefill.breakdown[block] * 1e3:11.2f} "
+                     f"{step.breakdown[block] * 1e3:10.3f}")
+    lines.append(f"  {'total':<12} {result.prefill.seconds * 1e3:11.2f} "
+                 f"{step.seconds * 1e3:10.3f}")
+    lines.append("")
+    lines.append("  decode tokens/s by context: " + ", ".join(
+        f"{c}: {v:.1f}" for c, v in summary["decode_tok_s_by_context"].items()))
+    used = summary["resources"]
+    board = system.board
+    if board is not None:
+        lines.append("  resources: " + ", ".join(
+            f"{k.upper()} {used[k]}/{getattr(board, k)}" for k in used))
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    """Run ``ternedge simulate``; returns the exit code."""
+    for name in ("prompt_len", "gen"):
+        value = getattr(args, name)
+        if value <= 0:
+            raise InputError(f"--{name.replace('_', '-')} must be a positive integer, got "
+                             f"{value}")
+    system = build_system(args.model, args.board, args.config)
+    result = system.run(args.prompt_len, args.gen)
+    summary = _summary(system, result)
+    if args.plots:
+        from . import plots
+
+        summary["plots"] = [str(p) for p in plots.write_all(system, result, args.plots)]
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(_table(system, result, summary))
+        if args.plots:
+            print("  plots: " + ", ".join(summary["plots"]))
+    return 0
