@@ -55,6 +55,10 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--json", action="store_true", help="print one JSON object instead")
     gen.set_defaults(run=_generate)
+
+    from ..sim import cli as sim_cli
+
+    sim_cli.register(commands)
     return parser
 
 

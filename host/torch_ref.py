@@ -421,7 +421,7 @@ class BitNetTorch(nn.Module):
             if not cfg.tie_word_embeddings:
                 model.lm_head.weight.copy_(f32(weights.lm_head))
             model.norm.weight.copy_(f32(weights.norm))
-            for layer, lw in zip(model.layers, weights.layers):
+            for layer, lw in zip(model.layers, weights.layers, strict=True):
                 layer.input_layernorm.weight.copy_(f32(lw.input_layernorm))
                 layer.post_attention_layernorm.weight.copy_(f32(lw.post_attention_layernorm))
                 layer.self_attn.attn_sub_norm.weight.copy_(f32(lw.attn_sub_norm))

@@ -260,7 +260,13 @@ def train(args) -> dict:
     model.train()
     losses = []
     bar = tqdm(range(args.steps), desc="QAT", mininterval=10, file=sys.stderr)
+    stopped_early = None
     for step in bar:
+        if args.max_minutes is not None and time.time() - t0 > 60 * args.max_minutes:
+            stopped_early = step
+            print(f"\nstopping early at step {step} (--max-minutes {args.max_minutes})",
+                  flush=True)
+            break
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         starts = torch.randint(0, n_start, (args.batch,), generator=gen)
@@ -297,7 +303,8 @@ def train(args) -> dict:
     log = {
         "command": "TORCHDYNAMO_DISABLE=1 python -m ternedge.host.train "
                    + " ".join(shlex.quote(a) for a in args.argv),
-        "seed": args.seed, "steps": args.steps, "batch": args.batch, "seq_len": args.seq_len,
+        "seed": args.seed, "steps": args.steps, "steps_done": len(losses),
+        "stopped_early_at": stopped_early, "batch": args.batch, "seq_len": args.seq_len,
         "lr": args.lr, "warmup": args.warmup, "min_lr_ratio": args.min_lr_ratio,
         "weight_decay": args.weight_decay, "threads": args.threads,
         "config": cfg.to_dict(),
@@ -324,7 +331,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--float-out", default="/tmp/tiny-kjv-float",
                    help="float QAT weights in HF naming (default %(default)s)")
     p.add_argument("--heldout-file", default=str(_REPO / "host" / "data" / "kjv_heldout.txt"))
-    p.add_argument("--steps", type=int, default=1600)
+    p.add_argument("--steps", type=int, default=1200)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--lr", type=float, default=1.5e-3)
@@ -333,7 +340,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--grad-clip", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: on a shared 2-core machine 2 threads ran "
+                        "3-6x slower than 1 under load)")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="safety stop: end training early (logged) after this many minutes")
     p.add_argument("--device", default="cpu",
                    help="training device (default cpu, for bit-reproducibility)")
     p.add_argument("--prompt", default="And the LORD said unto Moses, ")

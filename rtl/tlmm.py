@@ -218,13 +218,43 @@ class LookupAccumulate(wiring.Component):
         m = Module()
         cfg = self._config
         m.d.comb += [self.o.valid.eq(self.i.valid), self.i.ready.eq(self.o.ready)]
+        canonical = (golden_tlmm.table_size(cfg.group_size) - 1) // 2
+        # Mirror symmetry on the lookup side too: code c > P reads entry c - P and negates it.
+        # The negation is folded into the adder tree as ~x plus a carry (popcount of the signs),
+        # so each lookup is a (P+1)-way mux instead of a 3**G-way one.
+        sel_bits = max(1, (canonical).bit_length())
         tables = self.i.payload.tables
         for col in range(cfg.cols_per_cycle):
             codes = self.i.payload.indices[col]
-            total = _tree_sum(tables[t][codes[t]] for t in range(cfg.tables_per_step))
+            terms, signs = [], []
+            for t in range(cfg.tables_per_step):
+                code = codes[t]
+                negate = Signal(name=f"neg_c{col}_t{t}")
+                magnitude = Signal(sel_bits, name=f"mag_c{col}_t{t}")
+                m.d.comb += [
+                    negate.eq(code > canonical),
+                    magnitude.eq(Mux(negate, code - canonical, code)),
+                ]
+                entries = [tables[t][i] for i in range(canonical + 1)]
+                value = _mux_tree(entries, magnitude)
+                terms.append(Mux(negate, ~value, value))
+                signs.append(negate)
+            total = _tree_sum(terms) + _tree_sum(signs)
             acc = Mux(self.i.payload.clear, 0, self.i.payload.acc[col])
             m.d.comb += self.o.payload[col].eq(acc + total)
         return m
+
+
+def _mux_tree(values, select):
+    """``values[select]`` as a balanced tree of 2:1 muxes (values beyond the list read 0)."""
+    level = list(values)
+    for bit in range(len(select)):
+        if len(level) == 1:
+            break
+        if len(level) % 2:
+            level.append(Const(0, signed(2)))
+        level = [Mux(select[bit], level[i + 1], level[i]) for i in range(0, len(level), 2)]
+    return level[0]
 
 
 class WeightBuffer(wiring.Component):
