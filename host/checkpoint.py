@@ -532,6 +532,12 @@ def _load_linear(tensors: _Tensors, name: str, shape: tuple, linear_class) -> Te
 
 # --------------------------------------------------------------------------- saving
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def save_checkpoint(path, weights: ModelWeights, *, prequantized: bool = True,
                     overwrite: bool = False):
     """Write ``weights`` as an HF-layout checkpoint directory, atomically.
@@ -577,6 +583,7 @@ def save_checkpoint(path, weights: ModelWeights, *, prequantized: bool = True,
             else:
                 tensors[name] = lw.ternary.astype(np.float32) * np.float32(lw.scale)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp.chmod(0o777 & ~_umask())          # mkdtemp makes it private; a checkpoint is not
     try:
         (tmp / "config.json").write_text(
             json.dumps(config_to_hf(config, prequantized=prequantized), indent=2) + "\n")
