@@ -26,7 +26,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(VENV)/bin/ternedge generate --prompt "$(PROMPT)" --max-new-tokens 160
+	$(VENV)/bin/ternedge generate --prompt "$(PROMPT)" --max-new-tokens 200 \
+	  --temperature 0.7 --top-k 40 --seed 1
 
 test: setup
 	$(PY) -m pytest -q -n 2 -m "not slow and not board and not gpu"

@@ -10,7 +10,10 @@ Blocks (each a :class:`amaranth.lib.wiring.Component`, all dataflow on ``lib.str
     plus one more term); the mirror half is their negation after the register.
 ``LookupAccumulate``
     Combinational: N columns each index the T tables with their T codes, add the T entries
-    (balanced tree) and add the running accumulator (or zero on the first K-step).
+    (balanced tree) and add the running accumulator (or zero on the first K-step). It uses the
+    mirror symmetry too: a code c > P reads entry c - P through a (P+1)-way mux and negates it
+    (folded into the adder tree as ~x plus a carry), so the table's mirror half, though part of
+    the ``tables`` stream, costs no logic in the engine (synthesis removes it).
 ``WeightBuffer``
     Two banks (ping-pong). The fill side takes a job descriptor and then
     ``k_steps * n_blocks * N`` weight entries (the DMA order of ``host/weight_image.py``:
@@ -182,6 +185,8 @@ class LookupAccumulate(wiring.Component):
     """N columns per cycle: T table lookups each, summed, added to the accumulators.
 
     Combinational (``o.valid = i.valid``, ``i.ready = o.ready``); results wrap at ``acc_width``.
+    Codes are looked up as (sign, magnitude): entry ``c`` for ``c <= P``, ``-entry[c - P]``
+    above; for valid codes this equals ``tables[t][c]``. Codes >= 3**G are undefined.
 
     Parameters
     ----------
