@@ -59,6 +59,10 @@ def _parser() -> argparse.ArgumentParser:
     from ..sim import cli as sim_cli
 
     sim_cli.register(commands)
+
+    from . import neural
+
+    neural.register(commands)
     return parser
 
 

@@ -1,0 +1,597 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""Streaming neural decoding: bins in, filtered 2-D velocity out, on any backend.
+
+Three layers over one stream (as ``host/generate.py`` is for text):
+
+* a **backend** turns a block of binary bins ``(n, C)`` into velocity ``(n, 2)`` and keeps the
+  decoder state between blocks: ``golden`` (integer ``golden.snn``, the default), ``sim``
+  (golden results plus ``rtl.snn.Decoder.cycles_per_bin`` timing), ``rtl`` (the Amaranth
+  simulation of ``rtl.snn.Decoder``, a limited number of bins) and ``torch`` (the float
+  model; CUDA when present);
+* a ``NeuralStream`` takes bins as they arrive (any block sizes: gaps and bursts), checks that
+  their indices are contiguous (no dropped or duplicated bins), decodes in bounded blocks and
+  runs the output filter (``golden.bessel``: none, causal, block-last, block-middle);
+* ``decode_session`` evaluates a recording's test part (R², operations, footprint, cycles) and
+  ``register(commands)`` adds ``ternedge decode-neural``.
+"""
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..golden import bessel
+from ..golden import snn as gsnn
+from .errors import CheckpointError, InputError
+
+__all__ = [
+    "MODELS_DIR", "BACKENDS", "FILTERS", "BOARD_CLOCK_MHZ", "model_path", "make_backend",
+    "NeuralStream", "DecodeReport", "decode_session", "load_session", "register",
+]
+
+MODELS_DIR = Path(__file__).parent / "models" / "snn"
+BACKENDS = ("golden", "torch", "rtl", "sim")
+FILTERS = bessel.MODES
+#: board clocks (MHz) used to convert cycles to microseconds
+BOARD_CLOCK_MHZ = {"icebreaker": 12.0, "ulx3s-85f": 25.0}
+
+
+def model_path(name: str | None, channels: int) -> Path:
+    """A shipped model by topology name (``snn_streaming``, ``snn_3d``, ``ann_2d``) or a path."""
+    name = name or "snn_streaming"
+    candidate = Path(name)
+    if candidate.suffix == ".safetensors" or candidate.exists():
+        return candidate
+    path = MODELS_DIR / f"{name}_c{channels}.safetensors"
+    if not path.is_file():
+        shipped = sorted(p.stem for p in MODELS_DIR.glob("*.safetensors"))
+        raise CheckpointError(
+            f"no shipped model '{name}' for {channels} channels (shipped: {', '.join(shipped)});"
+            f" train one: python -m ternedge.host.neural_train --channels {channels}")
+    return path
+
+
+# -- backends -------------------------------------------------------------------------------
+
+class _GoldenBackend:
+    """Integer decoder; returns Q16 velocity as float.
+
+    With ``record_activity`` set it also keeps the per-bin layer activity (what the RTL's
+    cycle count depends on) for an evaluation report; an endless stream leaves it off, so
+    memory stays bounded.
+    """
+
+    name = "golden"
+
+    def __init__(self, network: gsnn.Network):
+        self.network = network
+        self.state = gsnn.State.zeros(network)
+        self.record_activity = False
+        self.activity = []
+
+    def decode(self, bins):
+        out, self.state, counts = gsnn.run(self.network, bins, self.state, activity=True)
+        if self.record_activity:
+            self.activity.append(counts)
+        return out / float(1 << gsnn.OUT_FRAC)
+
+    def reset(self):
+        self.state = gsnn.State.zeros(self.network)
+
+
+class _SimBackend(_GoldenBackend):
+    name = "sim"
+
+
+class _RtlBackend(_GoldenBackend):
+    """Amaranth simulation of ``rtl.snn.Decoder``; checks every bin against golden."""
+
+    name = "rtl"
+
+    def __init__(self, network, max_bins: int = 200):
+        super().__init__(network)
+        self.max_bins = max_bins
+        self.done = 0
+        self.measured_cycles = []
+        self.runner = _RtlRunner(network)
+
+    def decode(self, bins):
+        if self.done + len(bins) > self.max_bins:
+            raise InputError(f"the rtl backend simulates at most {self.max_bins} bins "
+                             f"(--max-bins); use --backend sim for whole sessions")
+        expected = super().decode(bins)
+        got, cycles = self.runner.run(bins)
+        if not np.array_equal(got, np.round(expected * (1 << gsnn.OUT_FRAC)).astype(np.int64)):
+            raise InputError("rtl simulation disagrees with golden (please report a bug)")
+        self.measured_cycles.extend(cycles)
+        self.done += len(bins)
+        return got / float(1 << gsnn.OUT_FRAC)
+
+
+class _RtlRunner:
+    """Amaranth simulation of one decoder; membranes persist across calls like hardware (the
+    simulator cannot pause between calls, so each call replays the earlier bins first)."""
+
+    def __init__(self, network):
+        self.network = network
+        self.history = []
+
+    def run(self, bins):
+        from amaranth.hdl import Elaboratable, Module, Signal, Value
+        from amaranth.sim import Simulator
+
+        from ..rtl import snn as rsnn
+
+        class _Counted(Elaboratable):
+            def __init__(self, dut):
+                self.dut, self.counter = dut, Signal(32)
+
+            def elaborate(self, platform):
+                m = Module()
+                m.submodules.dut = self.dut
+                m.d.sync += self.counter.eq(self.counter + 1)
+                return m
+
+        network = self.network
+        history = self.history
+        history.extend(np.asarray(bins, np.uint8))
+        dut = rsnn.Decoder(network=network)
+        top = _Counted(dut)
+        outs, t_in = [], []
+
+        async def bench(ctx):
+            ctx.set(dut.velocity.ready, 1)
+            for b in history:
+                word = int("".join(str(int(v)) for v in b[::-1]), 2)
+                ctx.set(Value.cast(dut.spikes.payload), word)
+                ctx.set(dut.spikes.valid, 1)
+                (cycle,) = await ctx.tick().sample(top.counter).until(dut.spikes.ready)
+                t_in.append(cycle)
+                ctx.set(dut.spikes.valid, 0)
+                (value,) = await ctx.tick().sample(dut.velocity.payload.as_value()).until(
+                    dut.velocity.valid)
+                vals = [(value >> (32 * i)) & 0xFFFFFFFF for i in range(network.outputs)]
+                outs.append([v - (1 << 32) if v >> 31 else v for v in vals])
+
+        sim = Simulator(top)
+        sim.add_clock(1e-8)
+        sim.add_testbench(bench)
+        sim.run()
+        n = len(bins)
+        cycles = list(np.diff(t_in))[-n:] if len(t_in) > 1 else []
+        return np.array(outs[-n:], dtype=np.int64), cycles
+
+
+class _TorchBackend:
+    """Float model (SNNStreaming carries membranes; windowed models keep 49 bins of history)."""
+
+    name = "torch"
+
+    def __init__(self, model):
+        import torch
+
+        from . import neural_train as nt
+
+        self.nt, self.torch = nt, torch
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = model.to(self.device).eval()
+        self.streaming = isinstance(model, nt.SNNStreaming)
+        self.state = None
+        self.history = None
+        self.activity = []
+
+    def decode(self, bins):
+        torch = self.torch
+        x = np.asarray(bins, np.float32)
+        with torch.no_grad():
+            if self.streaming:
+                out, self.state = self.model(torch.from_numpy(x[None]).to(self.device),
+                                             self.state)
+                return out[0].cpu().double().numpy()
+            keep = 49
+            hist = x if self.history is None else np.concatenate([self.history, x])
+            idx = np.arange(len(hist) - len(x), len(hist))
+            windows = self.nt.window_counts(hist, idx)
+            self.history = hist[-keep:]
+            return self.model(torch.from_numpy(windows).to(self.device)).cpu().double().numpy()
+
+    def reset(self):
+        self.state = self.history = None
+
+
+def make_backend(name: str, model_file: Path, max_bins: int = 200):
+    """A backend over a shipped or user model file."""
+    from . import neural_train as nt
+
+    if name not in BACKENDS:
+        raise InputError(f"backend must be one of {', '.join(BACKENDS)}, got {name!r}")
+    model, meta = nt.load_model(model_file)
+    if name == "torch":
+        return _TorchBackend(model), model, meta
+    if meta["topology"] != "snn_streaming":
+        raise InputError(f"{meta['topology']} has no fixed-point/RTL form; use --backend torch")
+    net = nt.to_fixed(model)
+    if name == "rtl":
+        return _RtlBackend(net, max_bins=max_bins), model, meta
+    return (_SimBackend if name == "sim" else _GoldenBackend)(net), model, meta
+
+
+# -- the stream -----------------------------------------------------------------------------
+
+class NeuralStream:
+    """Bins in (any block sizes, indexed), filtered velocity out, in order, exactly once.
+
+    Parameters
+    ----------
+    backend
+        From ``make_backend``.
+    filter : str
+        ``none``, ``causal``, ``block-last`` or ``block-middle`` (``golden.bessel``).
+    block : int
+        Bins decoded together (the bound on buffered bins and on memory).
+    """
+
+    def __init__(self, backend, filter: str = "none", block: int = 1024):
+        if filter not in FILTERS:
+            raise InputError(f"filter must be one of {', '.join(FILTERS)}, got {filter!r}")
+        if not isinstance(block, int) or block < 1:
+            raise InputError(f"block must be a positive int, got {block!r}")
+        self.backend, self.filter, self.block = backend, filter, block
+        self.next_index = 0            # the index the next arriving bin must carry
+        self.emitted = 0               # outputs handed out so far
+        self.pending = []              # arrived, not yet decoded
+        self.pending_bins = 0
+        self.ready = []                # decoded and filtered, not yet taken
+        self.max_buffered = 0
+        self._filter = {"none": None, "causal": bessel.CausalFilter(),
+                        "block-last": bessel.BlockFilter(tap="last"),
+                        "block-middle": bessel.BlockFilter(tap="middle")}[filter]
+
+    def feed(self, first_index: int, bins):
+        """Hand over bins ``first_index ..``; a gap or overlap with what came before is an
+        error (``InputError``) rather than a silent drop or duplicate."""
+        bins = np.asarray(bins)
+        if bins.ndim == 1:
+            bins = bins[None]
+        if first_index != self.next_index:
+            what = "dropped" if first_index > self.next_index else "duplicated"
+            raise InputError(f"bin {first_index} arrived but bin {self.next_index} was expected "
+                             f"({what} bins)")
+        if bins.size and not np.isin(bins, (0, 1)).all():
+            raise InputError("bins must be binary (one value per channel per 4 ms bin)")
+        self.pending.append(bins.astype(np.uint8, copy=False))
+        self.pending_bins += len(bins)
+        self.next_index += len(bins)
+        self.max_buffered = max(self.max_buffered, self.pending_bins)
+        while self.pending_bins >= self.block:
+            self._decode(self.block)
+
+    def _decode(self, count):
+        joined = np.concatenate(self.pending) if len(self.pending) > 1 else self.pending[0]
+        take, rest = joined[:count], joined[count:]
+        self.pending = [rest] if len(rest) else []
+        self.pending_bins = len(rest)
+        out = self.backend.decode(take)
+        if self._filter is None:
+            self.ready.append(out)
+            return
+        q16 = np.floor(out * 65536 + 0.5).astype(np.int64)
+        filtered = self._filter.push_many(q16)
+        if len(filtered):
+            self.ready.append(filtered / 65536.0)
+
+    def poll(self):
+        """Everything decoded since the last poll, ``(first_index, (n, 2))``."""
+        if not self.ready:
+            return self.emitted, np.zeros((0, 2))
+        out = np.concatenate(self.ready)
+        self.ready = []
+        first = self.emitted
+        self.emitted += len(out)
+        return first, out
+
+    def flush(self):
+        """Decode what is buffered and drain the filter's look-ahead (end of stream)."""
+        if self.pending_bins:
+            self._decode(self.pending_bins)
+        if isinstance(self._filter, bessel.BlockFilter):
+            tail = self._filter.flush()
+            if tail:
+                self.ready.append(np.array(tail) / 65536.0)
+        return self.poll()
+
+
+# -- evaluation -----------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class DecodeReport:
+    r2: float
+    r2_x: float
+    r2_y: float
+    ops_per_decode: dict
+    footprint_bytes: int
+    cycles_per_bin: dict
+    latency_us: dict
+    filter: str
+    backend: str
+    model: str
+    bins: int
+    data: str
+    velocity_true: np.ndarray = dataclasses.field(repr=False, default=None)
+    velocity_pred: np.ndarray = dataclasses.field(repr=False, default=None)
+
+    def to_dict(self):
+        d = dataclasses.asdict(self)
+        d.pop("velocity_true")
+        d.pop("velocity_pred")
+        return d
+
+
+_SYNTHETIC_CACHE = {}
+
+
+def load_session(data: Path | None, synthetic: int | None, channels: int):
+    """A recording from a file, or the synthetic session ``synthetic`` (seeded; written to a
+    temporary .mat and read back through the same reader, cached per process)."""
+    import tempfile
+
+    from . import neural_data as nd
+
+    if data is not None:
+        session = nd.read_mat(data)
+        return session, str(data)
+    key = (synthetic, channels)
+    if key in _SYNTHETIC_CACHE:
+        return _SYNTHETIC_CACHE[key]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = nd.write_mat(Path(tmp) / f"synthetic_{synthetic}_{channels}.mat",
+                            nd.synthetic_session(synthetic, channels))
+        session = nd.read_mat(path)
+    _SYNTHETIC_CACHE.clear()
+    _SYNTHETIC_CACHE[key] = (session, f"synthetic seed {synthetic}, {channels} channels")
+    return _SYNTHETIC_CACHE[key]
+
+
+def _filter_ops(filter):
+    """Multiplies per decode of the output filter (2 axes, 2 biquads, 3 multiplies each)."""
+    per_sample = 2 * 2 * 3
+    if filter == "causal":
+        return per_sample
+    if filter.startswith("block"):
+        return 2 * (bessel.WINDOW + 2 * bessel.PADLEN) * per_sample
+    return 0
+
+
+def _filter_cycles(filter):
+    """Cycles per sample of the ``rtl.bessel`` unit for a filter mode (0: no filter)."""
+    if filter == "none":
+        return 0
+    from ..rtl import bessel as rbessel
+
+    if filter == "causal":
+        return rbessel.causal_cycles()
+    return rbessel.block_cycles(tap=filter.split("-")[1])
+
+
+def _filter_footprint(filter):
+    if filter == "causal":
+        return 2 * 2 * 4 * 5 + 2 * 3 * 4               # 36-bit taps + coefficients
+    if filter.startswith("block"):
+        return bessel.WINDOW * 2 * 5 + 2 * 3 * 4
+    return 0
+
+
+def _float_ops(model, bins):
+    """NeuroBench-style ops for the float-only topologies (dense MACs on non-binary input,
+    ACs on spikes measured with hooks)."""
+    import torch
+
+    from . import neural_train as nt
+
+    if isinstance(model, nt.ANN2D):
+        lin = [mod for mod in model.net if isinstance(mod, torch.nn.Linear)]
+        return {"acs": 0.0, "macs": float(sum(lin_.in_features * lin_.out_features
+                                              for lin_ in lin))}
+    counts = {"s1": 0.0, "s2": 0.0}
+
+    def counter(key):
+        def hook(module, inputs, output):
+            counts[key] += float(output[0].sum())
+        return hook
+
+    hooks = [model.lif1.register_forward_hook(counter("s1")),
+             model.lif2.register_forward_hook(counter("s2"))]
+    sample = bins[: min(len(bins), 2000)]
+    nt.predict_float(model, sample)
+    for h in hooks:
+        h.remove()
+    n = max(len(sample), 1)
+    c = model.fc1.in_features
+    return {"acs": (counts["s1"] * 48 + counts["s2"] * 2) / n, "macs": float(7 * c * 32)}
+
+
+def decode_session(session, backend, model, meta, filter="none", train_ratio=0.5,
+                   block=1024, max_bins=None, clock_mhz=12.0, data_name=""):
+    """Stream the test part of ``session`` through ``backend`` and the filter; R², ops,
+    footprint and cycles per bin."""
+    from . import neural_train as nt
+
+    test = slice(*session.split(train_ratio).test)
+    bins = session.spikes[test]
+    truth = session.velocity[test]
+    if max_bins is not None:
+        bins, truth = bins[:max_bins], truth[:max_bins]
+    if len(bins) < 2:
+        raise InputError("the test part has fewer than 2 bins")
+    backend.record_activity = True
+    stream = NeuralStream(backend, filter=filter, block=block)
+    outs = []
+    for start in range(0, len(bins), block):
+        stream.feed(start, bins[start:start + block])
+        outs.append(stream.poll()[1])
+    outs.append(stream.flush()[1])
+    pred = np.concatenate(outs)
+    if pred.shape != truth.shape:
+        raise AssertionError(f"stream returned {pred.shape}, expected {truth.shape}")
+    r2x, r2y, r2 = nt.r2_score(truth, pred)
+    fops = _filter_ops(filter)
+    cycles, latency = {}, {}
+    if isinstance(backend, _GoldenBackend):
+        net = backend.network
+        acs = gsnn.synaptic_ops(net, bins)
+        ops = {"acs": acs, "macs": 0.0, "filter_macs": float(fops)}
+        footprint = net.footprint_bytes + _filter_footprint(filter)
+        activity = np.concatenate(backend.activity)
+        n = np.array([layer.neurons for layer in net.layers])
+        per_bin = 2 + ((activity + 3) * n).sum(axis=1)      # rtl.snn.Decoder.cycles_per_bin
+        if isinstance(backend, _RtlBackend) and backend.measured_cycles:
+            measured = np.array(backend.measured_cycles)
+            if not np.array_equal(measured, per_bin[:-1][-len(measured):]):
+                raise InputError("measured RTL cycles differ from cycles_per_bin (bug)")
+        filt_cycles = _filter_cycles(filter)
+        cycles = {"mean": float(per_bin.mean()), "max": int(per_bin.max()),
+                  "worst_case": int(2 + sum(layer.neurons * (layer.inputs + 3)
+                                            for layer in net.layers)),
+                  "filter": filt_cycles}
+        # decoder and filter are separate stream stages: a bin's latency is the sum
+        latency = {"clock_mhz": clock_mhz,
+                   "mean_us": (float(per_bin.mean()) + filt_cycles) / clock_mhz,
+                   "max_us": (float(per_bin.max()) + filt_cycles) / clock_mhz}
+    else:
+        ops = dict(_float_ops(model, bins) if not isinstance(model, nt.SNNStreaming) else
+                   {"acs": gsnn.synaptic_ops(nt.to_fixed(model), bins), "macs": 0.0})
+        ops["filter_macs"] = float(fops)
+        footprint = int(sum(p.numel() * 4 for p in model.parameters())
+                        + sum(b.numel() * 4 for b in model.buffers())) + _filter_footprint(filter)
+    return DecodeReport(r2=r2, r2_x=r2x, r2_y=r2y, ops_per_decode=ops,
+                        footprint_bytes=int(footprint), cycles_per_bin=cycles,
+                        latency_us=latency, filter=filter, backend=backend.name,
+                        model=str(meta.get("topology")), bins=len(bins), data=data_name,
+                        velocity_true=truth, velocity_pred=pred)
+
+
+# -- plots ----------------------------------------------------------------------------------
+
+def _plots(out_dir: Path, report: DecodeReport, pareto: list):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n = min(len(report.velocity_true), 2500)
+    t = np.arange(n) * 0.004
+    fig, axes = plt.subplots(2, 1, figsize=(10, 5), sharex=True)
+    for ax, i, name in zip(axes, (0, 1), ("x", "y"), strict=False):
+        ax.plot(t, report.velocity_true[:n, i], label="true", lw=1)
+        ax.plot(t, report.velocity_pred[:n, i], label="decoded", lw=1)
+        ax.set_ylabel(f"v{name} (mm / 4 ms)")
+    axes[0].legend(loc="upper right")
+    axes[0].set_title(f"{report.model}, {report.backend}, filter {report.filter}: "
+                      f"R² {report.r2:.3f}")
+    axes[1].set_xlabel("time in test part (s)")
+    fig.tight_layout()
+    fig.savefig(out_dir / "velocity.png", dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for label, ops, r2 in pareto:
+        ax.scatter(ops, r2)
+        ax.annotate(label, (ops, r2), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("operations per decode (2 x ACs + 3 x MACs, as the paper plots)")
+    ax.set_ylabel("R²")
+    ax.set_title("R² vs operations")
+    fig.tight_layout()
+    fig.savefig(out_dir / "pareto.png", dpi=120)
+    plt.close(fig)
+    return [str(out_dir / "velocity.png"), str(out_dir / "pareto.png")]
+
+
+def _paper_ops(ops):
+    return 2 * ops.get("acs", 0.0) + 3 * (ops.get("macs", 0.0) + ops.get("filter_macs", 0.0))
+
+
+# -- CLI ------------------------------------------------------------------------------------
+
+def _run(args) -> int:
+    os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
+    if args.data is not None and args.synthetic is not None:
+        raise InputError("give --data FILE or --synthetic SEED, not both")
+    synthetic = 0 if args.data is None and args.synthetic is None else args.synthetic
+    session, data_name = load_session(args.data, synthetic, args.channels)
+    backend, model, meta = make_backend(args.backend, model_path(args.model, session.channels),
+                                        max_bins=args.max_bins or 200)
+    if int(meta["channels"]) != session.channels:
+        raise InputError(f"the model has {meta['channels']} channels, the data "
+                         f"{session.channels}")
+    max_bins = args.max_bins or (200 if args.backend == "rtl" else None)
+    block = 50 if args.backend == "rtl" else 1024
+    report = decode_session(session, backend, model, meta, filter=args.filter,
+                            train_ratio=args.train_ratio, block=block, max_bins=max_bins,
+                            clock_mhz=args.clock_mhz, data_name=data_name)
+    out = report.to_dict()
+    if args.plots:
+        pareto = []
+        for name in ("snn_streaming", "snn_3d", "ann_2d"):
+            try:
+                path = model_path(name, session.channels)
+            except CheckpointError:
+                continue
+            for filt in ("none", args.filter if args.filter != "none" else "block-middle"):
+                if name == meta["topology"] and filt == args.filter:
+                    rep = report
+                else:
+                    kind = "torch" if name != "snn_streaming" else "golden"
+                    b, mdl, mt = make_backend(kind, path)
+                    rep = decode_session(session, b, mdl, mt, filter=filt,
+                                         train_ratio=args.train_ratio, max_bins=max_bins)
+                pareto.append((f"{name}/{filt}", _paper_ops(rep.ops_per_decode), rep.r2))
+        out["plots"] = _plots(Path(args.plots), report, pareto)
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"[{report.backend}] {report.model} on {report.data}, filter {report.filter}, "
+              f"{report.bins} test bins")
+        print(f"  R² {report.r2:.4f} (x {report.r2_x:.4f}, y {report.r2_y:.4f})")
+        ops = report.ops_per_decode
+        print(f"  ops/decode: {ops['acs']:.0f} ACs, {ops['macs']:.0f} MACs, "
+              f"filter {ops['filter_macs']:.0f} MACs; footprint {report.footprint_bytes} B")
+        if report.cycles_per_bin:
+            c, lat = report.cycles_per_bin, report.latency_us
+            print(f"  cycles/bin: mean {c['mean']:.0f}, max {c['max']}, worst case "
+                  f"{c['worst_case']}; {lat['mean_us']:.1f} µs mean at {lat['clock_mhz']} MHz "
+                  f"(budget 4000 µs)")
+        for p in out.get("plots", []):
+            print(f"  wrote {p}")
+    return 0
+
+
+def register(commands):
+    """Add ``decode-neural`` to an argparse subparsers object."""
+    p = commands.add_parser("decode-neural",
+                            help="decode finger velocity from binned spikes (SNN + Bessel filter)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--data", type=Path, help="NeuroBench / O'Doherty .mat recording")
+    src.add_argument("--synthetic", type=int, metavar="SEED",
+                     help="seeded synthetic session (default: seed 0)")
+    p.add_argument("--channels", type=int, default=96, choices=[96, 192],
+                   help="channels of a synthetic session")
+    p.add_argument("--model", default=None,
+                   help="snn_streaming (default), snn_3d, ann_2d, or a .safetensors path")
+    p.add_argument("--filter", default="none", choices=list(FILTERS))
+    p.add_argument("--backend", default="golden", choices=list(BACKENDS))
+    p.add_argument("--train-ratio", type=float, default=0.5, choices=[0.5, 0.8])
+    p.add_argument("--max-bins", type=int, default=None,
+                   help="decode only the first N test bins (rtl default: 200)")
+    p.add_argument("--clock-mhz", type=float, default=BOARD_CLOCK_MHZ["icebreaker"],
+                   help="clock for µs figures (default: iCEBreaker 12 MHz)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--plots", type=Path, default=None, metavar="DIR",
+                   help="write velocity.png and pareto.png here")
+    p.set_defaults(run=_run)
+    return p

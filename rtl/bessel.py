@@ -1,0 +1,409 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""Bessel output filters on one shared multiplier: ``CausalFilter`` (bit-exact to
+``golden.bessel.CausalFilter``) and ``BlockFilter`` (block-bidirectional, bit-exact to
+``golden.bessel.BlockFilter.push``).
+
+Per section three multiply-accumulates, ``g*(x + 2*x1 + x2)``, ``- a1*y1``, ``- a2*y2``, then
+the write-back ``y = sat36((acc + 2**19) >> 20)`` that shifts the taps; axes and sections are
+unrolled into FSM states, so every tap is a plain register (no indexed register file). The
+first sample after reset loads every tap with itself (the exact steady state, see
+``golden.bessel``). A sample costs ``cycles_per_sample = 2 + 6 * sections * channels`` cycles:
+accept, 6 per section per axis (three multiplies through a two-stage pipeline, write-back),
+emit.
+"""
+
+from amaranth.hdl import Cat, Module, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ..golden import bessel as golden
+
+__all__ = ["CausalFilter", "BlockFilter", "SAMPLE_WIDTH", "causal_cycles", "block_cycles"]
+
+SAMPLE_WIDTH = 32
+
+
+#: cycles per biquad: three multiplies through a two-register pipeline, then the write-back
+SECTION_CYCLES = 6
+
+
+def _multiplier(m, a, b):
+    """``a * b`` with registered operands and a registered product (two cycles): keeps the
+    iCE40 SB_MAC16 cascade out of the accumulator's path."""
+    a_r = Signal.like(a, name="mul_a_r")
+    b_r = Signal.like(b, name="mul_b_r")
+    product = Signal(signed(62), name="product_r")
+    m.d.sync += [a_r.eq(a), b_r.eq(b), product.eq(a_r * b_r)]
+    return product
+
+
+def causal_cycles(*, sections: int = 2, channels: int = 2) -> int:
+    """``CausalFilter.cycles_per_sample`` without building the component."""
+    return 2 + SECTION_CYCLES * sections * channels
+
+
+def block_cycles(*, tap: str = "middle", channels: int = 2, first: bool = False,
+                 emits: bool = True) -> int:
+    """``BlockFilter.cycles_per_sample`` without building the component (two sections)."""
+    window, padlen = golden.WINDOW, golden.PADLEN
+    index = window - 1 - (window // 2 if tap == "middle" else 0)
+    store = window * channels if first else channels
+    if not emits:
+        return 2 + store
+    per_sample = 2 + 2 * SECTION_CYCLES
+    per_channel = 2 + per_sample * (window + 2 * padlen) + per_sample * (window + padlen - index)
+    return 3 + store + channels * per_channel
+
+
+class CausalFilter(wiring.Component):
+    """Streaming causal filter over ``channels`` Q16 samples per beat.
+
+    Parameters
+    ----------
+    coefficients : golden.bessel.FilterCoefficients, optional
+        Quantized sections (default: Bessel order 4, fc = 0.05 of Nyquist).
+    channels : int
+        Samples per beat (2: x and y velocity).
+    """
+
+    def __init__(self, *, coefficients=None, channels: int = 2):
+        if not isinstance(channels, int) or not 1 <= channels <= 8:
+            raise ValueError(f"channels must be an int in [1, 8], got {channels!r}")
+        self.coefficients = golden.quantize() if coefficients is None else coefficients
+        if not isinstance(self.coefficients, golden.FilterCoefficients):
+            raise TypeError("coefficients must be golden.bessel.FilterCoefficients")
+        self.channels = channels
+        layout = data.ArrayLayout(signed(SAMPLE_WIDTH), channels)
+        super().__init__({
+            "i": In(stream.Signature(layout)),
+            "o": Out(stream.Signature(layout)),
+        })
+
+    @property
+    def cycles_per_sample(self) -> int:
+        """Cycles between successive input transfers with no stalls."""
+        return causal_cycles(sections=self.coefficients.sections, channels=self.channels)
+
+    @property
+    def latency(self) -> int:
+        """Cycles from the input transfer to ``o.valid``."""
+        return self.cycles_per_sample - 1
+
+    def elaborate(self, platform):
+        m = Module()
+        coefs = self.coefficients
+        sw, frac = golden.STATE_WIDTH, golden.COEF_FRAC
+        state_lo, state_hi = -(1 << (sw - 1)), (1 << (sw - 1)) - 1
+        data_lo, data_hi = -(1 << (golden.DATA_WIDTH - 1)), (1 << (golden.DATA_WIDTH - 1)) - 1
+
+        def sat(value, lo, hi, name):
+            out = Signal(signed(max(sw, SAMPLE_WIDTH)), name=name)
+            with m.If(value < lo):
+                m.d.comb += out.eq(lo)
+            with m.Elif(value > hi):
+                m.d.comb += out.eq(hi)
+            with m.Else():
+                m.d.comb += out.eq(value)
+            return out
+
+        primed = Signal()
+        xin = [Signal(signed(sw), name=f"xin{a}") for a in range(self.channels)]
+        out = [Signal(signed(SAMPLE_WIDTH), name=f"out{a}") for a in range(self.channels)]
+        taps = [[[Signal(signed(sw), name=f"{n}_{a}_{s}") for n in ("x1", "x2", "y1", "y2")]
+                 for s in range(coefs.sections)] for a in range(self.channels)]
+        cur = Signal(signed(sw))
+        acc = Signal(signed(63))          # < 64 bits: Icarus mis-evaluates wider arithmetic
+        mul_a = Signal(signed(sw + 2))
+        mul_b = Signal(signed(frac + 3))
+        product = _multiplier(m, mul_a, mul_b)
+        for a in range(self.channels):
+            m.d.comb += self.o.payload[a].eq(out[a])
+        # shared write-back rounding and saturation (one copy, not one per state)
+        y = sat((acc + (1 << (frac - 1))) >> frac, state_lo, state_hi, "y")
+        y_out = sat((y + (1 << (golden.GUARD - 1))) >> golden.GUARD, data_lo, data_hi, "y_out")
+
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.i.ready.eq(1)
+                with m.If(self.i.valid):
+                    for a in range(self.channels):
+                        x_q24 = sat(self.i.payload[a], data_lo, data_hi, f"in_sat{a}") \
+                            << golden.GUARD
+                        m.d.sync += xin[a].eq(x_q24)
+                        with m.If(~primed):
+                            m.d.sync += [t.eq(x_q24) for sec in taps[a] for t in sec]
+                        if a == 0:
+                            m.d.sync += cur.eq(x_q24)
+                    m.d.sync += primed.eq(1)
+                    m.next = "A0S0M0"
+            for a in range(self.channels):
+                for s in range(coefs.sections):
+                    x1, x2, y1, y2 = taps[a][s]
+                    g, a1, a2 = int(coefs.g[s]), int(coefs.a1[s]), int(coefs.a2[s])
+                    name = f"A{a}S{s}"
+                    # operands registered, product registered: result two states after issue
+                    with m.State(f"{name}M0"):
+                        m.d.comb += [mul_a.eq(cur + (x1 << 1) + x2), mul_b.eq(g)]
+                        m.next = f"{name}M1"
+                    with m.State(f"{name}M1"):
+                        m.d.comb += [mul_a.eq(y1), mul_b.eq(a1)]
+                        m.next = f"{name}M2"
+                    with m.State(f"{name}M2"):
+                        m.d.comb += [mul_a.eq(y2), mul_b.eq(a2)]
+                        m.d.sync += acc.eq(product)
+                        m.next = f"{name}M3"
+                    with m.State(f"{name}M3"):
+                        m.d.sync += acc.eq(acc - product)
+                        m.next = f"{name}M4"
+                    with m.State(f"{name}M4"):
+                        m.d.sync += acc.eq(acc - product)
+                        m.next = f"{name}WB"
+                    with m.State(f"{name}WB"):
+                        m.d.sync += [x2.eq(x1), x1.eq(cur), y2.eq(y1), y1.eq(y)]
+                        if s + 1 < coefs.sections:
+                            m.d.sync += cur.eq(y)
+                            m.next = f"A{a}S{s + 1}M0"
+                        else:
+                            m.d.sync += out[a].eq(y_out)
+                            if a + 1 < self.channels:
+                                m.d.sync += cur.eq(xin[a + 1])
+                                m.next = f"A{a + 1}S0M0"
+                            else:
+                                m.next = "EMIT"
+            with m.State("EMIT"):
+                m.d.comb += self.o.valid.eq(1)
+                with m.If(self.o.ready):
+                    m.next = "IDLE"
+        return m
+
+
+class BlockFilter(wiring.Component):
+    """Block-bidirectional Bessel filter (scipy ``filtfilt`` of the last ``window`` samples per
+    push, odd padding, steady-state initial conditions), bit-exact to
+    ``golden.bessel.BlockFilter.push``.
+
+    The history is a RAM ring per channel; a push writes one entry per channel and, once the
+    tap's look-ahead is filled, runs per channel a forward pass over the ``window + 2*PADLEN``
+    padded samples (odd padding computed on the fly from the oldest and newest entries, results
+    to a scratch RAM) and a backward pass that stops at the tapped sample. The two biquads
+    share one multiplier as in ``CausalFilter``. The end-of-stream tail of a middle tap
+    (``golden.bessel.BlockFilter.flush``) is left to the host.
+
+    Parameters
+    ----------
+    tap : str
+        ``"last"`` (no added delay) or ``"middle"`` (``window//2`` samples of look-ahead).
+    coefficients, channels
+        As ``CausalFilter``.
+    """
+
+    def __init__(self, *, tap: str = "middle", coefficients=None, channels: int = 2):
+        if tap not in ("last", "middle"):
+            raise ValueError(f"tap must be 'last' or 'middle', got {tap!r}")
+        if not isinstance(channels, int) or not 1 <= channels <= 8:
+            raise ValueError(f"channels must be an int in [1, 8], got {channels!r}")
+        self.coefficients = golden.quantize() if coefficients is None else coefficients
+        if not isinstance(self.coefficients, golden.FilterCoefficients) \
+                or self.coefficients.sections != 2:
+            raise TypeError("coefficients must be two-section golden.bessel.FilterCoefficients")
+        self.tap, self.channels = tap, channels
+        self.window, self.padlen = golden.WINDOW, golden.PADLEN
+        self.delay = self.window // 2 if tap == "middle" else 0
+        self.index = self.window - 1 - self.delay
+        layout = data.ArrayLayout(signed(SAMPLE_WIDTH), channels)
+        super().__init__({
+            "i": In(stream.Signature(layout)),
+            "o": Out(stream.Signature(layout)),
+        })
+
+    @property
+    def backward_steps(self) -> int:
+        return self.window + self.padlen - self.index
+
+    def cycles_per_sample(self, *, first: bool = False, emits: bool = True) -> int:
+        """Cycles between successive input transfers with no stalls: the first push fills the
+        history; pushes inside the look-ahead only store their sample."""
+        return block_cycles(tap=self.tap, channels=self.channels, first=first, emits=emits)
+
+    def elaborate(self, platform):
+        m = Module()
+        coefs = self.coefficients
+        sw, frac = golden.STATE_WIDTH, golden.COEF_FRAC
+        w, p, ch = self.window, self.padlen, self.channels
+        ext_len = w + 2 * p
+        state_lo, state_hi = -(1 << (sw - 1)), (1 << (sw - 1)) - 1
+        data_lo, data_hi = -(1 << (golden.DATA_WIDTH - 1)), (1 << (golden.DATA_WIDTH - 1)) - 1
+
+        def sat(value, lo, hi, name):
+            out = Signal(signed(max(sw, SAMPLE_WIDTH)), name=name)
+            with m.If(value < lo):
+                m.d.comb += out.eq(lo)
+            with m.Elif(value > hi):
+                m.d.comb += out.eq(hi)
+            with m.Else():
+                m.d.comb += out.eq(value)
+            return out
+
+        m.submodules.hist = hist = Memory(shape=signed(sw), depth=w * ch, init=[])
+        m.submodules.scratch = scratch = Memory(shape=signed(sw), depth=ext_len, init=[])
+        h_rd, h_wr = hist.read_port(), hist.write_port()
+        s_rd, s_wr = scratch.read_port(), scratch.write_port()
+
+        ptr_bits = (w - 1).bit_length()
+        primed = Signal()
+        pushed = Signal(range(self.delay + 2))
+        ptr = Signal(ptr_bits)
+        fill = Signal(range(w * ch + 1))
+        c = Signal(range(ch + 1))
+        n = Signal(range(ext_len + 1))
+        backward = Signal()
+        xin = [Signal(signed(sw), name=f"xin{a}") for a in range(ch)]
+        out = [Signal(signed(SAMPLE_WIDTH), name=f"out{a}") for a in range(ch)]
+        w_old = Signal(signed(sw))
+        w_new = Signal(signed(sw))
+        taps = [[Signal(signed(sw), name=f"{t}_{s}") for t in ("x1", "x2", "y1", "y2")]
+                for s in range(coefs.sections)]
+        cur = Signal(signed(sw))
+        acc = Signal(signed(63))
+        mul_a = Signal(signed(sw + 2))
+        mul_b = Signal(signed(frac + 3))
+        product = _multiplier(m, mul_a, mul_b)
+        for a in range(ch):
+            m.d.comb += self.o.payload[a].eq(out[a])
+        with m.Switch(c):
+            for a in range(ch):
+                with m.Case(a):
+                    m.d.comb += w_new.eq(xin[a])
+        y = sat((acc + (1 << (frac - 1))) >> frac, state_lo, state_hi, "y")
+        y_out = sat((y + (1 << (golden.GUARD - 1))) >> golden.GUARD, data_lo, data_hi, "y_out")
+        ext_pre = sat((w_old << 1) - h_rd.data, state_lo, state_hi, "ext_pre")
+        ext_post = sat((w_new << 1) - h_rd.data, state_lo, state_hi, "ext_post")
+        # logical history index read for padded position n (odd padding, both ends)
+        j = Signal(range(2 * w + p))
+        with m.If(n < p):
+            m.d.comb += j.eq(p - n)
+        with m.Elif(n < p + w):
+            m.d.comb += j.eq(n - p)
+        with m.Else():
+            m.d.comb += j.eq(2 * w + p - 2 - n)
+
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.i.ready.eq(1)
+                with m.If(self.i.valid):
+                    for a in range(ch):
+                        m.d.sync += xin[a].eq(sat(self.i.payload[a], data_lo, data_hi,
+                                                  f"in_sat{a}") << golden.GUARD)
+                    m.d.sync += [fill.eq(0), c.eq(0)]
+                    with m.If(primed):
+                        m.next = "STORE"
+                    with m.Else():
+                        m.next = "FILL"
+            with m.State("FILL"):
+                m.d.comb += [h_wr.addr.eq(fill), h_wr.en.eq(1)]
+                with m.Switch(fill >> ptr_bits):
+                    for a in range(ch):
+                        with m.Case(a):
+                            m.d.comb += h_wr.data.eq(xin[a])
+                m.d.sync += fill.eq(fill + 1)
+                with m.If(fill == w * ch - 1):
+                    m.d.sync += [primed.eq(1), ptr.eq(0)]
+                    m.next = "DECIDE"
+            with m.State("STORE"):
+                m.d.comb += [h_wr.addr.eq(Cat(ptr, c)), h_wr.data.eq(w_new), h_wr.en.eq(1)]
+                with m.If(c == ch - 1):
+                    m.d.sync += [c.eq(0), ptr.eq(ptr + 1)]
+                    m.next = "DECIDE"
+                with m.Else():
+                    m.d.sync += c.eq(c + 1)
+            with m.State("DECIDE"):
+                with m.If(pushed < self.delay + 1):
+                    m.d.sync += pushed.eq(pushed + 1)
+                m.d.sync += c.eq(0)
+                with m.If(pushed >= self.delay):
+                    m.next = "START"
+                with m.Else():
+                    m.next = "IDLE"
+            with m.State("START"):
+                m.d.comb += h_rd.addr.eq(Cat(ptr, c))
+                m.d.sync += [n.eq(0), backward.eq(0)]
+                m.next = "OLDEST"
+            with m.State("OLDEST"):
+                m.d.sync += w_old.eq(h_rd.data)
+                m.next = "FREAD"
+            with m.State("FREAD"):
+                m.d.comb += h_rd.addr.eq(Cat((ptr + j)[:ptr_bits], c))
+                m.next = "FEXT"
+            with m.State("FEXT"):
+                e = Signal(signed(sw))
+                with m.If(n < p):
+                    m.d.comb += e.eq(ext_pre)
+                with m.Elif(n < p + w):
+                    m.d.comb += e.eq(h_rd.data)
+                with m.Else():
+                    m.d.comb += e.eq(ext_post)
+                m.d.sync += cur.eq(e)
+                with m.If(n == 0):
+                    m.d.sync += [t.eq(e) for sec in taps for t in sec]
+                m.next = "S0M0"
+            with m.State("BREAD"):
+                m.d.comb += s_rd.addr.eq(n)
+                m.next = "BGET"
+            with m.State("BGET"):
+                m.d.sync += cur.eq(s_rd.data)
+                with m.If(n == ext_len - 1):
+                    m.d.sync += [t.eq(s_rd.data) for sec in taps for t in sec]
+                m.next = "S0M0"
+            for s in range(coefs.sections):
+                x1, x2, y1, y2 = taps[s]
+                g, a1, a2 = int(coefs.g[s]), int(coefs.a1[s]), int(coefs.a2[s])
+                # operands registered, product registered: result two states after issue
+                with m.State(f"S{s}M0"):
+                    m.d.comb += [mul_a.eq(cur + (x1 << 1) + x2), mul_b.eq(g)]
+                    m.next = f"S{s}M1"
+                with m.State(f"S{s}M1"):
+                    m.d.comb += [mul_a.eq(y1), mul_b.eq(a1)]
+                    m.next = f"S{s}M2"
+                with m.State(f"S{s}M2"):
+                    m.d.comb += [mul_a.eq(y2), mul_b.eq(a2)]
+                    m.d.sync += acc.eq(product)
+                    m.next = f"S{s}M3"
+                with m.State(f"S{s}M3"):
+                    m.d.sync += acc.eq(acc - product)
+                    m.next = f"S{s}M4"
+                with m.State(f"S{s}M4"):
+                    m.d.sync += acc.eq(acc - product)
+                    m.next = f"S{s}WB"
+                with m.State(f"S{s}WB"):
+                    m.d.sync += [x2.eq(x1), x1.eq(cur), y2.eq(y1), y1.eq(y)]
+                    if s + 1 < coefs.sections:
+                        m.d.sync += cur.eq(y)
+                        m.next = f"S{s + 1}M0"
+                    else:
+                        with m.If(~backward):
+                            m.d.comb += [s_wr.addr.eq(n), s_wr.data.eq(y), s_wr.en.eq(1)]
+                            with m.If(n == ext_len - 1):
+                                m.d.sync += backward.eq(1)
+                                m.next = "BREAD"
+                            with m.Else():
+                                m.d.sync += n.eq(n + 1)
+                                m.next = "FREAD"
+                        with m.Elif(n == p + self.index):
+                            with m.Switch(c):
+                                for a in range(ch):
+                                    with m.Case(a):
+                                        m.d.sync += out[a].eq(y_out)
+                            with m.If(c == ch - 1):
+                                m.next = "EMIT"
+                            with m.Else():
+                                m.d.sync += c.eq(c + 1)
+                                m.next = "START"
+                        with m.Else():
+                            m.d.sync += n.eq(n - 1)
+                            m.next = "BREAD"
+            with m.State("EMIT"):
+                m.d.comb += self.o.valid.eq(1)
+                with m.If(self.o.ready):
+                    m.next = "IDLE"
+        return m
