@@ -51,6 +51,13 @@ async def _reset(dut):
         getattr(dut, PORTS[name]).value = 0
     await FallingEdge(dut.clk)
     await FallingEdge(dut.clk)
+    # the handshake outputs must be known by now; an X here means the simulator never ran
+    # the combinational blocks at time 0 (Icarus with -g2012, see test_snn_cocotb.py), and the
+    # bench would silently disagree with the DUT about which beats were transferred
+    for name in ("i_ready", "o_valid"):
+        value = str(getattr(dut, PORTS[name]).value)
+        assert value in ("0", "1"), \
+            f"{PORTS[name]} is {value} in reset: combinational logic not evaluated at time 0"
     dut.rst.value = 0
 
 
