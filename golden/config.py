@@ -131,6 +131,10 @@ class AcceleratorConfig:
         ``"fabric-int4"`` (group-quantized weights streamed by the DMA to DSP MACs).
     host_call_scope : ``"layer"`` (one accelerator call per decoder layer, TeLLMe) or
         ``"token"`` (one call per forward pass).
+    resource_model : ``"ternedge"`` (LUT/FF/DSP estimated from our RTL's measured costs and
+        checked against the board) or ``"published"`` (a published, placed-and-routed design
+        such as TeLLMe v2, whose fit is its authors' result: only memories, ports and
+        bandwidth are checked, since its logic is not our RTL).
     """
 
     group_size: int = 3
@@ -162,6 +166,7 @@ class AcceleratorConfig:
     max_context: int = 1024
     lm_head: str = "host-fp16"
     host_call_scope: str = "token"
+    resource_model: str = "ternedge"
 
     def __post_init__(self):
         if self.group_size not in (2, 3, 4):
@@ -184,6 +189,7 @@ class AcceleratorConfig:
         "tlmm_schedule": ("overlapped", "sequential"),
         "lm_head": ("host-fp16", "host-int8", "fabric-int8", "fabric-int4"),
         "host_call_scope": ("layer", "token"),
+        "resource_model": ("ternedge", "published"),
     }
 
     def _check_system_fields(self):

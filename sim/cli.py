@@ -84,8 +84,13 @@ def _table(system: System, result, summary) -> str:
     used = summary["resources"]
     board = system.board
     if board is not None:
+        shown = [k for k in used if system.config.resource_model == "ternedge"
+                 or k in ("bram36", "uram")]
         lines.append("  resources: " + ", ".join(
-            f"{k.upper()} {used[k]}/{getattr(board, k)}" for k in used))
+            f"{k.upper()} {used[k]}/{getattr(board, k)}" for k in shown))
+        if system.config.resource_model == "published":
+            lines.append("  (logic use of a published design is its authors' result, "
+                         "not modeled)")
     return "\n".join(lines)
 
 

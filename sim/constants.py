@@ -74,13 +74,13 @@ URAM_DEPTH = 4096
 BRAM36_DEPTH = 512              #: BRAM36 in 512 x 72 simple-dual-port mode
 MEMORY_WIDTH = 72               #: data width of one URAM288 / BRAM36 (512 x 72) column
 
-# -- resources: PLACEHOLDERS until rtl/ Yosys estimates exist -------------------------------
-#: [E, placeholder] LUTs per ternary MAC of the TLMM engine: a 27:1 mux of 10-bit table entries
-#: is ~80 LUT6 per lookup (3 MACs), plus the T-input adder tree per column and the table
-#: builder. To be replaced by the Yosys ``synth_xilinx`` count of rtl/tlmm.py.
-LUT_PER_TERNARY_MAC = 30
-#: [E, placeholder] pipeline and accumulator flip-flops per ternary MAC.
-FF_PER_TERNARY_MAC = 20
+# -- resources -----------------------------------------------------------------------------
+#: [M] LUTs per ternary MAC of the TLMM engine: Yosys ``synth_xilinx -family xcup`` of
+#: ``rtl.tlmm.Engine`` at TeLLMe's geometry (3, 28, 16) counts 51,272 LUTs (LUTRAM included)
+#: for 1,344 MACs (``ternedge build --design tlmm --board kv260 --geometry 3,28,16``).
+LUT_PER_TERNARY_MAC = 38
+#: [M] flip-flops per ternary MAC, same estimate: 8,819 FFs for 1,344 MACs.
+FF_PER_TERNARY_MAC = 7
 #: [E] LUTs / FFs per FP16 lane of the attention and elementwise datapaths (adder, exp/recip
 #: LUT pieces, muxing; multipliers go to DSPs).
 LUT_PER_FP16_LANE = 150
