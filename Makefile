@@ -38,6 +38,10 @@ test-all: setup
 bench: setup
 	$(PY) benchmarks/bench_generate.py
 	$(PY) benchmarks/bench_tlmm.py
+	$(PY) benchmarks/eval_tiny.py
+	$(PY) benchmarks/bench_sim.py
+	$(PY) benchmarks/bench_snn.py
+	$(PY) benchmarks/bench_rtl_sim.py
 
 lint: setup
 	$(VENV)/bin/ruff check .
