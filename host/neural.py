@@ -24,6 +24,7 @@ import numpy as np
 
 from ..golden import bessel
 from ..golden import snn as gsnn
+from ..sim import units as sim_units
 from .errors import CheckpointError, InputError
 
 __all__ = [
@@ -444,16 +445,15 @@ def decode_session(session, backend, model, meta, filter="none", train_ratio=0.5
         ops = {"acs": acs, "macs": 0.0, "filter_macs": float(fops)}
         footprint = net.footprint_bytes + _filter_footprint(filter)
         activity = np.concatenate(backend.activity)
-        n = np.array([layer.neurons for layer in net.layers])
-        per_bin = 2 + ((activity + 3) * n).sum(axis=1)      # rtl.snn.Decoder.cycles_per_bin
+        decoder = sim_units.Decoder.from_network(net)       # = rtl.snn.Decoder's timing
+        per_bin = decoder.cycles_per_bin(activity)
         if isinstance(backend, _RtlBackend) and backend.measured_cycles:
             measured = np.array(backend.measured_cycles)
             if not np.array_equal(measured, per_bin[:-1][-len(measured):]):
                 raise InputError("measured RTL cycles differ from cycles_per_bin (bug)")
         filt_cycles = _filter_cycles(filter)
         cycles = {"mean": float(per_bin.mean()), "max": int(per_bin.max()),
-                  "worst_case": int(2 + sum(layer.neurons * (layer.inputs + 3)
-                                            for layer in net.layers)),
+                  "worst_case": decoder.worst_case_cycles,
                   "filter": filt_cycles}
         # decoder and filter are separate stream stages: a bin's latency is the sum
         latency = {"clock_mhz": clock_mhz,

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from ..golden.config import ModelConfig
+from .checkpoint import save_checkpoint
 from .torch_ref import BitNetTorch, to_model_weights
 
 __all__ = ["TINY_KJV_CONFIG", "load_kjv", "clean_kjv", "split_corpus", "bits_per_byte",
@@ -213,15 +214,6 @@ def greedy_sample(model: BitNetTorch, prompt: str, n_bytes: int = 200) -> str:
     return bytes(out).decode("utf-8", errors="replace")
 
 
-def _save_quantized(out: Path, model: BitNetTorch):
-    """Write the pre-quantized checkpoint; returns an error string when it could not."""
-    try:
-        from .checkpoint import save_checkpoint
-    except ImportError as exc:  # the loader/saver module may be missing in a partial checkout
-        return f"ternedge.host.checkpoint.save_checkpoint not importable: {exc}"
-    save_checkpoint(out, to_model_weights(model), prequantized=True)
-    return None
-
 
 def train(args) -> dict:
     """Run the whole recipe; returns the training log dictionary."""
@@ -295,11 +287,7 @@ def train(args) -> dict:
 
     _save_float(Path(args.float_out), model)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    err = _save_quantized(out, model)
-    if err:
-        print(f"WARNING: {err}; float weights are in {args.float_out}; rerun with "
-              f"--export-from {args.float_out} once it exists", flush=True)
+    save_checkpoint(out, to_model_weights(model), prequantized=True, overwrite=True)
     log = {
         "command": "TORCHDYNAMO_DISABLE=1 python -m ternedge.host.train "
                    + " ".join(shlex.quote(a) for a in args.argv),
@@ -317,7 +305,6 @@ def train(args) -> dict:
         "train_wall_s": round(train_wall, 1), "wall_s": round(time.time() - t0, 1),
         "torch": torch.__version__, "device": str(model.device),
         "sample_prompt": args.prompt, "sample_greedy": sample,
-        "quantized_checkpoint_written": err is None,
     }
     (out / "train_log.json").write_text(json.dumps(log, indent=2) + "\n")
     return log
@@ -360,10 +347,8 @@ def main(argv=None) -> int:
     args.argv = argv
     if args.export_from:
         model = load_float_checkpoint(args.export_from)
-        err = _save_quantized(Path(args.out), model)
-        if err:
-            print(err, file=sys.stderr)
-            return 1
+        save_checkpoint(Path(args.out), to_model_weights(model), prequantized=True,
+                        overwrite=True)
         print(f"wrote {args.out}")
         return 0
     log = train(args)
