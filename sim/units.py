@@ -1,0 +1,502 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""Cycle models of the streaming rtl/ units, one per unit, exact against their RTL.
+
+Each class takes the RTL unit's constructor parameters as plain values (keyword-only, the same
+names and defaults) and exposes the same timing members (``cycles(...)``, ``latency``,
+``cycles_per_sample``, ``cycles_per_bin``) with the same job-shape arguments. The formulas are
+re-derived here from the units' microarchitecture (documented per class) rather than imported:
+sim/ never imports rtl/. ``tests/test_sim_units_vs_rtl.py`` asserts equality with the RTL's
+``cycles(...)`` on random shapes and with measured Amaranth-simulator runs.
+
+All counts are stall-free (every input ``valid``, every output ``ready``), counted as in the
+RTL docstrings: from the cycle that accepts a job's first beat to the cycle that accepts its
+last output beat, both included.
+
+=================  ==================================  ========================================
+model              RTL unit                            formula
+=================  ==================================  ========================================
+``Divider``        ``rtl.arith.Divider``               ``latency = quotient_width + 1``
+``Isqrt``          ``rtl.arith.Isqrt``                 ``latency = width / 2 + 1``
+``RatioScale``     ``rtl.arith.RatioScale``            ``latency = 19 + 1``
+``Quantizer``      ``rtl.quant.Quantizer``             ``2 * M * ceil(K / lanes) + 1``
+``Dequantizer``    ``rtl.quant.Dequantizer``           ``M * (21 + ceil(N / lanes)) + 1``
+``RMSNorm``        ``rtl.elementwise.RMSNorm``         ``M * (2 * H / lanes + 102) + 1``
+``RoPE``           ``rtl.elementwise.RoPE``            ``3 * heads * head_dim / (2 lanes) + 1``
+``Pointwise``      ``rtl.elementwise.Pointwise``       ``beats + 1``
+``DecodeUnit``     ``rtl.attention.DecodeUnit``        ``2 B + 2 S B + 23``
+``PrefillUnit``    ``rtl.attention.PrefillUnit``       ``2 n B + 2 S B + 23``
+``Decoder``        ``rtl.snn.Decoder``                 ``2 + sum_l N_l (k_l + 3)`` per bin
+``CausalFilter``   ``rtl.bessel.CausalFilter``         ``2 + 6 * sections * channels``
+``BlockFilter``    ``rtl.bessel.BlockFilter``          see ``BlockFilter.cycles_per_sample``
+=================  ==================================  ========================================
+"""
+
+import numpy as np
+
+from ..golden import bessel as gbessel
+
+__all__ = ["Divider", "Isqrt", "RatioScale", "Quantizer", "Dequantizer", "RMSNorm", "RoPE",
+           "Pointwise", "DecodeUnit", "PrefillUnit", "Decoder", "CausalFilter", "BlockFilter",
+           "RATIO_SCALE_QUOTIENT_WIDTH", "RMS_MEAN_WIDTH", "RMS_ISQRT_WIDTH", "SECTION_CYCLES",
+           "causal_cycles", "block_cycles"]
+
+#: quotient bits of ``RatioScale``'s divider: ``floor(num * 2**(e0+2) / den)`` lies in
+#: ``(2**17, 2**19)`` (rtl/arith.py, ``RatioScale.QUOTIENT_WIDTH``)
+RATIO_SCALE_QUOTIENT_WIDTH = 19
+#: quotient bits of RMSNorm's mean division: a rounded square of an int32 is below 2**46
+RMS_MEAN_WIDTH = 47
+#: radicand width of RMSNorm's square root (the 47-bit mean, rounded up to an even width)
+RMS_ISQRT_WIDTH = 64
+#: cycles per Bessel biquad and axis: three multiplies through the shared multiplier's
+#: two-register pipeline, then the write-back (rtl/bessel.py)
+SECTION_CYCLES = 6
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _check_positive(name, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+# -- sequential arithmetic (rtl/arith.py) ----------------------------------------------------
+
+class Divider:
+    """Sequential restoring divider, one quotient bit per cycle (``rtl.arith.Divider``).
+
+    Parameters
+    ----------
+    num_width, den_width, quotient_width : int
+        As the RTL unit.
+
+    Attributes
+    ----------
+    latency : int
+        ``quotient_width + 1``: the accepting cycle loads the operands, then one
+        compare/subtract per quotient bit; the result is presented the cycle after the last.
+    """
+
+    def __init__(self, *, num_width: int, den_width: int, quotient_width: int):
+        self.num_width = _check_positive("num_width", num_width)
+        self.den_width = _check_positive("den_width", den_width)
+        self.quotient_width = _check_positive("quotient_width", quotient_width)
+
+    @property
+    def latency(self) -> int:
+        return self.quotient_width + 1
+
+
+class Isqrt:
+    """Sequential floor square root, two radicand bits per cycle (``rtl.arith.Isqrt``).
+
+    Parameters
+    ----------
+    width : int
+        Radicand width (even).
+
+    Attributes
+    ----------
+    latency : int
+        ``width // 2 + 1``: one root bit per cycle after the accepting cycle.
+    """
+
+    def __init__(self, *, width: int):
+        _check_positive("width", width)
+        if width % 2:
+            raise ValueError(f"width must be even, got {width}")
+        self.width = width
+
+    @property
+    def latency(self) -> int:
+        return self.width // 2 + 1
+
+
+class RatioScale:
+    """``golden.fixed.ratio_scale`` as one ``Divider`` of ``RATIO_SCALE_QUOTIENT_WIDTH`` bits
+    (``rtl.arith.RatioScale``; the leading-zero counts and the rounding are combinational).
+
+    Parameters
+    ----------
+    num_width, den_width : int
+        Operand widths, at most 44 bits.
+
+    Attributes
+    ----------
+    latency : int
+        ``RATIO_SCALE_QUOTIENT_WIDTH + 1`` = 20.
+    """
+
+    def __init__(self, *, num_width: int, den_width: int):
+        for name, value in (("num_width", num_width), ("den_width", den_width)):
+            _check_positive(name, value)
+            if value > 44:
+                raise ValueError(f"{name} must be at most 44 (golden ratio_scale), got {value}")
+        self.num_width, self.den_width = num_width, den_width
+
+    @property
+    def latency(self) -> int:
+        return Divider(num_width=self.num_width, den_width=self.den_width,
+                       quotient_width=RATIO_SCALE_QUOTIENT_WIDTH).latency
+
+
+# -- quantization (rtl/quant.py) -------------------------------------------------------------
+
+class Quantizer:
+    """Per-token absmax INT8 quantizer through a one-token buffer (``rtl.quant.Quantizer``).
+
+    Parameters
+    ----------
+    lanes : int
+        Elements per beat.
+    max_k : int
+        Longest token.
+    """
+
+    def __init__(self, *, lanes: int = 4, max_k: int = 4096):
+        self.lanes = _check_positive("lanes", lanes)
+        self.max_k = _check_positive("max_k", max_k)
+
+    def cycles(self, tokens: int, k: int) -> int:
+        """``2 * tokens * ceil(k / lanes) + 1``: per token one pass of ``ceil(k / lanes)``
+        beats into the buffer (finding ``amax``) and one out of it; the buffer holds one token,
+        so the passes do not overlap; ``+ 1`` for the output register."""
+        _check_positive("tokens", tokens)
+        _check_positive("k", k)
+        if k > self.max_k:
+            raise ValueError(f"k={k} exceeds this quantizer's max_k={self.max_k}")
+        return 2 * tokens * _ceil_div(k, self.lanes) + 1
+
+
+class Dequantizer:
+    """Q16 outputs of a ternary linear from its accumulators (``rtl.quant.Dequantizer``).
+
+    Parameters
+    ----------
+    lanes : int
+        Accumulators per beat.
+    acc_width : int
+        Accumulator width (at most 32).
+    """
+
+    def __init__(self, *, lanes: int = 4, acc_width: int = 24):
+        self.lanes = _check_positive("lanes", lanes)
+        self.acc_width = _check_positive("acc_width", acc_width)
+        if acc_width > 32:
+            raise ValueError(f"acc_width must be at most 32 (the product stays below 2**64), "
+                             f"got {acc_width}")
+
+    @property
+    def setup_cycles(self) -> int:
+        """Scale beat to first accumulator beat: the ``RatioScale`` of ``127 / amax``
+        (``RatioScale(num_width=32, den_width=7).latency``) plus its result's register."""
+        return RatioScale(num_width=32, den_width=7).latency + 1
+
+    def cycles(self, tokens: int, n: int) -> int:
+        """``tokens * (setup_cycles + ceil(n / lanes)) + 1`` = ``tokens * (21 + ceil(n /
+        lanes)) + 1``: the next token's scale beat is accepted right after the previous
+        token's last accumulator; ``+ 1`` for the output register."""
+        _check_positive("tokens", tokens)
+        _check_positive("n", n)
+        return tokens * (self.setup_cycles + _ceil_div(n, self.lanes)) + 1
+
+
+# -- elementwise (rtl/elementwise.py) --------------------------------------------------------
+
+class RMSNorm:
+    """Two-pass RMSNorm through a one-token buffer (``rtl.elementwise.RMSNorm``).
+
+    Parameters
+    ----------
+    lanes : int
+        Elements per beat.
+    max_h : int
+        Longest token (a multiple of ``lanes``).
+    eps : int
+        Q16 epsilon in ``[1, 2**16]`` (no effect on timing).
+    """
+
+    def __init__(self, *, lanes: int = 4, max_h: int = 4096, eps: int = 1):
+        self.lanes = _check_positive("lanes", lanes)
+        self.max_h = _check_positive("max_h", max_h)
+        if max_h % lanes:
+            raise ValueError(f"max_h={max_h} must be a multiple of lanes={lanes}")
+        _check_positive("eps", eps)
+        if eps > 1 << 16:
+            raise ValueError(f"eps must be at most 2**16 (1.0 in Q16), got {eps}")
+        self.eps = eps
+
+    @property
+    def setup_cycles(self) -> int:
+        """Between passes, one after the other: 1 (sum to divider), the mean ``Divider``
+        (``RMS_MEAN_WIDTH + 1`` = 48), ``Isqrt(width=64)`` (33) and ``RatioScale`` (20): 102."""
+        mean = Divider(num_width=RMS_MEAN_WIDTH + self.max_h.bit_length(),
+                       den_width=self.max_h.bit_length(), quotient_width=RMS_MEAN_WIDTH)
+        return (1 + mean.latency + Isqrt(width=RMS_ISQRT_WIDTH).latency
+                + RatioScale(num_width=17, den_width=32).latency)
+
+    def cycles(self, tokens: int, h: int) -> int:
+        """``tokens * (2 * h / lanes + setup_cycles) + 1``: pass 1 (``h / lanes`` beats in),
+        the setup chain, pass 2 (``h / lanes`` beats out, one ``gamma`` beat each)."""
+        _check_positive("tokens", tokens)
+        _check_positive("h", h)
+        if h > self.max_h or h % self.lanes:
+            raise ValueError(f"h={h} must be a multiple of lanes={self.lanes} and at most "
+                             f"max_h={self.max_h}")
+        return tokens * (2 * (h // self.lanes) + self.setup_cycles) + 1
+
+
+class RoPE:
+    """Rotary position embedding, head after head (``rtl.elementwise.RoPE``).
+
+    Parameters
+    ----------
+    lanes : int
+        Elements per beat.
+    head_dim : int
+        Head dimension, a multiple of ``2 * lanes``.
+    """
+
+    def __init__(self, *, lanes: int = 4, head_dim: int = 64):
+        self.lanes = _check_positive("lanes", lanes)
+        _check_positive("head_dim", head_dim)
+        if head_dim % (2 * lanes):
+            raise ValueError(f"head_dim={head_dim} must be a multiple of 2*lanes={2 * lanes}")
+        self.head_dim = head_dim
+        self.half_beats = head_dim // 2 // lanes
+
+    def cycles(self, heads: int) -> int:
+        """``3 * heads * head_dim / (2 * lanes) + 1``: three half-head phases per head (first
+        half in, second half in with the table, drain of the buffered half); ``+ 1`` for the
+        output register."""
+        _check_positive("heads", heads)
+        return heads * 3 * self.half_beats + 1
+
+
+class Pointwise:
+    """Stateless fused elementwise unit (``rtl.elementwise.Pointwise``).
+
+    Parameters
+    ----------
+    lanes : int
+        Element pairs per beat (no effect on timing).
+    """
+
+    def __init__(self, *, lanes: int = 4):
+        self.lanes = _check_positive("lanes", lanes)
+
+    def cycles(self, beats: int) -> int:
+        """``beats + 1``: one beat per cycle through one register stage."""
+        _check_positive("beats", beats)
+        return beats + 1
+
+
+# -- attention (rtl/attention.py) ------------------------------------------------------------
+
+class _TwoPassAttention:
+    def __init__(self, *, queries, lanes, head_dim, max_keys):
+        self.queries = _check_positive("queries", queries)
+        self.lanes = _check_positive("lanes", lanes)
+        _check_positive("head_dim", head_dim)
+        if head_dim % lanes:
+            raise ValueError(f"head_dim={head_dim} must be a multiple of lanes={lanes}")
+        self.head_dim = head_dim
+        self.max_keys = _check_positive("max_keys", max_keys)
+        if max_keys < queries:
+            raise ValueError(f"max_keys={max_keys} must be at least queries={queries}")
+        self.beats = head_dim // lanes
+
+    def _cycles(self, queries, keys):
+        _check_positive("keys", keys)
+        if keys > self.max_keys:
+            raise ValueError(f"keys={keys} exceeds this unit's max_keys={self.max_keys}")
+        _check_positive("queries", queries)
+        if queries > min(self.queries, keys):
+            raise ValueError(f"queries={queries} must be at most the tile size "
+                             f"{self.queries} and at most keys={keys}")
+        b = self.beats
+        # job, queries in, keys then values, divider start, reciprocal, output, output register
+        reciprocal = RatioScale(num_width=17, den_width=17 + self.max_keys.bit_length()).latency
+        return 1 + queries * b + 2 * keys * b + 1 + reciprocal + queries * b + 1
+
+
+class DecodeUnit(_TwoPassAttention):
+    """Two-pass streaming attention of one query (``rtl.attention.DecodeUnit``).
+
+    Parameters
+    ----------
+    lanes, head_dim, max_keys : int
+        As the RTL unit.
+    """
+
+    def __init__(self, *, lanes: int = 4, head_dim: int = 64, max_keys: int = 1024):
+        _check_positive("max_keys", max_keys)
+        super().__init__(queries=1, lanes=lanes, head_dim=head_dim, max_keys=max_keys)
+
+    def cycles(self, keys: int) -> int:
+        """``2*B + 2*S*B + 23`` for S = ``keys``, ``B = head_dim / lanes``: the job beat (1),
+        the query (B), keys and values (2*S*B), the divider start and ``RatioScale`` (1 + 20),
+        the output (B) and its register (1)."""
+        return self._cycles(1, keys)
+
+
+class PrefillUnit(_TwoPassAttention):
+    """Two-pass streaming attention of a tile of causal queries (``rtl.attention.PrefillUnit``).
+
+    Parameters
+    ----------
+    queries, lanes, head_dim, max_keys : int
+        As the RTL unit (``queries`` is the tile size).
+    """
+
+    def __init__(self, *, queries: int = 8, lanes: int = 4, head_dim: int = 64,
+                 max_keys: int = 1024):
+        _check_positive("queries", queries)
+        _check_positive("max_keys", max_keys)
+        super().__init__(queries=queries, lanes=lanes, head_dim=head_dim, max_keys=max_keys)
+
+    def cycles(self, queries: int, keys: int) -> int:
+        """``2*n*B + 2*S*B + 23`` for n = ``queries``, S = ``keys`` (see
+        ``DecodeUnit.cycles``): one K and one V pass serve the whole tile."""
+        return self._cycles(queries, keys)
+
+
+# -- SNN decoder (rtl/snn.py) ----------------------------------------------------------------
+
+class Decoder:
+    """Event-driven LIF decoder core, one synaptic add per cycle (``rtl.snn.Decoder``).
+
+    The RTL takes a ``golden.snn.Network``; timing depends only on its layer sizes, so this
+    model takes them as plain ints (``from_network`` reads them off a network).
+
+    Parameters
+    ----------
+    neurons : sequence of int
+        ``N_l``, neurons per layer.
+    inputs : sequence of int
+        ``K_l``, inputs per layer (the worst case of ``k_l``).
+    """
+
+    def __init__(self, *, neurons, inputs):
+        self.neurons = tuple(_check_positive("neurons", int(n)) for n in neurons)
+        self.inputs = tuple(_check_positive("inputs", int(k)) for k in inputs)
+        if not self.neurons or len(self.neurons) != len(self.inputs):
+            raise ValueError(f"neurons and inputs must be non-empty and of equal length, got "
+                             f"{len(self.neurons)} and {len(self.inputs)}")
+
+    @classmethod
+    def from_network(cls, network):
+        """The model of ``rtl.snn.Decoder(network=network)`` for a ``golden.snn.Network``."""
+        return cls(neurons=[layer.neurons for layer in network.layers],
+                   inputs=[layer.inputs for layer in network.layers])
+
+    def cycles_per_bin(self, active_inputs):
+        """``2 + sum_l N_l * (k_l + 3)`` between successive input transfers: accept (1), per
+        neuron fetch (1) + accumulate (``k_l + 1``) + write-back (1), emit (1).
+
+        ``active_inputs`` is ``k_l`` (set input bits per layer), shape ``(layers,)`` or
+        ``(T, layers)``; the result has the leading shape.
+        """
+        k = np.asarray(active_inputs, dtype=np.int64)
+        n = np.array(self.neurons, dtype=np.int64)
+        return 2 + ((k + 3) * n).sum(axis=-1)
+
+    def latency(self, active_inputs):
+        """Cycles from the input transfer to ``velocity.valid``: ``cycles_per_bin - 1``."""
+        return self.cycles_per_bin(active_inputs) - 1
+
+    @property
+    def worst_case_cycles(self) -> int:
+        """``cycles_per_bin`` with every input active."""
+        return int(self.cycles_per_bin(self.inputs))
+
+
+# -- Bessel output filters (rtl/bessel.py) ---------------------------------------------------
+
+def _check_channels(channels):
+    if not isinstance(channels, int) or isinstance(channels, bool) or not 1 <= channels <= 8:
+        raise ValueError(f"channels must be an int in [1, 8], got {channels!r}")
+    return channels
+
+
+def causal_cycles(*, sections: int = 2, channels: int = 2) -> int:
+    """``CausalFilter(sections=sections, channels=channels).cycles_per_sample``."""
+    return CausalFilter(sections=sections, channels=channels).cycles_per_sample
+
+
+def block_cycles(*, tap: str = "middle", channels: int = 2, first: bool = False,
+                 emits: bool = True) -> int:
+    """``BlockFilter(tap=tap, channels=channels).cycles_per_sample(first=..., emits=...)``."""
+    return BlockFilter(tap=tap, channels=channels).cycles_per_sample(first=first, emits=emits)
+
+
+class CausalFilter:
+    """Causal Bessel biquad cascade on one shared multiplier (``rtl.bessel.CausalFilter``).
+
+    Parameters
+    ----------
+    sections : int
+        Biquad sections (the RTL reads it off its ``coefficients``; default order 4: 2).
+    channels : int
+        Samples per beat, 1 to 8.
+    """
+
+    def __init__(self, *, sections: int = 2, channels: int = 2):
+        self.sections = _check_positive("sections", sections)
+        self.channels = _check_channels(channels)
+
+    @property
+    def cycles_per_sample(self) -> int:
+        """``2 + SECTION_CYCLES * sections * channels``: accept, 6 per section per axis, emit."""
+        return 2 + SECTION_CYCLES * self.sections * self.channels
+
+    @property
+    def latency(self) -> int:
+        """Input transfer to ``o.valid``: ``cycles_per_sample - 1``."""
+        return self.cycles_per_sample - 1
+
+
+class BlockFilter:
+    """Block-bidirectional two-section Bessel filter (``rtl.bessel.BlockFilter``).
+
+    Parameters
+    ----------
+    tap : str
+        ``"last"`` or ``"middle"`` (``WINDOW // 2`` samples of look-ahead).
+    channels : int
+        Samples per beat, 1 to 8.
+    """
+
+    SECTIONS = 2
+
+    def __init__(self, *, tap: str = "middle", channels: int = 2):
+        if tap not in ("last", "middle"):
+            raise ValueError(f"tap must be 'last' or 'middle', got {tap!r}")
+        self.tap, self.channels = tap, _check_channels(channels)
+        self.window, self.padlen = gbessel.WINDOW, gbessel.PADLEN
+        self.delay = self.window // 2 if tap == "middle" else 0
+        self.index = self.window - 1 - self.delay
+
+    @property
+    def backward_steps(self) -> int:
+        """Backward-pass samples per channel: from the padded end down to the tapped one."""
+        return self.window + self.padlen - self.index
+
+    def cycles_per_sample(self, *, first: bool = False, emits: bool = True) -> int:
+        """Cycles between successive input transfers with no stalls.
+
+        A push stores ``channels`` history entries (``window * channels`` on the first push,
+        which fills the history). A push inside the look-ahead only stores: ``2 + store``.
+        Otherwise ``3 + store + channels * (2 + P * (window + 2 * padlen) + P *
+        backward_steps)`` with ``P = 2 + 2 * SECTION_CYCLES`` cycles per filtered sample (two
+        sections) over the forward pass on the padded window and the backward pass to the tap.
+        """
+        store = self.window * self.channels if first else self.channels
+        if not emits:
+            return 2 + store
+        per_sample = 2 + self.SECTIONS * SECTION_CYCLES
+        per_channel = (2 + per_sample * (self.window + 2 * self.padlen)
+                       + per_sample * self.backward_steps)
+        return 3 + store + self.channels * per_channel
