@@ -366,14 +366,13 @@ def _filter_ops(filter):
 
 
 def _filter_cycles(filter):
-    """Cycles per sample of the ``rtl.bessel`` unit for a filter mode (0: no filter)."""
+    """Cycles per sample of the ``rtl.bessel`` unit for a filter mode (0: no filter), from its
+    cycle model in ``sim.units``."""
     if filter == "none":
         return 0
-    from ..rtl import bessel as rbessel
-
     if filter == "causal":
-        return rbessel.causal_cycles()
-    return rbessel.block_cycles(tap=filter.split("-")[1])
+        return sim_units.causal_cycles()
+    return sim_units.block_cycles(tap=filter.split("-")[1])
 
 
 def _filter_footprint(filter):
