@@ -30,10 +30,10 @@ __all__ = ["DESIGNS", "DEFAULT_GEOMETRY", "parse_geometry", "build_design", "yow
 
 DESIGNS = ("tlmm", "snn")
 
-#: per board, the default (G, T, N). ULX3S-85F: the largest built so far, (3,8,8) at 30 % of the
-#: LUTs (LUTs scale ~linearly with T*N, so about (3,16,8) is the ceiling; not yet built).
+#: per board, the default (G, T, N). ULX3S-85F: the largest geometry that routes, (3,16,8) at
+#: 57 % of the LUTs (32 min of nextpnr; (3,24,8) packs at 75 % but does not route in 20 min).
 #: KV260: TeLLMe's geometry.
-DEFAULT_GEOMETRY = {"ulx3s-85f": (3, 8, 8), "kv260": (3, 28, 16)}
+DEFAULT_GEOMETRY = {"ulx3s-85f": (3, 16, 8), "kv260": (3, 28, 16)}
 
 
 def parse_geometry(geometry) -> AcceleratorConfig:

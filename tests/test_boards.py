@@ -53,5 +53,5 @@ def test_geometry_parsing():
     assert build.parse_geometry("3,28,16").macs_per_cycle == 1344
     with pytest.raises(ValueError, match="not 'G,T,N'"):
         build.parse_geometry("3,x,16")
-    with pytest.raises(ValueError, match="unknown board"):
+    with pytest.raises(ValueError, match="tlmm design builds for"):
         build.build_design("tlmm", "nexys", (3, 4, 4), "/nonexistent")
