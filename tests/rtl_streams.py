@@ -58,6 +58,7 @@ class Counted(Elaboratable):
 
     def __init__(self, dut):
         self.dut = dut
+        self.counter = COUNTER
 
     def elaborate(self, platform):
         m = Module()

@@ -3,27 +3,15 @@
 
 import numpy as np
 import pytest
-from amaranth.hdl import Elaboratable, Fragment, Module, Signal
+from amaranth.hdl import Fragment
 from amaranth.sim import Simulator
+from rtl_streams import Counted, pack, unpack_signed
 
 from ternedge.golden import tlmm as golden
 from ternedge.golden.config import AcceleratorConfig
 from ternedge.rtl import tlmm
 
-# -- packing (the bit layout of the stream payloads) ----------------------------------------
-
-def pack(values, width):
-    mask = (1 << width) - 1
-    out = 0
-    for i, v in enumerate(values):
-        out |= (int(v) & mask) << (i * width)
-    return out
-
-
-def unpack_signed(word, width, count):
-    vals = [(word >> (i * width)) & ((1 << width) - 1) for i in range(count)]
-    return [v - (1 << width) if v >> (width - 1) else v for v in vals]
-
+# -- jobs -------------------------------------------------------------------------------------
 
 def make_job(cfg, rng, m, k, n):
     """Random job: activations (M, K) int8, ternary weights (N, K); plus its stream beats."""
@@ -71,20 +59,6 @@ async def get(ctx, stream, rng, p_ready, counter):
     return value, cycle
 
 
-class _Counted(Elaboratable):
-    """The DUT plus a free-running cycle counter, so handshakes can be time-stamped."""
-
-    def __init__(self, dut):
-        self.dut = dut
-        self.counter = Signal(32)
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.dut = self.dut
-        m.d.sync += self.counter.eq(self.counter + 1)
-        return m
-
-
 def simulate(top, benches):
     sim = Simulator(top)
     sim.add_clock(1e-8, if_exists=True)
@@ -121,7 +95,7 @@ def test_table_builder(group_size):
             value, _ = await get(ctx, dut.tables, rng, 0.6, top.counter)
             got.append(unpack_signed(value, dut.entry_width, size * cfg.tables_per_step))
 
-    top = _Counted(dut)
+    top = Counted(dut)
     simulate(top, [driver, monitor])
     expected = golden.build_tables(steps, group_size).reshape(len(steps), -1)
     np.testing.assert_array_equal(np.array(got), expected, err_msg=f"seed={seed}")
@@ -207,7 +181,7 @@ def test_weight_buffer_double_buffered():
 def run_engine(engine, jobs, rng, p_valid, p_ready):
     """Drive all jobs back to back; return (per-job results (M, N), handshake cycles)."""
     cfg = engine.config
-    top = _Counted(engine)
+    top = Counted(engine)
     results = []
     stamps = {"job": [], "last": []}
 

@@ -5,8 +5,9 @@ seeded random parameters and job shapes, and equals cycles measured in Amaranth'
 
 import numpy as np
 import pytest
-from amaranth.hdl import Elaboratable, Module, Signal, Value
+from amaranth.hdl import Value
 from amaranth.sim import Simulator
+from rtl_streams import Counted
 
 from ternedge.golden import bessel as gbessel
 from ternedge.golden import snn as gsnn
@@ -164,24 +165,12 @@ def test_parameter_validation_matches_rtl(name, kwargs, job):
 
 # -- measured, stall-free Amaranth simulation ------------------------------------------------
 
-class _Counted(Elaboratable):
-    def __init__(self, dut):
-        self.dut = dut
-        self.counter = Signal(32)
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.dut = self.dut
-        m.d.sync += self.counter.eq(self.counter + 1)
-        return m
-
-
 def measure(dut, inputs, outputs):
     """Drive ``inputs`` (``(stream, words)``, the first stream's first handshake starts the
     count) with ``valid`` always high and drain ``outputs`` (``(stream, beats)``, the first
     stream's last handshake ends it) with ``ready`` always high; return the cycles, both
     handshake cycles included."""
-    top = _Counted(dut)
+    top = Counted(dut)
     stamps = {"first": None, "last": None}
 
     def driver(stream, words, is_first):

@@ -10,8 +10,8 @@ establish).
 
 import numpy as np
 import pytest
-from amaranth.hdl import Elaboratable, Module, Signal
 from amaranth.sim import Simulator
+from rtl_streams import Counted
 
 from ternedge.golden.config import AcceleratorConfig
 from ternedge.sim import blocks
@@ -20,18 +20,6 @@ rtl_tlmm = pytest.importorskip("ternedge.rtl.tlmm", reason="rtl/tlmm.py is not i
 
 GEOMETRIES = [(3, 2, 2), (3, 3, 4), (2, 4, 3)]       # (G, T, N = cols_per_cycle)
 SHAPES_PER_GEOMETRY = 8
-
-
-class _Counted(Elaboratable):
-    def __init__(self, dut):
-        self.dut = dut
-        self.counter = Signal(32)
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.dut = self.dut
-        m.d.sync += self.counter.eq(self.counter + 1)
-        return m
 
 
 def measure(engine, rng, m, k, n) -> int:
@@ -44,7 +32,7 @@ def measure(engine, rng, m, k, n) -> int:
     n_results = m * fields["n_blocks"]
     entry_bits = len(engine.weights.payload.as_value())
     act_bits = len(engine.activations.payload.as_value())
-    top = _Counted(engine)
+    top = Counted(engine)
     stamps = {}
 
     async def job_driver(ctx):

@@ -4,8 +4,9 @@ stalls on both streams; measured cycles equal ``cycles_per_bin``."""
 
 import numpy as np
 import pytest
-from amaranth.hdl import Elaboratable, Module, Signal, Value
+from amaranth.hdl import Value
 from amaranth.sim import Simulator
+from rtl_streams import Counted
 
 from ternedge.golden import bessel as gbessel
 from ternedge.golden import snn as golden
@@ -30,18 +31,6 @@ def seeded(seed):
     return np.random.default_rng(seed)
 
 
-class _Counted(Elaboratable):
-    def __init__(self, dut):
-        self.dut = dut
-        self.counter = Signal(32)
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.dut = self.dut
-        m.d.sync += self.counter.eq(self.counter + 1)
-        return m
-
-
 def pack(values, width):
     out = 0
     for i, v in enumerate(values):
@@ -57,7 +46,7 @@ def unpack_signed(word, width, count):
 def stream_through(dut, in_port, out_port, beats, out_width, out_count, rng, p_valid, p_ready):
     """Drive ``beats`` into ``in_port`` and collect as many outputs; returns outputs and the
     (counter) cycles of every input and output transfer."""
-    top = _Counted(dut)
+    top = Counted(dut)
     got, t_in, t_out = [], [], []
 
     async def driver(ctx):
@@ -163,7 +152,7 @@ def test_block_filter_bit_exact(seed, tap, count, p_valid, p_ready):
     released = [ref.push(row) for row in x]
     expected = np.array([r for r in released if r is not None])
     dut = rbessel.BlockFilter(tap=tap)
-    top = _Counted(dut)
+    top = Counted(dut)
     got, t_in = [], []
 
     async def driver(ctx):
