@@ -38,6 +38,30 @@ def _multiplier(m, a, b):
     return product
 
 
+def _section_states(m, name, cur, taps, coefs, mul_a, mul_b, acc, product):
+    """FSM states ``{name}M0``..``{name}M4`` of one biquad section on the shared multiplier:
+    ``acc = g*(x + 2 x1 + x2) - a1*y1 - a2*y2``, then on to ``{name}WB`` (the caller's
+    write-back). Operands and product are registered: a result lands two states after issue."""
+    x1, x2, y1, y2 = taps
+    g, a1, a2 = coefs
+    with m.State(f"{name}M0"):
+        m.d.comb += [mul_a.eq(cur + (x1 << 1) + x2), mul_b.eq(g)]
+        m.next = f"{name}M1"
+    with m.State(f"{name}M1"):
+        m.d.comb += [mul_a.eq(y1), mul_b.eq(a1)]
+        m.next = f"{name}M2"
+    with m.State(f"{name}M2"):
+        m.d.comb += [mul_a.eq(y2), mul_b.eq(a2)]
+        m.d.sync += acc.eq(product)
+        m.next = f"{name}M3"
+    with m.State(f"{name}M3"):
+        m.d.sync += acc.eq(acc - product)
+        m.next = f"{name}M4"
+    with m.State(f"{name}M4"):
+        m.d.sync += acc.eq(acc - product)
+        m.next = f"{name}WB"
+
+
 def causal_cycles(*, sections: int = 2, channels: int = 2) -> int:
     """``CausalFilter.cycles_per_sample`` without building the component."""
     return 2 + SECTION_CYCLES * sections * channels
@@ -142,23 +166,8 @@ class CausalFilter(wiring.Component):
                     x1, x2, y1, y2 = taps[a][s]
                     g, a1, a2 = int(coefs.g[s]), int(coefs.a1[s]), int(coefs.a2[s])
                     name = f"A{a}S{s}"
-                    # operands registered, product registered: result two states after issue
-                    with m.State(f"{name}M0"):
-                        m.d.comb += [mul_a.eq(cur + (x1 << 1) + x2), mul_b.eq(g)]
-                        m.next = f"{name}M1"
-                    with m.State(f"{name}M1"):
-                        m.d.comb += [mul_a.eq(y1), mul_b.eq(a1)]
-                        m.next = f"{name}M2"
-                    with m.State(f"{name}M2"):
-                        m.d.comb += [mul_a.eq(y2), mul_b.eq(a2)]
-                        m.d.sync += acc.eq(product)
-                        m.next = f"{name}M3"
-                    with m.State(f"{name}M3"):
-                        m.d.sync += acc.eq(acc - product)
-                        m.next = f"{name}M4"
-                    with m.State(f"{name}M4"):
-                        m.d.sync += acc.eq(acc - product)
-                        m.next = f"{name}WB"
+                    _section_states(m, name, cur, taps[a][s], (g, a1, a2), mul_a, mul_b, acc,
+                                    product)
                     with m.State(f"{name}WB"):
                         m.d.sync += [x2.eq(x1), x1.eq(cur), y2.eq(y1), y1.eq(y)]
                         if s + 1 < coefs.sections:
@@ -358,23 +367,8 @@ class BlockFilter(wiring.Component):
             for s in range(coefs.sections):
                 x1, x2, y1, y2 = taps[s]
                 g, a1, a2 = int(coefs.g[s]), int(coefs.a1[s]), int(coefs.a2[s])
-                # operands registered, product registered: result two states after issue
-                with m.State(f"S{s}M0"):
-                    m.d.comb += [mul_a.eq(cur + (x1 << 1) + x2), mul_b.eq(g)]
-                    m.next = f"S{s}M1"
-                with m.State(f"S{s}M1"):
-                    m.d.comb += [mul_a.eq(y1), mul_b.eq(a1)]
-                    m.next = f"S{s}M2"
-                with m.State(f"S{s}M2"):
-                    m.d.comb += [mul_a.eq(y2), mul_b.eq(a2)]
-                    m.d.sync += acc.eq(product)
-                    m.next = f"S{s}M3"
-                with m.State(f"S{s}M3"):
-                    m.d.sync += acc.eq(acc - product)
-                    m.next = f"S{s}M4"
-                with m.State(f"S{s}M4"):
-                    m.d.sync += acc.eq(acc - product)
-                    m.next = f"S{s}WB"
+                _section_states(m, f"S{s}", cur, taps[s], (g, a1, a2), mul_a, mul_b, acc,
+                                product)
                 with m.State(f"S{s}WB"):
                     m.d.sync += [x2.eq(x1), x1.eq(cur), y2.eq(y1), y1.eq(y)]
                     if s + 1 < coefs.sections:
