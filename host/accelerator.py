@@ -1,0 +1,280 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""Host side of the RTL accelerator (``rtl.accelerator``): DDR layout, programs, reference.
+
+``Layout`` places everything the accelerator reads in its DDR window: the program, one weight
+entry per 128-bit beat for every linear, the norm weights, the RoPE table (per position and
+RoPE beat: a cos beat, then a sin beat), the KV cache (per layer and KV head, ``max_context``
+keys of ``head_dim`` Q16 values; values at ``v_offset`` from the keys) and scratch buffers of
+``max_tokens`` rows. ``Layout.image()`` is the initial DDR contents; ``Layout.program(tokens,
+position)`` the instructions of one forward pass (every layer and the final norm).
+
+``execute`` is the reference semantics of ``rtl.isa``: it runs a program on a DDR image with
+the golden functions. A program that ``execute`` turns into ``GoldenModel.forward``'s output
+is what the RTL must run bit-exactly.
+"""
+
+import math
+
+import numpy as np
+
+from ..golden import attention, ops, quant, tlmm
+from ..golden.config import AcceleratorConfig
+from ..golden.model import GoldenModel
+from ..golden.weights import LINEAR_NAMES
+from ..rtl import isa
+from ..rtl.isa import Instruction, Op, Source
+from .weight_image import _indices, pack_linear
+
+__all__ = ["Layout", "execute", "read_q16", "write_q16"]
+
+NORM_NAMES = ("input_layernorm", "attn_sub_norm", "post_attention_layernorm", "ffn_sub_norm")
+B = isa.BEAT_BYTES
+
+
+def _align(n):
+    return -(-n // B) * B
+
+
+def write_q16(memory, addr, values):
+    data = np.asarray(values, dtype=np.int64).astype("<i4").tobytes()
+    memory[addr:addr + len(data)] = data
+
+
+def read_q16(memory, addr, count):
+    return np.frombuffer(bytes(memory[addr:addr + 4 * count]), dtype="<i4").astype(np.int64)
+
+
+def weight_entries(packed) -> bytes:
+    """One weight entry per 128-bit beat, K-step-major then column (``host.weight_image``)."""
+    idx = _indices(packed).reshape(-1, packed.tables_per_step)         # (entries, T)
+    bits = (idx[..., None] >> np.arange(packed.index_bits)) & 1        # (entries, T, b)
+    bits = bits.reshape(idx.shape[0], -1).astype(np.uint8)
+    padded = np.zeros((idx.shape[0], 8 * B), dtype=np.uint8)
+    padded[:, :bits.shape[1]] = bits
+    return np.packbits(padded, axis=1, bitorder="little").tobytes()
+
+
+class Layout:
+    """Where every tensor of ``model`` lives in the accelerator's DDR window.
+
+    Parameters
+    ----------
+    model : GoldenModel (its weights, config and RoPE tables).
+    config : AcceleratorConfig of the RTL top (``cols_per_cycle`` 4).
+    max_tokens : most tokens per forward pass (the prefill block).
+    max_context : KV-cache length.
+    max_instructions : room for the program.
+    """
+
+    def __init__(self, model: GoldenModel, config: AcceleratorConfig, *, max_tokens: int,
+                 max_context: int, max_instructions: int = 256):
+        self.model, self.config = model, config
+        self.cfg = cfg = model.config
+        self.max_tokens, self.max_context = max_tokens, max_context
+        self.hd = cfg.head_dim
+        self.q_dim = cfg.num_attention_heads * self.hd
+        self.kv_dim = cfg.num_key_value_heads * self.hd
+        self._next = 0
+        self.program_addr = self._take(max_instructions * isa.INSTRUCTION_BYTES)
+        self.max_instructions = max_instructions
+        self.linears = []           # per layer {name: (addr, packed)}
+        self.norms = []             # per layer {name: addr}
+        self._blocks = []           # (addr, bytes) of the initial image
+        for index, layer in enumerate(model.weights.layers):
+            linears = {}
+            for name in LINEAR_NAMES:
+                packed = pack_linear(getattr(layer, name), config)
+                entries = weight_entries(packed)
+                addr = self._take(len(entries))
+                self._blocks.append((addr, entries))
+                linears[name] = (addr, packed)
+            self.linears.append(linears)
+            norms = {}
+            for name in NORM_NAMES:
+                gamma = model.layers[index][1][name]
+                norms[name] = self._place_q16(gamma)
+            self.norms.append(norms)
+        self.final_norm = self._place_q16(model.norm_q16)
+        cos, sin = model.cos[:max_context], model.sin[:max_context]
+        half = self.hd // 2
+        table = np.stack([cos.reshape(max_context, half // isa.LANES, isa.LANES),
+                          sin.reshape(max_context, half // isa.LANES, isa.LANES)], axis=2)
+        self.rope_table = self._place_q16(table.reshape(-1))
+        self.rope_row = self.hd * 4                        # bytes per position
+        self.head_stride = max_context * self.hd * 4       # bytes per KV head
+        kv_bytes = cfg.num_key_value_heads * self.head_stride
+        self.k_cache = [self._take(kv_bytes) for _ in model.layers]
+        self.v_cache = [self._take(kv_bytes) for _ in model.layers]
+        rows = {"x": cfg.hidden_size, "h": cfg.hidden_size, "q_raw": self.q_dim,
+                "k_raw": self.kv_dim, "q": self.q_dim, "attn": self.q_dim,
+                "attn_n": self.q_dim, "o": cfg.hidden_size, "gate": cfg.intermediate_size,
+                "up": cfg.intermediate_size, "m": cfg.intermediate_size,
+                "m_n": cfg.intermediate_size, "down": cfg.hidden_size, "out": cfg.hidden_size}
+        self.row_bytes = {name: 4 * width for name, width in rows.items()}
+        self.buffers = {name: self._take(max_tokens * size)
+                        for name, size in self.row_bytes.items()}
+        self.size = self._next
+
+    def _take(self, nbytes):
+        addr = self._next
+        self._next += _align(nbytes)
+        return addr
+
+    def _place_q16(self, values):
+        data = np.asarray(values, dtype=np.int64).astype("<i4").tobytes()
+        addr = self._take(len(data))
+        self._blocks.append((addr, data))
+        return addr
+
+    def image(self) -> bytearray:
+        """The DDR window's initial contents (weights, norms, RoPE table; zeros elsewhere)."""
+        memory = bytearray(self.size)
+        for addr, data in self._blocks:
+            memory[addr:addr + len(data)] = data
+        return memory
+
+    # ---- programs ----
+    def _rows(self, name, *, per_head=False):
+        """Source over buffer ``name``: one row per token (or one head-sized segment per head)."""
+        row = self.row_bytes[name]
+        if not per_head:
+            return Source(self.buffers[name], row, 0, row // B)
+        return Source(self.buffers[name], row, self.hd * 4, self.hd * 4 // B)
+
+    def _linear(self, layer, name, src, dst, tokens, heads=1):
+        addr, packed = self.linears[layer][name]
+        k_steps = packed.k_steps
+        n_blocks = packed.n_padded // self.config.cols_per_cycle
+        return Instruction(Op.LINEAR, tokens=tokens, heads=heads, src0=src,
+                           src1=Source(addr, 0, 0, packed.num_entries), dst=dst,
+                           k_steps=k_steps, n_blocks=n_blocks, w_m=packed.scale_m,
+                           w_e=packed.scale_e)
+
+    def _norm(self, gamma, src, dst, tokens):
+        return Instruction(Op.NORM, tokens=tokens, src0=src,
+                           src1=Source(gamma, 0, 0, src.beats), dst=dst)
+
+    def _pointwise(self, kind, a, b, dst, tokens):
+        return Instruction(Op.POINTWISE, tokens=tokens, pointwise=kind, src0=a, src1=b, dst=dst)
+
+    def program(self, tokens: int, position: int) -> list:
+        """Instructions of one forward pass of ``tokens`` tokens at ``position``..: every layer
+        (input rows in buffer ``x``) and the final norm (into buffer ``out``)."""
+        if not 1 <= tokens <= self.max_tokens:
+            raise ValueError(f"a forward pass takes 1 to {self.max_tokens} tokens, got {tokens}")
+        if position + tokens > self.max_context:
+            raise ValueError(f"positions up to {position + tokens} exceed the KV cache of "
+                             f"{self.max_context}")
+        cfg, hd = self.cfg, self.hd
+        heads, kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
+        rows = self._rows
+        head_beats = hd * 4 // B
+        rope_src = Source(self.rope_table + position * self.rope_row, self.rope_row, 0,
+                          head_beats)
+        pointwise_add = 0
+        gate_kind = 1 if cfg.hidden_act == "relu2" else 2
+        out = []
+        for layer in range(len(self.linears)):
+            norms = self.norms[layer]
+            k_at = self.k_cache[layer] + position * hd * 4
+            v_at = self.v_cache[layer] + position * hd * 4
+            cache_dst = (hd * 4, self.head_stride, head_beats)
+            out += [
+                self._norm(norms["input_layernorm"], rows("x"), rows("h"), tokens),
+                self._linear(layer, "q_proj", rows("h"), rows("q_raw"), tokens),
+                self._linear(layer, "k_proj", rows("h"), rows("k_raw"), tokens),
+                self._linear(layer, "v_proj", rows("h"), Source(v_at, *cache_dst), tokens,
+                             heads=kv_heads),
+                Instruction(Op.ROPE, tokens=tokens, heads=heads,
+                            src0=rows("q_raw", per_head=True), src1=rope_src,
+                            dst=rows("q", per_head=True)),
+                Instruction(Op.ROPE, tokens=tokens, heads=kv_heads,
+                            src0=rows("k_raw", per_head=True), src1=rope_src,
+                            dst=Source(k_at, *cache_dst)),
+                Instruction(Op.ATTENTION, tokens=tokens, heads=heads, keys0=position + 1,
+                            group_shift=int(math.log2(cfg.kv_groups)),
+                            v_offset=self.v_cache[layer] - self.k_cache[layer],
+                            src0=rows("q", per_head=True),
+                            src1=Source(self.k_cache[layer], 0, self.head_stride, head_beats),
+                            dst=rows("attn", per_head=True)),
+                self._norm(norms["attn_sub_norm"], rows("attn"), rows("attn_n"), tokens),
+                self._linear(layer, "o_proj", rows("attn_n"), rows("o"), tokens),
+                self._pointwise(pointwise_add, rows("x"), rows("o"), rows("x"), tokens),
+                self._norm(norms["post_attention_layernorm"], rows("x"), rows("h"), tokens),
+                self._linear(layer, "gate_proj", rows("h"), rows("gate"), tokens),
+                self._linear(layer, "up_proj", rows("h"), rows("up"), tokens),
+                self._pointwise(gate_kind, rows("gate"), rows("up"), rows("m"), tokens),
+                self._norm(norms["ffn_sub_norm"], rows("m"), rows("m_n"), tokens),
+                self._linear(layer, "down_proj", rows("m_n"), rows("down"), tokens),
+                self._pointwise(pointwise_add, rows("x"), rows("down"), rows("x"), tokens),
+            ]
+        out.append(self._norm(self.final_norm, rows("x"), rows("out"), tokens))
+        if len(out) > self.max_instructions:
+            raise ValueError(f"the program has {len(out)} instructions; the layout has room "
+                             f"for {self.max_instructions}")
+        return out
+
+    def inputs(self, memory, token_ids):
+        """Write the embeddings of ``token_ids`` into buffer ``x``."""
+        rows = self.model.embed_q16[np.asarray(token_ids, dtype=np.int64)]
+        write_q16(memory, self.buffers["x"], rows.reshape(-1))
+
+    def outputs(self, memory, tokens):
+        """The final norm's Q16 rows (tokens, hidden) from buffer ``out``."""
+        return read_q16(memory, self.buffers["out"],
+                        tokens * self.cfg.hidden_size).reshape(tokens, -1)
+
+
+def execute(program, memory, *, eps: int, config: AcceleratorConfig, head_dim: int):
+    """Run ``program`` on ``memory`` (a bytearray DDR window) with the golden functions."""
+    g, t_per, n_per = config.group_size, config.tables_per_step, config.cols_per_cycle
+    b = tlmm.index_bits(g)
+    for ins in program:
+        s0, s1, d = ins.src0, ins.src1, ins.dst
+        lanes0 = s0.beats * isa.LANES
+
+        def store(t, h, values, d=d):
+            write_q16(memory, d.addr + t * d.stride_t + h * d.stride_h, values)
+
+        if ins.op is Op.LINEAR:
+            entries = np.frombuffer(bytes(memory[s1.addr:s1.addr + s1.beats * B]), np.uint8)
+            bits = np.unpackbits(entries.reshape(-1, B), axis=1, bitorder="little")
+            bits = bits[:, :t_per * b].reshape(ins.k_steps, ins.n_blocks * n_per, t_per, b)
+            idx = (bits.astype(np.int64) << np.arange(b)).sum(-1)         # (ks, N, T)
+            indices = idx.transpose(1, 0, 2).reshape(ins.n_blocks * n_per, -1)
+            seg = d.beats * isa.LANES
+            for t in range(ins.tokens):
+                x = read_q16(memory, s0.addr + t * s0.stride_t, lanes0)
+                q, amax = quant.quantize_activations(x[None])
+                k_pad = ins.k_steps * g * t_per
+                qp = np.zeros((1, k_pad), dtype=np.int64)
+                qp[0, :lanes0] = q[0]
+                y = quant.dequantize(tlmm.tlmm(qp, indices, g), amax, (ins.w_m, ins.w_e))[0]
+                for h in range(ins.heads):
+                    store(t, h, y[h * seg:(h + 1) * seg])
+            continue
+        for t in range(ins.tokens):
+            for h in range(ins.heads):
+                a = read_q16(memory, s0.addr + t * s0.stride_t + h * s0.stride_h, lanes0)
+                if ins.op is Op.NORM:
+                    gamma = read_q16(memory, s1.addr, lanes0)
+                    y = ops.rmsnorm(a[None], gamma, eps)[0]
+                elif ins.op is Op.POINTWISE:
+                    other = read_q16(memory, s1.addr + t * s1.stride_t, lanes0)
+                    y = [ops.residual_add, ops.relu2_gate, ops.silu_gate][ins.pointwise](a, other)
+                elif ins.op is Op.ROPE:
+                    table = read_q16(memory, s1.addr + t * s1.stride_t, head_dim)
+                    table = table.reshape(-1, 2, isa.LANES)
+                    cos, sin = table[:, 0].reshape(1, -1), table[:, 1].reshape(1, -1)
+                    y = ops.rope(a[None, None], np.array([0]), cos, sin)[0, 0]
+                elif ins.op is Op.ATTENTION:
+                    keys = ins.keys0 + t
+                    base = s1.addr + (h >> ins.group_shift) * s1.stride_h
+                    k = read_q16(memory, base, keys * head_dim).reshape(keys, 1, head_dim)
+                    v = read_q16(memory, base + ins.v_offset, keys * head_dim)
+                    y = attention.attention(a[None, None], k, v.reshape(keys, 1, head_dim),
+                                            np.array([keys - 1]))[0, 0]
+                else:
+                    raise ValueError(f"unknown op {ins.op}")
+                store(t, h, y)
+    return memory

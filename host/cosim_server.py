@@ -1,0 +1,127 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""cocotb test module that serves the RTL backend: DDR and host side of the simulated board.
+
+Run by ``host.rtl_backend`` inside the simulator (Verilator) with the accelerator top
+(``rtl.accelerator``) as toplevel. DDR is cocotbext-axi's ``AxiRam`` on the ``ddr`` port; the
+host's register accesses go through cocotbext-axi's ``AxiLiteMaster`` on ``ctrl``. The test
+listens on ``TERNEDGE_COSIM_ADDRESS`` (a ``multiprocessing.connection`` address, authkey
+``TERNEDGE_COSIM_KEY`` in hex) and answers requests until ``("exit",)``:
+
+``("load", ddr_size, [(addr, bytes), ...])``
+    Create the DDR of ``ddr_size`` bytes with these contents.
+``("run", writes, program_addr, program_len, reads, timeout_cycles)``
+    Write ``writes`` into DDR, program the registers, START, poll STATUS until DONE (giving up
+    after ``timeout_cycles``), then answer ``("done", status, cycles, counters, [bytes of each
+    (addr, nbytes) in reads])``.
+``("register", offset, value_or_None)``
+    Write (or read, with None) one register; answers ``("value", value)``.
+
+Errors are answered as ``("error", message)``.
+"""
+
+import os
+import warnings
+from multiprocessing.connection import Listener
+
+import cocotb
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, RisingEdge
+
+from ..rtl.accelerator import COUNTERS
+from ..rtl.regs import Reg
+
+#: a running accelerator is polled this often (cycles), as a host would poll STATUS
+POLL_CYCLES = 500
+
+
+async def _read_reg(ctrl, offset):
+    return int.from_bytes((await ctrl.read(offset, 4)).data, "little")
+
+
+async def _write_reg(ctrl, offset, value):
+    await ctrl.write(offset, int(value).to_bytes(4, "little"))
+
+
+class Board:
+    """The simulated board: clock, reset, DDR and the register master."""
+
+    def __init__(self, dut):
+        from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster
+
+        self.dut = dut
+        self.ctrl = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "ctrl_"), dut.clk, dut.rst)
+        self.ram = None
+        self._bus = AxiBus.from_prefix(dut, "ddr_")
+
+    async def start(self):
+        Clock(self.dut.clk, 4, unit="ns").start()
+        self.dut.rst.value = 1
+        await ClockCycles(self.dut.clk, 4)
+        self.dut.rst.value = 0
+        await RisingEdge(self.dut.clk)
+
+    def load(self, size, blocks):
+        from cocotbext.axi import AxiRam
+
+        self.ram = AxiRam(self._bus, self.dut.clk, self.dut.rst, size=size)
+        for addr, data in blocks:
+            self.ram.write(addr, data)
+        self.size = size
+
+    async def run(self, writes, program_addr, program_len, reads, timeout_cycles):
+        for addr, data in writes:
+            self.ram.write(addr, data)
+        await _write_reg(self.ctrl, Reg.DDR_BASE, 0)
+        await _write_reg(self.ctrl, Reg.DDR_SIZE, self.size)
+        await _write_reg(self.ctrl, Reg.PROGRAM_ADDR, program_addr)
+        await _write_reg(self.ctrl, Reg.PROGRAM_LEN, program_len)
+        await _write_reg(self.ctrl, Reg.CTRL, 1)
+        waited = 0
+        while True:
+            status = await _read_reg(self.ctrl, Reg.STATUS)
+            if status & 0b110:                       # DONE or ERROR
+                break
+            if waited >= timeout_cycles:
+                return ("error", f"the accelerator did not signal DONE within {timeout_cycles} "
+                                 f"cycles (STATUS={status:#x}); raise the timeout or reset it")
+            await ClockCycles(self.dut.clk, POLL_CYCLES)
+            waited += POLL_CYCLES
+        cycles = (await _read_reg(self.ctrl, Reg.CYCLES_LO)
+                  | await _read_reg(self.ctrl, Reg.CYCLES_HI) << 32)
+        counters = {name: await _read_reg(self.ctrl, Reg.COUNTER + 4 * i)
+                    for i, name in enumerate(COUNTERS)}
+        data = [bytes(self.ram.read(addr, n)) for addr, n in reads]
+        return ("done", status, cycles, counters, data)
+
+
+@cocotb.test()
+async def serve(dut):
+    """Answer the RTL backend's requests until it says exit."""
+    # cocotbext-axi 0.1.28 still reads a deprecated cocotb field on every AXI-Lite response
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"cocotbext\.axi")
+    address = os.environ["TERNEDGE_COSIM_ADDRESS"]
+    key = bytes.fromhex(os.environ["TERNEDGE_COSIM_KEY"])
+    board = Board(dut)
+    await board.start()
+    with Listener(address, authkey=key) as listener, listener.accept() as conn:
+        while True:
+            request = conn.recv()
+            kind = request[0]
+            try:
+                if kind == "exit":
+                    conn.send(("bye",))
+                    return
+                if kind == "load":
+                    board.load(request[1], request[2])
+                    conn.send(("loaded",))
+                elif kind == "run":
+                    conn.send(await board.run(*request[1:]))
+                elif kind == "register":
+                    offset, value = request[1], request[2]
+                    if value is not None:
+                        await _write_reg(board.ctrl, offset, value)
+                    conn.send(("value", await _read_reg(board.ctrl, offset)))
+                else:
+                    conn.send(("error", f"unknown request {kind!r}"))
+            except Exception as exc:      # the backend reports it; the simulator stays up
+                conn.send(("error", f"{type(exc).__name__}: {exc}"))

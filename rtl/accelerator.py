@@ -1,0 +1,560 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""The accelerator top: a sequencer that runs ``rtl.isa`` programs from DDR through the units.
+
+Blocks::
+
+    AXI-Lite ── Registers ── start/done/error, counters
+                    │
+    DDR (AXI4) ── ReadDMA ── router ─┬─ instruction words
+                                     ├─ RMSNorm (x, gamma)          ─┐
+                                     ├─ Quantizer ─ gearbox ─ Engine ─ Dequantizer
+                                     ├─ weights ──────────── Engine  │
+                                     ├─ FIFO ─ RoPE (x, table)       ├─ WriteDMA ── DDR
+                                     ├─ DecodeUnit (q, k, v)         │
+                                     └─ FIFO ─ Pointwise (a, b)     ─┘
+
+The sequencer fetches one instruction (four beats), checks it, then iterates over its
+``tokens`` x ``heads``: it issues the iteration's write command, then its read commands (each
+tagged with the unit input it feeds), and waits until the read stream is consumed and every
+write is acknowledged before the next iteration. Reads and writes are checked against the DDR
+window (``DDR_BASE``, ``DDR_SIZE``) before they are issued.
+
+Faults (a bad opcode, an inconsistent or oversized length, an address outside the window, an
+AXI error response) stop the program: issued reads are drained and discarded, issued writes
+completed with zeros, the units reset, and the run ends with DONE and ERROR and the code in
+``STATUS``; the accelerator never hangs on bad input. Every run ends with a one-cycle reset of
+the units, so a faulted run leaves nothing behind.
+
+Constraints of this top (checked at construction): 128-bit DDR beats of four Q16 lanes, so
+the engine's ``cols_per_cycle`` must be 4 and ``G*T`` a multiple of 4; one weight entry per
+DDR beat (``T * index_bits <= 128``). Attention runs on the ``DecodeUnit`` one query at a time,
+prefill included.
+"""
+
+import enum
+
+from amaranth.hdl import Array, C, Module, Mux, ResetInserter, Signal, signed
+from amaranth.lib import data, fifo, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..golden import ops
+from ..golden.config import AcceleratorConfig, ModelConfig
+from . import isa
+from .attention import DecodeUnit
+from .axi import ReadDMA, WriteDMA, axi4_signature, axilite_signature
+from .elementwise import Pointwise, RMSNorm, RoPE
+from .quant import Dequantizer, Quantizer
+from .regs import ErrorCode, Registers
+from .tlmm import Engine
+
+__all__ = ["Route", "COUNTERS", "ddr_signature", "Accelerator"]
+
+DATA_WIDTH = 8 * isa.BEAT_BYTES
+
+
+class Route(enum.IntEnum):
+    """Where the router sends the beats of a read command."""
+    INSTRUCTION = 0
+    NORM_X = 1
+    NORM_GAMMA = 2
+    QUANT_X = 3
+    WEIGHTS = 4
+    ROPE_X = 5
+    ROPE_TABLE = 6
+    ATT_Q = 7
+    ATT_K = 8
+    ATT_V = 9
+    POINTWISE_A = 10
+    POINTWISE_B = 11
+
+
+#: performance counters, in register order (``COUNTER[i]`` at 0x20 + 4 i)
+COUNTERS = ("instructions", "read_beats", "write_beats", "linear_cycles", "attention_cycles",
+            "elementwise_cycles", "fetch_cycles")
+
+
+def ddr_signature() -> wiring.Signature:
+    """The DDR master port: AXI4 of 128-bit data plus one-bit IDs (always 0), which AXI
+    memory models and interconnects expect."""
+    members = dict(axi4_signature(data_width=DATA_WIDTH).members.items())
+    members.update({"awid": Out(1), "bid": In(1), "arid": Out(1), "rid": In(1)})
+    return wiring.Signature(members)
+
+
+class Accelerator(wiring.Component):
+    """The accelerator for one model's dimensions.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+        TLMM geometry (``cols_per_cycle`` must be 4).
+    model : ModelConfig
+        Sizes the buffers (hidden, intermediate, head_dim) and sets the RMSNorm epsilon.
+    max_tokens : int
+        Most tokens one LINEAR instruction may carry (a prefill block).
+    max_context : int
+        Most keys an attention may see (KV-cache length).
+
+    Attributes
+    ----------
+    ctrl : In(axilite_signature(addr_width=8))
+        Register block (``rtl.regs``).
+    ddr : Out(ddr_signature())
+        DDR master: reads from the ``ReadDMA``, writes from the ``WriteDMA``.
+    """
+
+    def __init__(self, *, config: AcceleratorConfig, model: ModelConfig, max_tokens: int = 64,
+                 max_context: int = 256):
+        if config.cols_per_cycle != isa.LANES:
+            raise ValueError(f"the accelerator top streams {isa.LANES} lanes per DDR beat; "
+                             f"cols_per_cycle must be {isa.LANES}, got {config.cols_per_cycle}")
+        if config.k_per_step % isa.LANES:
+            raise ValueError(f"G*T={config.k_per_step} must be a multiple of {isa.LANES}")
+        if config.entry_bits > DATA_WIDTH:
+            raise ValueError(f"a weight entry of {config.entry_bits} bits must fit one "
+                             f"{DATA_WIDTH}-bit beat; lower tables_per_step")
+        if max_context > (1 << 16) - 1 or max_tokens > (1 << 16) - 1:
+            raise ValueError("max_tokens and max_context must be below 65536")
+        self.config, self.model = config, model
+        self.max_tokens, self.max_context = max_tokens, max_context
+        self.head_dim = model.head_dim
+        linear_dims = (model.hidden_size, model.intermediate_size,
+                       model.num_attention_heads * model.head_dim,
+                       model.num_key_value_heads * model.head_dim)
+        self.max_dim = max(linear_dims)
+        if self.max_dim % isa.LANES or self.head_dim % (2 * isa.LANES):
+            raise ValueError(f"model dimensions must be multiples of {isa.LANES} (head_dim of "
+                             f"{2 * isa.LANES})")
+        super().__init__({
+            "ctrl": In(axilite_signature(addr_width=8)),
+            "ddr": Out(ddr_signature()),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, lanes = self.config, isa.LANES
+        row_beats = self.max_dim // lanes
+        head_beats = self.head_dim // lanes
+        steps_per_k = cfg.k_per_step // lanes         # DDR beats per engine K-step
+
+        m.submodules.regs = regs = Registers(counters=len(COUNTERS))
+        m.submodules.reader = reader = ReadDMA(data_width=DATA_WIDTH)
+        m.submodules.writer = writer = WriteDMA(data_width=DATA_WIDTH)
+        wiring.connect(m, wiring.flipped(self.ctrl), regs.bus)
+        for name in ("araddr", "arlen", "arsize", "arburst", "arvalid", "rready"):
+            m.d.comb += getattr(self.ddr, name).eq(getattr(reader.bus, name))
+        for name in ("arready", "rdata", "rresp", "rlast", "rvalid"):
+            m.d.comb += getattr(reader.bus, name).eq(getattr(self.ddr, name))
+        for name in ("awaddr", "awlen", "awsize", "awburst", "awvalid", "wdata", "wstrb",
+                     "wlast", "wvalid", "bready"):
+            m.d.comb += getattr(self.ddr, name).eq(getattr(writer.bus, name))
+        for name in ("awready", "wready", "bresp", "bvalid"):
+            m.d.comb += getattr(writer.bus, name).eq(getattr(self.ddr, name))
+
+        # ---- datapath units (reset together at the end of every run) ----
+        unit_reset = Signal()
+        units = {
+            "norm": RMSNorm(lanes=lanes, max_h=self.max_dim,
+                            eps=ops.eps_q16(self.model.rms_norm_eps)),
+            "quant": Quantizer(lanes=lanes, max_k=self.max_dim),
+            "engine": Engine(config=cfg, max_k=self.max_dim, max_n=self.max_dim,
+                             max_tokens=self.max_tokens),
+            "dequant": Dequantizer(lanes=lanes, acc_width=cfg.acc_width),
+            "rope": RoPE(lanes=lanes, head_dim=self.head_dim),
+            "attention": DecodeUnit(lanes=lanes, head_dim=self.head_dim,
+                                    max_keys=self.max_context),
+            "pointwise": Pointwise(lanes=lanes),
+            # operands that arrive before their unit takes them, and the unit outputs on their
+            # way to the WriteDMA: deep enough that neither DMA ever waits for a unit
+            "rope_fifo": fifo.SyncFIFO(width=DATA_WIDTH, depth=head_beats),
+            "a_fifo": fifo.SyncFIFO(width=DATA_WIDTH, depth=row_beats),
+            "gamma_fifo": fifo.SyncFIFO(width=DATA_WIDTH, depth=row_beats),
+            "out_fifo": fifo.SyncFIFO(width=DATA_WIDTH, depth=row_beats),
+        }
+        for name, unit in units.items():
+            m.submodules[name] = ResetInserter(unit_reset)(unit)
+        norm, quant, engine, dequant = (units[n] for n in ("norm", "quant", "engine", "dequant"))
+        rope, attn, pw = units["rope"], units["attention"], units["pointwise"]
+        rope_fifo, a_fifo = units["rope_fifo"], units["a_fifo"]
+        gamma_fifo, out_fifo = units["gamma_fifo"], units["out_fifo"]
+
+        # ---- instruction register ----
+        words = Array(Signal(32, name=f"word{i}") for i in range(isa.WORDS))
+        op = Signal(8)
+        m.d.comb += op.eq(words[0][:8])
+        pw_op = words[0][8:10]
+        tokens, heads = words[1][:16], words[1][16:]
+        k_steps, n_blocks = words[2][:16], words[2][16:]
+        keys0, group_shift = words[2][:16], words[2][16:24]
+        w_m, w_e = words[3][:16], words[3][16:24]
+        v_offset = words[3]
+        src0 = [words[4 + i] for i in range(4)]     # addr, stride_t, stride_h, beats
+        src1 = [words[8 + i] for i in range(4)]
+        dst = [words[12 + i] for i in range(4)]
+
+        def is_op(o):
+            return op == int(o)
+
+        # ---- read commands and the router ----
+        rd_addr, rd_beats = Signal(32), Signal(20)
+        rd_route = Signal(range(len(Route)))
+        rd_issue = Signal()                          # the sequencer offers a read command
+        wr_addr, wr_beats = Signal(32), Signal(20)
+        wr_issue = Signal()
+        drain = Signal()
+
+        window_lo = regs.ddr_base
+        window_hi = Signal(33)
+        m.d.comb += window_hi.eq(regs.ddr_base + regs.ddr_size)
+
+        def in_window(addr, beats):
+            end = Signal(34)
+            m.d.comb += end.eq(addr + (beats << 4))
+            return (addr[:4] == 0) & (addr >= window_lo) & (end <= window_hi) & (beats != 0)
+
+        rd_ok = in_window(rd_addr, rd_beats)
+        wr_ok = in_window(wr_addr, wr_beats)
+        m.d.comb += [
+            reader.cmd.payload.addr.eq(rd_addr), reader.cmd.payload.beats.eq(rd_beats),
+            reader.cmd.valid.eq(rd_issue & rd_ok),
+            writer.cmd.payload.addr.eq(wr_addr), writer.cmd.payload.beats.eq(wr_beats),
+            writer.cmd.valid.eq(wr_issue & wr_ok),
+        ]
+
+        route = Signal(range(len(Route)))
+        remaining = Signal(20)
+        beat = reader.data.payload
+        last = remaining == 1
+        with m.If(reader.cmd.valid & reader.cmd.ready):
+            m.d.sync += [route.eq(rd_route), remaining.eq(rd_beats)]
+        with m.Elif(reader.data.valid & reader.data.ready):
+            m.d.sync += remaining.eq(remaining - 1)
+
+        instr_beat = Signal(3)
+        cos_beat = Signal(DATA_WIDTH)
+        cos_held = Signal()
+
+        sink_ready = Signal()
+        m.d.comb += reader.data.ready.eq(drain | sink_ready)
+        valid = reader.data.valid & ~drain
+        with m.Switch(route):
+            with m.Case(Route.INSTRUCTION):
+                m.d.comb += sink_ready.eq(1)
+                with m.If(valid):
+                    for i in range(isa.WORDS):
+                        with m.If(instr_beat == i // 4):
+                            m.d.sync += words[i].eq(beat[32 * (i % 4):32 * (i % 4 + 1)])
+                    m.d.sync += instr_beat.eq(instr_beat + 1)
+            with m.Case(Route.NORM_X):
+                m.d.comb += [norm.x.valid.eq(valid), norm.x.payload.x.eq(beat),
+                             norm.x.payload.last.eq(last), sink_ready.eq(norm.x.ready)]
+            with m.Case(Route.NORM_GAMMA):
+                m.d.comb += [gamma_fifo.w_en.eq(valid), gamma_fifo.w_data.eq(beat),
+                             sink_ready.eq(gamma_fifo.w_rdy)]
+            with m.Case(Route.QUANT_X):
+                m.d.comb += [quant.x.valid.eq(valid), quant.x.payload.x.eq(beat),
+                             quant.x.payload.last.eq(last), sink_ready.eq(quant.x.ready)]
+            with m.Case(Route.WEIGHTS):
+                m.d.comb += [engine.weights.valid.eq(valid),
+                             engine.weights.payload.eq(beat[:cfg.entry_bits]),
+                             sink_ready.eq(engine.weights.ready)]
+            with m.Case(Route.ROPE_X):
+                m.d.comb += [rope_fifo.w_en.eq(valid), rope_fifo.w_data.eq(beat),
+                             sink_ready.eq(rope_fifo.w_rdy)]
+            with m.Case(Route.ROPE_TABLE):
+                # a table beat is a cos beat then a sin beat (Q16, 18 bits used of each lane)
+                table = rope.table.payload
+                for i in range(lanes):
+                    m.d.comb += [table.cos[i].eq(cos_beat[32 * i:32 * i + 18]),
+                                 table.sin[i].eq(beat[32 * i:32 * i + 18])]
+                m.d.comb += [rope.table.valid.eq(valid & cos_held),
+                             sink_ready.eq(~cos_held | rope.table.ready)]
+                with m.If(valid & sink_ready):
+                    m.d.sync += cos_held.eq(~cos_held)
+                    with m.If(~cos_held):
+                        m.d.sync += cos_beat.eq(beat)
+            with m.Case(Route.ATT_Q):
+                m.d.comb += [attn.q.valid.eq(valid), attn.q.payload.eq(beat),
+                             sink_ready.eq(attn.q.ready)]
+            with m.Case(Route.ATT_K):
+                m.d.comb += [attn.k.valid.eq(valid), attn.k.payload.eq(beat),
+                             sink_ready.eq(attn.k.ready)]
+            with m.Case(Route.ATT_V):
+                m.d.comb += [attn.v.valid.eq(valid), attn.v.payload.eq(beat),
+                             sink_ready.eq(attn.v.ready)]
+            with m.Case(Route.POINTWISE_A):
+                m.d.comb += [a_fifo.w_en.eq(valid), a_fifo.w_data.eq(beat),
+                             sink_ready.eq(a_fifo.w_rdy)]
+            with m.Case(Route.POINTWISE_B):
+                m.d.comb += [pw.i.valid.eq(valid & a_fifo.r_rdy), pw.i.payload.op.eq(pw_op),
+                             pw.i.payload.a.eq(a_fifo.r_data), pw.i.payload.b.eq(beat),
+                             sink_ready.eq(pw.i.ready & a_fifo.r_rdy),
+                             a_fifo.r_en.eq(valid & pw.i.ready & a_fifo.r_rdy)]
+        for source, sink in ((rope_fifo, rope.x), (gamma_fifo, norm.gamma)):
+            m.d.comb += [sink.valid.eq(source.r_rdy), sink.payload.eq(source.r_data),
+                         source.r_en.eq(sink.ready & source.r_rdy)]
+
+        # ---- the linear chain: quantizer -> gearbox -> engine -> dequantizer ----
+        gear = Signal(data.ArrayLayout(signed(8), cfg.k_per_step))
+        gear_fill = Signal(range(steps_per_k + 1))
+        gear_full = Signal()
+        m.d.comb += [quant.q.ready.eq(~gear_full), engine.activations.valid.eq(gear_full),
+                     engine.activations.payload.eq(gear)]
+        with m.If(engine.activations.valid & engine.activations.ready):
+            m.d.sync += gear_full.eq(0)
+        with m.If(quant.q.valid & quant.q.ready):
+            for i in range(steps_per_k):
+                with m.If(gear_fill == i):
+                    for j in range(lanes):
+                        m.d.sync += gear[i * lanes + j].eq(quant.q.payload.q[j])
+            with m.If(quant.q.payload.last | (gear_fill == steps_per_k - 1)):
+                m.d.sync += [gear_full.eq(1), gear_fill.eq(0)]
+            with m.Else():
+                m.d.sync += gear_fill.eq(gear_fill + 1)
+
+        m.d.comb += [dequant.scale.valid.eq(quant.amax.valid),
+                     dequant.scale.payload.amax.eq(quant.amax.payload),
+                     dequant.scale.payload.w_m.eq(w_m), dequant.scale.payload.w_e.eq(w_e),
+                     quant.amax.ready.eq(dequant.scale.ready)]
+        n_block = Signal(16)
+        acc_last = n_block == n_blocks - 1
+        m.d.comb += [dequant.acc.valid.eq(engine.results.valid),
+                     dequant.acc.payload.acc.eq(engine.results.payload),
+                     dequant.acc.payload.last.eq(acc_last),
+                     engine.results.ready.eq(dequant.acc.ready)]
+        with m.If(engine.results.valid & engine.results.ready):
+            m.d.sync += n_block.eq(Mux(acc_last, 0, n_block + 1))
+
+        # ---- write data: the instruction's unit output ----
+        sources = {isa.Op.NORM: (norm.y, norm.y.payload.y),
+                   isa.Op.LINEAR: (dequant.y, dequant.y.payload.y),
+                   isa.Op.ROPE: (rope.y, rope.y.payload),
+                   isa.Op.ATTENTION: (attn.o, attn.o.payload),
+                   isa.Op.POINTWISE: (pw.o, pw.o.payload)}
+        for o, (port, payload) in sources.items():
+            with m.If(is_op(o)):
+                m.d.comb += [out_fifo.w_en.eq(port.valid), out_fifo.w_data.eq(payload),
+                             port.ready.eq(out_fifo.w_rdy)]
+        with m.If(drain):
+            m.d.comb += [writer.data.valid.eq(1), writer.data.payload.eq(0)]
+        with m.Else():
+            m.d.comb += [writer.data.valid.eq(out_fifo.r_rdy),
+                         writer.data.payload.eq(out_fifo.r_data),
+                         out_fifo.r_en.eq(writer.data.ready & out_fifo.r_rdy)]
+
+        # ---- sequencer ----
+        pc = Signal(16)
+        t = Signal(16)
+        h = Signal(16)
+        row0, row1, rowd = Signal(32), Signal(32), Signal(32)
+        off0, offd, kv_off = Signal(32), Signal(32), Signal(32)
+        keys, key_beats = Signal(16), Signal(32)
+        fault_code = Signal(8)
+        faulted = Signal()
+        group_mask = Signal(16)
+        m.d.comb += group_mask.eq((1 << group_shift[:4]) - 1)
+
+        def raise_fault(code):
+            m.d.sync += [fault_code.eq(code), faulted.eq(1)]
+            m.next = "FAULT"
+
+        # consistency and size checks of the decoded instruction
+        beats0, beats1, beatsd = src0[3], src1[3], dst[3]
+        k_beats = steps_per_k * k_steps             # beats of K covered by k_steps K-steps
+        lengths_ok = Signal()
+        with m.Switch(op):
+            with m.Case(isa.Op.NORM):
+                m.d.comb += lengths_ok.eq((heads == 1) & (beats0 <= row_beats)
+                                          & (beats1 == beats0) & (beatsd == beats0))
+            with m.Case(isa.Op.LINEAR):
+                m.d.comb += lengths_ok.eq(
+                    (tokens <= self.max_tokens) & (k_steps != 0)
+                    & (k_steps <= engine.max_k_steps) & (n_blocks != 0)
+                    & (n_blocks <= engine.max_n_blocks) & (beats0 <= row_beats)
+                    & (beats0 <= k_beats) & (beats0 + steps_per_k > k_beats)
+                    & (beats1 == k_steps * n_blocks * cfg.cols_per_cycle)
+                    & (heads * beatsd == n_blocks))
+            with m.Case(isa.Op.ROPE):
+                m.d.comb += lengths_ok.eq((beats0 == head_beats) & (beats1 == head_beats)
+                                          & (beatsd == head_beats))
+            with m.Case(isa.Op.ATTENTION):
+                m.d.comb += lengths_ok.eq((keys0 != 0)
+                                          & (keys0 + tokens - 1 <= self.max_context)
+                                          & (beats0 == head_beats) & (beats1 == head_beats)
+                                          & (beatsd == head_beats) & (group_shift < 16))
+            with m.Case(isa.Op.POINTWISE):
+                m.d.comb += lengths_ok.eq((heads == 1) & (beats0 <= row_beats)
+                                          & (beats1 == beats0) & (beatsd == beats0)
+                                          & (pw_op != 3))
+        known_op = Signal()
+        m.d.comb += known_op.eq((op >= int(min(isa.Op))) & (op <= int(max(isa.Op))))
+
+        m.d.comb += [regs.busy.eq(0), regs.done.eq(0), regs.fault.eq(0),
+                     regs.fault_code.eq(fault_code), reader.clear.eq(0), writer.clear.eq(0)]
+
+        axi_fault = Signal(8)
+        m.d.comb += axi_fault.eq(Mux(reader.error, ErrorCode.AXI_READ,
+                                     Mux(writer.error, ErrorCode.AXI_WRITE, 0)))
+
+        def iteration_reads(step):
+            """(issue?, addr, beats, route) of read ``step`` of the current iteration."""
+            yes = C(1, 1)
+            table = {
+                isa.Op.NORM: [(yes, row0, beats0, Route.NORM_X),
+                              (yes, src1[0], beats1, Route.NORM_GAMMA)],
+                isa.Op.LINEAR: [(h == 0, row0, beats0, Route.QUANT_X)],
+                isa.Op.ROPE: [(yes, row0 + off0, beats0, Route.ROPE_X),
+                              (yes, row1, beats1, Route.ROPE_TABLE)],
+                isa.Op.ATTENTION: [(yes, row0 + off0, beats0, Route.ATT_Q),
+                                   (yes, src1[0] + kv_off, key_beats, Route.ATT_K),
+                                   (yes, src1[0] + v_offset + kv_off, key_beats, Route.ATT_V)],
+                isa.Op.POINTWISE: [(yes, row0, beats0, Route.POINTWISE_A),
+                                   (yes, row1, beats1, Route.POINTWISE_B)],
+            }
+            return {o: reads[step] for o, reads in table.items() if step < len(reads)}
+
+        def issue_read(options, next_state):
+            with m.Switch(op):
+                for o, (when, addr, beats, rt) in options.items():
+                    with m.Case(o):
+                        m.d.comb += [rd_addr.eq(addr), rd_beats.eq(beats), rd_route.eq(rt)]
+                        with m.If(~when):
+                            m.next = next_state
+                        with m.Elif(~rd_ok):
+                            raise_fault(ErrorCode.ADDRESS_RANGE)
+                        with m.Else():
+                            m.d.comb += rd_issue.eq(1)
+                            with m.If(reader.cmd.ready):
+                                m.next = next_state
+                with m.Default():
+                    m.next = next_state
+
+        fetching = Signal()
+        retire = Signal()
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(regs.start):
+                    m.d.sync += [pc.eq(0), faulted.eq(0), fault_code.eq(0)]
+                    m.next = "FETCH"
+            with m.State("FETCH"):
+                m.d.comb += [regs.busy.eq(1), fetching.eq(1),
+                             rd_addr.eq(regs.program_addr + (pc << 6)),
+                             rd_beats.eq(isa.WORDS // 4), rd_route.eq(Route.INSTRUCTION),
+                             rd_issue.eq(1)]
+                m.d.sync += instr_beat.eq(0)
+                with m.If(~rd_ok):
+                    raise_fault(ErrorCode.ADDRESS_RANGE)
+                with m.Elif(reader.cmd.ready):
+                    m.next = "FETCH_WAIT"
+            with m.State("FETCH_WAIT"):
+                m.d.comb += [regs.busy.eq(1), fetching.eq(1)]
+                with m.If(axi_fault != 0):
+                    raise_fault(axi_fault)
+                with m.Elif(instr_beat == isa.WORDS // 4):
+                    m.next = "DECODE"
+            with m.State("DECODE"):
+                m.d.comb += regs.busy.eq(1)
+                m.d.sync += [t.eq(0), h.eq(0), row0.eq(src0[0]), row1.eq(src1[0]),
+                             rowd.eq(dst[0]), off0.eq(0), offd.eq(0), kv_off.eq(0),
+                             keys.eq(keys0), key_beats.eq(keys0 * beats1)]
+                with m.If(~known_op):
+                    raise_fault(ErrorCode.BAD_OPCODE)
+                with m.Elif(~lengths_ok | (tokens == 0) | (heads == 0) | (beats0 == 0)):
+                    raise_fault(ErrorCode.BAD_LENGTH)
+                with m.Elif(is_op(isa.Op.LINEAR)):
+                    m.next = "ENGINE_JOB"
+                with m.Else():
+                    m.next = "UNIT_JOB"
+            with m.State("ENGINE_JOB"):
+                m.d.comb += [regs.busy.eq(1), engine.job.valid.eq(1),
+                             engine.job.payload.tokens.eq(tokens),
+                             engine.job.payload.k_steps.eq(k_steps),
+                             engine.job.payload.n_blocks.eq(n_blocks)]
+                with m.If(engine.job.ready):
+                    m.next = "WEIGHTS"
+            with m.State("WEIGHTS"):
+                m.d.comb += regs.busy.eq(1)
+                issue_read({isa.Op.LINEAR: (C(1, 1), src1[0], beats1, Route.WEIGHTS)}, "UNIT_JOB")
+            with m.State("UNIT_JOB"):
+                m.d.comb += regs.busy.eq(1)
+                with m.If(is_op(isa.Op.ATTENTION)):
+                    m.d.comb += [attn.job.valid.eq(1), attn.job.payload.keys.eq(keys)]
+                    with m.If(attn.job.ready):
+                        m.next = "WRITE"
+                with m.Else():
+                    m.next = "WRITE"
+            with m.State("WRITE"):
+                m.d.comb += [regs.busy.eq(1), wr_addr.eq(rowd + offd), wr_beats.eq(beatsd)]
+                with m.If(~wr_ok):
+                    raise_fault(ErrorCode.ADDRESS_RANGE)
+                with m.Else():
+                    m.d.comb += wr_issue.eq(1)
+                    with m.If(writer.cmd.ready):
+                        m.next = "READ0"
+            for step in range(3):
+                with m.State(f"READ{step}"):
+                    m.d.comb += regs.busy.eq(1)
+                    issue_read(iteration_reads(step), f"READ{step + 1}" if step < 2 else "WAIT")
+            with m.State("WAIT"):
+                m.d.comb += regs.busy.eq(1)
+                settled = (remaining == 0) & reader.idle & writer.idle & ~writer.cmd.valid
+                with m.If(axi_fault != 0):
+                    raise_fault(axi_fault)
+                with m.Elif(settled):
+                    with m.If(h + 1 < heads):
+                        advance_kv = ((h + 1) & group_mask) == 0
+                        m.d.sync += [h.eq(h + 1), off0.eq(off0 + src0[2]),
+                                     offd.eq(offd + dst[2]),
+                                     kv_off.eq(Mux(advance_kv, kv_off + src1[2], kv_off))]
+                        m.next = "UNIT_JOB"
+                    with m.Elif(t + 1 < tokens):
+                        m.d.sync += [t.eq(t + 1), h.eq(0), off0.eq(0), offd.eq(0), kv_off.eq(0),
+                                     row0.eq(row0 + src0[1]), row1.eq(row1 + src1[1]),
+                                     rowd.eq(rowd + dst[1]), keys.eq(keys + 1),
+                                     key_beats.eq(key_beats + beats1)]
+                        m.next = "UNIT_JOB"
+                    with m.Else():
+                        m.d.comb += retire.eq(1)
+                        m.d.sync += pc.eq(pc + 1)
+                        with m.If(pc + 1 == regs.program_len):
+                            m.next = "FINISH"
+                        with m.Else():
+                            m.next = "FETCH"
+            with m.State("FAULT"):
+                m.d.comb += [regs.busy.eq(1), drain.eq(1)]
+                with m.If(reader.idle & writer.idle & ~reader.data.valid):
+                    m.next = "FINISH"
+            with m.State("FINISH"):
+                m.d.comb += [regs.busy.eq(1), unit_reset.eq(1), regs.done.eq(1),
+                             regs.fault.eq(faulted), reader.clear.eq(1), writer.clear.eq(1)]
+                m.d.sync += [remaining.eq(0), cos_held.eq(0), gear_fill.eq(0),
+                             gear_full.eq(0), n_block.eq(0)]
+                m.next = "IDLE"
+
+        # ---- counters ----
+        cycles = Signal(64)
+        counters = [Signal(32, name=f"count_{n}") for n in COUNTERS]
+        count = dict(zip(COUNTERS, counters, strict=True))
+        with m.If(regs.start):
+            m.d.sync += [cycles.eq(0)] + [counter.eq(0) for counter in counters]
+        with m.Elif(regs.busy):
+                m.d.sync += cycles.eq(cycles + 1)
+        with m.If(retire):
+            m.d.sync += count["instructions"].eq(count["instructions"] + 1)
+        with m.If(fetching):
+            m.d.sync += count["fetch_cycles"].eq(count["fetch_cycles"] + 1)
+        with m.Elif(regs.busy):
+            with m.If(is_op(isa.Op.LINEAR)):
+                m.d.sync += count["linear_cycles"].eq(count["linear_cycles"] + 1)
+            with m.Elif(is_op(isa.Op.ATTENTION)):
+                m.d.sync += count["attention_cycles"].eq(count["attention_cycles"] + 1)
+            with m.Else():
+                m.d.sync += count["elementwise_cycles"].eq(count["elementwise_cycles"] + 1)
+        with m.If(reader.data.valid & reader.data.ready):
+            m.d.sync += count["read_beats"].eq(count["read_beats"] + 1)
+        with m.If(writer.data.valid & writer.data.ready):
+            m.d.sync += count["write_beats"].eq(count["write_beats"] + 1)
+        m.d.comb += regs.cycles.eq(cycles)
+        for i, counter in enumerate(counters):
+            m.d.comb += regs.counter[i].eq(counter)
+        return m

@@ -1,0 +1,141 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""The accelerator's instruction format: what the host writes into DDR and the sequencer runs.
+
+A program is a list of instructions, 16 little-endian 32-bit words (64 bytes, four 128-bit
+DDR beats) each. Every instruction streams operands from DDR through one unit and writes the
+result back, iterating over ``tokens`` x ``heads`` with 2-D strided addressing; the sequencer
+finishes an iteration's writes before it starts the next, so an instruction may read what the
+one before it wrote.
+
+======  ===========================================================================
+word    field
+======  ===========================================================================
+0       ``op`` (bits 7:0), ``pointwise`` (bits 9:8, a ``PointwiseOp`` for ``POINTWISE``)
+1       ``tokens`` (15:0), ``heads`` (31:16): the iteration counts
+2       LINEAR: ``k_steps`` (15:0), ``n_blocks`` (31:16);
+        ATTENTION: ``keys0`` (15:0, keys seen by the first token), ``group_shift`` (23:16,
+        log2 of query heads per KV head)
+3       LINEAR: weight Scale ``w_m`` (15:0), ``w_e`` (23:16, signed);
+        ATTENTION: ``v_offset``, bytes from the key cache to the value cache
+4-7     source 0: ``addr``, ``stride_t``, ``stride_h`` (bytes), ``beats`` per iteration
+8-11    source 1: the same (LINEAR: the weight image, read once; ATTENTION: the key cache,
+        ``beats`` per key)
+12-15   destination: the same
+======  ===========================================================================
+
+Per op, for token t and head h (``a + t*stride_t + h*stride_h`` unless said otherwise):
+
+- ``NORM``: RMSNorm of source 0's row with gamma from source 1 (same address every token).
+- ``LINEAR``: the weights once (``k_steps * n_blocks * N`` entries, one per beat), then per
+  token source 0's row quantized, multiplied and dequantized; the token's outputs go to
+  ``heads`` destination segments.
+- ``ROPE``: source 0's head h rotated by source 1's row (the cos/sin table row of the token's
+  position: per beat of the RoPE unit, a cos beat then a sin beat).
+- ``ATTENTION``: query head h (source 0) against ``keys0 + t`` keys of KV head
+  ``h >> group_shift`` (source 1 at ``addr + (h >> group_shift) * stride_h``, contiguous keys;
+  values at ``v_offset`` from the keys).
+- ``POINTWISE``: ``pointwise(a, b)`` of source 0's and source 1's rows.
+"""
+
+import enum
+import struct
+
+__all__ = ["Op", "WORDS", "BEAT_BYTES", "LANES", "INSTRUCTION_BYTES", "Source", "Instruction",
+           "encode", "decode"]
+
+#: 32-bit words per instruction
+WORDS = 16
+#: bytes per DDR beat (128-bit AXI data)
+BEAT_BYTES = 16
+#: Q16 int32 lanes per DDR beat
+LANES = BEAT_BYTES // 4
+INSTRUCTION_BYTES = 4 * WORDS
+
+
+class Op(enum.IntEnum):
+    NORM = 1
+    LINEAR = 2
+    ROPE = 3
+    ATTENTION = 4
+    POINTWISE = 5
+
+
+class Source:
+    """A strided stream: ``addr``, ``stride_t``, ``stride_h`` in bytes, ``beats`` per iteration."""
+
+    __slots__ = ("addr", "stride_t", "stride_h", "beats")
+
+    def __init__(self, addr=0, stride_t=0, stride_h=0, beats=0):
+        self.addr, self.stride_t, self.stride_h, self.beats = addr, stride_t, stride_h, beats
+
+    def words(self):
+        return [self.addr, self.stride_t, self.stride_h, self.beats]
+
+    def __eq__(self, other):
+        return isinstance(other, Source) and self.words() == other.words()
+
+    def __repr__(self):
+        return (f"Source(addr={self.addr:#x}, stride_t={self.stride_t}, "
+                f"stride_h={self.stride_h}, beats={self.beats})")
+
+
+class Instruction:
+    """One decoded instruction (see the module docstring for the fields)."""
+
+    def __init__(self, op, *, tokens=1, heads=1, src0=None, src1=None, dst=None, pointwise=0,
+                 k_steps=0, n_blocks=0, w_m=0, w_e=0, keys0=0, group_shift=0, v_offset=0):
+        self.op = Op(op)
+        self.tokens, self.heads, self.pointwise = tokens, heads, pointwise
+        self.src0, self.src1, self.dst = src0 or Source(), src1 or Source(), dst or Source()
+        self.k_steps, self.n_blocks, self.w_m, self.w_e = k_steps, n_blocks, w_m, w_e
+        self.keys0, self.group_shift, self.v_offset = keys0, group_shift, v_offset
+
+    def words(self):
+        if self.op is Op.LINEAR:
+            w2 = self.k_steps | self.n_blocks << 16
+            w3 = self.w_m | (self.w_e & 0xFF) << 16
+        elif self.op is Op.ATTENTION:
+            w2 = self.keys0 | self.group_shift << 16
+            w3 = self.v_offset
+        else:
+            w2 = w3 = 0
+        return ([int(self.op) | self.pointwise << 8, self.tokens | self.heads << 16, w2, w3]
+                + self.src0.words() + self.src1.words() + self.dst.words())
+
+    def __repr__(self):
+        return f"Instruction({self.op.name}, tokens={self.tokens}, heads={self.heads})"
+
+
+def encode(instructions) -> bytes:
+    """The program image of ``instructions``."""
+    out = bytearray()
+    for ins in instructions:
+        words = ins.words()
+        for w in words:
+            if not 0 <= w < 1 << 32:
+                raise ValueError(f"{ins!r}: field value {w} does not fit 32 bits")
+        out += struct.pack(f"<{WORDS}I", *words)
+    return bytes(out)
+
+
+def decode(image: bytes) -> list:
+    """Instructions from a program image (the inverse of ``encode``)."""
+    if len(image) % INSTRUCTION_BYTES:
+        raise ValueError(f"a program image is a multiple of {INSTRUCTION_BYTES} bytes, "
+                         f"got {len(image)}")
+    out = []
+    for i in range(0, len(image), INSTRUCTION_BYTES):
+        w = struct.unpack_from(f"<{WORDS}I", image, i)
+        op = Op(w[0] & 0xFF)
+        fields = {}
+        if op is Op.LINEAR:
+            e = (w[3] >> 16) & 0xFF
+            fields = {"k_steps": w[2] & 0xFFFF, "n_blocks": w[2] >> 16, "w_m": w[3] & 0xFFFF,
+                      "w_e": e - 256 if e & 0x80 else e}
+        elif op is Op.ATTENTION:
+            fields = {"keys0": w[2] & 0xFFFF, "group_shift": (w[2] >> 16) & 0xFF,
+                      "v_offset": w[3]}
+        out.append(Instruction(op, tokens=w[1] & 0xFFFF, heads=w[1] >> 16,
+                               pointwise=(w[0] >> 8) & 3, src0=Source(*w[4:8]),
+                               src1=Source(*w[8:12]), dst=Source(*w[12:16]), **fields))
+    return out
