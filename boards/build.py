@@ -9,10 +9,22 @@
   complete Vivado project tree and (2) Yosys ``synth_xilinx -family xcup`` estimates resources,
   reported against the XCK26 budget. No Fmax (that needs Vivado's timing).
 
-The built design is ``boards.tops.TlmmTestTop``: the TLMM engine fed by on-chip LFSRs, its
-results XOR-reduced onto an LED.
+Designs (each a self-stimulating top: on-chip LFSRs on every input, outputs XOR-reduced onto
+an LED, so nothing is constant-folded or removed):
+
+``tlmm``
+    ``boards.tops.TlmmTestTop``: the TLMM engine alone, sized by ``max_k`` / ``max_n`` /
+    ``max_tokens``.
+``accelerator``
+    ``boards.accelerator_top.AcceleratorTestTop``: the whole ``rtl.accelerator.Accelerator``
+    (sequencer, AXI-Lite registers, DDR DMAs, RMSNorm, quantizer, engine, dequantizer, RoPE,
+    decode attention, pointwise), sized by a model's dimensions, ``max_tokens``,
+    ``max_context`` and ``max_job_n`` (``ACCELERATOR_DEFAULTS`` per board).
+``snn``
+    ``boards.snn_top.SNNTop`` (``build_snn``).
 """
 
+import argparse
 import json
 import os
 import re
@@ -22,18 +34,42 @@ import sys
 import time
 from pathlib import Path
 
-from ..golden.config import AcceleratorConfig
+from ..golden.config import AcceleratorConfig, ModelConfig
 from . import platforms, tops
 
-__all__ = ["DESIGNS", "DEFAULT_GEOMETRY", "parse_geometry", "build_design", "yowasp_env",
-           "parse_nextpnr", "add_build_arguments", "main_build"]
+__all__ = ["DESIGNS", "DEFAULT_GEOMETRY", "ACCELERATOR_DEFAULTS", "parse_geometry",
+           "resolve_model", "accelerator_top", "build_design", "yowasp_env", "parse_nextpnr",
+           "add_build_arguments", "main_build"]
 
-DESIGNS = ("tlmm", "snn")
+DESIGNS = ("tlmm", "snn", "accelerator")
 
 #: per board, the default (G, T, N). ULX3S-85F: the largest geometry that routes, (3,16,8) at
 #: 57 % of the LUTs (32 min of nextpnr; (3,24,8) packs at 75 % but does not route in 20 min).
 #: KV260: TeLLMe's geometry.
 DEFAULT_GEOMETRY = {"ulx3s-85f": (3, 16, 8), "kv260": (3, 28, 16)}
+
+
+#: per board, the default configuration of the ``accelerator`` design (``build_design`` keyword
+#: arguments; ``max_job_n`` None: one engine job holds the model's widest linear).
+#:
+#: ULX3S-85F: geometry (3,8,4) and the shipped tiny-kjv model (hidden 256, intermediate 640,
+#: head_dim 64), max_tokens 32 and max_context 64 (``host.rtl_backend``'s defaults). (3,8,4) is
+#: a quarter of the engine the tlmm design routes at, (3,16,8), leaving the fabric for the units
+#: around it.
+#:
+#: KV260: TeLLMe's geometry (3,28,16) with bitnet-b1.58-large's dimensions (hidden 1536,
+#: intermediate 4096, head_dim 96), max_tokens 128, max_context 1024; max_job_n "bram" picks the
+#: widest job whose weight bank is at most 512 words deep (one RAMB36E2 as 512 x 72): 10
+#: N-blocks of 16, i.e. 160 columns, for K up to 4096 (49 K-steps of 84).
+ACCELERATOR_DEFAULTS = {
+    "ulx3s-85f": {"geometry": (3, 8, 4), "model": "tiny-kjv", "max_tokens": 32,
+                  "max_context": 64, "max_job_n": None},
+    "kv260": {"geometry": (3, 28, 16), "model": "bitnet-b1.58-large", "max_tokens": 128,
+              "max_context": 1024, "max_job_n": "bram"},
+}
+
+#: words of one RAMB36E2 in its widest (512 x 72) mode: the ``max_job_n="bram"`` bank depth
+_BRAM_BANK_WORDS = 512
 
 
 def parse_geometry(geometry) -> AcceleratorConfig:
@@ -68,10 +104,84 @@ def yowasp_env():
     return env
 
 
-def _top(config, max_k, max_n, max_tokens):
+def _tlmm_top(config, max_k, max_n, max_tokens):
     max_k = max_k or 2 * config.k_per_step
     max_n = max_n or 2 * config.cols_per_cycle
     return tops.TlmmTestTop(config=config, max_k=max_k, max_n=max_n, max_tokens=max_tokens)
+
+
+#: the shipped tiny model's directory, the ``model="tiny-kjv"`` of the accelerator design
+_TINY_MODEL = Path(__file__).resolve().parent.parent / "host" / "models" / "tiny-kjv"
+
+
+def resolve_model(model) -> tuple[str, ModelConfig]:
+    """``(name, ModelConfig)`` of ``model``: a ``ModelConfig``, ``"tiny-kjv"`` (the shipped
+    model), a ``sim.presets.MODELS`` name, or an HF ``config.json`` / checkpoint directory."""
+    from ..host.errors import InputError
+    from ..sim import presets
+
+    if isinstance(model, ModelConfig):
+        return "custom", model
+    if str(model) == "tiny-kjv":
+        return "tiny-kjv", presets.load_model(_TINY_MODEL)
+    try:
+        return str(model), presets.load_model(model)
+    except InputError as exc:
+        raise ValueError(f"{exc}; or 'tiny-kjv' (the shipped model)") from None
+
+
+def _bank_words_max_job_n(config: AcceleratorConfig, model: ModelConfig, words: int) -> int:
+    """The widest job (a multiple of ``cols_per_cycle``) whose weight bank, for the model's
+    longest K, is at most ``words`` deep."""
+    max_dim = max(model.hidden_size, model.intermediate_size,
+                  model.num_attention_heads * model.head_dim,
+                  model.num_key_value_heads * model.head_dim)
+    k_steps = -(-max_dim // config.k_per_step)
+    blocks = words // k_steps
+    if blocks == 0:
+        raise ValueError(f"one N-block of {k_steps} K-steps does not fit a {words}-word bank")
+    return min(blocks * config.cols_per_cycle,
+               -(-max_dim // config.cols_per_cycle) * config.cols_per_cycle)
+
+
+def accelerator_top(config: AcceleratorConfig, model, max_tokens: int, max_context: int,
+                    max_job_n=None):
+    """``(AcceleratorTestTop, details)`` for the accelerator design; ``details`` records the
+    model's name and dimensions and the sizes used. ``max_job_n`` may be ``"bram"`` (see
+    ``ACCELERATOR_DEFAULTS``)."""
+    from .accelerator_top import AcceleratorTestTop, accelerator_supports_max_job_n
+
+    name, model = resolve_model(model)
+    if max_job_n == "bram":
+        max_job_n = _bank_words_max_job_n(config, model, _BRAM_BANK_WORDS)
+    elif max_job_n is not None and (not isinstance(max_job_n, int) or isinstance(max_job_n, bool)
+                                    or max_job_n <= 0):
+        raise ValueError(f"max_job_n must be a positive integer, 'bram' or None, "
+                         f"got {max_job_n!r}")
+    if max_job_n is not None and not accelerator_supports_max_job_n():
+        raise ValueError("this rtl.accelerator.Accelerator has no max_job_n parameter; "
+                         "leave max_job_n unset")
+    for what, value in (("max_tokens", max_tokens), ("max_context", max_context)):
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"{what} must be a positive integer, got {value!r}")
+    top = AcceleratorTestTop(config=config, model=model, max_tokens=max_tokens,
+                             max_context=max_context, max_job_n=max_job_n)
+    acc = top.accelerator
+    engine_n = getattr(acc, "max_job_n", acc.max_dim)
+    details = {
+        "model": name,
+        "model_dims": {"hidden_size": model.hidden_size,
+                       "intermediate_size": model.intermediate_size,
+                       "num_attention_heads": model.num_attention_heads,
+                       "num_key_value_heads": model.num_key_value_heads,
+                       "head_dim": model.head_dim},
+        "max_tokens": max_tokens, "max_context": max_context, "max_job_n": engine_n,
+        # the engine's double-buffered weight banks, which dominate the memory
+        "weight_bank": {"words": -(-acc.max_dim // config.k_per_step)
+                        * -(-engine_n // config.cols_per_cycle),
+                        "word_bits": config.cols_per_cycle * config.entry_bits, "banks": 2},
+    }
+    return top, details
 
 
 def parse_nextpnr(log: str) -> tuple[dict, float]:
@@ -88,9 +198,8 @@ def parse_nextpnr(log: str) -> tuple[dict, float]:
     return used, float(fmax[-1])
 
 
-def _build_ecp5(board, config, out_dir, max_k, max_n, max_tokens):
+def _build_ecp5(board, top, out_dir):
     platform = platforms.platform_for(board)
-    top = _top(config, max_k, max_n, max_tokens)
     env = yowasp_env()
     os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
     plan = platform.build(top, name="top", do_build=False)
@@ -136,11 +245,10 @@ def _parse_yosys_stat(text: str) -> dict:
     return counts
 
 
-def _estimate_kv260(config, out_dir, max_k, max_n, max_tokens):
+def _estimate_kv260(top, out_dir):
     os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
     vivado_dir = out_dir / "vivado"
-    platforms.KV260Platform().build(_top(config, max_k, max_n, max_tokens), name="top",
-                                    do_build=False).extract(str(vivado_dir))
+    platforms.KV260Platform().build(top, name="top", do_build=False).extract(str(vivado_dir))
     # Synthesise the exported tree's own top.v (the same netlist Vivado would read; its I/O
     # buffers are Xilinx primitives synth_xilinx knows). Paths are relative: YoWASP tools only
     # see their working directory. -flatten: without it, Yosys 0.70's ABC9 reintegration hits
@@ -168,26 +276,38 @@ def _estimate_kv260(config, out_dir, max_k, max_n, max_tokens):
             "vivado_project": str(vivado_dir), "build_seconds": round(seconds, 1)}
 
 
+#: the boards each design builds for
+DESIGN_BOARDS = {"tlmm": tuple(DEFAULT_GEOMETRY), "accelerator": tuple(ACCELERATOR_DEFAULTS)}
+
+
 def build_design(design: str = "tlmm", board: str = "ulx3s-85f", geometry=None,
                  out_dir="build", *, max_k: int | None = None, max_n: int | None = None,
-                 max_tokens: int = 4) -> dict:
+                 max_tokens: int | None = None, model=None, max_context: int | None = None,
+                 max_job_n=None) -> dict:
     """Build ``design`` for ``board`` and report what it used.
 
     Parameters
     ----------
-    design : "tlmm"
-    board : "ulx3s-85f" or "kv260"
-    geometry : "G,T,N", (G, T, N), AcceleratorConfig or None (``DEFAULT_GEOMETRY[board]``)
-    out_dir : build directory (created; one subdirectory per board, design and geometry)
-    max_k, max_n, max_tokens : engine sizing (weight-bank depth, accumulator words); default
+    design : "tlmm", "accelerator" or "snn"
+    board : "ulx3s-85f" or "kv260" ("snn": "icebreaker" or "ulx3s-85f")
+    geometry : "G,T,N", (G, T, N), AcceleratorConfig or None (the board's default:
+        ``DEFAULT_GEOMETRY`` for tlmm, ``ACCELERATOR_DEFAULTS`` for accelerator)
+    out_dir : build directory (created; one subdirectory per board, design and configuration)
+    max_k, max_n : tlmm only: engine sizing (weight-bank depth, accumulator words); default
         two K-steps and two N-blocks.
+    max_tokens : engine job tokens (tlmm: default 4; accelerator: ``ACCELERATOR_DEFAULTS``)
+    model, max_context, max_job_n : accelerator only (default: ``ACCELERATOR_DEFAULTS``):
+        the model whose dimensions size the buffers (``resolve_model``), the KV-cache length,
+        and the widest engine job (an int, None for the model's widest linear, or "bram").
 
     Returns
     -------
     dict
         ``board``, ``design``, ``geometry`` [G, T, N], ``macs_per_cycle``, ``bitstream`` (path or
         None), ``fmax_mhz`` (post-route, or None), ``utilization`` (``lut``, ``ff``, ``ebr`` or
-        ``bram36``/``bram18``/``uram``, ``dsp``, ...), ``build_dir``, ``build_seconds``.
+        ``bram36``/``bram18``/``uram``, ``dsp``, ...), ``build_dir``, ``build_seconds``; the
+        accelerator design adds ``model``, ``model_dims``, ``max_tokens``, ``max_context``,
+        ``max_job_n`` and ``weight_bank``.
     """
     if design not in DESIGNS:
         raise ValueError(f"unknown design {design!r}; choose one of {list(DESIGNS)}")
@@ -195,28 +315,83 @@ def build_design(design: str = "tlmm", board: str = "ulx3s-85f", geometry=None,
         from .snn_top import build_snn
 
         return build_snn(board, Path(out_dir) / f"snn-{board}")
-    if board not in DEFAULT_GEOMETRY:
-        raise ValueError(f"the tlmm design builds for {sorted(DEFAULT_GEOMETRY)}, not {board!r}")
-    config = parse_geometry(DEFAULT_GEOMETRY[board] if geometry is None else geometry)
-    geo = [config.group_size, config.tables_per_step, config.cols_per_cycle]
-    build_dir = Path(out_dir) / f"{design}-{board}-g{geo[0]}t{geo[1]}n{geo[2]}"
+    if board not in DESIGN_BOARDS[design]:
+        raise ValueError(f"the {design} design builds for {sorted(DESIGN_BOARDS[design])}, "
+                         f"not {board!r}")
+    extra = {}
+    if design == "tlmm":
+        for name, value in (("model", model), ("max_context", max_context),
+                            ("max_job_n", max_job_n)):
+            if value is not None:
+                raise ValueError(f"{name} applies to the accelerator design, not tlmm")
+        config = parse_geometry(DEFAULT_GEOMETRY[board] if geometry is None else geometry)
+        geo = [config.group_size, config.tables_per_step, config.cols_per_cycle]
+        top = _tlmm_top(config, max_k, max_n, 4 if max_tokens is None else max_tokens)
+        tag = f"g{geo[0]}t{geo[1]}n{geo[2]}"
+    else:
+        for name, value in (("max_k", max_k), ("max_n", max_n)):
+            if value is not None:
+                raise ValueError(f"{name} applies to the tlmm design; the accelerator is sized "
+                                 f"by model, max_tokens, max_context and max_job_n")
+        defaults = ACCELERATOR_DEFAULTS[board]
+        config = parse_geometry(defaults["geometry"] if geometry is None else geometry)
+        geo = [config.group_size, config.tables_per_step, config.cols_per_cycle]
+        top, extra = accelerator_top(
+            config, defaults["model"] if model is None else model,
+            defaults["max_tokens"] if max_tokens is None else max_tokens,
+            defaults["max_context"] if max_context is None else max_context,
+            defaults["max_job_n"] if max_job_n is None else max_job_n)
+        dims = extra["model_dims"]
+        tag = (f"g{geo[0]}t{geo[1]}n{geo[2]}-h{dims['hidden_size']}"
+               f"i{dims['intermediate_size']}d{dims['head_dim']}-m{extra['max_tokens']}"
+               f"c{extra['max_context']}j{extra['max_job_n']}")
+    build_dir = Path(out_dir) / f"{design}-{board}-{tag}"
     build_dir.mkdir(parents=True, exist_ok=True)
     if board == "kv260":
-        result = _estimate_kv260(config, build_dir, max_k, max_n, max_tokens)
+        result = _estimate_kv260(top, build_dir)
     else:
-        result = _build_ecp5(board, config, build_dir, max_k, max_n, max_tokens)
+        result = _build_ecp5(board, top, build_dir)
     return {"board": board, "design": design, "geometry": geo,
-            "macs_per_cycle": config.macs_per_cycle, "build_dir": str(build_dir), **result}
+            "macs_per_cycle": config.macs_per_cycle, **extra, "build_dir": str(build_dir),
+            **result}
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def _job_n(text):
+    return text if text == "bram" else _positive_int(text)
 
 
 def add_build_arguments(parser):
-    """The ``ternedge build`` options: --design, --board, --geometry, --out-dir, --json."""
+    """The ``ternedge build`` options: --design, --board, --geometry, --out-dir, --json, and
+    for the accelerator design --model, --max-tokens, --max-context, --max-job-n."""
     parser.add_argument("--design", default="tlmm", choices=DESIGNS)
     parser.add_argument("--board", default="ulx3s-85f", choices=sorted(platforms.BOARDS))
     parser.add_argument("--geometry", default=None, metavar="G,T,N",
-                        help="TLMM geometry (default: the board's DEFAULT_GEOMETRY)")
+                        help="TLMM geometry (default: the board's DEFAULT_GEOMETRY, or "
+                             "ACCELERATOR_DEFAULTS for --design accelerator)")
     parser.add_argument("--out-dir", default="build")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    acc = parser.add_argument_group("accelerator design (default: the board's "
+                                    "ACCELERATOR_DEFAULTS)")
+    acc.add_argument("--model", default=None,
+                     help="model whose dimensions size the buffers: tiny-kjv, a preset "
+                          "(bitnet-b1.58-large, ...) or an HF config.json / checkpoint dir")
+    acc.add_argument("--max-tokens", type=_positive_int, default=None,
+                     help="most tokens of one LINEAR instruction (tlmm: engine job tokens)")
+    acc.add_argument("--max-context", type=_positive_int, default=None,
+                     help="KV-cache length of the attention unit")
+    acc.add_argument("--max-job-n", type=_job_n, default=None, metavar="N|bram",
+                     help="widest engine job in columns ('bram': the widest whose weight bank "
+                          "is 512 words deep)")
     return parser
 
 
@@ -224,10 +399,31 @@ def main_build(args) -> int:
     """Run ``build_design`` from parsed ``add_build_arguments`` options; print the result."""
     from ..host.errors import InputError
 
+    design = args.design
+    options = {}
+    if design != "snn":
+        options = {"max_tokens": getattr(args, "max_tokens", None)}
+    if design == "accelerator":
+        options.update(model=getattr(args, "model", None),
+                       max_context=getattr(args, "max_context", None),
+                       max_job_n=getattr(args, "max_job_n", None))
+    else:
+        for flag in ("model", "max_context", "max_job_n"):
+            if getattr(args, flag, None) is not None:
+                raise InputError(f"--{flag.replace('_', '-')} applies to --design accelerator")
+        if design == "snn" and getattr(args, "max_tokens", None) is not None:
+            raise InputError("--max-tokens does not apply to --design snn")
+    if design != "snn":
+        print(f"ternedge build: {design} for {args.board} (yosys"
+              f"{' + nextpnr' if args.board != 'kv260' else ''}: this takes minutes)...",
+              file=sys.stderr, flush=True)
     try:
-        result = build_design(args.design, args.board, args.geometry, args.out_dir)
+        result = build_design(design, args.board, args.geometry, args.out_dir, **options)
     except ValueError as exc:
         raise InputError(str(exc)) from None
+    except subprocess.CalledProcessError as exc:
+        raise InputError(f"{exc.cmd[0] if isinstance(exc.cmd, list) else 'the build'} failed "
+                         f"(exit {exc.returncode}); see the logs under {args.out_dir}") from None
     if getattr(args, "json", False):
         print(json.dumps(result, indent=2))
     else:
@@ -238,11 +434,21 @@ def main_build(args) -> int:
                   f"({result['macs_per_cycle']} MAC/cycle)")
         else:
             print(f"{result['design']} on {result['board']}")
+        if "model" in result:
+            dims = result["model_dims"]
+            print(f"  model        {result['model']} (hidden {dims['hidden_size']}, "
+                  f"intermediate {dims['intermediate_size']}, head_dim {dims['head_dim']}), "
+                  f"max_tokens {result['max_tokens']}, max_context {result['max_context']}, "
+                  f"max_job_n {result['max_job_n']}")
         for key, value in util.items():
             if not isinstance(value, dict):
                 print(f"  {key:12} {value}")
+        if isinstance(util.get("percent"), dict):
+            print("  percent      " + ", ".join(f"{k} {v}%" for k, v in util["percent"].items()))
         if result.get("fmax_mhz") is not None:
             print(f"  fmax_mhz     {result['fmax_mhz']:.1f}")
+        if result.get("build_seconds") is not None:
+            print(f"  seconds      {result['build_seconds']}")
         if result["bitstream"]:
             print(f"  bitstream    {result['bitstream']}")
         if result.get("vivado_project"):

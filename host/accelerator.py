@@ -20,7 +20,7 @@ import numpy as np
 from ..golden import attention, ops, quant, tlmm
 from ..golden.config import AcceleratorConfig
 from ..golden.model import GoldenModel
-from ..golden.weights import LINEAR_NAMES
+from ..golden.weights import LINEAR_NAMES, TernaryLinear
 from ..rtl import isa
 from ..rtl.isa import Instruction, Op, Source
 from .weight_image import _indices, pack_linear
@@ -44,12 +44,18 @@ def read_q16(memory, addr, count):
     return np.frombuffer(bytes(memory[addr:addr + 4 * count]), dtype="<i4").astype(np.int64)
 
 
-def weight_entries(packed) -> bytes:
-    """One weight entry per 128-bit beat, K-step-major then column (``host.weight_image``)."""
+def entry_beats(config: AcceleratorConfig) -> int:
+    """DDR beats per weight entry: ``ceil(T * index_bits / 128)``."""
+    return -(-config.entry_bits // (8 * B))
+
+
+def weight_entries(packed, beats: int = 1) -> bytes:
+    """Weight entries of ``beats`` 128-bit beats each (least significant beat first),
+    K-step-major then column (the order of ``host.weight_image``)."""
     idx = _indices(packed).reshape(-1, packed.tables_per_step)         # (entries, T)
     bits = (idx[..., None] >> np.arange(packed.index_bits)) & 1        # (entries, T, b)
     bits = bits.reshape(idx.shape[0], -1).astype(np.uint8)
-    padded = np.zeros((idx.shape[0], 8 * B), dtype=np.uint8)
+    padded = np.zeros((idx.shape[0], 8 * B * beats), dtype=np.uint8)
     padded[:, :bits.shape[1]] = bits
     return np.packbits(padded, axis=1, bitorder="little").tobytes()
 
@@ -64,10 +70,13 @@ class Layout:
     max_tokens : most tokens per forward pass (the prefill block).
     max_context : KV-cache length.
     max_instructions : room for the program.
+    max_job_n : widest N of one LINEAR instruction (``Accelerator(max_job_n=...)``); wider
+        linears are split into column tiles of at most this many columns (whole heads for the
+        value projection). None: no split.
     """
 
     def __init__(self, model: GoldenModel, config: AcceleratorConfig, *, max_tokens: int,
-                 max_context: int, max_instructions: int = 256):
+                 max_context: int, max_instructions: int = 256, max_job_n: int | None = None):
         self.model, self.config = model, config
         self.cfg = cfg = model.config
         self.max_tokens, self.max_context = max_tokens, max_context
@@ -77,17 +86,25 @@ class Layout:
         self._next = 0
         self.program_addr = self._take(max_instructions * isa.INSTRUCTION_BYTES)
         self.max_instructions = max_instructions
-        self.linears = []           # per layer {name: (addr, packed)}
+        self.entry_beats = entry_beats(config)
+        self.linears = []           # per layer {name: [(addr, packed, first column), ...]}
         self.norms = []             # per layer {name: addr}
         self._blocks = []           # (addr, bytes) of the initial image
         for index, layer in enumerate(model.weights.layers):
             linears = {}
             for name in LINEAR_NAMES:
-                packed = pack_linear(getattr(layer, name), config)
-                entries = weight_entries(packed)
-                addr = self._take(len(entries))
-                self._blocks.append((addr, entries))
-                linears[name] = (addr, packed)
+                linear = getattr(layer, name)
+                tile = self._tile(name, linear.out_features, max_job_n)
+                tiles = []
+                for first in range(0, linear.out_features, tile):
+                    part = TernaryLinear(ternary=linear.ternary[first:first + tile],
+                                         scale=linear.scale)
+                    packed = pack_linear(part, config)
+                    entries = weight_entries(packed, self.entry_beats)
+                    addr = self._take(len(entries))
+                    self._blocks.append((addr, entries))
+                    tiles.append((addr, packed, first))
+                linears[name] = tiles
             self.linears.append(linears)
             norms = {}
             for name in NORM_NAMES:
@@ -115,6 +132,19 @@ class Layout:
                         for name, size in self.row_bytes.items()}
         self.size = self._next
 
+    def _tile(self, name, out_features, max_job_n):
+        """Columns per LINEAR instruction for this linear."""
+        if max_job_n is None or out_features <= max_job_n:
+            return out_features
+        unit = self.config.cols_per_cycle
+        if name == "v_proj":                   # written per KV head: tiles of whole heads
+            unit = math.lcm(unit, self.hd)
+        tile = max_job_n // unit * unit
+        if tile == 0:
+            raise ValueError(f"max_job_n={max_job_n} cannot hold one tile of {unit} columns "
+                             f"of {name}")
+        return tile
+
     def _take(self, nbytes):
         addr = self._next
         self._next += _align(nbytes)
@@ -141,14 +171,26 @@ class Layout:
             return Source(self.buffers[name], row, 0, row // B)
         return Source(self.buffers[name], row, self.hd * 4, self.hd * 4 // B)
 
-    def _linear(self, layer, name, src, dst, tokens, heads=1):
-        addr, packed = self.linears[layer][name]
-        k_steps = packed.k_steps
-        n_blocks = packed.n_padded // self.config.cols_per_cycle
-        return Instruction(Op.LINEAR, tokens=tokens, heads=heads, src0=src,
-                           src1=Source(addr, 0, 0, packed.num_entries), dst=dst,
-                           k_steps=k_steps, n_blocks=n_blocks, w_m=packed.scale_m,
-                           w_e=packed.scale_e)
+    def _linear(self, layer, name, src, dst, tokens, per_head=False):
+        """LINEAR instructions (one per column tile) from ``src`` rows into ``dst``; with
+        ``per_head`` the outputs go to ``dst`` one KV head (``dst.stride_h`` apart) at a time."""
+        out = []
+        for addr, packed, first in self.linears[layer][name]:
+            n_blocks = packed.n_padded // self.config.cols_per_cycle
+            if per_head:
+                heads = packed.out_features // self.hd
+                target = Source(dst.addr + first // self.hd * dst.stride_h, dst.stride_t,
+                                dst.stride_h, dst.beats)
+            else:
+                heads = 1
+                target = Source(dst.addr + 4 * first, dst.stride_t, 0,
+                                packed.out_features * 4 // B)
+            out.append(Instruction(
+                Op.LINEAR, tokens=tokens, heads=heads, src0=src,
+                src1=Source(addr, 0, 0, packed.num_entries * self.entry_beats), dst=target,
+                k_steps=packed.k_steps, n_blocks=n_blocks, w_m=packed.scale_m,
+                w_e=packed.scale_e))
+        return out
 
     def _norm(self, gamma, src, dst, tokens):
         return Instruction(Op.NORM, tokens=tokens, src0=src,
@@ -181,10 +223,10 @@ class Layout:
             cache_dst = (hd * 4, self.head_stride, head_beats)
             out += [
                 self._norm(norms["input_layernorm"], rows("x"), rows("h"), tokens),
-                self._linear(layer, "q_proj", rows("h"), rows("q_raw"), tokens),
-                self._linear(layer, "k_proj", rows("h"), rows("k_raw"), tokens),
-                self._linear(layer, "v_proj", rows("h"), Source(v_at, *cache_dst), tokens,
-                             heads=kv_heads),
+                *self._linear(layer, "q_proj", rows("h"), rows("q_raw"), tokens),
+                *self._linear(layer, "k_proj", rows("h"), rows("k_raw"), tokens),
+                *self._linear(layer, "v_proj", rows("h"), Source(v_at, *cache_dst), tokens,
+                              per_head=True),
                 Instruction(Op.ROPE, tokens=tokens, heads=heads,
                             src0=rows("q_raw", per_head=True), src1=rope_src,
                             dst=rows("q", per_head=True)),
@@ -198,14 +240,14 @@ class Layout:
                             src1=Source(self.k_cache[layer], 0, self.head_stride, head_beats),
                             dst=rows("attn", per_head=True)),
                 self._norm(norms["attn_sub_norm"], rows("attn"), rows("attn_n"), tokens),
-                self._linear(layer, "o_proj", rows("attn_n"), rows("o"), tokens),
+                *self._linear(layer, "o_proj", rows("attn_n"), rows("o"), tokens),
                 self._pointwise(pointwise_add, rows("x"), rows("o"), rows("x"), tokens),
                 self._norm(norms["post_attention_layernorm"], rows("x"), rows("h"), tokens),
-                self._linear(layer, "gate_proj", rows("h"), rows("gate"), tokens),
-                self._linear(layer, "up_proj", rows("h"), rows("up"), tokens),
+                *self._linear(layer, "gate_proj", rows("h"), rows("gate"), tokens),
+                *self._linear(layer, "up_proj", rows("h"), rows("up"), tokens),
                 self._pointwise(gate_kind, rows("gate"), rows("up"), rows("m"), tokens),
                 self._norm(norms["ffn_sub_norm"], rows("m"), rows("m_n"), tokens),
-                self._linear(layer, "down_proj", rows("m_n"), rows("down"), tokens),
+                *self._linear(layer, "down_proj", rows("m_n"), rows("down"), tokens),
                 self._pointwise(pointwise_add, rows("x"), rows("down"), rows("x"), tokens),
             ]
         out.append(self._norm(self.final_norm, rows("x"), rows("out"), tokens))
@@ -237,8 +279,9 @@ def execute(program, memory, *, eps: int, config: AcceleratorConfig, head_dim: i
             write_q16(memory, d.addr + t * d.stride_t + h * d.stride_h, values)
 
         if ins.op is Op.LINEAR:
+            entry_bytes = s1.beats * B // (ins.k_steps * ins.n_blocks * n_per)
             entries = np.frombuffer(bytes(memory[s1.addr:s1.addr + s1.beats * B]), np.uint8)
-            bits = np.unpackbits(entries.reshape(-1, B), axis=1, bitorder="little")
+            bits = np.unpackbits(entries.reshape(-1, entry_bytes), axis=1, bitorder="little")
             bits = bits[:, :t_per * b].reshape(ins.k_steps, ins.n_blocks * n_per, t_per, b)
             idx = (bits.astype(np.int64) << np.arange(b)).sum(-1)         # (ks, N, T)
             indices = idx.transpose(1, 0, 2).reshape(ins.n_blocks * n_per, -1)

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""One backend interface for generation: golden (NumPy, bit-exact), torch (float reference).
+"""One backend interface for generation: golden (NumPy, bit-exact), torch (float reference),
+rtl (the accelerator RTL simulated by Verilator, ``host.rtl_backend``).
 
 A backend holds a model and a KV cache; ``prefill`` runs a prompt and returns the logits of
 its last token, ``decode`` runs one token. The generation loop in ``generate`` is the same for
@@ -25,6 +26,11 @@ class Backend(ABC):
     def __init__(self, weights: ModelWeights):
         self.weights = weights
         self.config = weights.config
+
+    @property
+    def context(self) -> int:
+        """Most positions (prompt + generated tokens) one sequence may use."""
+        return self.config.max_position_embeddings
 
     @abstractmethod
     def reset(self) -> None:
@@ -94,7 +100,17 @@ class TorchBackend(Backend):
             return self._numpy(self.model.decode(int(token_id)))
 
 
-BACKENDS = {"golden": GoldenBackend, "torch": TorchBackend}
+def _rtl_backend(weights: ModelWeights) -> Backend:
+    try:
+        from .rtl_backend import RTLBackend
+
+        return RTLBackend(weights)
+    except ImportError as exc:
+        raise InputError(f"the rtl backend needs the simulation extra ({exc.name} is missing): "
+                         "install it with `pip install -e '.[sim]'` (make setup does)") from None
+
+
+BACKENDS = {"golden": GoldenBackend, "torch": TorchBackend, "rtl": _rtl_backend}
 
 
 def make_backend(name: str, weights: ModelWeights) -> Backend:

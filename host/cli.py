@@ -28,16 +28,41 @@ def _generate(args) -> int:
     stream = None if args.json else (lambda text: print(text, end="", flush=True))
     if stream:
         print(args.prompt, end="", flush=True)
-    result = generate(backend, tokenizer, args.prompt, max_new_tokens=args.max_new_tokens,
-                      temperature=args.temperature, top_k=args.top_k, seed=args.seed,
-                      model_name=str(args.model), on_text=stream)
+    try:
+        result = generate(backend, tokenizer, args.prompt, max_new_tokens=args.max_new_tokens,
+                          temperature=args.temperature, top_k=args.top_k, seed=args.seed,
+                          model_name=str(args.model), on_text=stream)
+    finally:
+        if hasattr(backend, "close"):
+            backend.close()
+    cycles = _cycle_report(backend)
     if args.json:
-        print(json.dumps(result.to_dict()))
-    else:
-        print(f"\n\n[{args.backend}] prompt {result.prompt_tokens} tokens, "
-              f"TTFT {result.ttft_s * 1e3:.1f} ms, {result.tokens_per_s:.1f} tokens/s, "
-              f"{len(result.tokens)} new tokens")
+        print(json.dumps(result.to_dict() | ({"cycles": cycles} if cycles else {})))
+        return 0
+    print(f"\n\n[{args.backend}] prompt {result.prompt_tokens} tokens, "
+          f"TTFT {result.ttft_s * 1e3:.1f} ms, {result.tokens_per_s:.1f} tokens/s, "
+          f"{len(result.tokens)} new tokens")
+    if cycles:
+        print("simulated cycles per forward pass (RTL on Verilator | sim.accelerator model):")
+        for row in cycles:
+            kind = "prefill" if row["position"] == 0 else "decode "
+            mark = "equal" if row["rtl_cycles"] == row["sim_cycles"] else "DIFFER"
+            print(f"  {kind} {row['tokens']:3d} tokens at {row['position']:3d}: "
+                  f"{row['rtl_cycles']:>9,} | {row['sim_cycles']:>9,}  {mark}")
     return 0
+
+
+def _cycle_report(backend) -> list:
+    """Per forward pass of the RTL backend: measured cycles beside the simulator's."""
+    log = getattr(backend, "cycle_log", None)
+    if not log:
+        return []
+    from ..sim.accelerator import TopTiming, program_cycles
+
+    timing = TopTiming(backend.accel_config)
+    return [{"tokens": c.tokens, "position": c.position, "rtl_cycles": c.cycles,
+             "sim_cycles": program_cycles(backend.layout.program(c.tokens, c.position), timing)}
+            for c in log]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,7 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--prompt", required=True, help="text to continue")
     gen.add_argument("--model", type=Path, default=DEFAULT_MODEL,
                      help="HF-format checkpoint directory (default: the shipped tiny model)")
-    gen.add_argument("--backend", default="golden", choices=["golden", "torch"])
+    gen.add_argument("--backend", default="golden", choices=["golden", "torch", "rtl"],
+                     help="rtl: the accelerator RTL on Verilator (slow: ~10 s per token)")
     gen.add_argument("--max-new-tokens", type=int, default=64)
     gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     gen.add_argument("--top-k", type=int, default=0, help="0 = no limit")

@@ -13,8 +13,11 @@ listens on ``TERNEDGE_COSIM_ADDRESS`` (a ``multiprocessing.connection`` address,
     Write ``writes`` into DDR, program the registers, START, poll STATUS until DONE (giving up
     after ``timeout_cycles``), then answer ``("done", status, cycles, counters, [bytes of each
     (addr, nbytes) in reads])``.
-``("register", offset, value_or_None)``
-    Write (or read, with None) one register; answers ``("value", value)``.
+``("script", steps)``
+    Register-level steps for tests of misuse: ``("write", offset, value)``, ``("read",
+    offset)``, ``("ddr", addr, bytes)`` (write DDR), ``("wait_done", timeout_cycles)`` (poll
+    STATUS until the run is over; reads STATUS, or None on timeout). Answers ``("script",
+    [value of each read / wait_done])``.
 
 Errors are answered as ``("error", message)``.
 """
@@ -68,6 +71,36 @@ class Board:
             self.ram.write(addr, data)
         self.size = size
 
+    async def wait_done(self, timeout_cycles):
+        """STATUS once the run is over (DONE, or ERROR while not BUSY: a refused START), or
+        None after ``timeout_cycles``. An ERROR while BUSY (a START refused because a run is
+        going) does not end the wait: that run still ends with DONE."""
+        waited = 0
+        while True:
+            status = await _read_reg(self.ctrl, Reg.STATUS)
+            busy, done, error = status & 1, status & 2, status & 4
+            if done or (error and not busy):
+                return status
+            if waited >= timeout_cycles:
+                return None
+            await ClockCycles(self.dut.clk, POLL_CYCLES)
+            waited += POLL_CYCLES
+
+    async def script(self, steps):
+        out = []
+        for step in steps:
+            if step[0] == "write":
+                await _write_reg(self.ctrl, step[1], step[2])
+            elif step[0] == "read":
+                out.append(await _read_reg(self.ctrl, step[1]))
+            elif step[0] == "ddr":
+                self.ram.write(step[1], step[2])
+            elif step[0] == "wait_done":
+                out.append(await self.wait_done(step[1]))
+            else:
+                raise ValueError(f"unknown script step {step[0]!r}")
+        return ("script", out)
+
     async def run(self, writes, program_addr, program_len, reads, timeout_cycles):
         for addr, data in writes:
             self.ram.write(addr, data)
@@ -76,16 +109,10 @@ class Board:
         await _write_reg(self.ctrl, Reg.PROGRAM_ADDR, program_addr)
         await _write_reg(self.ctrl, Reg.PROGRAM_LEN, program_len)
         await _write_reg(self.ctrl, Reg.CTRL, 1)
-        waited = 0
-        while True:
-            status = await _read_reg(self.ctrl, Reg.STATUS)
-            if status & 0b110:                       # DONE or ERROR
-                break
-            if waited >= timeout_cycles:
-                return ("error", f"the accelerator did not signal DONE within {timeout_cycles} "
-                                 f"cycles (STATUS={status:#x}); raise the timeout or reset it")
-            await ClockCycles(self.dut.clk, POLL_CYCLES)
-            waited += POLL_CYCLES
+        status = await self.wait_done(timeout_cycles)
+        if status is None:
+            return ("error", f"the accelerator did not signal DONE within {timeout_cycles} "
+                             "cycles; raise timeout_cycles, or check the program")
         cycles = (await _read_reg(self.ctrl, Reg.CYCLES_LO)
                   | await _read_reg(self.ctrl, Reg.CYCLES_HI) << 32)
         counters = {name: await _read_reg(self.ctrl, Reg.COUNTER + 4 * i)
@@ -116,11 +143,8 @@ async def serve(dut):
                     conn.send(("loaded",))
                 elif kind == "run":
                     conn.send(await board.run(*request[1:]))
-                elif kind == "register":
-                    offset, value = request[1], request[2]
-                    if value is not None:
-                        await _write_reg(board.ctrl, offset, value)
-                    conn.send(("value", await _read_reg(board.ctrl, offset)))
+                elif kind == "script":
+                    conn.send(await board.script(request[1]))
                 else:
                     conn.send(("error", f"unknown request {kind!r}"))
             except Exception as exc:      # the backend reports it; the simulator stays up

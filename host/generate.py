@@ -46,11 +46,11 @@ def check_request(prompt_ids, max_new_tokens: int, context: int, temperature: fl
     except ValueError as exc:
         raise InputError(str(exc)) from None
     if len(prompt_ids) > context:
-        raise InputError(f"the prompt is {len(prompt_ids)} tokens but the model's context is "
+        raise InputError(f"the prompt is {len(prompt_ids)} tokens but the context is "
                          f"{context}; shorten the prompt")
     if len(prompt_ids) + max_new_tokens > context:
         raise InputError(f"{len(prompt_ids)} prompt tokens + {max_new_tokens} new tokens exceed "
-                         f"the model's context of {context}; lower --max-new-tokens to at most "
+                         f"the context of {context}; lower --max-new-tokens to at most "
                          f"{context - len(prompt_ids)}")
 
 
@@ -59,8 +59,7 @@ def generate(backend: Backend, tokenizer, prompt: str, *, max_new_tokens: int = 
              on_text=None) -> GenerationResult:
     """Generate a continuation of ``prompt``; ``on_text(str)`` receives text as it is produced."""
     prompt_ids = tokenizer.encode(prompt)
-    check_request(prompt_ids, max_new_tokens, backend.config.max_position_embeddings,
-                  temperature, top_k)
+    check_request(prompt_ids, max_new_tokens, backend.context, temperature, top_k)
     rng = np.random.default_rng(seed)
     stream = tokenizer.stream()
     eos = backend.config.eos_token_id

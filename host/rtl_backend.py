@@ -65,21 +65,24 @@ class RTLBackend(Backend):
     config : TLMM geometry of the top (``RTL_CONFIG``).
     max_tokens : longest prefill block (a longer prompt is an error).
     max_context : KV-cache length of the DDR layout and the attention unit.
+    max_job_n : widest N of one engine job (``rtl.accelerator.Accelerator``); None: no tiling.
     timeout_cycles : give up on a forward pass after this many cycles.
     """
 
     name = "rtl"
 
     def __init__(self, weights: ModelWeights, *, config: AcceleratorConfig = RTL_CONFIG,
-                 max_tokens: int = 32, max_context: int = 64,
-                 timeout_cycles: int = 50_000_000, build_dir=None, verbose: bool = False):
+                 max_tokens: int = 32, max_context: int = 128,
+                 max_job_n: int | None = None, timeout_cycles: int = 50_000_000,
+                 build_dir=None, verbose: bool = False):
         super().__init__(weights)
         self.golden = GoldenModel(weights, config)
         self.accel_config = config
         self.max_tokens, self.max_context = max_tokens, max_context
+        self.max_job_n = max_job_n
         self.timeout_cycles = timeout_cycles
         self.layout = Layout(self.golden, config, max_tokens=max_tokens,
-                             max_context=max_context)
+                             max_context=max_context, max_job_n=max_job_n)
         self.cycle_log: list[ForwardCycles] = []
         self.position = 0
         self._build_dir = Path(build_dir) if build_dir else None
@@ -94,7 +97,8 @@ class RTLBackend(Backend):
         from ..rtl.accelerator import Accelerator
 
         top = Accelerator(config=self.accel_config, model=self.config,
-                          max_tokens=self.max_tokens, max_context=self.max_context)
+                          max_tokens=self.max_tokens, max_context=self.max_context,
+                          max_job_n=self.max_job_n)
         build_dir = self._build_dir or cache_root() / self._design_key()
         runner = cosim.build(top, toplevel=TOPLEVEL, sim="verilator", build_dir=build_dir)
         self._tmp = tempfile.TemporaryDirectory(prefix="ternedge-rtl-")
@@ -131,7 +135,8 @@ class RTLBackend(Backend):
         cfg, c = self.config, self.accel_config
         return (f"G{c.group_size}T{c.tables_per_step}N{c.cols_per_cycle}-h{cfg.hidden_size}"
                 f"-i{cfg.intermediate_size}-a{cfg.num_attention_heads}"
-                f"-kv{cfg.num_key_value_heads}-m{self.max_tokens}-c{self.max_context}")
+                f"-kv{cfg.num_key_value_heads}-m{self.max_tokens}-c{self.max_context}"
+                f"-n{self.max_job_n or 0}")
 
     def _request(self, message):
         self._conn.send(message)
@@ -161,7 +166,17 @@ class RTLBackend(Backend):
         except Exception:
             pass
 
+    def script(self, steps) -> list:
+        """Register-level steps on the simulated board (``host.cosim_server``: ``("write",
+        offset, value)``, ``("read", offset)``, ``("ddr", addr, bytes)``, ``("wait_done",
+        cycles)``); the values of the reads and waits."""
+        return self._request(("script", list(steps)))[1]
+
     # ---- backend interface ----
+    @property
+    def context(self) -> int:
+        return self.max_context
+
     def reset(self) -> None:
         self.position = 0
 

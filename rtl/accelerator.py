@@ -26,14 +26,16 @@ completed with zeros, the units reset, and the run ends with DONE and ERROR and 
 the units, so a faulted run leaves nothing behind.
 
 Constraints of this top (checked at construction): 128-bit DDR beats of four Q16 lanes, so
-the engine's ``cols_per_cycle`` must be 4 and ``G*T`` a multiple of 4; one weight entry per
-DDR beat (``T * index_bits <= 128``). Attention runs on the ``DecodeUnit`` one query at a time,
-prefill included.
+the engine's ``cols_per_cycle`` and ``G*T`` must be multiples of 4; each engine result goes to
+the dequantizer as ``cols_per_cycle / 4`` beats; a weight entry takes ``ceil(T * index_bits /
+128)`` beats. One engine job holds at most ``max_job_n`` columns (its double-buffered weight
+banks are sized by it); the host splits wider linears into column tiles. Attention runs on the
+``DecodeUnit`` one query at a time, prefill included.
 """
 
 import enum
 
-from amaranth.hdl import Array, C, Module, Mux, ResetInserter, Signal, signed
+from amaranth.hdl import Array, C, Cat, Module, Mux, ResetInserter, Signal, signed
 from amaranth.lib import data, fifo, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -94,6 +96,8 @@ class Accelerator(wiring.Component):
         Most tokens one LINEAR instruction may carry (a prefill block).
     max_context : int
         Most keys an attention may see (KV-cache length).
+    max_job_n : int or None
+        Widest N of one LINEAR instruction (default: the widest linear of the model).
 
     Attributes
     ----------
@@ -104,15 +108,13 @@ class Accelerator(wiring.Component):
     """
 
     def __init__(self, *, config: AcceleratorConfig, model: ModelConfig, max_tokens: int = 64,
-                 max_context: int = 256):
-        if config.cols_per_cycle != isa.LANES:
+                 max_context: int = 256, max_job_n: int | None = None):
+        if config.cols_per_cycle % isa.LANES:
             raise ValueError(f"the accelerator top streams {isa.LANES} lanes per DDR beat; "
-                             f"cols_per_cycle must be {isa.LANES}, got {config.cols_per_cycle}")
+                             f"cols_per_cycle must be a multiple of {isa.LANES}, got "
+                             f"{config.cols_per_cycle}")
         if config.k_per_step % isa.LANES:
             raise ValueError(f"G*T={config.k_per_step} must be a multiple of {isa.LANES}")
-        if config.entry_bits > DATA_WIDTH:
-            raise ValueError(f"a weight entry of {config.entry_bits} bits must fit one "
-                             f"{DATA_WIDTH}-bit beat; lower tables_per_step")
         if max_context > (1 << 16) - 1 or max_tokens > (1 << 16) - 1:
             raise ValueError("max_tokens and max_context must be below 65536")
         self.config, self.model = config, model
@@ -125,6 +127,12 @@ class Accelerator(wiring.Component):
         if self.max_dim % isa.LANES or self.head_dim % (2 * isa.LANES):
             raise ValueError(f"model dimensions must be multiples of {isa.LANES} (head_dim of "
                              f"{2 * isa.LANES})")
+        self.max_job_n = self.max_dim if max_job_n is None else max_job_n
+        if not 0 < self.max_job_n <= self.max_dim or self.max_job_n % config.cols_per_cycle:
+            raise ValueError(f"max_job_n={max_job_n} must be a multiple of cols_per_cycle="
+                             f"{config.cols_per_cycle} and at most {self.max_dim}")
+        #: DDR beats per weight entry
+        self.entry_beats = -(-config.entry_bits // DATA_WIDTH)
         super().__init__({
             "ctrl": In(axilite_signature(addr_width=8)),
             "ddr": Out(ddr_signature()),
@@ -157,7 +165,7 @@ class Accelerator(wiring.Component):
             "norm": RMSNorm(lanes=lanes, max_h=self.max_dim,
                             eps=ops.eps_q16(self.model.rms_norm_eps)),
             "quant": Quantizer(lanes=lanes, max_k=self.max_dim),
-            "engine": Engine(config=cfg, max_k=self.max_dim, max_n=self.max_dim,
+            "engine": Engine(config=cfg, max_k=self.max_dim, max_n=self.max_job_n,
                              max_tokens=self.max_tokens),
             "dequant": Dequantizer(lanes=lanes, acc_width=cfg.acc_width),
             "rope": RoPE(lanes=lanes, head_dim=self.head_dim),
@@ -231,6 +239,9 @@ class Accelerator(wiring.Component):
             m.d.sync += remaining.eq(remaining - 1)
 
         instr_beat = Signal(3)
+        entry_parts = [Signal(DATA_WIDTH, name=f"entry_part{i}")
+                       for i in range(self.entry_beats - 1)]
+        entry_part = Signal(range(self.entry_beats))
         cos_beat = Signal(DATA_WIDTH)
         cos_held = Signal()
 
@@ -255,9 +266,17 @@ class Accelerator(wiring.Component):
                 m.d.comb += [quant.x.valid.eq(valid), quant.x.payload.x.eq(beat),
                              quant.x.payload.last.eq(last), sink_ready.eq(quant.x.ready)]
             with m.Case(Route.WEIGHTS):
-                m.d.comb += [engine.weights.valid.eq(valid),
-                             engine.weights.payload.eq(beat[:cfg.entry_bits]),
-                             sink_ready.eq(engine.weights.ready)]
+                # an entry is entry_beats beats, least significant first
+                entry = Cat(*entry_parts, beat)[:cfg.entry_bits]
+                entry_done = entry_part == self.entry_beats - 1
+                m.d.comb += [engine.weights.valid.eq(valid & entry_done),
+                             engine.weights.payload.eq(entry),
+                             sink_ready.eq(~entry_done | engine.weights.ready)]
+                with m.If(valid & sink_ready):
+                    m.d.sync += entry_part.eq(Mux(entry_done, 0, entry_part + 1))
+                    for i, part in enumerate(entry_parts):
+                        with m.If(entry_part == i):
+                            m.d.sync += part.eq(beat)
             with m.Case(Route.ROPE_X):
                 m.d.comb += [rope_fifo.w_en.eq(valid), rope_fifo.w_data.eq(beat),
                              sink_ready.eq(rope_fifo.w_rdy)]
@@ -316,14 +335,29 @@ class Accelerator(wiring.Component):
                      dequant.scale.payload.amax.eq(quant.amax.payload),
                      dequant.scale.payload.w_m.eq(w_m), dequant.scale.payload.w_e.eq(w_e),
                      quant.amax.ready.eq(dequant.scale.ready)]
+        # each engine result (cols_per_cycle accumulators) goes out as parts of 4 lanes
+        parts = cfg.cols_per_cycle // lanes
+        part_bits = lanes * cfg.acc_width
+        result = Signal.like(engine.results.payload)
+        held = Signal()
+        part = Signal(range(parts))
         n_block = Signal(16)
-        acc_last = n_block == n_blocks - 1
-        m.d.comb += [dequant.acc.valid.eq(engine.results.valid),
-                     dequant.acc.payload.acc.eq(engine.results.payload),
-                     dequant.acc.payload.last.eq(acc_last),
-                     engine.results.ready.eq(dequant.acc.ready)]
-        with m.If(engine.results.valid & engine.results.ready):
-            m.d.sync += n_block.eq(Mux(acc_last, 0, n_block + 1))
+        last_part = part == parts - 1
+        emit = dequant.acc.valid & dequant.acc.ready
+        take = engine.results.valid & engine.results.ready
+        m.d.comb += [dequant.acc.valid.eq(held),
+                     dequant.acc.payload.acc.eq(Array(result.as_value()[i * part_bits:
+                                                                        (i + 1) * part_bits]
+                                                      for i in range(parts))[part]),
+                     dequant.acc.payload.last.eq(last_part & (n_block == n_blocks - 1)),
+                     engine.results.ready.eq(~held | (last_part & dequant.acc.ready))]
+        with m.If(emit):
+            m.d.sync += part.eq(Mux(last_part, 0, part + 1))
+            with m.If(last_part):
+                m.d.sync += [held.eq(0),
+                             n_block.eq(Mux(n_block == n_blocks - 1, 0, n_block + 1))]
+        with m.If(take):
+            m.d.sync += [result.eq(engine.results.payload), held.eq(1), part.eq(0)]
 
         # ---- write data: the instruction's unit output ----
         sources = {isa.Op.NORM: (norm.y, norm.y.payload.y),
@@ -372,8 +406,8 @@ class Accelerator(wiring.Component):
                     & (k_steps <= engine.max_k_steps) & (n_blocks != 0)
                     & (n_blocks <= engine.max_n_blocks) & (beats0 <= row_beats)
                     & (beats0 <= k_beats) & (beats0 + steps_per_k > k_beats)
-                    & (beats1 == k_steps * n_blocks * cfg.cols_per_cycle)
-                    & (heads * beatsd == n_blocks))
+                    & (beats1 == k_steps * n_blocks * cfg.cols_per_cycle * self.entry_beats)
+                    & (heads * beatsd == n_blocks * parts))
             with m.Case(isa.Op.ROPE):
                 m.d.comb += lengths_ok.eq((beats0 == head_beats) & (beats1 == head_beats)
                                           & (beatsd == head_beats))
@@ -528,7 +562,8 @@ class Accelerator(wiring.Component):
                 m.d.comb += [regs.busy.eq(1), unit_reset.eq(1), regs.done.eq(1),
                              regs.fault.eq(faulted), reader.clear.eq(1), writer.clear.eq(1)]
                 m.d.sync += [remaining.eq(0), cos_held.eq(0), gear_fill.eq(0),
-                             gear_full.eq(0), n_block.eq(0)]
+                             gear_full.eq(0), n_block.eq(0), held.eq(0), part.eq(0),
+                             entry_part.eq(0)]
                 m.next = "IDLE"
 
         # ---- counters ----

@@ -139,7 +139,9 @@ def instruction_cycles(ins, timing: TopTiming, clock: _Clock, start: int) -> int
                     state = read(row0, s0.beats, state)
                     l0 = reads[0][-1] + t.steps_per_k + 3
                     last_step = l0 + (ins.k_steps - 1) * ins.n_blocks
-                    pending = [last_step + j + 3 for j in range(ins.n_blocks)]
+                    # result parts reach the dequantizer one a cycle from last_step + 2
+                    parts = t.config.cols_per_cycle // isa.LANES
+                    pending = [last_step + j + 4 for j in range(ins.n_blocks * parts)]
                 else:
                     state += 1
                 state += 2                          # READ1, READ2 skipped

@@ -1,5 +1,7 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""Bitstream builds (marker ``board``; minutes each, so only run when selected: -m board).
+"""Bitstream builds (marker ``board``; minutes each, so only run when selected: -m board),
+and the fast paths of the build designs (elaboration of the test tops, argument errors), which
+run in the default suite.
 
     .venv/bin/python -m pytest -m board tests/test_boards.py
 """
@@ -10,13 +12,15 @@ from pathlib import Path
 import pytest
 
 from ternedge.boards import build, platforms
+from ternedge.golden.config import ModelConfig
 
-pytestmark = pytest.mark.board
-
+# rtl.accelerator.Accelerator instances whose constructor rejected the arguments
+pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 
 @pytest.fixture(autouse=True)
 def _only_when_selected(request):
-    if "board" not in (request.config.getoption("-m") or ""):
+    if (request.node.get_closest_marker("board")
+            and "board" not in (request.config.getoption("-m") or "")):
         pytest.skip("board builds take minutes; select them with -m board")
 
 
@@ -26,6 +30,7 @@ def out_dir(tmp_path_factory):
     return Path(keep) if keep else tmp_path_factory.mktemp("boards")
 
 
+@pytest.mark.board
 def test_ulx3s_bitstream(out_dir):
     result = build.build_design("tlmm", "ulx3s-85f", (3, 4, 4), out_dir)
     bitstream = Path(result["bitstream"])
@@ -37,6 +42,7 @@ def test_ulx3s_bitstream(out_dir):
     assert result["macs_per_cycle"] == 3 * 4 * 4
 
 
+@pytest.mark.board
 def test_kv260_estimate_and_vivado_tree(out_dir):
     result = build.build_design("tlmm", "kv260", (3, 4, 4), out_dir)
     tree = Path(result["vivado_project"])
@@ -55,3 +61,135 @@ def test_geometry_parsing():
         build.parse_geometry("3,x,16")
     with pytest.raises(ValueError, match="tlmm design builds for"):
         build.build_design("tlmm", "nexys", (3, 4, 4), "/nonexistent")
+
+
+# ---- the accelerator design ----
+
+#: a small model for the fast tests and the board builds of the accelerator design
+SMALL_MODEL = ModelConfig(vocab_size=256, hidden_size=64, intermediate_size=96,
+                          num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                          max_position_embeddings=64)
+
+
+def _small_top(**kwargs):
+    from ternedge.boards.accelerator_top import AcceleratorTestTop
+
+    kwargs = {"config": build.parse_geometry((3, 8, 4)), "model": SMALL_MODEL,
+              "max_tokens": 2, "max_context": 8, **kwargs}
+    return AcceleratorTestTop(**kwargs)
+
+
+def test_accelerator_top_drives_every_input_and_observes_every_output():
+    from amaranth.back import rtlil
+    from amaranth.sim import Simulator
+
+    top = _small_top()
+    names = [name for name, _ in top.inputs]
+    for name in ("ctrl.awaddr", "ctrl.wdata", "ctrl.arvalid", "ddr.rdata", "ddr.rvalid",
+                 "ddr.rresp", "ddr.arready", "ddr.awready", "ddr.wready", "ddr.bvalid",
+                 "ddr.bresp"):
+        assert name in names
+    assert {"ctrl.rdata", "ddr.araddr", "ddr.wdata", "ddr.arvalid"} <= {n for n, _ in top.outputs}
+    assert top.input_width == sum(len(v) for _, v in top.inputs) > 128
+    assert "module" in rtlil.convert(top, ports=[top.checksum]).lower()
+
+    seen = {name: set() for name, _ in top.inputs}
+    checksum = set()
+
+    async def bench(ctx):
+        for _ in range(200):
+            await ctx.tick()
+            checksum.add(ctx.get(top.checksum))
+            for name, value in top.inputs:
+                seen[name].add(ctx.get(value))
+
+    sim = Simulator(top)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    # nothing the accelerator reads is constant (so nothing can be folded away) ...
+    assert all(len(values) > 1 for values in seen.values()), \
+        [name for name, values in seen.items() if len(values) < 2]
+    # ... the response codes are mostly OKAY, and the checksum moves
+    assert checksum == {0, 1}
+
+
+def _unused(top):
+    """Mark a test top that is only inspected, never elaborated (no UnusedElaboratable)."""
+    top._MustUse__silence = top.accelerator._MustUse__silence = True
+    return top
+
+
+def test_accelerator_defaults_per_board():
+    from ternedge.boards.accelerator_top import accelerator_supports_max_job_n
+
+    ulx3s = build.ACCELERATOR_DEFAULTS["ulx3s-85f"]
+    top, details = build.accelerator_top(build.parse_geometry(ulx3s["geometry"]),
+                                         ulx3s["model"], ulx3s["max_tokens"],
+                                         ulx3s["max_context"], ulx3s["max_job_n"])
+    _unused(top)
+    assert details["model"] == "tiny-kjv"
+    assert details["model_dims"]["hidden_size"] == 256
+    assert details["model_dims"]["intermediate_size"] == 640
+    assert (details["max_tokens"], details["max_context"]) == (32, 64)
+    assert top.accelerator.max_dim == 640
+    if accelerator_supports_max_job_n():
+        kv = build.ACCELERATOR_DEFAULTS["kv260"]
+        config = build.parse_geometry(kv["geometry"])
+        top, details = build.accelerator_top(config, kv["model"], kv["max_tokens"],
+                                             kv["max_context"], kv["max_job_n"])
+        _unused(top)
+        assert details["model_dims"]["hidden_size"] == 1536
+        # "bram": the widest job whose bank fits 512 words: 49 K-steps of 84 x 10 N-blocks
+        assert details["max_job_n"] == 160
+        assert details["weight_bank"]["words"] == 490 <= 512
+
+
+def test_accelerator_argument_errors(tmp_path):
+    def raises(match, *args, **kwargs):
+        with pytest.raises(ValueError, match=match):
+            build.build_design(*args, out_dir=tmp_path, **kwargs)
+
+    raises("accelerator design builds for", "accelerator", "icebreaker")
+    raises("cols_per_cycle must be", "accelerator", "ulx3s-85f", (3, 8, 6))
+    raises("applies to the tlmm design", "accelerator", "ulx3s-85f", max_k=96)
+    raises("applies to the accelerator design", "tlmm", "ulx3s-85f", model="tiny-kjv")
+    raises("applies to the accelerator design", "tlmm", "kv260", max_context=16)
+    raises("unknown model 'nonesuch'", "accelerator", "ulx3s-85f", model="nonesuch")
+    raises("max_tokens must be a positive integer", "accelerator", "ulx3s-85f", max_tokens=0)
+    raises("max_job_n must be", "accelerator", "ulx3s-85f", max_job_n="wide")
+    raises("unknown design", "cpu", "ulx3s-85f")
+    assert list(tmp_path.iterdir()) == []     # nothing was built
+
+
+def test_build_cli_arguments(capsys):
+    from ternedge.host.cli import main
+
+    assert main(["build", "--design", "accelerator", "--board", "icebreaker"]) == 1
+    assert "accelerator design builds for" in capsys.readouterr().err
+    assert main(["build", "--design", "tlmm", "--model", "tiny-kjv"]) == 1
+    assert "--model applies to --design accelerator" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["build", "--design", "accelerator", "--max-context", "0"])
+
+
+@pytest.mark.board
+def test_ulx3s_accelerator_bitstream(out_dir):
+    result = build.build_design("accelerator", "ulx3s-85f", (3, 8, 4), out_dir,
+                                model=SMALL_MODEL, max_tokens=2, max_context=8)
+    assert Path(result["bitstream"]).stat().st_size > 100_000
+    assert result["fmax_mhz"] > 0
+    util = result["utilization"]
+    assert 0 < util["lut"] <= util["lut_total"] and 0 < util["ff"] <= util["ff_total"]
+    assert util["ebr"] > 0                      # the weight banks and unit buffers
+    assert result["model_dims"]["hidden_size"] == 64
+
+
+@pytest.mark.board
+def test_kv260_accelerator_estimate(out_dir):
+    result = build.build_design("accelerator", "kv260", (3, 8, 4), out_dir,
+                                model=SMALL_MODEL, max_tokens=2, max_context=8)
+    util = result["utilization"]
+    assert util["lut"] > 0 and util["ff"] > 0 and util["dsp"] > 0
+    assert util["budget"] == platforms.KV260_BUDGET
+    assert (Path(result["vivado_project"]) / "top.v").stat().st_size > 0

@@ -60,7 +60,7 @@ def test_streams_text_then_summary(model_dir, capsys):
 
 @pytest.mark.parametrize("args, phrase", [
     (("--prompt", ""), "prompt is empty"),
-    (("--prompt", "x" * 41), "prompt is 41 tokens but the model's context is 40"),
+    (("--prompt", "x" * 41), "prompt is 41 tokens but the context is 40"),
     (("--prompt", "x" * 30, "--max-new-tokens", 20), "lower --max-new-tokens to at most 10"),
     (("--prompt", "x", "--max-new-tokens", 0), "--max-new-tokens must be a positive"),
     (("--prompt", "x", "--temperature", -1), "temperature must be"),

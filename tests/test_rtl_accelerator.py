@@ -1,0 +1,209 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""The accelerator top: ISA, host layout and reference semantics (fast), and the shipped tiny
+model generating on the Verilator-simulated top (cocotb), token for token equal to golden,
+with every forward pass's cycles equal to ``sim.accelerator``'s prediction; misuse of the
+register block and bad programs end in an error status, never a hang."""
+
+import struct
+
+import numpy as np
+import pytest
+
+from ternedge.golden.config import AcceleratorConfig
+from ternedge.golden.model import GoldenModel
+from ternedge.host.accelerator import Layout, execute
+from ternedge.host.checkpoint import load_checkpoint
+from ternedge.rtl import isa
+from ternedge.rtl.isa import Instruction, Op, Source
+from ternedge.sim.accelerator import TopTiming, program_cycles
+
+MODEL = "host/models/tiny-kjv"
+PROMPT = "And God said unto Moses,"           # 24 byte tokens, as in `make demo`
+
+
+@pytest.fixture(scope="module")
+def weights():
+    return load_checkpoint(MODEL)
+
+
+def test_isa_round_trip():
+    rng = np.random.default_rng(3)
+    program = []
+    for op in Op:
+        fields = {"tokens": int(rng.integers(1, 1000)), "heads": int(rng.integers(1, 9)),
+                  "src0": Source(*map(int, rng.integers(0, 1 << 31, 4))),
+                  "src1": Source(*map(int, rng.integers(0, 1 << 31, 4))),
+                  "dst": Source(*map(int, rng.integers(0, 1 << 31, 4)))}
+        if op is Op.LINEAR:
+            fields.update(k_steps=9, n_blocks=160, w_m=40000, w_e=-3)
+        if op is Op.ATTENTION:
+            fields.update(keys0=17, group_shift=1, v_offset=123456)
+        if op is Op.POINTWISE:
+            fields.update(pointwise=2)
+        program.append(Instruction(op, **fields))
+    image = isa.encode(program)
+    assert len(image) == len(program) * isa.INSTRUCTION_BYTES
+    assert [ins.words() for ins in isa.decode(image)] == [ins.words() for ins in program]
+    with pytest.raises(ValueError, match="multiple of 64"):
+        isa.decode(image[:-1])
+    with pytest.raises(ValueError, match="does not fit 32 bits"):
+        isa.encode([Instruction(Op.NORM, src0=Source(1 << 32))])
+
+
+@pytest.mark.parametrize(("geometry", "max_job_n"), [((3, 24, 4), None), ((3, 28, 16), 128)],
+                         ids=["rtl-default", "tellme-geometry-tiled"])
+def test_reference_execution_equals_golden(weights, geometry, max_job_n):
+    """A forward program run with the golden functions (``execute``) is GoldenModel.forward."""
+    g, t, n = geometry
+    config = AcceleratorConfig(group_size=g, tables_per_step=t, cols_per_cycle=n)
+    golden, model = GoldenModel(weights, config), GoldenModel(weights, config)
+    layout = Layout(model, config, max_tokens=20, max_context=64, max_job_n=max_job_n)
+    memory = layout.image()
+    for ids, position in ((list(range(40, 57)), 0), ([60], 17), ([61], 18)):
+        layout.inputs(memory, ids)
+        execute(layout.program(len(ids), position), memory, eps=model.eps, config=config,
+                head_dim=layout.hd)
+        np.testing.assert_array_equal(layout.outputs(memory, len(ids)), golden.forward(ids))
+
+
+def test_layout_rejects_bad_passes(weights):
+    config = AcceleratorConfig(group_size=3, tables_per_step=24, cols_per_cycle=4)
+    layout = Layout(GoldenModel(weights, config), config, max_tokens=8, max_context=16)
+    with pytest.raises(ValueError, match="1 to 8 tokens"):
+        layout.program(9, 0)
+    with pytest.raises(ValueError, match="exceed the KV cache of 16"):
+        layout.program(4, 14)
+
+
+def test_top_rejects_unsupported_geometry(weights):
+    from ternedge.rtl.accelerator import Accelerator
+
+    with pytest.raises(ValueError, match="cols_per_cycle must be a multiple of 4"):
+        Accelerator(config=AcceleratorConfig(group_size=3, tables_per_step=8,
+                                             cols_per_cycle=6), model=weights.config)
+    with pytest.raises(ValueError, match="max_job_n"):
+        Accelerator(config=AcceleratorConfig(group_size=3, tables_per_step=8,
+                                             cols_per_cycle=4), model=weights.config,
+                    max_job_n=6)
+
+
+def test_cycle_model_refuses_starved_engine():
+    config = AcceleratorConfig(group_size=3, tables_per_step=24, cols_per_cycle=4)
+    ins = Instruction(Op.LINEAR, src0=Source(0, 0, 0, 64), src1=Source(4096, 0, 0, 64),
+                      dst=Source(8192, 0, 0, 4), k_steps=4, n_blocks=4)
+    with pytest.raises(ValueError, match="n_blocks >= 19"):
+        program_cycles([ins], TopTiming(config))
+
+
+# ---- on the Verilator-simulated accelerator ----
+
+@pytest.fixture(scope="module")
+def rtl(weights, request):
+    pytest.importorskip("cocotb_tools")
+    pytest.importorskip("cocotbext.axi")
+    from ternedge.host.rtl_backend import RTLBackend
+
+    root = request.config.cache.mkdir("rtl_accelerator")
+    backend = RTLBackend(weights, max_tokens=24, max_context=40, build_dir=root / "verilator")
+    yield backend
+    backend.close()
+
+
+@pytest.mark.cocotb
+@pytest.mark.xdist_group("rtl_accelerator")
+def test_rtl_generation_equals_golden_with_predicted_cycles(rtl, weights):
+    from ternedge.host.backends import GoldenBackend
+    from ternedge.host.generate import generate
+    from ternedge.host.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(MODEL)
+    options = {"max_new_tokens": 8, "temperature": 0.7, "top_k": 40, "seed": 1}
+    want = generate(GoldenBackend(weights), tokenizer, PROMPT, **options)
+    rtl.cycle_log.clear()
+    got = generate(rtl, tokenizer, PROMPT, **options)
+    assert got.prompt_tokens >= 16 and len(got.tokens) == 8
+    assert got.tokens == want.tokens
+    timing = TopTiming(rtl.accel_config)
+    measured = [(c.tokens, c.position, c.cycles) for c in rtl.cycle_log]
+    predicted = [(c.tokens, c.position,
+                  program_cycles(rtl.layout.program(c.tokens, c.position), timing))
+                 for c in rtl.cycle_log]
+    assert measured == predicted
+    # the prompt in one pass, then one pass per sampled token but the last
+    assert measured[0][:2] == (got.prompt_tokens, 0) and len(measured) == 8
+
+
+def _status(value):
+    return {"busy": value & 1, "done": (value >> 1) & 1, "error": (value >> 2) & 1,
+            "code": (value >> 8) & 0xFF}
+
+
+@pytest.mark.cocotb
+@pytest.mark.xdist_group("rtl_accelerator")
+def test_rtl_misuse_ends_in_error_status(rtl, weights):
+    from ternedge.host.rtl_backend import AcceleratorError
+    from ternedge.rtl.regs import ErrorCode, Reg
+
+    layout = rtl.layout
+    size = layout.size
+    base = layout.program_addr
+
+    def start(program_addr, length, *, program=None, clear=True):
+        steps = [("write", Reg.CTRL, 2)] if clear else []
+        if program is not None:
+            steps.append(("ddr", program_addr, isa.encode(program)))
+        steps += [("write", Reg.DDR_BASE, 0), ("write", Reg.DDR_SIZE, size),
+                  ("write", Reg.PROGRAM_ADDR, program_addr), ("write", Reg.PROGRAM_LEN, length),
+                  ("write", Reg.CTRL, 1), ("wait_done", 2_000_000)]
+        return _status(rtl.script(steps)[-1])
+
+    # zero and oversized program lengths, a program outside the DDR window
+    assert start(base, 0) == {"busy": 0, "done": 0, "error": 1,
+                              "code": ErrorCode.BAD_LENGTH.value}
+    assert start(base, 70000)["code"] == ErrorCode.BAD_LENGTH.value
+    assert start(size, 1)["code"] == ErrorCode.BAD_ADDRESS.value
+
+    norm = layout.program(1, 0)[0]
+    # an instruction whose destination lies outside the window: ADDRESS_RANGE, then DONE
+    bad_dst = Instruction(Op.NORM, src0=norm.src0, src1=norm.src1,
+                          dst=Source(size - 16, 0, 0, norm.dst.beats))
+    status = start(base, 1, program=[bad_dst])
+    assert status["done"] and status["error"] and status["code"] == ErrorCode.ADDRESS_RANGE.value
+    # an unknown opcode and an instruction with zero tokens
+    image = bytearray(isa.encode([norm]))
+    struct.pack_into("<I", image, 0, 9)
+    status = _status(rtl.script([("write", Reg.CTRL, 2), ("ddr", base, bytes(image)),
+                                 ("write", Reg.PROGRAM_LEN, 1), ("write", Reg.CTRL, 1),
+                                 ("wait_done", 100_000)])[-1])
+    assert status["code"] == ErrorCode.BAD_OPCODE.value and status["done"]
+    zero = Instruction(Op.NORM, tokens=0, src0=norm.src0, src1=norm.src1, dst=norm.dst)
+    assert start(base, 1, program=[zero])["code"] == ErrorCode.BAD_LENGTH.value
+
+    # START while busy: refused with START_WHILE_BUSY, the running program finishes
+    program = layout.program(2, 0)
+    steps = [("write", Reg.CTRL, 2), ("ddr", base, isa.encode(program)),
+             ("write", Reg.PROGRAM_LEN, len(program)), ("write", Reg.CTRL, 1),
+             ("read", Reg.STATUS), ("write", Reg.CTRL, 1), ("read", Reg.STATUS),
+             ("wait_done", 5_000_000), ("read", Reg.CYCLES_LO)]
+    first, second, final, cycles = rtl.script(steps)
+    assert _status(first)["busy"] and not _status(first)["error"]
+    assert _status(second)["busy"] and _status(second)["code"] == ErrorCode.START_WHILE_BUSY.value
+    assert _status(final)["done"]
+    assert cycles == program_cycles(program, TopTiming(rtl.accel_config))
+
+    # the host gives up with a clear error when DONE never comes in time
+    rtl.reset()
+    saved = rtl.timeout_cycles
+    rtl.timeout_cycles = 1000
+    try:
+        with pytest.raises(AcceleratorError, match="did not signal DONE within 1000 cycles"):
+            rtl.forward([5, 6])
+    finally:
+        rtl.timeout_cycles = saved
+    assert _status(rtl.script([("wait_done", 5_000_000)])[0])["done"]
+
+    # after all of that, a clean forward pass is still bit-exact
+    rtl.script([("write", Reg.CTRL, 2)])
+    rtl.reset()
+    golden = GoldenModel(weights, rtl.accel_config)
+    np.testing.assert_array_equal(rtl.forward([40, 41, 42]), golden.forward([40, 41, 42]))
