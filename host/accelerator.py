@@ -73,13 +73,19 @@ class Layout:
     max_job_n : widest N of one LINEAR instruction (``Accelerator(max_job_n=...)``); wider
         linears are split into column tiles of at most this many columns (whole heads for the
         value projection). None: no split.
+    attention_tile : queries per attention job (``Accelerator(attention_tile=...)``).
+
+    The queries after RoPE (``q``) and the attention outputs (``attn``) are kept head-major
+    (head, token, head_dim), so that a tile of queries of one head is contiguous.
     """
 
     def __init__(self, model: GoldenModel, config: AcceleratorConfig, *, max_tokens: int,
-                 max_context: int, max_instructions: int = 256, max_job_n: int | None = None):
+                 max_context: int, max_instructions: int = 256, max_job_n: int | None = None,
+                 attention_tile: int = 4):
         self.model, self.config = model, config
         self.cfg = cfg = model.config
         self.max_tokens, self.max_context = max_tokens, max_context
+        self.attention_tile = attention_tile
         self.hd = cfg.head_dim
         self.q_dim = cfg.num_attention_heads * self.hd
         self.kv_dim = cfg.num_key_value_heads * self.hd
@@ -164,12 +170,15 @@ class Layout:
         return memory
 
     # ---- programs ----
-    def _rows(self, name, *, per_head=False):
-        """Source over buffer ``name``: one row per token (or one head-sized segment per head)."""
-        row = self.row_bytes[name]
+    def _rows(self, name, *, per_head=False, head_major=False):
+        """Source over buffer ``name``: one row per token, or one head-sized segment per
+        (token, head) of a token-major or a head-major buffer."""
+        row, head = self.row_bytes[name], self.hd * 4
+        if head_major:
+            return Source(self.buffers[name], head, self.max_tokens * head, head // B)
         if not per_head:
             return Source(self.buffers[name], row, 0, row // B)
-        return Source(self.buffers[name], row, self.hd * 4, self.hd * 4 // B)
+        return Source(self.buffers[name], row, head, head // B)
 
     def _linear(self, layer, name, src, dst, tokens, per_head=False):
         """LINEAR instructions (one per column tile) from ``src`` rows into ``dst``; with
@@ -192,9 +201,9 @@ class Layout:
                 w_e=packed.scale_e))
         return out
 
-    def _norm(self, gamma, src, dst, tokens):
-        return Instruction(Op.NORM, tokens=tokens, src0=src,
-                           src1=Source(gamma, 0, 0, src.beats), dst=dst)
+    def _norm(self, gamma, src, dst, tokens, segments=1):
+        return Instruction(Op.NORM, tokens=tokens, heads=segments, src0=src,
+                           src1=Source(gamma, 0, 0, src.beats * segments), dst=dst)
 
     def _pointwise(self, kind, a, b, dst, tokens):
         return Instruction(Op.POINTWISE, tokens=tokens, pointwise=kind, src0=a, src1=b, dst=dst)
@@ -229,17 +238,19 @@ class Layout:
                               per_head=True),
                 Instruction(Op.ROPE, tokens=tokens, heads=heads,
                             src0=rows("q_raw", per_head=True), src1=rope_src,
-                            dst=rows("q", per_head=True)),
+                            dst=rows("q", head_major=True)),
                 Instruction(Op.ROPE, tokens=tokens, heads=kv_heads,
                             src0=rows("k_raw", per_head=True), src1=rope_src,
                             dst=Source(k_at, *cache_dst)),
                 Instruction(Op.ATTENTION, tokens=tokens, heads=heads, keys0=position + 1,
                             group_shift=int(math.log2(cfg.kv_groups)),
+                            tile=self.attention_tile,
                             v_offset=self.v_cache[layer] - self.k_cache[layer],
-                            src0=rows("q", per_head=True),
+                            src0=rows("q", head_major=True),
                             src1=Source(self.k_cache[layer], 0, self.head_stride, head_beats),
-                            dst=rows("attn", per_head=True)),
-                self._norm(norms["attn_sub_norm"], rows("attn"), rows("attn_n"), tokens),
+                            dst=rows("attn", head_major=True)),
+                self._norm(norms["attn_sub_norm"], rows("attn", head_major=True),
+                           rows("attn_n"), tokens, segments=heads),
                 *self._linear(layer, "o_proj", rows("attn_n"), rows("o"), tokens),
                 self._pointwise(pointwise_add, rows("x"), rows("o"), rows("x"), tokens),
                 self._norm(norms["post_attention_layernorm"], rows("x"), rows("h"), tokens),
@@ -296,13 +307,17 @@ def execute(program, memory, *, eps: int, config: AcceleratorConfig, head_dim: i
                 for h in range(ins.heads):
                     store(t, h, y[h * seg:(h + 1) * seg])
             continue
+        if ins.op is Op.NORM:
+            for t in range(ins.tokens):
+                x = np.concatenate([read_q16(memory, s0.addr + t * s0.stride_t + h * s0.stride_h,
+                                             lanes0) for h in range(ins.heads)])
+                gamma = read_q16(memory, s1.addr, x.size)
+                store(t, 0, ops.rmsnorm(x[None], gamma, eps)[0])
+            continue
         for t in range(ins.tokens):
             for h in range(ins.heads):
                 a = read_q16(memory, s0.addr + t * s0.stride_t + h * s0.stride_h, lanes0)
-                if ins.op is Op.NORM:
-                    gamma = read_q16(memory, s1.addr, lanes0)
-                    y = ops.rmsnorm(a[None], gamma, eps)[0]
-                elif ins.op is Op.POINTWISE:
+                if ins.op is Op.POINTWISE:
                     other = read_q16(memory, s1.addr + t * s1.stride_t, lanes0)
                     y = [ops.residual_add, ops.relu2_gate, ops.silu_gate][ins.pointwise](a, other)
                 elif ins.op is Op.ROPE:

@@ -132,20 +132,28 @@ async def serve(dut):
     await board.start()
     with Listener(address, authkey=key) as listener, listener.accept() as conn:
         while True:
-            request = conn.recv()
+            try:
+                request = conn.recv()
+            except (EOFError, OSError):            # the backend is gone: end the simulation
+                return
             kind = request[0]
             try:
                 if kind == "exit":
-                    conn.send(("bye",))
-                    return
-                if kind == "load":
+                    reply = ("bye",)
+                elif kind == "load":
                     board.load(request[1], request[2])
-                    conn.send(("loaded",))
+                    reply = ("loaded",)
                 elif kind == "run":
-                    conn.send(await board.run(*request[1:]))
+                    reply = await board.run(*request[1:])
                 elif kind == "script":
-                    conn.send(await board.script(request[1]))
+                    reply = await board.script(request[1])
                 else:
-                    conn.send(("error", f"unknown request {kind!r}"))
+                    reply = ("error", f"unknown request {kind!r}")
             except Exception as exc:      # the backend reports it; the simulator stays up
-                conn.send(("error", f"{type(exc).__name__}: {exc}"))
+                reply = ("error", f"{type(exc).__name__}: {exc}")
+            try:
+                conn.send(reply)
+            except OSError:
+                return
+            if kind == "exit":
+                return

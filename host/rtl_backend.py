@@ -14,6 +14,7 @@ forward pass.
 
 import os
 import secrets
+import sys
 import tempfile
 import threading
 import time
@@ -66,6 +67,7 @@ class RTLBackend(Backend):
     max_tokens : longest prefill block (a longer prompt is an error).
     max_context : KV-cache length of the DDR layout and the attention unit.
     max_job_n : widest N of one engine job (``rtl.accelerator.Accelerator``); None: no tiling.
+    attention_tile : queries per attention job.
     timeout_cycles : give up on a forward pass after this many cycles.
     """
 
@@ -73,16 +75,18 @@ class RTLBackend(Backend):
 
     def __init__(self, weights: ModelWeights, *, config: AcceleratorConfig = RTL_CONFIG,
                  max_tokens: int = 32, max_context: int = 128,
-                 max_job_n: int | None = None, timeout_cycles: int = 50_000_000,
+                 max_job_n: int | None = None, attention_tile: int = 4,
+                 timeout_cycles: int = 50_000_000,
                  build_dir=None, verbose: bool = False):
         super().__init__(weights)
         self.golden = GoldenModel(weights, config)
         self.accel_config = config
         self.max_tokens, self.max_context = max_tokens, max_context
-        self.max_job_n = max_job_n
+        self.max_job_n, self.attention_tile = max_job_n, attention_tile
         self.timeout_cycles = timeout_cycles
         self.layout = Layout(self.golden, config, max_tokens=max_tokens,
-                             max_context=max_context, max_job_n=max_job_n)
+                             max_context=max_context, max_job_n=max_job_n,
+                             attention_tile=attention_tile)
         self.cycle_log: list[ForwardCycles] = []
         self.position = 0
         self._build_dir = Path(build_dir) if build_dir else None
@@ -98,10 +102,16 @@ class RTLBackend(Backend):
 
         top = Accelerator(config=self.accel_config, model=self.config,
                           max_tokens=self.max_tokens, max_context=self.max_context,
-                          max_job_n=self.max_job_n)
+                          max_job_n=self.max_job_n, attention_tile=self.attention_tile)
         build_dir = self._build_dir or cache_root() / self._design_key()
-        runner = cosim.build(top, toplevel=TOPLEVEL, sim="verilator", build_dir=build_dir)
+        quiet = not self._verbose
+        if quiet:
+            print(f"[rtl] Verilator build of the accelerator (cached; a first build takes a few "
+                  f"minutes), log: {build_dir}.log", file=sys.stderr, flush=True)
+        runner = cosim.build(top, toplevel=TOPLEVEL, sim="verilator", build_dir=build_dir,
+                             log_file=f"{build_dir}.log" if quiet else None)
         self._tmp = tempfile.TemporaryDirectory(prefix="ternedge-rtl-")
+        self._sim_log = os.path.join(self._tmp.name, "simulation.log")
         address = os.path.join(self._tmp.name, "socket")
         key = secrets.token_bytes(16)
         env = {"TERNEDGE_COSIM_ADDRESS": address, "TERNEDGE_COSIM_KEY": key.hex(),
@@ -112,7 +122,8 @@ class RTLBackend(Backend):
             try:
                 with cosim.environment("verilator"):
                     runner.test(hdl_toplevel=TOPLEVEL, test_module="ternedge.host.cosim_server",
-                                build_dir=build_dir, test_dir=self._tmp.name, extra_env=env)
+                                build_dir=build_dir, test_dir=self._tmp.name, extra_env=env,
+                                log_file=self._sim_log if quiet else None)
             except BaseException as exc:           # SystemExit from a failed cocotb run
                 failure.append(exc)
 
@@ -125,7 +136,7 @@ class RTLBackend(Backend):
             except (FileNotFoundError, ConnectionRefusedError):
                 if not self._thread.is_alive() or time.monotonic() > deadline:
                     raise AcceleratorError(
-                        "the Verilator simulation did not start (see its output above); "
+                        f"the Verilator simulation did not start (see {self._sim_log}); "
                         f"rebuild by deleting {build_dir}") from None
                 time.sleep(0.05)
         blocks = list(self.layout._blocks)
@@ -136,13 +147,14 @@ class RTLBackend(Backend):
         return (f"G{c.group_size}T{c.tables_per_step}N{c.cols_per_cycle}-h{cfg.hidden_size}"
                 f"-i{cfg.intermediate_size}-a{cfg.num_attention_heads}"
                 f"-kv{cfg.num_key_value_heads}-m{self.max_tokens}-c{self.max_context}"
-                f"-n{self.max_job_n or 0}")
+                f"-n{self.max_job_n or 0}-q{self.attention_tile}")
 
     def _request(self, message):
         self._conn.send(message)
         while not self._conn.poll(1.0):
             if not self._thread.is_alive():
-                raise AcceleratorError("the Verilator simulation exited unexpectedly")
+                raise AcceleratorError("the Verilator simulation exited unexpectedly (see "
+                                       f"{self._sim_log})")
         reply = self._conn.recv()
         if reply[0] == "error":
             raise AcceleratorError(reply[1])

@@ -10,7 +10,7 @@ Blocks::
                                      ├─ Quantizer ─ gearbox ─ Engine ─ Dequantizer
                                      ├─ weights ──────────── Engine  │
                                      ├─ FIFO ─ RoPE (x, table)       ├─ WriteDMA ── DDR
-                                     ├─ DecodeUnit (q, k, v)         │
+                                     ├─ PrefillUnit (q, k, v)        │
                                      └─ FIFO ─ Pointwise (a, b)     ─┘
 
 The sequencer fetches one instruction (four beats), checks it, then iterates over its
@@ -29,8 +29,10 @@ Constraints of this top (checked at construction): 128-bit DDR beats of four Q16
 the engine's ``cols_per_cycle`` and ``G*T`` must be multiples of 4; each engine result goes to
 the dequantizer as ``cols_per_cycle / 4`` beats; a weight entry takes ``ceil(T * index_bits /
 128)`` beats. One engine job holds at most ``max_job_n`` columns (its double-buffered weight
-banks are sized by it); the host splits wider linears into column tiles. Attention runs on the
-``DecodeUnit`` one query at a time, prefill included.
+banks are sized by it); the host splits wider linears into column tiles. Attention runs on a
+``PrefillUnit`` of ``attention_tile`` queries: a tile of up to that many consecutive queries of
+one head shares one pass over the keys and one over the values (a decode step is a tile of
+one).
 """
 
 import enum
@@ -42,7 +44,7 @@ from amaranth.lib.wiring import In, Out
 from ..golden import ops
 from ..golden.config import AcceleratorConfig, ModelConfig
 from . import isa
-from .attention import DecodeUnit
+from .attention import PrefillUnit
 from .axi import ReadDMA, WriteDMA, axi4_signature, axilite_signature
 from .elementwise import Pointwise, RMSNorm, RoPE
 from .quant import Dequantizer, Quantizer
@@ -98,6 +100,8 @@ class Accelerator(wiring.Component):
         Most keys an attention may see (KV-cache length).
     max_job_n : int or None
         Widest N of one LINEAR instruction (default: the widest linear of the model).
+    attention_tile : int
+        Queries per attention job (``PrefillUnit(queries=...)``).
 
     Attributes
     ----------
@@ -108,7 +112,8 @@ class Accelerator(wiring.Component):
     """
 
     def __init__(self, *, config: AcceleratorConfig, model: ModelConfig, max_tokens: int = 64,
-                 max_context: int = 256, max_job_n: int | None = None):
+                 max_context: int = 256, max_job_n: int | None = None,
+                 attention_tile: int = 4):
         if config.cols_per_cycle % isa.LANES:
             raise ValueError(f"the accelerator top streams {isa.LANES} lanes per DDR beat; "
                              f"cols_per_cycle must be a multiple of {isa.LANES}, got "
@@ -119,6 +124,10 @@ class Accelerator(wiring.Component):
             raise ValueError("max_tokens and max_context must be below 65536")
         self.config, self.model = config, model
         self.max_tokens, self.max_context = max_tokens, max_context
+        if not 1 <= attention_tile <= min(255, max_context):
+            raise ValueError(f"attention_tile must be 1 to {min(255, max_context)}, "
+                             f"got {attention_tile}")
+        self.attention_tile = attention_tile
         self.head_dim = model.head_dim
         linear_dims = (model.hidden_size, model.intermediate_size,
                        model.num_attention_heads * model.head_dim,
@@ -169,8 +178,8 @@ class Accelerator(wiring.Component):
                              max_tokens=self.max_tokens),
             "dequant": Dequantizer(lanes=lanes, acc_width=cfg.acc_width),
             "rope": RoPE(lanes=lanes, head_dim=self.head_dim),
-            "attention": DecodeUnit(lanes=lanes, head_dim=self.head_dim,
-                                    max_keys=self.max_context),
+            "attention": PrefillUnit(queries=self.attention_tile, lanes=lanes,
+                                     head_dim=self.head_dim, max_keys=self.max_context),
             "pointwise": Pointwise(lanes=lanes),
             # operands that arrive before their unit takes them, and the unit outputs on their
             # way to the WriteDMA: deep enough that neither DMA ever waits for a unit
@@ -193,7 +202,7 @@ class Accelerator(wiring.Component):
         pw_op = words[0][8:10]
         tokens, heads = words[1][:16], words[1][16:]
         k_steps, n_blocks = words[2][:16], words[2][16:]
-        keys0, group_shift = words[2][:16], words[2][16:24]
+        keys0, group_shift, tile = words[2][:16], words[2][16:24], words[2][24:32]
         w_m, w_e = words[3][:16], words[3][16:24]
         v_offset = words[3]
         src0 = [words[4 + i] for i in range(4)]     # addr, stride_t, stride_h, beats
@@ -207,6 +216,7 @@ class Accelerator(wiring.Component):
         rd_addr, rd_beats = Signal(32), Signal(20)
         rd_route = Signal(range(len(Route)))
         rd_issue = Signal()                          # the sequencer offers a read command
+        rd_final = Signal(init=1)                    # ... which ends a token (``last``)
         wr_addr, wr_beats = Signal(32), Signal(20)
         wr_issue = Signal()
         drain = Signal()
@@ -231,10 +241,11 @@ class Accelerator(wiring.Component):
 
         route = Signal(range(len(Route)))
         remaining = Signal(20)
+        final_cmd = Signal()                         # the command ends the unit's token
         beat = reader.data.payload
-        last = remaining == 1
+        last = (remaining == 1) & final_cmd
         with m.If(reader.cmd.valid & reader.cmd.ready):
-            m.d.sync += [route.eq(rd_route), remaining.eq(rd_beats)]
+            m.d.sync += [route.eq(rd_route), remaining.eq(rd_beats), final_cmd.eq(rd_final)]
         with m.Elif(reader.data.valid & reader.data.ready):
             m.d.sync += remaining.eq(remaining - 1)
 
@@ -382,7 +393,18 @@ class Accelerator(wiring.Component):
         h = Signal(16)
         row0, row1, rowd = Signal(32), Signal(32), Signal(32)
         off0, offd, kv_off = Signal(32), Signal(32), Signal(32)
-        keys, key_beats = Signal(16), Signal(32)
+        keys = Signal(16)                            # keys seen by query t
+        seg = Signal(16)                             # NORM: segment of the row being read
+        is_attention = is_op(isa.Op.ATTENTION)
+        left = Signal(16)
+        m.d.comb += left.eq(tokens - t)
+        step_t = Signal(8)                           # tokens this iteration: a query tile or 1
+        m.d.comb += step_t.eq(Mux(is_attention, Mux(left < tile, left, tile), 1))
+        tile_keys = Signal(16)                       # keys of the tile's last query
+        m.d.comb += tile_keys.eq(keys + step_t - 1)
+        key_beats = Signal(32)
+        m.d.comb += key_beats.eq(tile_keys * src1[3])
+        iter_heads = Mux(is_op(isa.Op.NORM), 1, heads)
         fault_code = Signal(8)
         faulted = Signal()
         group_mask = Signal(16)
@@ -398,8 +420,8 @@ class Accelerator(wiring.Component):
         lengths_ok = Signal()
         with m.Switch(op):
             with m.Case(isa.Op.NORM):
-                m.d.comb += lengths_ok.eq((heads == 1) & (beats0 <= row_beats)
-                                          & (beats1 == beats0) & (beatsd == beats0))
+                m.d.comb += lengths_ok.eq((heads * beats0 <= row_beats)
+                                          & (beats1 == heads * beats0) & (beatsd == beats1))
             with m.Case(isa.Op.LINEAR):
                 m.d.comb += lengths_ok.eq(
                     (tokens <= self.max_tokens) & (k_steps != 0)
@@ -415,7 +437,8 @@ class Accelerator(wiring.Component):
                 m.d.comb += lengths_ok.eq((keys0 != 0)
                                           & (keys0 + tokens - 1 <= self.max_context)
                                           & (beats0 == head_beats) & (beats1 == head_beats)
-                                          & (beatsd == head_beats) & (group_shift < 16))
+                                          & (beatsd == head_beats) & (group_shift < 16)
+                                          & (tile != 0) & (tile <= self.attention_tile))
             with m.Case(isa.Op.POINTWISE):
                 m.d.comb += lengths_ok.eq((heads == 1) & (beats0 <= row_beats)
                                           & (beats1 == beats0) & (beatsd == beats0)
@@ -434,12 +457,12 @@ class Accelerator(wiring.Component):
             """(issue?, addr, beats, route) of read ``step`` of the current iteration."""
             yes = C(1, 1)
             table = {
-                isa.Op.NORM: [(yes, row0, beats0, Route.NORM_X),
+                isa.Op.NORM: [(yes, row0 + off0, beats0, Route.NORM_X),
                               (yes, src1[0], beats1, Route.NORM_GAMMA)],
                 isa.Op.LINEAR: [(h == 0, row0, beats0, Route.QUANT_X)],
                 isa.Op.ROPE: [(yes, row0 + off0, beats0, Route.ROPE_X),
                               (yes, row1, beats1, Route.ROPE_TABLE)],
-                isa.Op.ATTENTION: [(yes, row0 + off0, beats0, Route.ATT_Q),
+                isa.Op.ATTENTION: [(yes, row0 + off0, beats0 * step_t, Route.ATT_Q),
                                    (yes, src1[0] + kv_off, key_beats, Route.ATT_K),
                                    (yes, src1[0] + v_offset + kv_off, key_beats, Route.ATT_V)],
                 isa.Op.POINTWISE: [(yes, row0, beats0, Route.POINTWISE_A),
@@ -447,10 +470,16 @@ class Accelerator(wiring.Component):
             }
             return {o: reads[step] for o, reads in table.items() if step < len(reads)}
 
-        def issue_read(options, next_state):
+        def issue_read(options, next_state, segments=None):
+            """Offer the op's read; with ``segments`` (op, count) that op's read repeats over
+            ``count`` segments ``stride_h`` apart, only the last one ending the token."""
             with m.Switch(op):
                 for o, (when, addr, beats, rt) in options.items():
                     with m.Case(o):
+                        more = C(0, 1)
+                        if segments is not None and segments[0] == o:
+                            more = seg + 1 < segments[1]
+                            m.d.comb += rd_final.eq(~more)
                         m.d.comb += [rd_addr.eq(addr), rd_beats.eq(beats), rd_route.eq(rt)]
                         with m.If(~when):
                             m.next = next_state
@@ -459,7 +488,12 @@ class Accelerator(wiring.Component):
                         with m.Else():
                             m.d.comb += rd_issue.eq(1)
                             with m.If(reader.cmd.ready):
-                                m.next = next_state
+                                with m.If(more):
+                                    m.d.sync += [seg.eq(seg + 1), off0.eq(off0 + src0[2])]
+                                with m.Else():
+                                    m.next = next_state
+                                    if segments is not None and segments[0] == o:
+                                        m.d.sync += [seg.eq(0), off0.eq(0)]
                 with m.Default():
                     m.next = next_state
 
@@ -490,7 +524,7 @@ class Accelerator(wiring.Component):
                 m.d.comb += regs.busy.eq(1)
                 m.d.sync += [t.eq(0), h.eq(0), row0.eq(src0[0]), row1.eq(src1[0]),
                              rowd.eq(dst[0]), off0.eq(0), offd.eq(0), kv_off.eq(0),
-                             keys.eq(keys0), key_beats.eq(keys0 * beats1)]
+                             keys.eq(keys0), seg.eq(0)]
                 with m.If(~known_op):
                     raise_fault(ErrorCode.BAD_OPCODE)
                 with m.Elif(~lengths_ok | (tokens == 0) | (heads == 0) | (beats0 == 0)):
@@ -512,13 +546,15 @@ class Accelerator(wiring.Component):
             with m.State("UNIT_JOB"):
                 m.d.comb += regs.busy.eq(1)
                 with m.If(is_op(isa.Op.ATTENTION)):
-                    m.d.comb += [attn.job.valid.eq(1), attn.job.payload.keys.eq(keys)]
+                    m.d.comb += [attn.job.valid.eq(1), attn.job.payload.keys.eq(tile_keys),
+                                 attn.job.payload.queries.eq(step_t)]
                     with m.If(attn.job.ready):
                         m.next = "WRITE"
                 with m.Else():
                     m.next = "WRITE"
             with m.State("WRITE"):
-                m.d.comb += [regs.busy.eq(1), wr_addr.eq(rowd + offd), wr_beats.eq(beatsd)]
+                m.d.comb += [regs.busy.eq(1), wr_addr.eq(rowd + offd),
+                             wr_beats.eq(Mux(is_attention, beatsd * step_t, beatsd))]
                 with m.If(~wr_ok):
                     raise_fault(ErrorCode.ADDRESS_RANGE)
                 with m.Else():
@@ -528,24 +564,25 @@ class Accelerator(wiring.Component):
             for step in range(3):
                 with m.State(f"READ{step}"):
                     m.d.comb += regs.busy.eq(1)
-                    issue_read(iteration_reads(step), f"READ{step + 1}" if step < 2 else "WAIT")
+                    issue_read(iteration_reads(step), f"READ{step + 1}" if step < 2 else "WAIT",
+                               segments=(isa.Op.NORM, heads) if step == 0 else None)
             with m.State("WAIT"):
                 m.d.comb += regs.busy.eq(1)
                 settled = (remaining == 0) & reader.idle & writer.idle & ~writer.cmd.valid
                 with m.If(axi_fault != 0):
                     raise_fault(axi_fault)
                 with m.Elif(settled):
-                    with m.If(h + 1 < heads):
+                    with m.If(h + 1 < iter_heads):
                         advance_kv = ((h + 1) & group_mask) == 0
                         m.d.sync += [h.eq(h + 1), off0.eq(off0 + src0[2]),
                                      offd.eq(offd + dst[2]),
                                      kv_off.eq(Mux(advance_kv, kv_off + src1[2], kv_off))]
                         m.next = "UNIT_JOB"
-                    with m.Elif(t + 1 < tokens):
-                        m.d.sync += [t.eq(t + 1), h.eq(0), off0.eq(0), offd.eq(0), kv_off.eq(0),
-                                     row0.eq(row0 + src0[1]), row1.eq(row1 + src1[1]),
-                                     rowd.eq(rowd + dst[1]), keys.eq(keys + 1),
-                                     key_beats.eq(key_beats + beats1)]
+                    with m.Elif(t + step_t < tokens):
+                        m.d.sync += [t.eq(t + step_t), h.eq(0), off0.eq(0), offd.eq(0),
+                                     kv_off.eq(0), row0.eq(row0 + src0[1] * step_t),
+                                     row1.eq(row1 + src1[1] * step_t),
+                                     rowd.eq(rowd + dst[1] * step_t), keys.eq(keys + step_t)]
                         m.next = "UNIT_JOB"
                     with m.Else():
                         m.d.comb += retire.eq(1)
@@ -563,7 +600,7 @@ class Accelerator(wiring.Component):
                              regs.fault.eq(faulted), reader.clear.eq(1), writer.clear.eq(1)]
                 m.d.sync += [remaining.eq(0), cos_held.eq(0), gear_fill.eq(0),
                              gear_full.eq(0), n_block.eq(0), held.eq(0), part.eq(0),
-                             entry_part.eq(0)]
+                             entry_part.eq(0), seg.eq(0), off0.eq(0)]
                 m.next = "IDLE"
 
         # ---- counters ----

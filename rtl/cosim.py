@@ -55,12 +55,13 @@ def environment(sim):
                 os.environ[name] = value
 
 
-def build(design, *, toplevel: str, sim: str, build_dir, waves: bool = False):
+def build(design, *, toplevel: str, sim: str, build_dir, waves: bool = False, log_file=None):
     """Emit ``design`` (an Amaranth component, or Verilog text) and build it for ``sim``.
 
     Returns the cocotb runner; run tests with ``runner.test(hdl_toplevel=toplevel,
     build_dir=build_dir, ...)``. The build is cached in ``build_dir`` and redone only when the
-    Verilog, the flags or ``waves`` change.
+    Verilog, the flags or ``waves`` change. ``log_file``: the simulator's build output goes
+    there instead of stdout.
     """
     from cocotb_tools.runner import get_runner
 
@@ -88,6 +89,6 @@ def build(design, *, toplevel: str, sim: str, build_dir, waves: bool = False):
     with environment(sim):
         runner.build(sources=[path], hdl_toplevel=toplevel, build_dir=build_dir,
                      always=changed, clean=changed, timescale=("1ns", "1ps"),
-                     build_args=build_args, waves=waves)
+                     build_args=build_args, waves=waves, log_file=log_file)
     stamp.write_text(key)
     return runner

@@ -14,7 +14,7 @@ word    field
 1       ``tokens`` (15:0), ``heads`` (31:16): the iteration counts
 2       LINEAR: ``k_steps`` (15:0), ``n_blocks`` (31:16);
         ATTENTION: ``keys0`` (15:0, keys seen by the first token), ``group_shift`` (23:16,
-        log2 of query heads per KV head)
+        log2 of query heads per KV head), ``tile`` (31:24, queries per attention job)
 3       LINEAR: weight Scale ``w_m`` (15:0), ``w_e`` (23:16, signed);
         ATTENTION: ``v_offset``, bytes from the key cache to the value cache
 4-7     source 0: ``addr``, ``stride_t``, ``stride_h`` (bytes), ``beats`` per iteration
@@ -25,7 +25,9 @@ word    field
 
 Per op, for token t and head h (``a + t*stride_t + h*stride_h`` unless said otherwise):
 
-- ``NORM``: RMSNorm of source 0's row with gamma from source 1 (same address every token).
+- ``NORM``: RMSNorm of a row with gamma from source 1 (same address every token); the row is
+  gathered from ``heads`` segments of source 0 (``stride_h`` apart, ``beats`` each) and
+  written as one row.
 - ``LINEAR``: the weights once (``k_steps * n_blocks * N`` entries, one per beat), then per
   token source 0's row quantized, multiplied and dequantized; the token's outputs go to
   ``heads`` destination segments.
@@ -33,7 +35,9 @@ Per op, for token t and head h (``a + t*stride_t + h*stride_h`` unless said othe
   position: per beat of the RoPE unit, a cos beat then a sin beat).
 - ``ATTENTION``: query head h (source 0) against ``keys0 + t`` keys of KV head
   ``h >> group_shift`` (source 1 at ``addr + (h >> group_shift) * stride_h``, contiguous keys;
-  values at ``v_offset`` from the keys).
+  values at ``v_offset`` from the keys). Tokens go in tiles of up to ``tile`` consecutive
+  queries, which must then be contiguous (``stride_t = beats * 16``) in source 0 and in the
+  destination: one job per tile and head, its output one write.
 - ``POINTWISE``: ``pointwise(a, b)`` of source 0's and source 1's rows.
 """
 
@@ -83,19 +87,21 @@ class Instruction:
     """One decoded instruction (see the module docstring for the fields)."""
 
     def __init__(self, op, *, tokens=1, heads=1, src0=None, src1=None, dst=None, pointwise=0,
-                 k_steps=0, n_blocks=0, w_m=0, w_e=0, keys0=0, group_shift=0, v_offset=0):
+                 k_steps=0, n_blocks=0, w_m=0, w_e=0, keys0=0, group_shift=0, v_offset=0,
+                 tile=1):
         self.op = Op(op)
         self.tokens, self.heads, self.pointwise = tokens, heads, pointwise
         self.src0, self.src1, self.dst = src0 or Source(), src1 or Source(), dst or Source()
         self.k_steps, self.n_blocks, self.w_m, self.w_e = k_steps, n_blocks, w_m, w_e
         self.keys0, self.group_shift, self.v_offset = keys0, group_shift, v_offset
+        self.tile = tile
 
     def words(self):
         if self.op is Op.LINEAR:
             w2 = self.k_steps | self.n_blocks << 16
             w3 = self.w_m | (self.w_e & 0xFF) << 16
         elif self.op is Op.ATTENTION:
-            w2 = self.keys0 | self.group_shift << 16
+            w2 = self.keys0 | self.group_shift << 16 | self.tile << 24
             w3 = self.v_offset
         else:
             w2 = w3 = 0
@@ -134,7 +140,7 @@ def decode(image: bytes) -> list:
                       "w_e": e - 256 if e & 0x80 else e}
         elif op is Op.ATTENTION:
             fields = {"keys0": w[2] & 0xFFFF, "group_shift": (w[2] >> 16) & 0xFF,
-                      "v_offset": w[3]}
+                      "tile": w[2] >> 24, "v_offset": w[3]}
         out.append(Instruction(op, tokens=w[1] & 0xFFFF, heads=w[1] >> 16,
                                pointwise=(w[0] >> 8) & 3, src0=Source(*w[4:8]),
                                src1=Source(*w[8:12]), dst=Source(*w[12:16]), **fields))

@@ -114,8 +114,10 @@ def instruction_cycles(ins, timing: TopTiming, clock: _Clock, start: int) -> int
         clock.read(decode + 2, ins.src1.addr, ins.src1.beats)
         u = decode + 3
     settled = u
-    for tok in range(ins.tokens):
-        for h in range(ins.heads):
+    tok = 0
+    while tok < ins.tokens:
+        size = min(ins.tile, ins.tokens - tok) if ins.op is Op.ATTENTION else 1
+        for h in range(1 if ins.op is Op.NORM else ins.heads):
             write_accept = u + 1
             state = u + 2                          # READ0
             reads = []
@@ -129,11 +131,13 @@ def instruction_cycles(ins, timing: TopTiming, clock: _Clock, start: int) -> int
             s0, s1 = ins.src0, ins.src1
             row0 = s0.addr + tok * s0.stride_t
             row1 = s1.addr + tok * s1.stride_t
-            if ins.op is Op.NORM:
-                state = read(row0, s0.beats, state)
+            if ins.op is Op.NORM:                   # the row from ``heads`` segments
+                for segment in range(ins.heads):
+                    state = read(row0 + segment * s0.stride_h, s0.beats, state)
+                x = [cycle for segment in reads for cycle in segment]
                 state = read(s1.addr, s1.beats, state)
                 state += 1                          # READ2 skipped
-                pending = _norm_outputs(*reads)
+                pending = _norm_outputs(x, reads[-1])
             elif ins.op is Op.LINEAR:
                 if h == 0:
                     state = read(row0, s0.beats, state)
@@ -150,14 +154,14 @@ def instruction_cycles(ins, timing: TopTiming, clock: _Clock, start: int) -> int
                 state = read(row1, s1.beats, state)
                 state += 1
                 pending = _rope_outputs(*reads)
-            elif ins.op is Op.ATTENTION:
-                keys = ins.keys0 + tok
+            elif ins.op is Op.ATTENTION:            # a tile of ``size`` queries
+                keys = ins.keys0 + tok + size - 1
                 base = s1.addr + (h >> ins.group_shift) * s1.stride_h
-                state = read(row0 + h * s0.stride_h, s0.beats, state)
+                state = read(row0 + h * s0.stride_h, size * s0.beats, state)
                 state = read(base, keys * s1.beats, state)
                 state = read(base + ins.v_offset, keys * s1.beats, state)
                 end = reads[-1][-1] + ATTENTION_TAIL
-                pending = [end + j + 1 for j in range(s0.beats)]
+                pending = [end + j + 1 for j in range(size * s0.beats)]
             elif ins.op is Op.POINTWISE:
                 state = read(row0, s0.beats, state)
                 state = read(row1, s1.beats, state)
@@ -165,11 +169,13 @@ def instruction_cycles(ins, timing: TopTiming, clock: _Clock, start: int) -> int
                 pending = [b + 2 for b in reads[1]]
             d = ins.dst
             dst = d.addr + tok * d.stride_t + h * d.stride_h
-            available, pending = pending[:d.beats], pending[d.beats:]
+            beats = size * d.beats
+            available, pending = pending[:beats], pending[beats:]
             write_idle = clock.write(write_accept, dst, available)
             read_done = clock.reader_free if reads else 0
             settled = max(state, read_done, write_idle)
             u = settled + 1
+        tok += size
     return settled
 
 
