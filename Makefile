@@ -30,10 +30,10 @@ demo: setup
 	  --temperature 0.7 --top-k 40 --seed 1
 
 test: setup
-	$(PY) -m pytest -q -n 2 -m "not slow and not board and not gpu"
+	$(PY) -m pytest -q -n 2 --dist loadgroup -m "not slow and not board and not gpu"
 
 test-all: setup
-	$(PY) -m pytest -q -n 2
+	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 bench: setup
 	$(PY) benchmarks/bench_generate.py

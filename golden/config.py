@@ -135,6 +135,11 @@ class AcceleratorConfig:
         checked against the board) or ``"published"`` (a published, placed-and-routed design
         such as TeLLMe v2, whose fit is its authors' result: only memories, ports and
         bandwidth are checked, since its logic is not our RTL).
+    table_memory : where ``rtl.tlmm`` keeps the TLMM tables: ``"registers"`` (flip-flops, each
+        column selecting its entry through a mux; one K-step's tables per cycle) or
+        ``"lutram"`` (a double-buffered memory per table with one asynchronous read port per
+        column, for LUTRAM; a table is written one entry per cycle, so a K-step takes at least
+        ``(3**G - 1) / 2`` cycles: see ``rtl.tlmm``).
     """
 
     group_size: int = 3
@@ -167,6 +172,7 @@ class AcceleratorConfig:
     lm_head: str = "host-fp16"
     host_call_scope: str = "token"
     resource_model: str = "ternedge"
+    table_memory: str = "registers"
 
     def __post_init__(self):
         if self.group_size not in (2, 3, 4):
@@ -190,6 +196,7 @@ class AcceleratorConfig:
         "lm_head": ("host-fp16", "host-int8", "fabric-int8", "fabric-int4"),
         "host_call_scope": ("layer", "token"),
         "resource_model": ("ternedge", "published"),
+        "table_memory": ("registers", "lutram"),
     }
 
     def _check_system_fields(self):

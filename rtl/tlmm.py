@@ -25,8 +25,28 @@ Blocks (each a :class:`amaranth.lib.wiring.Component`, all dataflow on ``lib.str
     N-block, accumulating into an on-chip accumulator memory of ``n_blocks`` words of N
     accumulators; the last K-step emits the N-block on ``results``.
 
-Timing (stall-free: every input valid, ``results`` always ready), counted in clock edges from
-the edge that accepts the job to the edge that accepts its last result::
+Table memory (``AcceleratorConfig.table_memory``):
+
+``"registers"`` (the default)
+    As above: the P canonical sums of all T tables are flip-flops, built in one cycle; each of the
+    N*T lookups is a (P+1)-way mux.
+``"lutram"``
+    Each table is a memory of ``2 * 2**S`` words of W bits (S = ``P.bit_length()``; G=3: 32 x 10),
+    one write port and one *asynchronous* read port per column, so that synthesis maps it to
+    LUTRAM (UltraScale+: RAM32M16) instead of a mux tree; it is built as identical copies of at
+    most ``LUTRAM_READ_PORTS`` read ports each. Address = (bank, magnitude): two banks
+    (double buffer). ``TableBuilder`` writes entry i = 1..P of all T tables in one cycle each (P
+    cycles per K-step, holding the activation beat; entry 0 is never written, it is the memory's
+    initial 0) into the free bank while the other bank is looked up; its ``tables`` stream says
+    which bank is complete and its handshake frees it (the writer may refill a bank in the
+    cycle it is freed). The weights are recoded once on their way into the weight bank, from code
+    c to the *lookup code* ``(c > P) << S | (c > P ? c - P : c)`` (``lookup_codes``; same width),
+    so a lookup's magnitude is the read address itself and only its sign is logic (folded into
+    the adder tree as for the registers).
+
+Timing (stall-free: every input valid, the activations no later than the job, ``results``
+always ready), counted in clock edges from the edge that accepts the job to the edge that
+accepts its last result. ``"registers"``::
 
     cycles(M, K, N) = k_steps * n_blocks * N  +  M * k_steps * n_blocks  +  2
 
@@ -35,6 +55,22 @@ per cycle fills the bank, one bubble hands the bank to the compute side, one loo
 (token, K-step, N-block), and one cycle through the result register. The table for the next
 K-step is built while the current one is looked up (zero bubbles between K-steps), and the fill
 of job j+1 into the other bank overlaps the compute of job j.
+
+``"lutram"``: the same whenever ``n_blocks >= P`` (the P writes of K-step s+1 hide behind the
+n_blocks lookups of K-step s). In general, with F = ``k_steps * n_blocks * N`` (the fill),
+nb = ``n_blocks`` and the S = ``M * k_steps`` K-steps of the job numbered s = 0 .. S-1, the
+first write of K-step s in cycle W[s] and its first lookup in cycle L[s] (cycle 0 follows the
+job's accepting edge; the first activation beat is written from the cycle that accepts the
+job, cycle -1)::
+
+    W[0] = -1,  W[1] = W[0] + P,  W[s] = max(W[s-1] + P, L[s-2] + nb - 1)      (s >= 2)
+    L[0] = max(F + 1, W[0] + P),  L[s] = max(L[s-1] + nb, W[s] + P)
+    cycles = L[S-1] + nb + 1
+
+(a K-step's bank is free from the cycle of its previous user's last lookup, L[s-2] + nb - 1;
+its tables are readable P cycles after its first write). For nb >= P this is the formula above
+(equal to ``max(F + 2, P) + M * k_steps * nb``, and F >= P there); for nb < P the engine waits
+for the writer: about P cycles per K-step instead of nb.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
@@ -44,8 +80,18 @@ from amaranth.lib.wiring import In, Out
 from ..golden import tlmm as golden_tlmm
 from ..golden.config import AcceleratorConfig
 
-__all__ = ["table_entry_width", "job_layout", "TableBuilder", "LookupAccumulate",
-           "WeightBuffer", "Engine"]
+__all__ = ["TABLE_MEMORIES", "LUTRAM_READ_PORTS", "table_entry_width", "magnitude_bits",
+           "lookup_codes", "table_read_signature", "job_layout", "TableBuilder",
+           "LookupAccumulate", "WeightBuffer", "Engine"]
+
+#: the values of ``AcceleratorConfig.table_memory`` this module builds
+TABLE_MEMORIES = ("registers", "lutram")
+
+#: ``"lutram"``: columns served by one copy of a table memory. An UltraScale+ RAM32M16 (8 LUTs)
+#: has 7 read ports of 2 x 32 besides its write port; Yosys's memory_libmap maps a 32-deep memory
+#: with exactly 7 read ports to 5 of them (10 bits) but one with 16 ports to 16 (one per port,
+#: 14 bits wide), so N = 16 columns as copies of 7 + 7 + 2 ports take 12 instead of 16.
+LUTRAM_READ_PORTS = 7
 
 
 def table_entry_width(group_size: int) -> int:
@@ -53,9 +99,37 @@ def table_entry_width(group_size: int) -> int:
     return (128 * group_size).bit_length() + 1
 
 
+def magnitude_bits(group_size: int) -> int:
+    """Bits of a lookup magnitude 0..P, P = (3**G - 1) / 2 (G=3: 4); one less than
+    ``golden.tlmm.index_bits(G)``."""
+    return ((golden_tlmm.table_size(group_size) - 1) // 2).bit_length()
+
+
+def lookup_codes(indices, group_size: int):
+    """Weight codes (``golden.tlmm`` indices, int or array) -> the lutram variant's lookup codes:
+    magnitude ``c`` or ``c - P`` in the low ``magnitude_bits(G)`` bits, sign (``c > P``) above."""
+    canonical = (golden_tlmm.table_size(group_size) - 1) // 2
+    negate = indices > canonical
+    return negate * (1 << magnitude_bits(group_size)) + indices - negate * canonical
+
+
+def table_read_signature(config: AcceleratorConfig) -> wiring.Signature:
+    """Read side of the lutram tables, from the reader's side: ``addr`` (N x T magnitudes) out,
+    ``data`` (N x T signed entries of the bank at the head of ``TableBuilder.tables``) in, in the
+    same cycle."""
+    g, t, n = config.group_size, config.tables_per_step, config.cols_per_cycle
+    return wiring.Signature({
+        "addr": Out(data.ArrayLayout(data.ArrayLayout(unsigned(magnitude_bits(g)), t), n)),
+        "data": In(data.ArrayLayout(data.ArrayLayout(signed(table_entry_width(g)), t), n)),
+    })
+
+
 def _check_config(config):
     if not isinstance(config, AcceleratorConfig):
         raise TypeError(f"config must be an AcceleratorConfig, got {type(config).__name__}")
+    if config.table_memory not in TABLE_MEMORIES:
+        raise ValueError(f"table_memory must be one of {', '.join(TABLE_MEMORIES)}, "
+                         f"got {config.table_memory!r}")
     return config
 
 
@@ -101,8 +175,18 @@ class TableBuilder(wiring.Component):
     activations : In(stream.Signature(ArrayLayout(signed(8), G*T)))
         One K-step; group t is lanes [t*G, (t+1)*G).
     tables : Out(stream.Signature(ArrayLayout(ArrayLayout(signed(W), 3**G), T)))
-        Table t, entry i = ``sum_j patterns(G)[i, j] * a[t*G + j]``; W = ``table_entry_width(G)``.
-        One register stage; a new K-step is accepted in the cycle the previous one is consumed.
+        ``"registers"``: table t, entry i = ``sum_j patterns(G)[i, j] * a[t*G + j]``;
+        W = ``table_entry_width(G)``. One register stage; a new K-step is accepted in the cycle
+        the previous one is consumed.
+        ``"lutram"``: ``Out(stream.Signature(1))``, the payload the bank (0 or 1) whose tables
+        are complete; they are read through ``read`` until the handshake frees the bank.
+    read : In(table_read_signature(config))
+        ``"lutram"`` only: ``data[col][t]`` = entry ``addr[col][t]`` (0..P) of table t in the
+        bank at the head of ``tables`` (asynchronous read, one port per column).
+
+    With ``"lutram"``, an activation beat is held (``activations.ready`` low) for the P cycles
+    that write its entries 1..P into the free bank, one entry of all T tables per cycle, and is
+    accepted in the last one; its payload must stay stable meanwhile (as ``lib.stream`` requires).
     """
 
     def __init__(self, *, config: AcceleratorConfig):
@@ -111,16 +195,22 @@ class TableBuilder(wiring.Component):
         self.entry_width = table_entry_width(g)
         self.table_size = golden_tlmm.table_size(g)
         self.canonical = (self.table_size - 1) // 2
-        super().__init__({
-            "activations": In(stream.Signature(data.ArrayLayout(signed(8), g * t))),
-            "tables": Out(stream.Signature(data.ArrayLayout(
-                data.ArrayLayout(signed(self.entry_width), self.table_size), t))),
-        })
+        self.table_memory = config.table_memory
+        members = {"activations": In(stream.Signature(data.ArrayLayout(signed(8), g * t)))}
+        if self.table_memory == "lutram":
+            self.magnitude_bits = magnitude_bits(g)
+            members["tables"] = Out(stream.Signature(1))
+            members["read"] = In(table_read_signature(config))
+        else:
+            members["tables"] = Out(stream.Signature(data.ArrayLayout(
+                data.ArrayLayout(signed(self.entry_width), self.table_size), t)))
+        super().__init__(members)
 
     @property
     def latency(self) -> int:
-        """Cycles from an accepted K-step to its tables being valid."""
-        return 1
+        """Cycles from an accepted K-step to its tables being valid (``"lutram"``: from the
+        first cycle its beat is valid and a bank is free, P)."""
+        return self.canonical if self.table_memory == "lutram" else 1
 
     def _recipes(self):
         """For each canonical pattern: (prefix index or None, prefix sign, lane, weight)."""
@@ -144,6 +234,8 @@ class TableBuilder(wiring.Component):
         return recipes
 
     def elaborate(self, platform):
+        if self.table_memory == "lutram":
+            return self._elaborate_lutram()
         m = Module()
         g, t = self._config.group_size, self._config.tables_per_step
         width = self.entry_width
@@ -180,6 +272,92 @@ class TableBuilder(wiring.Component):
                 ]
         return m
 
+    def _elaborate_lutram(self):
+        m = Module()
+        cfg = self._config
+        g, t, n = cfg.group_size, cfg.tables_per_step, cfg.cols_per_cycle
+        p, bits = self.canonical, self.magnitude_bits
+        depth = 2 << bits                     # (bank, magnitude)
+        # Each table is ceil(N / LUTRAM_READ_PORTS) identical copies (same writes), each serving
+        # up to LUTRAM_READ_PORTS columns; entry 0 of either bank is never written: it reads
+        # the initial 0.
+        groups = [range(c, min(c + LUTRAM_READ_PORTS, n)) for c in range(0, n, LUTRAM_READ_PORTS)]
+        writes, reads = [], []
+        for table in range(t):
+            ports = []
+            for copy, cols in enumerate(groups):
+                mem = memory.Memory(shape=signed(self.entry_width), depth=depth, init=[])
+                m.submodules[f"table{table}_{copy}"] = mem
+                writes.append((table, mem.write_port()))
+                ports += [mem.read_port(domain="comb") for _ in cols]
+            reads.append(ports)
+
+        entry = Signal(range(1, p + 1), init=1)      # the entry written this cycle
+        wbank = Signal()                              # the bank being written
+        rbank = Signal()                              # the bank at the head of ``tables``
+        full = Signal(2)
+
+        release = Signal()
+        m.d.comb += [
+            self.tables.valid.eq(full.bit_select(rbank, 1)),
+            self.tables.payload.eq(rbank),
+            release.eq(self.tables.valid & self.tables.ready),
+        ]
+        # A bank may be rewritten from the cycle it is freed (its reads this cycle see the old
+        # contents; the write lands at the edge).
+        free = ~full.bit_select(wbank, 1) | (release & (rbank == wbank))
+        write = Signal()
+        last = entry == p
+        m.d.comb += [
+            write.eq(self.activations.valid & free),
+            self.activations.ready.eq(write & last),
+        ]
+
+        # The sign pattern of entry ``entry`` (shared by all tables): lane j is added, subtracted
+        # (as ~a plus a carry) or left out.
+        plus, minus = Signal(g), Signal(g)
+        pats = golden_tlmm.patterns(g)
+        with m.Switch(entry):
+            for i in range(1, p + 1):
+                with m.Case(i):
+                    m.d.comb += [
+                        plus.eq(sum(1 << j for j in range(g) if pats[i, j] > 0)),
+                        minus.eq(sum(1 << j for j in range(g) if pats[i, j] < 0)),
+                    ]
+        carry = _tree_sum(list(minus))
+        for table in range(t):
+            terms = []
+            for j in range(g):
+                lane = self.activations.payload[table * g + j]
+                terms.append(Mux(plus[j], lane, Mux(minus[j], ~lane, 0)))
+            value = Signal(signed(self.entry_width), name=f"entry_t{table}")
+            m.d.comb += value.eq(_tree_sum(terms) + carry)
+            for port in (port for owner, port in writes if owner == table):
+                m.d.comb += [
+                    port.addr.eq(Cat(entry, wbank)),
+                    port.data.eq(value),
+                    port.en.eq(write),
+                ]
+            for col in range(n):
+                m.d.comb += [
+                    reads[table][col].addr.eq(Cat(self.read.addr[col][table], rbank)),
+                    self.read.data[col][table].eq(reads[table][col].data),
+                ]
+
+        with m.If(write):
+            m.d.sync += entry.eq(Mux(last, 1, entry + 1))
+            with m.If(last):
+                m.d.sync += wbank.eq(~wbank)
+        with m.If(release):
+            m.d.sync += rbank.eq(~rbank)
+        # Set and clear never hit the same bank in one cycle: a bank being written is not full.
+        for i in range(2):
+            with m.If(release & (rbank == i)):
+                m.d.sync += full[i].eq(0)
+            with m.If(write & last & (wbank == i)):
+                m.d.sync += full[i].eq(1)
+        return m
+
 
 class LookupAccumulate(wiring.Component):
     """N columns per cycle: T table lookups each, summed, added to the accumulators.
@@ -196,33 +374,58 @@ class LookupAccumulate(wiring.Component):
     Attributes
     ----------
     i : In(stream.Signature(StructLayout))
-        ``tables`` (as ``TableBuilder.tables``), ``indices`` (N x T codes of
-        ``golden.tlmm.index_bits(G)`` bits: column-major, each column one weight entry),
-        ``acc`` (N x signed(acc_width)), ``clear`` (1: ignore ``acc``, first K-step).
+        ``tables`` (as ``TableBuilder.tables``; ``"registers"`` only), ``indices`` (N x T codes
+        of ``golden.tlmm.index_bits(G)`` bits: column-major, each column one weight entry;
+        ``"lutram"``: the ``lookup_codes`` of the weight codes), ``acc`` (N x
+        signed(acc_width)), ``clear`` (1: ignore ``acc``, first K-step).
     o : Out(stream.Signature(ArrayLayout(signed(acc_width), N)))
+    read : Out(table_read_signature(config))
+        ``"lutram"`` only: the magnitudes out to ``TableBuilder.read``, the entries back (same
+        cycle); entry ``m`` of a lookup code with its sign bit set is negated.
     """
 
     def __init__(self, *, config: AcceleratorConfig):
         self._config = _check_config(config)
         g, t, n = config.group_size, config.tables_per_step, config.cols_per_cycle
         self.index_bits = golden_tlmm.index_bits(g)
-        tables = data.ArrayLayout(
-            data.ArrayLayout(signed(table_entry_width(g)), golden_tlmm.table_size(g)), t)
+        self.table_memory = config.table_memory
         self.entry_layout = data.ArrayLayout(unsigned(self.index_bits), t)
+        fields = {
+            "indices": data.ArrayLayout(self.entry_layout, n),
+            "acc": data.ArrayLayout(signed(config.acc_width), n),
+            "clear": 1,
+        }
+        members = {}
+        if self.table_memory == "lutram":
+            members["read"] = Out(table_read_signature(config))
+        else:
+            fields = {"tables": data.ArrayLayout(data.ArrayLayout(
+                signed(table_entry_width(g)), golden_tlmm.table_size(g)), t), **fields}
         super().__init__({
-            "i": In(stream.Signature(data.StructLayout({
-                "tables": tables,
-                "indices": data.ArrayLayout(self.entry_layout, n),
-                "acc": data.ArrayLayout(signed(config.acc_width), n),
-                "clear": 1,
-            }))),
+            "i": In(stream.Signature(data.StructLayout(fields))),
             "o": Out(stream.Signature(data.ArrayLayout(signed(config.acc_width), n))),
+            **members,
         })
 
     def elaborate(self, platform):
         m = Module()
         cfg = self._config
         m.d.comb += [self.o.valid.eq(self.i.valid), self.i.ready.eq(self.o.ready)]
+        if self.table_memory == "lutram":
+            bits = magnitude_bits(cfg.group_size)
+            for col in range(cfg.cols_per_cycle):
+                codes = self.i.payload.indices[col]
+                terms, signs = [], []
+                for t in range(cfg.tables_per_step):
+                    negate = codes[t][bits]
+                    m.d.comb += self.read.addr[col][t].eq(codes[t][:bits])
+                    value = self.read.data[col][t]
+                    terms.append(Mux(negate, ~value, value))
+                    signs.append(negate)
+                total = _tree_sum(terms) + _tree_sum(signs)
+                acc = Mux(self.i.payload.clear, 0, self.i.payload.acc[col])
+                m.d.comb += self.o.payload[col].eq(acc + total)
+            return m
         canonical = (golden_tlmm.table_size(cfg.group_size) - 1) // 2
         # Mirror symmetry on the lookup side too: code c > P reads entry c - P and negates it.
         # The negation is folded into the adder tree as ~x plus a carry (popcount of the signs),
@@ -383,7 +586,7 @@ class Engine(wiring.Component):
     Parameters
     ----------
     config : AcceleratorConfig
-        Geometry (G, T, N = ``cols_per_cycle``) and ``acc_width``.
+        Geometry (G, T, N = ``cols_per_cycle``), ``acc_width`` and ``table_memory``.
     max_k : int
         Longest K a job may have (sizes the weight banks and the ``k_steps`` field). The
         accumulators must hold 128 * max_k: ``config.acc_width >= (128*max_k).bit_length() + 1``.
@@ -443,10 +646,26 @@ class Engine(wiring.Component):
                 "n_blocks": _ceil_div(n, self.config.cols_per_cycle)}
 
     def cycles(self, tokens: int, k: int, n: int) -> int:
-        """Exact stall-free cycles from the job's accepting edge to its last result's edge."""
+        """Exact stall-free cycles from the job's accepting edge to its last result's edge
+        (the job alone on an idle engine; the module docstring gives both formulas)."""
         f = self.job_fields(tokens, k, n)
-        words = f["k_steps"] * f["n_blocks"]
-        return words * self.config.cols_per_cycle + tokens * words + 2
+        nb = f["n_blocks"]
+        words = f["k_steps"] * nb
+        fill = words * self.config.cols_per_cycle
+        if self.config.table_memory == "registers":
+            return fill + tokens * words + 2
+        p = (golden_tlmm.table_size(self.config.group_size) - 1) // 2
+        if nb >= p:
+            return fill + tokens * words + 2
+        write = [-1]
+        look = [max(fill + 1, write[0] + p)]
+        for s in range(1, tokens * f["k_steps"]):
+            w = write[-1] + p
+            if s >= 2:
+                w = max(w, look[s - 2] + nb - 1)
+            write.append(w)
+            look.append(max(look[-1] + nb, w + p))
+        return look[-1] + nb + 1
 
     def elaborate(self, platform):
         m = Module()
@@ -464,8 +683,24 @@ class Engine(wiring.Component):
         acc_r = acc_mem.read_port(transparent_for=(acc_w,))
 
         wiring.connect(m, wiring.flipped(self.job), wb.job)
-        wiring.connect(m, wiring.flipped(self.weights), wb.entries)
         wiring.connect(m, wiring.flipped(self.activations), tb.activations)
+        if cfg.table_memory == "lutram":
+            # Recode each weight code to its lookup code once, on the way into the bank.
+            canonical = (golden_tlmm.table_size(cfg.group_size) - 1) // 2
+            m.d.comb += [
+                wb.entries.valid.eq(self.weights.valid),
+                self.weights.ready.eq(wb.entries.ready),
+            ]
+            for t in range(cfg.tables_per_step):
+                code = self.weights.payload[t]
+                negate = code > canonical
+                m.d.comb += wb.entries.payload[t].eq(
+                    Cat(Mux(negate, code - canonical, code)[:magnitude_bits(cfg.group_size)],
+                        negate))
+            wiring.connect(m, la.read, tb.read)
+        else:
+            wiring.connect(m, wiring.flipped(self.weights), wb.entries)
+            m.d.comb += la.i.payload.tables.eq(tb.tables.payload)
 
         job = wb.bank.payload
         token = Signal.like(job.tokens)
@@ -485,7 +720,6 @@ class Engine(wiring.Component):
         next_waddr = Mux(last_block & last_step, 0, waddr + 1)
         m.d.comb += [
             la.i.valid.eq(running & tb.tables.valid),
-            la.i.payload.tables.eq(tb.tables.payload),
             la.i.payload.indices.eq(wb.read_data),
             la.i.payload.acc.eq(acc_r.data),
             la.i.payload.clear.eq(k_step == 0),

@@ -8,7 +8,7 @@ from amaranth.sim import Simulator
 from rtl_streams import Counted, pack, unpack_signed
 
 from ternedge.golden import tlmm as golden
-from ternedge.golden.config import AcceleratorConfig
+from ternedge.golden.config import AcceleratorConfig, ConfigError
 from ternedge.rtl import tlmm
 
 # -- jobs -------------------------------------------------------------------------------------
@@ -73,17 +73,51 @@ def seeded(seed):
     return rng
 
 
+TABLE_MEMORIES = ["registers", "lutram"]
+
+
 # -- TableBuilder ---------------------------------------------------------------------------
 
+async def get_lutram_tables(ctx, dut, rng, p_ready, cols):
+    """One K-step from a lutram TableBuilder: wait (randomly stalled) for a complete bank, read
+    every magnitude 0..P of every table through every column's port, then free the bank.
+    Returns the (T, 3**G) tables, the mirror half rebuilt from the canonical one."""
+    t = len(dut.read.addr[0])
+    p = dut.canonical
+    while p_ready < 1 and rng.random() > p_ready:
+        await ctx.tick()
+    while not ctx.get(dut.tables.valid):
+        await ctx.tick()
+    canonical = np.zeros((t, p + 1), dtype=np.int64)
+    for mag in range(p + 1):
+        for col in range(cols):
+            ctx.set(dut.read.addr[col].as_value(), pack([mag] * t, tlmm.magnitude_bits(
+                dut._config.group_size)))
+        for col in range(cols):
+            row = unpack_signed(ctx.get(dut.read.data[col].as_value()), dut.entry_width, t)
+            if col == 0:
+                canonical[:, mag] = row
+            else:
+                np.testing.assert_array_equal(row, canonical[:, mag])
+    ctx.set(dut.tables.ready, 1)
+    await ctx.tick()
+    ctx.set(dut.tables.ready, 0)
+    return np.concatenate([canonical, -canonical[:, 1:]], axis=1)
+
+
+@pytest.mark.parametrize("table_memory", TABLE_MEMORIES)
 @pytest.mark.parametrize("group_size", [2, 3, 4])
-def test_table_builder(group_size):
+def test_table_builder(group_size, table_memory):
     seed = 1000 + group_size
     rng = seeded(seed)
-    cfg = AcceleratorConfig(group_size=group_size, tables_per_step=3, cols_per_cycle=1)
+    # 9 columns: each lutram table is two memory copies (7 + 2 read ports), all read here.
+    cfg = AcceleratorConfig(group_size=group_size, tables_per_step=3, cols_per_cycle=9,
+                            table_memory=table_memory)
     dut = tlmm.TableBuilder(config=cfg)
     size = golden.table_size(group_size)
     steps = rng.integers(-128, 128, size=(12, cfg.k_per_step))
     steps[0] = -128                                   # the widest entries: +-128*G
+    steps[1] = 127
     got = []
 
     async def driver(ctx):
@@ -92,8 +126,12 @@ def test_table_builder(group_size):
 
     async def monitor(ctx):
         for _ in steps:
-            value, _ = await get(ctx, dut.tables, rng, 0.6, top.counter)
-            got.append(unpack_signed(value, dut.entry_width, size * cfg.tables_per_step))
+            if table_memory == "lutram":
+                tables = await get_lutram_tables(ctx, dut, rng, 0.6, cfg.cols_per_cycle)
+                got.append(tables.ravel())
+            else:
+                value, _ = await get(ctx, dut.tables, rng, 0.6, top.counter)
+                got.append(unpack_signed(value, dut.entry_width, size * cfg.tables_per_step))
 
     top = Counted(dut)
     simulate(top, [driver, monitor])
@@ -101,27 +139,77 @@ def test_table_builder(group_size):
     np.testing.assert_array_equal(np.array(got), expected, err_msg=f"seed={seed}")
 
 
+def test_lutram_table_builder_double_buffers():
+    """Stall-free, the writer fills one bank while the other is read; it refills a bank from
+    the cycle that frees it, so K-steps come every max(P, reads) cycles."""
+    cfg = AcceleratorConfig(group_size=3, tables_per_step=2, cols_per_cycle=1,
+                            table_memory="lutram")
+    dut = tlmm.TableBuilder(config=cfg)
+    p = dut.canonical
+    rng = seeded(1100)
+    steps = rng.integers(-128, 128, size=(6, cfg.k_per_step))
+    valid_cycles = []
+
+    async def driver(ctx):
+        for row in steps:
+            await put(ctx, dut.activations, pack(row, 8), rng, 1)
+
+    async def monitor(ctx):
+        for hold in (1, 1, 20, 20, 1, 1):             # cycles each bank is held
+            while not ctx.get(dut.tables.valid):
+                await ctx.tick()
+            valid_cycles.append(ctx.get(top.counter))
+            for _ in range(hold - 1):
+                await ctx.tick()
+            ctx.set(dut.tables.ready, 1)
+            await ctx.tick()
+            ctx.set(dut.tables.ready, 0)
+
+    top = Counted(dut)
+    simulate(top, [driver, monitor])
+    gaps = np.diff(valid_cycles).tolist()
+    # Writer-bound (P per K-step) while banks are freed at once; reader-bound while they are
+    # held 20 cycles; the last K-step's bank, freed in the cycle the one before became valid,
+    # was refilled from that very cycle: ready P - 1 cycles after its predecessor.
+    assert gaps == [p, p, 20, 20, p - 1], gaps
+
+
 # -- LookupAccumulate -----------------------------------------------------------------------
 
-def test_lookup_accumulate():
+@pytest.mark.parametrize("table_memory", TABLE_MEMORIES)
+def test_lookup_accumulate(table_memory):
     seed = 2000
     rng = seeded(seed)
-    cfg = AcceleratorConfig(group_size=3, tables_per_step=4, cols_per_cycle=3)
+    cfg = AcceleratorConfig(group_size=3, tables_per_step=4, cols_per_cycle=3,
+                            table_memory=table_memory)
     dut = tlmm.LookupAccumulate(config=cfg)
     g, t, n = 3, 4, 3
     b = golden.index_bits(g)
     width = tlmm.table_entry_width(g)
+    p = (golden.table_size(g) - 1) // 2
 
     async def bench(ctx):
         for trial in range(40):
             acts = rng.integers(-128, 128, size=(1, g * t))
+            if trial == 1:
+                acts[:] = -128                                             # widest entries
             tables = golden.build_tables(acts, g)[0]                       # (T, 27)
             idx = rng.integers(0, golden.table_size(g), size=(n, t))
             acc = rng.integers(-(1 << 20), 1 << 20, size=n)
             clear = trial % 3 == 0
             payload = dut.i.payload
-            ctx.set(payload.tables.as_value(), pack(tables.ravel(), width))
-            ctx.set(payload.indices.as_value(), pack(idx.ravel(), b))
+            if table_memory == "lutram":
+                ctx.set(payload.indices.as_value(), pack(tlmm.lookup_codes(idx, g).ravel(), b))
+                # Serve the asynchronous reads: the canonical half (magnitudes 0..P) only.
+                addr = ctx.get(dut.read.addr.as_value())
+                mags = np.array([(addr >> (i * (b - 1))) & ((1 << (b - 1)) - 1)
+                                 for i in range(n * t)]).reshape(n, t)
+                np.testing.assert_array_equal(mags, np.where(idx > p, idx - p, idx))
+                ctx.set(dut.read.data.as_value(),
+                        pack(tables[np.arange(t), mags].ravel(), width))
+            else:
+                ctx.set(payload.tables.as_value(), pack(tables.ravel(), width))
+                ctx.set(payload.indices.as_value(), pack(idx.ravel(), b))
             ctx.set(payload.acc.as_value(), pack(acc, cfg.acc_width))
             ctx.set(payload.clear, clear)
             got = unpack_signed(ctx.get(dut.o.payload.as_value()), cfg.acc_width, n)
@@ -228,12 +316,14 @@ def check_results(jobs, results, seed):
 GEOMETRIES = [(3, 2, 2), (3, 3, 4), (2, 3, 3), (4, 2, 2)]
 
 
+@pytest.mark.parametrize("table_memory", TABLE_MEMORIES)
 @pytest.mark.parametrize("geometry", GEOMETRIES, ids=lambda g: "G{}T{}N{}".format(*g))
-def test_engine_random_stalls(geometry):
+def test_engine_random_stalls(geometry, table_memory):
     g, t, n = geometry
     seed = 4000 + 100 * g + 10 * t + n
     rng = seeded(seed)
-    cfg = AcceleratorConfig(group_size=g, tables_per_step=t, cols_per_cycle=n)
+    cfg = AcceleratorConfig(group_size=g, tables_per_step=t, cols_per_cycle=n,
+                            table_memory=table_memory)
     engine = tlmm.Engine(config=cfg, max_k=5 * cfg.k_per_step, max_n=3 * n, max_tokens=4)
     jobs = []
     for _ in range(4):
@@ -245,12 +335,14 @@ def test_engine_random_stalls(geometry):
     check_results(jobs, results, seed)
 
 
+@pytest.mark.parametrize("table_memory", TABLE_MEMORIES)
 @pytest.mark.parametrize("shape", [(1, 1, 1), (2, 7, 5), (3, 12, 4), (1, 13, 6), (4, 5, 2)])
-def test_engine_cycles_exact(shape):
+def test_engine_cycles_exact(shape, table_memory):
     m, k, n = shape
     seed = 5000 + 100 * m + 10 * k + n
     rng = seeded(seed)
-    cfg = AcceleratorConfig(group_size=3, tables_per_step=2, cols_per_cycle=2)
+    cfg = AcceleratorConfig(group_size=3, tables_per_step=2, cols_per_cycle=2,
+                            table_memory=table_memory)
     engine = tlmm.Engine(config=cfg, max_k=16, max_n=8, max_tokens=4)
     job = make_job(cfg, rng, m, k, n)
     results, stamps = run_engine(engine, [job], rng, p_valid=1, p_ready=1)
@@ -258,10 +350,43 @@ def test_engine_cycles_exact(shape):
     assert engine.cycles(m, k, n) == stamps["last"][0] - stamps["job"][0]
 
 
-def test_engine_double_buffer_overlaps_fill_with_compute():
+# (G, T, N, shape): n_blocks around P (G=3: 13, G=2: 4), where the lutram writes start to hide
+LUTRAM_SHAPES = [(3, 2, 1, (2, 12, 12)), (3, 2, 1, (2, 12, 13)), (3, 2, 1, (3, 7, 14)),
+                 (3, 2, 2, (2, 12, 26)), (3, 2, 2, (1, 19, 30)), (2, 2, 1, (3, 9, 3)),
+                 (2, 2, 1, (3, 9, 4)), (2, 3, 2, (2, 20, 9))]
+
+
+@pytest.mark.parametrize("case", LUTRAM_SHAPES, ids=lambda c: "G{}T{}N{}-{}x{}x{}".format(
+    *c[:3], *c[3]))
+def test_engine_lutram_cycles_exact_around_p(case):
+    g, t, cols, (m, k, n) = case
+    seed = 5500 + 100 * m + 10 * k + n
+    rng = seeded(seed)
+    cfg = AcceleratorConfig(group_size=g, tables_per_step=t, cols_per_cycle=cols,
+                            table_memory="lutram")
+    engine = tlmm.Engine(config=cfg, max_k=k, max_n=n, max_tokens=m)
+    job = make_job(cfg, rng, m, k, n)
+    results, stamps = run_engine(engine, [job], rng, p_valid=1, p_ready=1)
+    check_results([job], results, seed)
+    measured = stamps["last"][0] - stamps["job"][0]
+    assert engine.cycles(m, k, n) == measured
+    registers = tlmm.Engine(config=AcceleratorConfig(group_size=g, tables_per_step=t,
+                                                     cols_per_cycle=cols),
+                            max_k=k, max_n=n, max_tokens=m)
+    registers._MustUse__silence = True
+    p = (golden.table_size(g) - 1) // 2
+    if job["n_blocks"] >= p:                          # the table writes hide completely
+        assert measured == registers.cycles(m, k, n)
+    else:
+        assert measured > registers.cycles(m, k, n)
+
+
+@pytest.mark.parametrize("table_memory", TABLE_MEMORIES)
+def test_engine_double_buffer_overlaps_fill_with_compute(table_memory):
     seed = 6000
     rng = seeded(seed)
-    cfg = AcceleratorConfig(group_size=3, tables_per_step=2, cols_per_cycle=2)
+    cfg = AcceleratorConfig(group_size=3, tables_per_step=2, cols_per_cycle=2,
+                            table_memory=table_memory)
     engine = tlmm.Engine(config=cfg, max_k=12, max_n=4, max_tokens=8)
     shapes = [(8, 12, 4), (8, 12, 4), (8, 12, 4)]
     jobs = [make_job(cfg, rng, *s) for s in shapes]
@@ -273,10 +398,12 @@ def test_engine_double_buffer_overlaps_fill_with_compute():
     assert total < sum(engine.cycles(*s) for s in shapes)
 
 
-def test_engine_tellme_geometry():
+@pytest.mark.parametrize("table_memory", TABLE_MEMORIES)
+def test_engine_tellme_geometry(table_memory):
     seed = 7000
     rng = seeded(seed)
-    cfg = AcceleratorConfig(group_size=3, tables_per_step=28, cols_per_cycle=16)
+    cfg = AcceleratorConfig(group_size=3, tables_per_step=28, cols_per_cycle=16,
+                            table_memory=table_memory)
     engine = tlmm.Engine(config=cfg, max_k=2 * cfg.k_per_step, max_n=32, max_tokens=2)
     jobs = [make_job(cfg, rng, 2, 100, 20), make_job(cfg, rng, 1, 84, 16)]
     results, _ = run_engine(engine, jobs, rng, p_valid=0.7, p_ready=0.7)
@@ -298,3 +425,5 @@ def test_parameter_validation():
         engine.cycles(1, 12, 5)
     with pytest.raises(ValueError, match="tokens must be a positive integer"):
         engine.job_fields(0, 12, 4)
+    with pytest.raises(ConfigError, match="table_memory must be one of registers, lutram"):
+        AcceleratorConfig(table_memory="bram")
