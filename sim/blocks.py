@@ -65,17 +65,26 @@ class TlmmEngine:
         entries = self.k_steps(k) * self.n_blocks(n) * self.config.cols_per_cycle
         return _ceil_div(entries, self.config.fill_entries_per_cycle)
 
+    @property
+    def table_write_cycles(self) -> int:
+        """``table_memory="lutram"``: cycles to write one K-step's tables, one entry of each
+        table per cycle: P = (3**G - 1) / 2 (13 for G = 3). ``registers``: 0."""
+        if self.config.table_memory == "registers":
+            return 0
+        return (3 ** self.config.group_size - 1) // 2
+
     def compute_cycles(self, tokens: int, k: int, n: int) -> int:
         """Lookup cycles of an (M=tokens) x K x N job once its bank is full.
 
         ``overlapped`` (the RTL): one cycle per (token, K-step, N-block); the next K-step's
-        tables are built while the current one is looked up. ``sequential`` (TeLLMe's HLS
-        loop nest): per token and K-step, G*T activations are read one per cycle, then the
-        N-blocks are looked up at ``lookup_ii``.
+        tables are built while the current one is looked up; with LUTRAM tables a K-step
+        takes at least ``table_write_cycles`` (the steady state of ``cycles``). ``sequential``
+        (TeLLMe's HLS loop nest): per token and K-step, G*T activations are read one per
+        cycle, then the N-blocks are looked up at ``lookup_ii``.
         """
         ks, nb = self.k_steps(k), self.n_blocks(n)
         if self.config.tlmm_schedule == "overlapped":
-            return tokens * ks * nb * self.lookup_ii
+            return tokens * ks * max(nb * self.lookup_ii, self.table_write_cycles)
         return tokens * ks * (self.config.k_per_step + nb * self.lookup_ii)
 
     def cycles(self, tokens: int, k: int, n: int) -> int:
@@ -83,12 +92,36 @@ class TlmmEngine:
         edge (equal to ``rtl.tlmm.Engine.cycles`` for the RTL's configuration)::
 
             fill_cycles(K, N) + compute_cycles(M, K, N) + TLMM_JOB_OVERHEAD_CYCLES
+
+        except for LUTRAM tables with fewer N-blocks than ``table_write_cycles``, where the
+        first K-steps' table writes and the fill overlap (``_lutram_cycles``).
         """
         for name, value in (("tokens", tokens), ("k", k), ("n", n)):
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        nb = self.n_blocks(n) * self.lookup_ii
+        if nb < self.table_write_cycles and self.config.tlmm_schedule == "overlapped":
+            return self._lutram_cycles(tokens * self.k_steps(k), nb, self.fill_cycles(k, n))
         return (self.fill_cycles(k, n) + self.compute_cycles(tokens, k, n)
                 + c.TLMM_JOB_OVERHEAD_CYCLES)
+
+    def _lutram_cycles(self, steps: int, nb: int, fill: int) -> int:
+        """LUTRAM tables, ``nb`` < P lookups per K-step: table writes W and lookups L per
+        K-step s (``rtl.tlmm``): ``W[0] = -1``, ``W[1] = W[0] + P``, ``W[s] = max(W[s-1] + P,
+        L[s-2] + nb - 1)``; ``L[0] = max(fill + 1, W[0] + P)``, ``L[s] = max(L[s-1] + nb,
+        W[s] + P)``; the job ends at ``L[S-1] + nb + 1``. Once two K-steps in a row wait for
+        their tables, every later one takes exactly P cycles, so the walk stops there."""
+        p = self.table_write_cycles
+        write, look = [-1], [max(fill + 1, p - 1)]
+        for s in range(1, steps):
+            w = write[-1] + p
+            if s >= 2:
+                w = max(w, look[s - 2] + nb - 1)
+            write.append(w)
+            look.append(max(look[-1] + nb, w + p))
+            if s >= 2 and look[-1] == w + p and look[-2] == write[-2] + p:
+                return look[-1] + (steps - 1 - s) * p + nb + 1
+        return look[-1] + nb + 1
 
     def macs(self, tokens: int, k: int, n: int) -> int:
         """Useful ternary MACs of a job (unpadded)."""

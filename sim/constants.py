@@ -75,12 +75,14 @@ BRAM36_DEPTH = 512              #: BRAM36 in 512 x 72 simple-dual-port mode
 MEMORY_WIDTH = 72               #: data width of one URAM288 / BRAM36 (512 x 72) column
 
 # -- resources -----------------------------------------------------------------------------
-#: [M] LUTs per ternary MAC of the TLMM engine: Yosys ``synth_xilinx -family xcup`` of
-#: ``rtl.tlmm.Engine`` at TeLLMe's geometry (3, 28, 16) counts 51,272 LUTs (LUTRAM included)
-#: for 1,344 MACs (``ternedge build --design tlmm --board kv260 --geometry 3,28,16``).
-LUT_PER_TERNARY_MAC = 38
-#: [M] flip-flops per ternary MAC, same estimate: 8,819 FFs for 1,344 MACs.
-FF_PER_TERNARY_MAC = 7
+#: [M] LUTs per ternary MAC of the TLMM engine, per ``AcceleratorConfig.table_memory``: Yosys
+#: ``synth_xilinx -family xcup -flatten`` of ``rtl.tlmm.Engine`` at TeLLMe's geometry
+#: (3, 28, 16), 1,344 MACs, LUTRAM counted as the LUTs it occupies (RAM32M16 = 8):
+#: ``registers`` 51,272 LUTs (``ternedge build --design tlmm --board kv260 --geometry
+#: 3,28,16``), ``lutram`` 23,738 LUTs (``python benchmarks/tlmm_resources.py``).
+LUT_PER_TERNARY_MAC = {"registers": 51_272 / 1344, "lutram": 23_738 / 1344}
+#: [M] flip-flops per ternary MAC, same estimates: 8,819 and 6,098 FFs for 1,344 MACs.
+FF_PER_TERNARY_MAC = {"registers": 8_819 / 1344, "lutram": 6_098 / 1344}
 #: [E] LUTs / FFs per FP16 lane of the attention and elementwise datapaths (adder, exp/recip
 #: LUT pieces, muxing; multipliers go to DSPs).
 LUT_PER_FP16_LANE = 150

@@ -13,9 +13,10 @@ Configurations:
     call per decoder layer.
 ``default``
     ternedge's KV260 design point, picked by ``sweep.sweep`` (see ``sweep.DEFAULT_SPACE``):
-    G=3, T=32 (K-step 96: no padding of 1536), N=16; double-buffered BRAM weight banks
+    G=3, T=42, N=16 with the TLMM tables in LUTRAM (``table_memory="lutram"``: 17.7 LUT per
+    ternary MAC against 38.2 with register tables); double-buffered BRAM weight banks
     streaming ahead across linears and layers; 1.6-bit (base-243) weights in 4 KB bursts over
-    four 128-bit HP ports; the RTL's overlapped TLMM schedule; 4-query tiles with parallel
+    six 128-bit HP ports; the RTL's overlapped TLMM schedule; 4-query tiles with parallel
     P.V; 32-lane decode attention sharing the prefill units; INT4 LM head with argmax on the
     fabric; one call per token. Every number it produces is *modeled*.
 """
@@ -96,9 +97,9 @@ CONFIGS = {
         max_context=1024,
         lm_head="host-fp16", host_call_scope="layer", resource_model="published"),
     "default": AcceleratorConfig(
-        group_size=3, tables_per_step=28, cols_per_cycle=16, clock_mhz=250.0, acc_width=24,
-        max_k=16384,
-        ddr_peak_gbps=19.2, ddr_ports=4, port_width_bits=128, burst_bytes=4096,
+        group_size=3, tables_per_step=42, cols_per_cycle=16, clock_mhz=250.0, acc_width=24,
+        max_k=16384, table_memory="lutram",
+        ddr_peak_gbps=19.2, ddr_ports=6, port_width_bits=128, burst_bytes=4096,
         weight_layout="base243", weight_beat_bits=512,
         weight_buffer_memory="bram", weight_buffer_partitions=0, weight_buffer_depth=512,
         double_buffer=True, fill_entries_per_cycle=4, tlmm_schedule="overlapped",

@@ -8,8 +8,9 @@ UltraScale+ primitives exactly (URAM288 4096 x 72, BRAM36 512 x 72).
 
 Per block:
 
-* ``tlmm``: LUT = macs * LUT_PER_TERNARY_MAC, FF = macs * FF_PER_TERNARY_MAC, DSP = 0 (the
-  table builder's adders are in LUTs; TeLLMe binds them to DSP SIMD adders instead).
+* ``tlmm``: LUT = macs * LUT_PER_TERNARY_MAC, FF = macs * FF_PER_TERNARY_MAC for the
+  configuration's ``table_memory``, DSP = 0 (the table builder's adders are in LUTs; TeLLMe
+  binds them to DSP SIMD adders instead).
 * ``weight_buffer``: ``WeightBuffer.memories()``.
 * ``attention``: DSP = query_tile * lanes (QK) + pv_queries * lanes * (1 fused FMA or 2)
   + 2 * (decode lanes beyond ``min(query_tile, pv_queries) * lanes``, which the decode passes
@@ -49,7 +50,8 @@ def estimate(config: AcceleratorConfig, model: ModelConfig) -> dict:
     score_fifo = (ceil(model.num_attention_heads * 16 / c.MEMORY_WIDTH)
                   * ceil(config.max_context / c.URAM_DEPTH))
     out = {
-        "tlmm": {"lut": macs * c.LUT_PER_TERNARY_MAC, "ff": macs * c.FF_PER_TERNARY_MAC,
+        "tlmm": {"lut": ceil(macs * c.LUT_PER_TERNARY_MAC[config.table_memory]),
+                 "ff": ceil(macs * c.FF_PER_TERNARY_MAC[config.table_memory]),
                  "dsp": 0, "bram36": 0, "uram": 0},
         "weight_buffer": {"lut": 0, "ff": 0, "dsp": 0, **mem},
         "attention": {"lut": attn_lanes * c.LUT_PER_FP16_LANE,
