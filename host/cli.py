@@ -22,8 +22,13 @@ def _generate(args) -> int:
 
     weights = load_checkpoint(args.model)
     tokenizer = load_tokenizer(args.model)
-    check_request(tokenizer.encode(args.prompt), args.max_new_tokens,
-                  weights.config.max_position_embeddings, args.temperature, args.top_k)
+    prompt_ids = tokenizer.encode(args.prompt)
+    check_request(prompt_ids, args.max_new_tokens, weights.config.max_position_embeddings,
+                  args.temperature, args.top_k)
+    if args.backend == "rtl":
+        from .rtl_backend import check_request as check_rtl_request
+
+        check_rtl_request(len(prompt_ids), args.max_new_tokens)
     backend = make_backend(args.backend, weights)
     stream = None if args.json else (lambda text: print(text, end="", flush=True))
     if stream:

@@ -32,12 +32,28 @@ from .accelerator import Layout
 from .backends import Backend
 from .errors import InputError
 
-__all__ = ["RTL_CONFIG", "RTLBackend", "ForwardCycles", "AcceleratorError"]
+__all__ = ["RTL_CONFIG", "MAX_TOKENS", "MAX_CONTEXT", "check_request", "RTLBackend",
+           "ForwardCycles", "AcceleratorError"]
 
 #: geometry of the simulated top: 4 columns per cycle (one 128-bit beat of Q16 results),
 #: 24 tables per K-step (a 120-bit weight entry per 128-bit beat)
 RTL_CONFIG = AcceleratorConfig(group_size=3, tables_per_step=24, cols_per_cycle=4)
 TOPLEVEL = "ternedge_accelerator"
+#: the simulated top's default sizes: longest prompt (one prefill pass) and KV-cache length
+MAX_TOKENS = 32
+MAX_CONTEXT = 128
+
+
+def check_request(prompt_tokens: int, max_new_tokens: int, *, max_tokens: int = MAX_TOKENS,
+                  max_context: int = MAX_CONTEXT) -> None:
+    """Reject a generation the simulated top cannot hold, before it is built."""
+    if prompt_tokens > max_tokens:
+        raise InputError(f"the prompt is {prompt_tokens} tokens but the RTL backend prefills at "
+                         f"most {max_tokens}; shorten the prompt")
+    if prompt_tokens + max_new_tokens > max_context:
+        raise InputError(f"{prompt_tokens} prompt tokens + {max_new_tokens} new tokens exceed "
+                         f"the RTL backend's KV cache of {max_context}; lower --max-new-tokens "
+                         f"to at most {max_context - prompt_tokens}")
 
 
 class AcceleratorError(RuntimeError):
@@ -74,7 +90,7 @@ class RTLBackend(Backend):
     name = "rtl"
 
     def __init__(self, weights: ModelWeights, *, config: AcceleratorConfig = RTL_CONFIG,
-                 max_tokens: int = 32, max_context: int = 128,
+                 max_tokens: int = MAX_TOKENS, max_context: int = MAX_CONTEXT,
                  max_job_n: int | None = None, attention_tile: int = 4,
                  timeout_cycles: int = 50_000_000,
                  build_dir=None, verbose: bool = False):
