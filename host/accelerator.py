@@ -162,8 +162,13 @@ class Layout:
         self._blocks.append((addr, data))
         return addr
 
+    def blocks(self) -> list:
+        """``(addr, bytes)`` of everything the DDR window starts with (weights, norms, RoPE
+        table); zeros elsewhere."""
+        return list(self._blocks)
+
     def image(self) -> bytearray:
-        """The DDR window's initial contents (weights, norms, RoPE table; zeros elsewhere)."""
+        """The DDR window's initial contents as one bytearray."""
         memory = bytearray(self.size)
         for addr, data in self._blocks:
             memory[addr:addr + len(data)] = data

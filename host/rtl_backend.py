@@ -132,16 +132,14 @@ class RTLBackend(Backend):
         key = secrets.token_bytes(16)
         env = {"TERNEDGE_COSIM_ADDRESS": address, "TERNEDGE_COSIM_KEY": key.hex(),
                "COCOTB_LOG_LEVEL": "INFO" if self._verbose else "WARNING"}
-        failure = []
-
         def simulate():
             try:
                 with cosim.environment("verilator"):
                     runner.test(hdl_toplevel=TOPLEVEL, test_module="ternedge.host.cosim_server",
                                 build_dir=build_dir, test_dir=self._tmp.name, extra_env=env,
                                 log_file=self._sim_log if quiet else None)
-            except BaseException as exc:           # SystemExit from a failed cocotb run
-                failure.append(exc)
+            except BaseException:                   # SystemExit from a failed cocotb run
+                pass                                # the host notices the thread has ended
 
         self._thread = threading.Thread(target=simulate, daemon=True)
         self._thread.start()
@@ -155,8 +153,7 @@ class RTLBackend(Backend):
                         f"the Verilator simulation did not start (see {self._sim_log}); "
                         f"rebuild by deleting {build_dir}") from None
                 time.sleep(0.05)
-        blocks = list(self.layout._blocks)
-        self._request(("load", self.layout.size, blocks))
+        self._request(("load", self.layout.size, self.layout.blocks()))
 
     def _design_key(self):
         cfg, c = self.config, self.accel_config
