@@ -127,7 +127,7 @@ class RTLBackend(Backend):
         runner = cosim.build(top, toplevel=TOPLEVEL, sim="verilator", build_dir=build_dir,
                              log_file=f"{build_dir}.log" if quiet else None)
         self._tmp = tempfile.TemporaryDirectory(prefix="ternedge-rtl-")
-        self._sim_log = os.path.join(self._tmp.name, "simulation.log")
+        self._sim_log = f"{build_dir}-simulation.log"      # kept after the run for a post-mortem
         address = os.path.join(self._tmp.name, "socket")
         key = secrets.token_bytes(16)
         env = {"TERNEDGE_COSIM_ADDRESS": address, "TERNEDGE_COSIM_KEY": key.hex(),
