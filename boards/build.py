@@ -198,11 +198,31 @@ def parse_nextpnr(log: str) -> tuple[dict, float]:
     return used, float(fmax[-1])
 
 
-def _build_ecp5(board, top, out_dir):
+#: ECP5 (the LFE5U-85F has 156 MULT18X18D): the accelerator's four-lane units (RMSNorm, RoPE,
+#: attention, pointwise, dequantizer, quantizer) infer about 183 MULT18X18D whatever the
+#: geometry and model, more than the device has. Before ``synth_ecp5``, the multipliers that
+#: waste most of their DSPs (an operand under 17 bits, e.g. 19x9 or 7x32, or both operands of at
+#: most 26 bits, e.g. 24x24 on four MULT18X18D) become LUT Booth multipliers (``booth``), which
+#: leaves about 133 MULT18X18D. The same flatten/wreduce runs first so the widths are the
+#: reduced ones that ``synth_ecp5`` would see.
+ECP5_ACCELERATOR_SCRIPT = "\n".join([
+    "hierarchy -top top",
+    "proc",
+    "flatten",
+    "opt_expr",
+    "opt_clean",
+    "wreduce",
+    "opt_clean",
+    "booth t:$mul r:A_WIDTH<17 %i t:$mul r:B_WIDTH<17 %i %u "
+    "t:$mul r:A_WIDTH<=26 %i r:B_WIDTH<=26 %i %u",
+])
+
+
+def _build_ecp5(board, top, out_dir, **overrides):
     platform = platforms.platform_for(board)
     env = yowasp_env()
     os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
-    plan = platform.build(top, name="top", do_build=False)
+    plan = platform.build(top, name="top", do_build=False, **overrides)
     start = time.monotonic()
     plan.execute_local(str(out_dir), env=env)
     seconds = time.monotonic() - start
@@ -349,6 +369,8 @@ def build_design(design: str = "tlmm", board: str = "ulx3s-85f", geometry=None,
     build_dir.mkdir(parents=True, exist_ok=True)
     if board == "kv260":
         result = _estimate_kv260(top, build_dir)
+    elif design == "accelerator":
+        result = _build_ecp5(board, top, build_dir, script_after_read=ECP5_ACCELERATOR_SCRIPT)
     else:
         result = _build_ecp5(board, top, build_dir)
     return {"board": board, "design": design, "geometry": geo,

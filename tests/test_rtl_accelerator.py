@@ -75,6 +75,7 @@ def test_layout_rejects_bad_passes(weights):
         layout.program(4, 14)
 
 
+@pytest.mark.filterwarnings("ignore:.*created but never used")
 def test_top_rejects_unsupported_geometry(weights):
     from ternedge.rtl.accelerator import Accelerator
 
