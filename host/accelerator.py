@@ -130,9 +130,9 @@ class Layout:
         self.v_cache = [self._take(kv_bytes) for _ in model.layers]
         rows = {"x": cfg.hidden_size, "h": cfg.hidden_size, "q_raw": self.q_dim,
                 "k_raw": self.kv_dim, "q": self.q_dim, "attn": self.q_dim,
-                "attn_n": self.q_dim, "o": cfg.hidden_size, "gate": cfg.intermediate_size,
-                "up": cfg.intermediate_size, "m": cfg.intermediate_size,
-                "m_n": cfg.intermediate_size, "down": cfg.hidden_size, "out": cfg.hidden_size}
+                "attn_n": self.q_dim, "gate": cfg.intermediate_size,
+                "m": cfg.intermediate_size, "m_n": cfg.intermediate_size,
+                "out": cfg.hidden_size}
         self.row_bytes = {name: 4 * width for name, width in rows.items()}
         self.buffers = {name: self._take(max_tokens * size)
                         for name, size in self.row_bytes.items()}
@@ -185,9 +185,10 @@ class Layout:
             return Source(self.buffers[name], row, 0, row // B)
         return Source(self.buffers[name], row, head, head // B)
 
-    def _linear(self, layer, name, src, dst, tokens, per_head=False):
+    def _linear(self, layer, name, src, dst, tokens, per_head=False, epilogue=None):
         """LINEAR instructions (one per column tile) from ``src`` rows into ``dst``; with
-        ``per_head`` the outputs go to ``dst`` one KV head (``dst.stride_h`` apart) at a time."""
+        ``per_head`` the outputs go to ``dst`` one KV head (``dst.stride_h`` apart) at a time;
+        ``epilogue`` = (PointwiseOp, Source of the a rows) streams them through Pointwise."""
         out = []
         for addr, packed, first in self.linears[layer][name]:
             n_blocks = packed.n_padded // self.config.cols_per_cycle
@@ -199,11 +200,16 @@ class Layout:
                 heads = 1
                 target = Source(dst.addr + 4 * first, dst.stride_t, 0,
                                 packed.out_features * 4 // B)
+            extra = {}
+            if epilogue is not None:
+                kind, rows = epilogue
+                extra = {"pointwise": kind,
+                         "epilogue": Source(rows.addr + 4 * first, rows.stride_t)}
             out.append(Instruction(
                 Op.LINEAR, tokens=tokens, heads=heads, src0=src,
                 src1=Source(addr, 0, 0, packed.num_entries * self.entry_beats), dst=target,
                 k_steps=packed.k_steps, n_blocks=n_blocks, w_m=packed.scale_m,
-                w_e=packed.scale_e))
+                w_e=packed.scale_e, **extra))
         return out
 
     def _norm(self, gamma, src, dst, tokens, segments=1):
@@ -256,15 +262,17 @@ class Layout:
                             dst=rows("attn", head_major=True)),
                 self._norm(norms["attn_sub_norm"], rows("attn", head_major=True),
                            rows("attn_n"), tokens, segments=heads),
-                *self._linear(layer, "o_proj", rows("attn_n"), rows("o"), tokens),
-                self._pointwise(pointwise_add, rows("x"), rows("o"), rows("x"), tokens),
+                # x += o_proj(attn_n): the residual add as the linear's epilogue
+                *self._linear(layer, "o_proj", rows("attn_n"), rows("x"), tokens,
+                              epilogue=(pointwise_add, rows("x"))),
                 self._norm(norms["post_attention_layernorm"], rows("x"), rows("h"), tokens),
                 *self._linear(layer, "gate_proj", rows("h"), rows("gate"), tokens),
-                *self._linear(layer, "up_proj", rows("h"), rows("up"), tokens),
-                self._pointwise(gate_kind, rows("gate"), rows("up"), rows("m"), tokens),
+                # m = act(gate) * up_proj(h): the gating as the up projection's epilogue
+                *self._linear(layer, "up_proj", rows("h"), rows("m"), tokens,
+                              epilogue=(gate_kind, rows("gate"))),
                 self._norm(norms["ffn_sub_norm"], rows("m"), rows("m_n"), tokens),
-                *self._linear(layer, "down_proj", rows("m_n"), rows("down"), tokens),
-                self._pointwise(pointwise_add, rows("x"), rows("down"), rows("x"), tokens),
+                *self._linear(layer, "down_proj", rows("m_n"), rows("x"), tokens,
+                              epilogue=(pointwise_add, rows("x"))),
             ]
         out.append(self._norm(self.final_norm, rows("x"), rows("out"), tokens))
         if len(out) > self.max_instructions:
@@ -281,6 +289,10 @@ class Layout:
         """The final norm's Q16 rows (tokens, hidden) from buffer ``out``."""
         return read_q16(memory, self.buffers["out"],
                         tokens * self.cfg.hidden_size).reshape(tokens, -1)
+
+
+#: ``PointwiseOp`` values -> golden functions of (a, b)
+POINTWISE = (ops.residual_add, ops.relu2_gate, ops.silu_gate)
 
 
 def execute(program, memory, *, eps: int, config: AcceleratorConfig, head_dim: int):
@@ -309,6 +321,9 @@ def execute(program, memory, *, eps: int, config: AcceleratorConfig, head_dim: i
                 qp = np.zeros((1, k_pad), dtype=np.int64)
                 qp[0, :lanes0] = q[0]
                 y = quant.dequantize(tlmm.tlmm(qp, indices, g), amax, (ins.w_m, ins.w_e))[0]
+                if ins.epilogue is not None:
+                    a = read_q16(memory, ins.epilogue.addr + t * ins.epilogue.stride_t, y.size)
+                    y = POINTWISE[ins.pointwise](a, y)
                 for h in range(ins.heads):
                     store(t, h, y[h * seg:(h + 1) * seg])
             continue
@@ -324,7 +339,7 @@ def execute(program, memory, *, eps: int, config: AcceleratorConfig, head_dim: i
                 a = read_q16(memory, s0.addr + t * s0.stride_t + h * s0.stride_h, lanes0)
                 if ins.op is Op.POINTWISE:
                     other = read_q16(memory, s1.addr + t * s1.stride_t, lanes0)
-                    y = [ops.residual_add, ops.relu2_gate, ops.silu_gate][ins.pointwise](a, other)
+                    y = POINTWISE[ins.pointwise](a, other)
                 elif ins.op is Op.ROPE:
                     table = read_q16(memory, s1.addr + t * s1.stride_t, head_dim)
                     table = table.reshape(-1, 2, isa.LANES)

@@ -200,6 +200,7 @@ class Accelerator(wiring.Component):
         op = Signal(8)
         m.d.comb += op.eq(words[0][:8])
         pw_op = words[0][8:10]
+        epilogue = words[0][10]                      # LINEAR: output through Pointwise
         tokens, heads = words[1][:16], words[1][16:]
         k_steps, n_blocks = words[2][:16], words[2][16:]
         keys0, group_shift, tile = words[2][:16], words[2][16:24], words[2][24:32]
@@ -371,15 +372,32 @@ class Accelerator(wiring.Component):
             m.d.sync += [result.eq(engine.results.payload), held.eq(1), part.eq(0)]
 
         # ---- write data: the instruction's unit output ----
+        # the LINEAR epilogue: Pointwise(pw_op, a = a row from DDR, b = the linear's output)
+        with m.If(is_op(isa.Op.LINEAR) & epilogue):
+            m.d.comb += [pw.i.valid.eq(dequant.y.valid & a_fifo.r_rdy),
+                         pw.i.payload.op.eq(pw_op), pw.i.payload.a.eq(a_fifo.r_data),
+                         pw.i.payload.b.eq(dequant.y.payload.y),
+                         a_fifo.r_en.eq(dequant.y.valid & pw.i.ready & a_fifo.r_rdy)]
+        linear_out = (Mux(epilogue, pw.o.valid, dequant.y.valid),
+                      Mux(epilogue, pw.o.payload.as_value(), dequant.y.payload.y.as_value()))
         sources = {isa.Op.NORM: (norm.y, norm.y.payload.y),
-                   isa.Op.LINEAR: (dequant.y, dequant.y.payload.y),
+                   isa.Op.LINEAR: (None, None),
                    isa.Op.ROPE: (rope.y, rope.y.payload),
                    isa.Op.ATTENTION: (attn.o, attn.o.payload),
                    isa.Op.POINTWISE: (pw.o, pw.o.payload)}
         for o, (port, payload) in sources.items():
             with m.If(is_op(o)):
-                m.d.comb += [out_fifo.w_en.eq(port.valid), out_fifo.w_data.eq(payload),
-                             port.ready.eq(out_fifo.w_rdy)]
+                if port is None:                     # LINEAR: the dequantizer or the epilogue
+                    m.d.comb += [out_fifo.w_en.eq(linear_out[0]),
+                                 out_fifo.w_data.eq(linear_out[1])]
+                    with m.If(epilogue):
+                        m.d.comb += [pw.o.ready.eq(out_fifo.w_rdy),
+                                     dequant.y.ready.eq(pw.i.ready & a_fifo.r_rdy)]
+                    with m.Else():
+                        m.d.comb += dequant.y.ready.eq(out_fifo.w_rdy)
+                else:
+                    m.d.comb += [out_fifo.w_en.eq(port.valid), out_fifo.w_data.eq(payload),
+                                 port.ready.eq(out_fifo.w_rdy)]
         with m.If(drain):
             m.d.comb += [writer.data.valid.eq(1), writer.data.payload.eq(0)]
         with m.Else():
@@ -392,6 +410,7 @@ class Accelerator(wiring.Component):
         t = Signal(16)
         h = Signal(16)
         row0, row1, rowd = Signal(32), Signal(32), Signal(32)
+        rowe = Signal(32)                            # LINEAR epilogue operand row
         off0, offd, kv_off = Signal(32), Signal(32), Signal(32)
         keys = Signal(16)                            # keys seen by query t
         seg = Signal(16)                             # NORM: segment of the row being read
@@ -429,7 +448,8 @@ class Accelerator(wiring.Component):
                     & (n_blocks <= engine.max_n_blocks) & (beats0 <= row_beats)
                     & (beats0 <= k_beats) & (beats0 + steps_per_k > k_beats)
                     & (beats1 == k_steps * n_blocks * cfg.cols_per_cycle * self.entry_beats)
-                    & (heads * beatsd == n_blocks * parts))
+                    & (heads * beatsd == n_blocks * parts)
+                    & (~epilogue | ((heads == 1) & (pw_op != 3))))
             with m.Case(isa.Op.ROPE):
                 m.d.comb += lengths_ok.eq((beats0 == head_beats) & (beats1 == head_beats)
                                           & (beatsd == head_beats))
@@ -459,7 +479,8 @@ class Accelerator(wiring.Component):
             table = {
                 isa.Op.NORM: [(yes, row0 + off0, beats0, Route.NORM_X),
                               (yes, src1[0], beats1, Route.NORM_GAMMA)],
-                isa.Op.LINEAR: [(h == 0, row0, beats0, Route.QUANT_X)],
+                isa.Op.LINEAR: [(h == 0, row0, beats0, Route.QUANT_X),
+                                (epilogue & (h == 0), rowe, beatsd, Route.POINTWISE_A)],
                 isa.Op.ROPE: [(yes, row0 + off0, beats0, Route.ROPE_X),
                               (yes, row1, beats1, Route.ROPE_TABLE)],
                 isa.Op.ATTENTION: [(yes, row0 + off0, beats0 * step_t, Route.ATT_Q),
@@ -523,7 +544,8 @@ class Accelerator(wiring.Component):
             with m.State("DECODE"):
                 m.d.comb += regs.busy.eq(1)
                 m.d.sync += [t.eq(0), h.eq(0), row0.eq(src0[0]), row1.eq(src1[0]),
-                             rowd.eq(dst[0]), off0.eq(0), offd.eq(0), kv_off.eq(0),
+                             rowd.eq(dst[0]), rowe.eq(src1[1]), off0.eq(0), offd.eq(0),
+                             kv_off.eq(0),
                              keys.eq(keys0), seg.eq(0)]
                 with m.If(~known_op):
                     raise_fault(ErrorCode.BAD_OPCODE)
@@ -582,6 +604,7 @@ class Accelerator(wiring.Component):
                         m.d.sync += [t.eq(t + step_t), h.eq(0), off0.eq(0), offd.eq(0),
                                      kv_off.eq(0), row0.eq(row0 + src0[1] * step_t),
                                      row1.eq(row1 + src1[1] * step_t),
+                                     rowe.eq(rowe + src1[2]),
                                      rowd.eq(rowd + dst[1] * step_t), keys.eq(keys + step_t)]
                         m.next = "UNIT_JOB"
                     with m.Else():

@@ -10,7 +10,8 @@ one before it wrote.
 ======  ===========================================================================
 word    field
 ======  ===========================================================================
-0       ``op`` (bits 7:0), ``pointwise`` (bits 9:8, a ``PointwiseOp`` for ``POINTWISE``)
+0       ``op`` (bits 7:0), ``pointwise`` (bits 9:8, a ``PointwiseOp`` for ``POINTWISE`` and
+        the LINEAR epilogue), LINEAR ``epilogue`` (bit 10)
 1       ``tokens`` (15:0), ``heads`` (31:16): the iteration counts
 2       LINEAR: ``k_steps`` (15:0), ``n_blocks`` (31:16);
         ATTENTION: ``keys0`` (15:0, keys seen by the first token), ``group_shift`` (23:16,
@@ -18,8 +19,9 @@ word    field
 3       LINEAR: weight Scale ``w_m`` (15:0), ``w_e`` (23:16, signed);
         ATTENTION: ``v_offset``, bytes from the key cache to the value cache
 4-7     source 0: ``addr``, ``stride_t``, ``stride_h`` (bytes), ``beats`` per iteration
-8-11    source 1: the same (LINEAR: the weight image, read once; ATTENTION: the key cache,
-        ``beats`` per key)
+8-11    source 1: the same (LINEAR: the weight image, read once, with the epilogue operand's
+        ``addr`` and ``stride_t`` in words 9 and 10; ATTENTION: the key cache, ``beats`` per
+        key)
 12-15   destination: the same
 ======  ===========================================================================
 
@@ -30,7 +32,9 @@ Per op, for token t and head h (``a + t*stride_t + h*stride_h`` unless said othe
   written as one row.
 - ``LINEAR``: the weights once (``k_steps * n_blocks * N`` entries, one per beat), then per
   token source 0's row quantized, multiplied and dequantized; the token's outputs go to
-  ``heads`` destination segments.
+  ``heads`` destination segments. With the epilogue (one segment only), the outputs stream
+  through the Pointwise unit first: ``pointwise(a, y)`` with ``a`` the epilogue operand's row
+  (residual add: a is the residual; gating: a is the gate, y the up projection).
 - ``ROPE``: source 0's head h rotated by source 1's row (the cos/sin table row of the token's
   position: per beat of the RoPE unit, a cos beat then a sin beat).
 - ``ATTENTION``: query head h (source 0) against ``keys0 + t`` keys of KV head
@@ -88,13 +92,15 @@ class Instruction:
 
     def __init__(self, op, *, tokens=1, heads=1, src0=None, src1=None, dst=None, pointwise=0,
                  k_steps=0, n_blocks=0, w_m=0, w_e=0, keys0=0, group_shift=0, v_offset=0,
-                 tile=1):
+                 tile=1, epilogue=None):
         self.op = Op(op)
         self.tokens, self.heads, self.pointwise = tokens, heads, pointwise
         self.src0, self.src1, self.dst = src0 or Source(), src1 or Source(), dst or Source()
         self.k_steps, self.n_blocks, self.w_m, self.w_e = k_steps, n_blocks, w_m, w_e
         self.keys0, self.group_shift, self.v_offset = keys0, group_shift, v_offset
         self.tile = tile
+        #: LINEAR: Source of the epilogue operand rows (``addr``, ``stride_t``), or None
+        self.epilogue = epilogue
 
     def words(self):
         if self.op is Op.LINEAR:
@@ -105,8 +111,13 @@ class Instruction:
             w3 = self.v_offset
         else:
             w2 = w3 = 0
-        return ([int(self.op) | self.pointwise << 8, self.tokens | self.heads << 16, w2, w3]
-                + self.src0.words() + self.src1.words() + self.dst.words())
+        w0 = int(self.op) | self.pointwise << 8
+        src1 = self.src1.words()
+        if self.op is Op.LINEAR and self.epilogue is not None:
+            w0 |= 1 << 10
+            src1[1:3] = [self.epilogue.addr, self.epilogue.stride_t]
+        return ([w0, self.tokens | self.heads << 16, w2, w3]
+                + self.src0.words() + src1 + self.dst.words())
 
     def __repr__(self):
         return f"Instruction({self.op.name}, tokens={self.tokens}, heads={self.heads})"
@@ -134,14 +145,18 @@ def decode(image: bytes) -> list:
         w = struct.unpack_from(f"<{WORDS}I", image, i)
         op = Op(w[0] & 0xFF)
         fields = {}
+        src1 = Source(*w[8:12])
         if op is Op.LINEAR:
             e = (w[3] >> 16) & 0xFF
             fields = {"k_steps": w[2] & 0xFFFF, "n_blocks": w[2] >> 16, "w_m": w[3] & 0xFFFF,
                       "w_e": e - 256 if e & 0x80 else e}
+            if w[0] >> 10 & 1:
+                fields["epilogue"] = Source(w[9], w[10])
+                src1 = Source(w[8], 0, 0, w[11])
         elif op is Op.ATTENTION:
             fields = {"keys0": w[2] & 0xFFFF, "group_shift": (w[2] >> 16) & 0xFF,
                       "tile": w[2] >> 24, "v_offset": w[3]}
         out.append(Instruction(op, tokens=w[1] & 0xFFFF, heads=w[1] >> 16,
                                pointwise=(w[0] >> 8) & 3, src0=Source(*w[4:8]),
-                               src1=Source(*w[8:12]), dst=Source(*w[12:16]), **fields))
+                               src1=src1, dst=Source(*w[12:16]), **fields))
     return out

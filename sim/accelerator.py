@@ -145,10 +145,23 @@ def instruction_cycles(ins, timing: TopTiming, clock: _Clock, start: int) -> int
                     last_step = l0 + (ins.k_steps - 1) * ins.n_blocks
                     # result parts reach the dequantizer one a cycle from last_step + 2
                     parts = t.config.cols_per_cycle // isa.LANES
-                    pending = [last_step + j + 4 for j in range(ins.n_blocks * parts)]
+                    acc = [last_step + 2 + j for j in range(ins.n_blocks * parts)]
+                    if ins.epilogue is None:
+                        pending = [cycle + 2 for cycle in acc]
+                        state += 1                  # READ1 skipped
+                    else:                           # the a rows, then Pointwise
+                        row = ins.epilogue.addr + tok * ins.epilogue.stride_t
+                        state = read(row, ins.dst.beats, state)
+                        late = [j for j, (a, y) in enumerate(zip(reads[1], acc, strict=True))
+                                if a + 1 > y + 1]
+                        if late:
+                            raise ValueError("the top model needs the epilogue operand in "
+                                             "before the linear's outputs (beat "
+                                             f"{late[0]} is late)")
+                        pending = [cycle + 3 for cycle in acc]
                 else:
-                    state += 1
-                state += 2                          # READ1, READ2 skipped
+                    state += 2                      # READ0, READ1 skipped
+                state += 1                          # READ2 skipped
             elif ins.op is Op.ROPE:
                 state = read(row0 + h * s0.stride_h, s0.beats, state)
                 state = read(row1, s1.beats, state)

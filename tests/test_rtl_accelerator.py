@@ -35,7 +35,9 @@ def test_isa_round_trip():
                   "src1": Source(*map(int, rng.integers(0, 1 << 31, 4))),
                   "dst": Source(*map(int, rng.integers(0, 1 << 31, 4)))}
         if op is Op.LINEAR:
-            fields.update(k_steps=9, n_blocks=160, w_m=40000, w_e=-3)
+            fields.update(k_steps=9, n_blocks=160, w_m=40000, w_e=-3, pointwise=1,
+                          epilogue=Source(4096, 2560))
+            fields["src1"].stride_t = fields["src1"].stride_h = 0     # carry the epilogue
         if op is Op.ATTENTION:
             fields.update(keys0=17, group_shift=1, v_offset=123456)
         if op is Op.POINTWISE:
