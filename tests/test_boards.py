@@ -121,28 +121,45 @@ def _unused(top):
 
 
 def test_accelerator_defaults_per_board():
-    from ternedge.boards.accelerator_top import accelerator_supports_max_job_n
+    from ternedge.boards.accelerator_top import accelerator_supports
 
-    ulx3s = build.ACCELERATOR_DEFAULTS["ulx3s-85f"]
-    top, details = build.accelerator_top(build.parse_geometry(ulx3s["geometry"]),
-                                         ulx3s["model"], ulx3s["max_tokens"],
-                                         ulx3s["max_context"], ulx3s["max_job_n"])
-    _unused(top)
-    assert details["model"] == "tiny-kjv"
-    assert details["model_dims"]["hidden_size"] == 256
-    assert details["model_dims"]["intermediate_size"] == 640
-    assert (details["max_tokens"], details["max_context"]) == (32, 64)
-    assert top.accelerator.max_dim == 640
-    if accelerator_supports_max_job_n():
-        kv = build.ACCELERATOR_DEFAULTS["kv260"]
-        config = build.parse_geometry(kv["geometry"])
-        top, details = build.accelerator_top(config, kv["model"], kv["max_tokens"],
-                                             kv["max_context"], kv["max_job_n"])
+    def default_top(board):
+        d = build.ACCELERATOR_DEFAULTS[board]
+        top, details = build.accelerator_top(build.parse_geometry(d["geometry"]), d["model"],
+                                             d["max_tokens"], d["max_context"], d["max_job_n"],
+                                             d.get("attention_tile"))
         _unused(top)
+        return top, details
+
+    top, details = default_top("ulx3s-85f")
+    assert details["model"] == "mini"
+    assert details["model_dims"] == {"hidden_size": 64, "intermediate_size": 128,
+                                     "num_attention_heads": 2, "num_key_value_heads": 1,
+                                     "head_dim": 32}
+    assert (details["max_tokens"], details["max_context"]) == (32, 64)
+    assert details["attention_tile"] == 1
+    assert top.accelerator.max_dim == 128
+    if accelerator_supports("max_job_n"):
+        top, details = default_top("kv260")
+        assert details["model"] == "bitnet-b1.58-large"
         assert details["model_dims"]["hidden_size"] == 1536
+        assert (details["max_tokens"], details["max_context"]) == (128, 1024)
         # "bram": the widest job whose bank fits 512 words: 49 K-steps of 84 x 10 N-blocks
         assert details["max_job_n"] == 160
-        assert details["weight_bank"]["words"] == 490 <= 512
+        assert details["weight_bank"] == {"words": 490, "word_bits": 16 * 28 * 5, "banks": 2}
+    # the shipped tiny model and the BitNet presets resolve by name
+    assert build.resolve_model("tiny-kjv")[1].intermediate_size == 640
+    assert build.resolve_model("bitnet-b1.58-large")[1].intermediate_size == 4096
+
+
+def test_ecp5_accelerator_script_moves_multipliers_and_maps_with_abc():
+    script = build.ECP5_ACCELERATOR_SCRIPT.splitlines()
+    assert script[0] == "hierarchy -top top" and "flatten" in script
+    assert any(line.startswith("booth t:$mul") for line in script)
+    assert script.index("wreduce") < script.index(next(x for x in script if x.startswith("booth")))
+    assert "abc -lut 4" in script and not any(x.startswith("abc9") for x in script)
+    assert build.ECP5_ACCELERATOR_OVERRIDES["synth_opts"] == "-run map_cells:"
+    assert "abc9" not in build.KV260_ACCELERATOR_SCRIPT
 
 
 def test_accelerator_argument_errors(tmp_path):
@@ -155,9 +172,11 @@ def test_accelerator_argument_errors(tmp_path):
     raises("applies to the tlmm design", "accelerator", "ulx3s-85f", max_k=96)
     raises("applies to the accelerator design", "tlmm", "ulx3s-85f", model="tiny-kjv")
     raises("applies to the accelerator design", "tlmm", "kv260", max_context=16)
-    raises("unknown model 'nonesuch'", "accelerator", "ulx3s-85f", model="nonesuch")
+    raises("unknown model 'nonesuch'.*mini", "accelerator", "ulx3s-85f", model="nonesuch")
     raises("max_tokens must be a positive integer", "accelerator", "ulx3s-85f", max_tokens=0)
     raises("max_job_n must be", "accelerator", "ulx3s-85f", max_job_n="wide")
+    raises("attention_tile must be", "accelerator", "ulx3s-85f", attention_tile=0)
+    raises("applies to the accelerator design", "tlmm", "ulx3s-85f", attention_tile=2)
     raises("unknown design", "cpu", "ulx3s-85f")
     assert list(tmp_path.iterdir()) == []     # nothing was built
 
@@ -175,20 +194,24 @@ def test_build_cli_arguments(capsys):
 
 @pytest.mark.board
 def test_ulx3s_accelerator_bitstream(out_dir):
-    result = build.build_design("accelerator", "ulx3s-85f", (3, 8, 4), out_dir,
-                                model=SMALL_MODEL, max_tokens=2, max_context=8)
+    # the smallest accelerator: it still takes about 85 % of the LFE5U-85F and all its DSPs
+    result = build.build_design("accelerator", "ulx3s-85f", (3, 4, 4), out_dir,
+                                model=SMALL_MODEL, max_tokens=2, max_context=8,
+                                attention_tile=1)
     assert Path(result["bitstream"]).stat().st_size > 100_000
     assert result["fmax_mhz"] > 0
     util = result["utilization"]
     assert 0 < util["lut"] <= util["lut_total"] and 0 < util["ff"] <= util["ff_total"]
-    assert util["ebr"] > 0                      # the weight banks and unit buffers
+    assert util["ebr"] > 0                      # the weight banks
+    assert 0 < util["dsp"] <= util["dsp_total"]
     assert result["model_dims"]["hidden_size"] == 64
 
 
 @pytest.mark.board
 def test_kv260_accelerator_estimate(out_dir):
     result = build.build_design("accelerator", "kv260", (3, 8, 4), out_dir,
-                                model=SMALL_MODEL, max_tokens=2, max_context=8)
+                                model=SMALL_MODEL, max_tokens=2, max_context=8,
+                                attention_tile=1)
     util = result["utilization"]
     assert util["lut"] > 0 and util["ff"] > 0 and util["dsp"] > 0
     assert util["budget"] == platforms.KV260_BUDGET
