@@ -28,7 +28,7 @@ def run_attention(dut, jobs, rng, p_valid, p_ready):
         for q, k, _ in jobs:
             word = k.shape[0]
             if prefill:
-                word |= q.shape[0] << (dut.max_keys + 1).bit_length()
+                word |= q.shape[0] << dut.job.payload.shape()["queries"].offset
             cycle = await put(ctx, dut.job, word, rng, p_valid)
             if out["first"] is None:
                 out["first"] = cycle
@@ -128,10 +128,11 @@ def test_prefill_random_stalls():
         np.testing.assert_array_equal(o[-3 + t], reference(q[t], k[:keys], v[:keys])[0])
 
 
-@pytest.mark.parametrize("n,keys", [(2, 2), (4, 6)])
-def test_prefill_cycles_exact(n, keys):
+@pytest.mark.parametrize("n,keys,max_keys", [(2, 2, 8), (4, 6, 8), (3, 7, 7)])
+def test_prefill_cycles_exact(n, keys, max_keys):
+    """max_keys = 7: the keys field is 3 bits wide, one less than (max_keys + 1).bit_length()."""
     rng = seeded(700 + keys)
-    dut = attention.PrefillUnit(queries=4, lanes=2, head_dim=8, max_keys=8)
+    dut = attention.PrefillUnit(queries=4, lanes=2, head_dim=8, max_keys=max_keys)
     job = prefill_job(rng, n, keys, 8, 17)
     o, cycles = run_attention(dut, [job], rng, p_valid=1.0, p_ready=1.0)
     np.testing.assert_array_equal(o, reference(*job))

@@ -192,11 +192,12 @@ def pointwise_job(rng, n_beats, lanes):
     n = n_beats * lanes
     a = rng.integers(-(1 << 21), 1 << 21, size=n) >> rng.integers(0, 12, size=n)
     b = rng.integers(-(1 << 24), 1 << 24, size=n) >> rng.integers(0, 12, size=n)
-    a[:4] = [fixed.INT32_MAX, fixed.INT32_MIN, 0, -(300 << 16)]
-    b[:4] = [fixed.INT32_MAX, fixed.INT32_MIN, fixed.INT32_MAX, 1 << 16]
+    edges = min(4, n)                          # extreme operands first, as many as fit
+    a[:edges] = [fixed.INT32_MAX, fixed.INT32_MIN, 0, -(300 << 16)][:edges]
+    b[:edges] = [fixed.INT32_MAX, fixed.INT32_MIN, fixed.INT32_MAX, 1 << 16][:edges]
     choices = list(elementwise.PointwiseOp)
     ops_per_beat = [choices[int(i)] for i in rng.integers(0, len(choices), n_beats)]
-    ops_per_beat[:3] = choices
+    ops_per_beat[:len(choices)] = choices[:n_beats]    # every op early, length unchanged
     return ops_per_beat, a, b
 
 
@@ -211,10 +212,11 @@ def test_pointwise_random_stalls():
                                   err_msg=f"seed={seed}")
 
 
-def test_pointwise_cycles_exact():
+@pytest.mark.parametrize("beats", [1, 2, 6])
+def test_pointwise_cycles_exact(beats):
     rng = seeded(72)
-    ops_per_beat, a, b = pointwise_job(rng, 6, 2)
+    ops_per_beat, a, b = pointwise_job(rng, beats, 2)
     dut = elementwise.Pointwise(lanes=2)
     y, cycles = run_pointwise(dut, ops_per_beat, a, b, rng, p_valid=1.0, p_ready=1.0)
     np.testing.assert_array_equal(y, pointwise_reference(ops_per_beat, a, b, 2))
-    assert dut.cycles(6) == cycles
+    assert dut.cycles(beats) == cycles
