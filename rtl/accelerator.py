@@ -46,12 +46,12 @@ from ..golden.config import AcceleratorConfig, ModelConfig
 from . import isa
 from .attention import PrefillUnit
 from .axi import ReadDMA, WriteDMA, axi4_signature, axilite_signature
-from .elementwise import Pointwise, RMSNorm, RoPE
+from .elementwise import Pointwise, PointwiseOp, RMSNorm, RoPE
 from .quant import Dequantizer, Quantizer
 from .regs import ErrorCode, Registers
 from .tlmm import Engine
 
-__all__ = ["Route", "COUNTERS", "ddr_signature", "Accelerator"]
+__all__ = ["Route", "COUNTERS", "GATE_OPS", "ddr_signature", "Accelerator"]
 
 DATA_WIDTH = 8 * isa.BEAT_BYTES
 
@@ -73,6 +73,9 @@ class Route(enum.IntEnum):
 
 
 #: performance counters, in register order (``COUNTER[i]`` at 0x20 + 4 i)
+#: ``ModelConfig.hidden_act`` -> the ``Pointwise`` gate that computes it
+GATE_OPS = {"relu2": PointwiseOp.RELU2_GATE, "silu": PointwiseOp.SILU_GATE}
+
 COUNTERS = ("instructions", "read_beats", "write_beats", "linear_cycles", "attention_cycles",
             "elementwise_cycles", "fetch_cycles")
 
@@ -102,6 +105,10 @@ class Accelerator(wiring.Component):
         Widest N of one LINEAR instruction (default: the widest linear of the model).
     attention_tile : int
         Queries per attention job (``PrefillUnit(queries=...)``).
+    gates : tuple of str
+        The MLP gates built into ``Pointwise`` (``hidden_act`` names: "relu2", "silu"; default
+        both). A board build for one model keeps only its own; an instruction that asks for a
+        gate left out ends in ``BAD_OPCODE``.
 
     Attributes
     ----------
@@ -113,7 +120,8 @@ class Accelerator(wiring.Component):
 
     def __init__(self, *, config: AcceleratorConfig, model: ModelConfig, max_tokens: int = 64,
                  max_context: int = 256, max_job_n: int | None = None,
-                 attention_tile: int = 4):
+                 attention_tile: int = 4, gates: tuple = tuple(GATE_OPS)):
+        self._MustUse__silence = True     # a rejected configuration leaves no warning behind
         if config.cols_per_cycle % isa.LANES:
             raise ValueError(f"the accelerator top streams {isa.LANES} lanes per DDR beat; "
                              f"cols_per_cycle must be a multiple of {isa.LANES}, got "
@@ -128,6 +136,10 @@ class Accelerator(wiring.Component):
             raise ValueError(f"attention_tile must be 1 to {min(255, max_context)}, "
                              f"got {attention_tile}")
         self.attention_tile = attention_tile
+        unknown = [g for g in gates if g not in GATE_OPS]
+        if unknown or not gates:
+            raise ValueError(f"gates must name some of {', '.join(GATE_OPS)}, got {gates!r}")
+        self.gates = tuple(g for g in GATE_OPS if g in gates)
         self.head_dim = model.head_dim
         linear_dims = (model.hidden_size, model.intermediate_size,
                        model.num_attention_heads * model.head_dim,
@@ -142,10 +154,16 @@ class Accelerator(wiring.Component):
                              f"{config.cols_per_cycle} and at most {self.max_dim}")
         #: DDR beats per weight entry
         self.entry_beats = -(-config.entry_bits // DATA_WIDTH)
+        self._MustUse__silence = False
         super().__init__({
             "ctrl": In(axilite_signature(addr_width=8)),
             "ddr": Out(ddr_signature()),
         })
+
+    @property
+    def pointwise_ops(self) -> tuple:
+        """The ``PointwiseOp``s built: the residual add and the gates."""
+        return (PointwiseOp.ADD, *(GATE_OPS[g] for g in self.gates))
 
     def elaborate(self, platform):
         m = Module()
@@ -180,7 +198,7 @@ class Accelerator(wiring.Component):
             "rope": RoPE(lanes=lanes, head_dim=self.head_dim),
             "attention": PrefillUnit(queries=self.attention_tile, lanes=lanes,
                                      head_dim=self.head_dim, max_keys=self.max_context),
-            "pointwise": Pointwise(lanes=lanes),
+            "pointwise": Pointwise(lanes=lanes, ops=self.pointwise_ops),
             # operands that arrive before their unit takes them, and the unit outputs on their
             # way to the WriteDMA: deep enough that neither DMA ever waits for a unit
             "rope_fifo": fifo.SyncFIFO(width=DATA_WIDTH, depth=head_beats),
@@ -463,8 +481,12 @@ class Accelerator(wiring.Component):
                 m.d.comb += lengths_ok.eq((heads == 1) & (beats0 <= row_beats)
                                           & (beats1 == beats0) & (beatsd == beats0)
                                           & (pw_op != 3))
+        # the op must exist, and so must the Pointwise operation it streams through
         known_op = Signal()
-        m.d.comb += known_op.eq((op >= int(min(isa.Op))) & (op <= int(max(isa.Op))))
+        uses_pointwise = is_op(isa.Op.POINTWISE) | (is_op(isa.Op.LINEAR) & epilogue)
+        pointwise_built = Cat(pw_op == op_.value for op_ in self.pointwise_ops).any()
+        m.d.comb += known_op.eq((op >= int(min(isa.Op))) & (op <= int(max(isa.Op)))
+                                & (~uses_pointwise | pointwise_built))
 
         m.d.comb += [regs.busy.eq(0), regs.done.eq(0), regs.fault.eq(0),
                      regs.fault_code.eq(fault_code), reader.clear.eq(0), writer.clear.eq(0)]

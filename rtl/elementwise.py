@@ -307,6 +307,10 @@ class Pointwise(wiring.Component):
     ----------
     lanes : int
         Element pairs per beat.
+    ops : iterable of PointwiseOp
+        The operations built (default: all). A beat with an operation left out gives an
+        unspecified result; a board build for one model keeps only the gate it uses (the SiLU
+        gate's exponential and divider are most of this unit).
 
     Attributes
     ----------
@@ -316,8 +320,11 @@ class Pointwise(wiring.Component):
         Q16 results, one register stage after the inputs.
     """
 
-    def __init__(self, *, lanes: int = 4):
+    def __init__(self, *, lanes: int = 4, ops=tuple(PointwiseOp)):
         self.lanes = arith.check_positive("lanes", lanes)
+        self.ops = frozenset(PointwiseOp(op) for op in ops)
+        if not self.ops:
+            raise ValueError("Pointwise needs at least one operation")
         super().__init__({
             "i": In(stream.Signature(pointwise_layout(lanes))),
             "o": Out(stream.Signature(_lanes(lanes))),
@@ -340,26 +347,27 @@ class Pointwise(wiring.Component):
         op = self.i.payload.op
         for i in range(self.lanes):
             a, b = self.i.payload.a[i], self.i.payload.b[i]
-            total = arith.sat32(m, a + b, name=f"add{i}")
-            relu = arith.wire(m, unsigned(31), Mux(a > 0, a, 0), name=f"relu{i}")
-            relu2 = _product_q16(m, relu, relu, name=f"relu2_{i}")
-            relu2_gate = _product_q16(m, relu2, b, name=f"relu2g{i}")
-            # sigmoid: e = exp(-|a|); a >= 0: 2^32 / (2^16 + e), else (e << 16) / (2^16 + e),
-            # rounded half up as floor((2n + d) / 2d); the quotient is at most 2^16
-            magnitude = arith.wire(m, signed(34), Mux(a < 0, a, -a), name=f"negabs{i}")
-            e = arith.exp_neg(m, magnitude, name=f"exp{i}")
-            den = arith.wire(m, 18, fixed.ONE + e, name=f"sden{i}")
-            num = arith.wire(m, 33, Mux(a >= 0, 1 << 32, e << fixed.FRAC), name=f"snum{i}")
-            sigmoid = arith.divide_unrolled(m, arith.wire(m, 35, (num << 1) + den),
-                                            arith.wire(m, 19, den << 1), 17, name=f"sig{i}")
-            silu = _product_q16(m, a, sigmoid, name=f"silu{i}")
-            silu_gate = _product_q16(m, silu, b, name=f"silug{i}")
+            results = {}
+            if PointwiseOp.ADD in self.ops:
+                results[PointwiseOp.ADD] = arith.sat32(m, a + b, name=f"add{i}")
+            if PointwiseOp.RELU2_GATE in self.ops:
+                relu = arith.wire(m, unsigned(31), Mux(a > 0, a, 0), name=f"relu{i}")
+                relu2 = _product_q16(m, relu, relu, name=f"relu2_{i}")
+                results[PointwiseOp.RELU2_GATE] = _product_q16(m, relu2, b, name=f"relu2g{i}")
+            if PointwiseOp.SILU_GATE in self.ops:
+                # sigmoid: e = exp(-|a|); a >= 0: 2^32 / (2^16 + e), else (e << 16) / (2^16 + e),
+                # rounded half up as floor((2n + d) / 2d); the quotient is at most 2^16
+                magnitude = arith.wire(m, signed(34), Mux(a < 0, a, -a), name=f"negabs{i}")
+                e = arith.exp_neg(m, magnitude, name=f"exp{i}")
+                den = arith.wire(m, 18, fixed.ONE + e, name=f"sden{i}")
+                num = arith.wire(m, 33, Mux(a >= 0, 1 << 32, e << fixed.FRAC), name=f"snum{i}")
+                sigmoid = arith.divide_unrolled(m, arith.wire(m, 35, (num << 1) + den),
+                                                arith.wire(m, 19, den << 1), 17, name=f"sig{i}")
+                silu = _product_q16(m, a, sigmoid, name=f"silu{i}")
+                results[PointwiseOp.SILU_GATE] = _product_q16(m, silu, b, name=f"silug{i}")
             with m.If(accept):
                 with m.Switch(op):
-                    with m.Case(PointwiseOp.ADD):
-                        m.d.sync += self.o.payload[i].eq(total)
-                    with m.Case(PointwiseOp.RELU2_GATE):
-                        m.d.sync += self.o.payload[i].eq(relu2_gate)
-                    with m.Case(PointwiseOp.SILU_GATE):
-                        m.d.sync += self.o.payload[i].eq(silu_gate)
+                    for case, value in results.items():
+                        with m.Case(case):
+                            m.d.sync += self.o.payload[i].eq(value)
         return m

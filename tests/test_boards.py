@@ -159,7 +159,21 @@ def test_ecp5_accelerator_script_moves_multipliers_and_maps_with_abc():
     assert script.index("wreduce") < script.index(next(x for x in script if x.startswith("booth")))
     assert "abc -lut 4" in script and not any(x.startswith("abc9") for x in script)
     assert build.ECP5_ACCELERATOR_OVERRIDES["synth_opts"] == "-run map_cells:"
+    assert build.ECP5_ACCELERATOR_OVERRIDES["nextpnr_opts"] == "--router router2"
     assert "abc9" not in build.KV260_ACCELERATOR_SCRIPT
+
+
+def test_kv260_accelerator_script_maps_memories_with_corrected_lutram_library():
+    # Yosys 0.70's lutrams_xcu.txt offers a 16-address-bit single-port LUTRAM that its map
+    # file rejects; the estimate maps memories with a copy whose deepest option is RAM512X1S
+    lib = build._xcu_lutram_lib()
+    assert '"ABITS" 16' not in lib and "abits 16" not in lib
+    assert lib.count("abits 9;") >= 1
+    steps = build.KV260_ACCELERATOR_SCRIPT.split("; ")
+    libmap = next(x for x in steps if x.startswith("memory_libmap"))
+    assert "-lib lutrams_xcu.txt" in libmap and "+/xilinx/lutrams_xcu.txt" not in libmap
+    assert steps.index(libmap) == 2 and steps[1].endswith("-run :map_memory")
+    assert steps[3].endswith("-run map_memory:map_luts")
 
 
 def test_accelerator_argument_errors(tmp_path):
