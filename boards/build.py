@@ -64,20 +64,22 @@ BUILD_MODELS = {
 #: arguments; ``max_job_n`` None: one engine job holds the model's widest linear).
 #:
 #: ULX3S-85F: the smallest configuration, because the accelerator's fixed four-lane units fill
-#: the LFE5U-85F on their own (about 60k of its 83,640 LUT4s and, after ``booth`` moves some
-#: multipliers to LUTs, all 156 MULT18X18D; see ``ECP5_ACCELERATOR_SCRIPT``): geometry (3,4,4),
-#: the ``mini`` model (widest linear 128), one-query attention tiles (4 would add about 18k LUTs
-#: and 100 MULT18X18D), max_tokens 32, max_context 64 (``host.rtl_backend``'s defaults).
-#: Measured with Yosys + abc -lut 4 before place and route: (3,4,4) mini 85 % of the LUT4s;
-#: (3,4,4) tiny-kjv (widest linear 640) 96 %; (3,8,4) tiny-kjv at attention_tile 4: 197
-#: MULT18X18D before ``booth`` and over 100 % of the LUTs.
+#: most of the LFE5U-85F on their own (``booth`` moves some multipliers to LUTs to stay within
+#: its 156 MULT18X18D; see ``ECP5_ACCELERATOR_SCRIPT``): geometry (3,4,4), the ``mini`` model
+#: (widest linear 128, ReLU² gate), one-query attention tiles (4 would add about 18k LUTs and
+#: 100 MULT18X18D), max_tokens 32, max_context 64 (``host.rtl_backend``'s defaults). Placed,
+#: it takes 74 % of the LUT4s (91 % with the SiLU gate built too: not routed in an hour);
+#: (3,4,4) tiny-kjv (widest linear 640) was 96 % before place and route, and (3,8,4) tiny-kjv
+#: at attention_tile 4 needed 197 MULT18X18D before ``booth`` and over 100 % of the LUTs.
 #:
 #: KV260: TeLLMe's geometry (3,28,16) with bitnet-b1.58-large's dimensions (hidden 1536,
 #: intermediate 4096, head_dim 96), max_tokens 128, max_context 1024, the RTL's default
 #: attention tile of 4 queries; max_job_n "bram" picks the widest job whose weight bank is at
 #: most 512 words deep (one RAMB36E2 as 512 x 72): 10 N-blocks of 16, i.e. 160 columns, for K
 #: up to 4096 (49 K-steps of 84); LUTRAM TLMM tables (``AcceleratorConfig.table_memory``: with
-#: tables in registers the engine's lookup alone is about 57k LUTs at this geometry).
+#: tables in registers the engine's lookup alone is about 57k LUTs at this geometry, and the
+#: whole top 152k, over the XCK26's 117,120). Estimated: 90,948 LUTs (77.7 %, 17,874 of them
+#: LUTRAM), 6,331 FFs, 267 DSP48E2, 64 RAMB36E2.
 #:
 #: Both builds keep only the model's own MLP gate (``Accelerator(gates=(hidden_act,))``): the
 #: SiLU gate's exponential and divider are most of the Pointwise unit.

@@ -72,10 +72,10 @@ class Route(enum.IntEnum):
     POINTWISE_B = 11
 
 
-#: performance counters, in register order (``COUNTER[i]`` at 0x20 + 4 i)
 #: ``ModelConfig.hidden_act`` -> the ``Pointwise`` gate that computes it
 GATE_OPS = {"relu2": PointwiseOp.RELU2_GATE, "silu": PointwiseOp.SILU_GATE}
 
+#: performance counters, in register order (``COUNTER[i]`` at 0x20 + 4 i)
 COUNTERS = ("instructions", "read_beats", "write_beats", "linear_cycles", "attention_cycles",
             "elementwise_cycles", "fetch_cycles")
 

@@ -208,7 +208,7 @@ def test_build_cli_arguments(capsys):
 
 @pytest.mark.board
 def test_ulx3s_accelerator_bitstream(out_dir):
-    # the smallest accelerator: it still takes about 85 % of the LFE5U-85F and all its DSPs
+    # the smallest accelerator: it still takes about three quarters of the LFE5U-85F's LUT4s
     result = build.build_design("accelerator", "ulx3s-85f", (3, 4, 4), out_dir,
                                 model=SMALL_MODEL, max_tokens=2, max_context=8,
                                 attention_tile=1)
@@ -230,3 +230,13 @@ def test_kv260_accelerator_estimate(out_dir):
     assert util["lut"] > 0 and util["ff"] > 0 and util["dsp"] > 0
     assert util["budget"] == platforms.KV260_BUDGET
     assert (Path(result["vivado_project"]) / "top.v").stat().st_size > 0
+
+
+@pytest.mark.board
+@pytest.mark.slow
+def test_kv260_accelerator_default_fits(out_dir):
+    # the whole accelerator at ACCELERATOR_DEFAULTS["kv260"] (about 8 minutes of Yosys)
+    result = build.build_design("accelerator", "kv260", out_dir=out_dir)
+    assert result["geometry"] == [3, 28, 16] and result["table_memory"] == "lutram"
+    percent = result["utilization"]["percent"]
+    assert all(0 < percent[k] < 100 for k in ("lut", "ff", "dsp", "bram36")), percent
