@@ -20,7 +20,16 @@ accelerator, so post-route Fmax is the accelerator's own (plus one LUT level of 
 
 import inspect
 
-from amaranth.hdl import Cat, Elaboratable, Module, Signal
+from amaranth.hdl import (
+    Cat,
+    ClockDomain,
+    ClockSignal,
+    Elaboratable,
+    Instance,
+    Module,
+    ResetSignal,
+    Signal,
+)
 from amaranth.lib import io
 from amaranth.lib.wiring import Flow
 
@@ -28,7 +37,8 @@ from ..golden.config import AcceleratorConfig, ModelConfig
 from ..rtl import accelerator as rtl_accelerator
 from .tops import Lfsr
 
-__all__ = ["AcceleratorTestTop", "accelerator_supports", "accelerator_supports_max_job_n"]
+__all__ = ["AcceleratorTestTop", "accelerator_supports", "accelerator_supports_max_job_n",
+           "ecp5_pll_dividers"]
 
 #: signals into the accelerator that are AXI response codes: biased towards OKAY (see above)
 _RESPONSE_FIELDS = ("rresp", "bresp")
@@ -43,6 +53,27 @@ def accelerator_supports_max_job_n() -> bool:
     """Whether ``rtl.accelerator.Accelerator`` takes ``max_job_n`` (the widest N of one engine
     job; wider linears are split into column tiles by the host)."""
     return accelerator_supports("max_job_n")
+
+
+def ecp5_pll_dividers(f_in_mhz: float, f_out_mhz: float) -> tuple[int, int, int]:
+    """``(CLKI_DIV, CLKFB_DIV, CLKOP_DIV)`` of an ECP5 EHXPLLL with CLKOP fed back, as
+    ``ecppll`` picks them: ``f_out = f_in * CLKFB_DIV / CLKI_DIV``, the VCO (``f_out *
+    CLKOP_DIV``) in 400-800 MHz and the phase detector (``f_in / CLKI_DIV``) at least 3.125 MHz;
+    the closest ``f_out`` at or below the request."""
+    best = None
+    for ref in range(1, 129):
+        if f_in_mhz / ref < 3.125:
+            break
+        for fb in range(1, 81):
+            f = f_in_mhz * fb / ref
+            if f > f_out_mhz + 1e-9:
+                break
+            ops = [op for op in range(1, 129) if 400 <= f * op <= 800]
+            if ops and (best is None or f > best[0] + 1e-9):
+                best = (f, ref, fb, ops[len(ops) // 2])
+    if best is None:
+        raise ValueError(f"no ECP5 PLL setting gives {f_out_mhz} MHz from {f_in_mhz} MHz")
+    return best[1:]
 
 
 class AcceleratorTestTop(Elaboratable):
@@ -62,6 +93,11 @@ class AcceleratorTestTop(Elaboratable):
         attention tile; the MLP gates built); ``Accelerator`` versions without the parameter
         raise ``ValueError`` for anything but None.
 
+    clock_mhz : float or None
+        On an ECP5 board: clock the design from an EHXPLLL at (at most) this frequency, made
+        from the board's default clock, held in reset until the PLL locks (None: the default
+        clock itself).
+
     Attributes
     ----------
     accelerator : Accelerator
@@ -74,7 +110,9 @@ class AcceleratorTestTop(Elaboratable):
 
     def __init__(self, *, config: AcceleratorConfig, model: ModelConfig, max_tokens: int,
                  max_context: int, max_job_n: int | None = None,
-                 attention_tile: int | None = None, gates: tuple | None = None):
+                 attention_tile: int | None = None, gates: tuple | None = None,
+                 clock_mhz: float | None = None):
+        self.clock_mhz = clock_mhz
         kwargs = {}
         for name, value in (("max_job_n", max_job_n), ("attention_tile", attention_tile),
                             ("gates", gates)):
@@ -106,9 +144,35 @@ class AcceleratorTestTop(Elaboratable):
     def output_width(self) -> int:
         return sum(len(v) for _, v in self.outputs)
 
+    def _clock_from_pll(self, m, platform):
+        """The ``sync`` domain from an EHXPLLL fed by the platform's default clock."""
+        f_in = platform.default_clk_frequency / 1e6
+        ref, fb, op = ecp5_pll_dividers(f_in, self.clock_mhz)
+        f_out = f_in * fb / ref
+        m.submodules.clk_in = clk_in = io.Buffer("i", platform.request(platform.default_clk,
+                                                                       dir="-"))
+        m.domains.sync = ClockDomain("sync")
+        locked = Signal()
+        m.submodules.pll = Instance(
+            "EHXPLLL",
+            a_FREQUENCY_PIN_CLKI=f"{f_in:g}", a_FREQUENCY_PIN_CLKOP=f"{f_out:.4f}",
+            a_ICP_CURRENT="12", a_LPF_RESISTOR="8", a_MFG_ENABLE_FILTEROPAMP="1",
+            a_MFG_GMCREF_SEL="2",
+            p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
+            p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA", p_OUTDIVIDER_MUXB="DIVB",
+            p_OUTDIVIDER_MUXC="DIVC", p_OUTDIVIDER_MUXD="DIVD",
+            p_CLKI_DIV=ref, p_CLKOP_ENABLE="ENABLED", p_CLKOP_DIV=op,
+            p_CLKOP_CPHASE=op // 2 - 1, p_CLKOP_FPHASE=0, p_FEEDBK_PATH="CLKOP", p_CLKFB_DIV=fb,
+            i_RST=0, i_STDBY=0, i_CLKI=clk_in.i, o_CLKOP=ClockSignal("sync"),
+            i_CLKFB=ClockSignal("sync"), i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=1,
+            i_PHASESTEP=1, i_PHASELOADREG=1, i_PLLWAKESYNC=0, i_ENCLKOP=0, o_LOCK=locked)
+        m.d.comb += ResetSignal("sync").eq(~locked)
+
     def elaborate(self, platform):
         m = Module()
         m.submodules.accelerator = self.accelerator
+        if platform is not None and self.clock_mhz is not None:
+            self._clock_from_pll(m, platform)
 
         # stimulus: one LFSR bit per input bit, four per response-code bit
         widths = [len(v) * (4 if name.split(".")[-1] in _RESPONSE_FIELDS else 1)

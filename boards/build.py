@@ -81,12 +81,15 @@ BUILD_MODELS = {
 #: whole top 152k, over the XCK26's 117,120). Estimated: 90,948 LUTs (77.7 %, 17,874 of them
 #: LUTRAM), 6,331 FFs, 267 DSP48E2, 64 RAMB36E2.
 #:
+#: The ULX3S build clocks the accelerator at 25/3 MHz from an EHXPLLL (``clock_mhz``): its
+#: unpipelined units close timing at about 10 MHz, not at the board's 25 MHz oscillator.
+#:
 #: Both builds keep only the model's own MLP gate (``Accelerator(gates=(hidden_act,))``): the
 #: SiLU gate's exponential and divider are most of the Pointwise unit.
 ACCELERATOR_DEFAULTS = {
     "ulx3s-85f": {"geometry": (3, 4, 4), "model": "mini", "max_tokens": 32,
                   "max_context": 64, "max_job_n": None, "attention_tile": 1,
-                  "table_memory": "registers"},
+                  "table_memory": "registers", "clock_mhz": 25 / 3},
     "kv260": {"geometry": (3, 28, 16), "model": "bitnet-b1.58-large", "max_tokens": 128,
               "max_context": 1024, "max_job_n": "bram", "attention_tile": 4,
               "table_memory": "lutram"},
@@ -173,10 +176,12 @@ def _bank_words_max_job_n(config: AcceleratorConfig, model: ModelConfig, words: 
 
 
 def accelerator_top(config: AcceleratorConfig, model, max_tokens: int, max_context: int,
-                    max_job_n=None, attention_tile: int | None = None):
+                    max_job_n=None, attention_tile: int | None = None,
+                    clock_mhz: float | None = None):
     """``(AcceleratorTestTop, details)`` for the accelerator design; ``details`` records the
     model's name and dimensions and the sizes used. ``max_job_n`` may be ``"bram"`` (see
-    ``ACCELERATOR_DEFAULTS``); ``attention_tile`` None: the ``Accelerator``'s default."""
+    ``ACCELERATOR_DEFAULTS``); ``attention_tile`` None: the ``Accelerator``'s default;
+    ``clock_mhz``: an ECP5 PLL clock (``AcceleratorTestTop``), None: the board's clock."""
     from .accelerator_top import AcceleratorTestTop, accelerator_supports
 
     name, model = resolve_model(model)
@@ -196,7 +201,8 @@ def accelerator_top(config: AcceleratorConfig, model, max_tokens: int, max_conte
             raise ValueError(f"{what} must be a positive integer, got {value!r}")
     top = AcceleratorTestTop(config=config, model=model, max_tokens=max_tokens,
                              max_context=max_context, max_job_n=max_job_n,
-                             attention_tile=attention_tile, gates=(model.hidden_act,))
+                             attention_tile=attention_tile, gates=(model.hidden_act,),
+                             clock_mhz=clock_mhz)
     acc = top.accelerator
     engine_n = getattr(acc, "max_job_n", acc.max_dim)
     details = {
@@ -209,6 +215,7 @@ def accelerator_top(config: AcceleratorConfig, model, max_tokens: int, max_conte
         "max_tokens": max_tokens, "max_context": max_context, "max_job_n": engine_n,
         "attention_tile": getattr(acc, "attention_tile", None),
         "gates": list(acc.gates), "table_memory": config.table_memory,
+        "clock_mhz": clock_mhz,
         # the engine's double-buffered weight banks, which dominate the memory
         "weight_bank": {"words": -(-acc.max_dim // config.k_per_step)
                         * -(-engine_n // config.cols_per_cycle),
@@ -473,7 +480,8 @@ def build_design(design: str = "tlmm", board: str = "ulx3s-85f", geometry=None,
             defaults["max_tokens"] if max_tokens is None else max_tokens,
             defaults["max_context"] if max_context is None else max_context,
             defaults["max_job_n"] if max_job_n is None else max_job_n,
-            defaults.get("attention_tile") if attention_tile is None else attention_tile)
+            defaults.get("attention_tile") if attention_tile is None else attention_tile,
+            defaults.get("clock_mhz"))
         dims = extra["model_dims"]
         tag = (f"g{geo[0]}t{geo[1]}n{geo[2]}-h{dims['hidden_size']}"
                f"i{dims['intermediate_size']}d{dims['head_dim']}-m{extra['max_tokens']}"

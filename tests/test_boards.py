@@ -164,6 +164,20 @@ def test_ecp5_accelerator_script_moves_multipliers_and_maps_with_abc():
     assert "abc9" not in build.KV260_ACCELERATOR_SCRIPT
 
 
+def test_ecp5_pll_dividers():
+    from ternedge.boards.accelerator_top import ecp5_pll_dividers
+
+    # the ULX3S default: 25 MHz / 3, with the VCO at 600 MHz (ecppll's choice)
+    assert build.ACCELERATOR_DEFAULTS["ulx3s-85f"]["clock_mhz"] == 25 / 3
+    assert ecp5_pll_dividers(25, 25 / 3) == (3, 1, 72)
+    for want in (5, 7.5, 10, 12.5, 48, 100):
+        ref, fb, op = ecp5_pll_dividers(25, want)
+        f = 25 * fb / ref
+        assert f <= want + 1e-9 and 400 <= f * op <= 800 and 25 / ref >= 3.125
+    with pytest.raises(ValueError, match="no ECP5 PLL setting"):
+        ecp5_pll_dividers(25, 1)
+
+
 def test_kv260_accelerator_script_maps_memories_with_corrected_lutram_library():
     # Yosys 0.70's lutrams_xcu.txt offers a 16-address-bit single-port LUTRAM that its map
     # file rejects; the estimate maps memories with a copy whose deepest option is RAM512X1S
