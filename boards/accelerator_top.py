@@ -18,8 +18,6 @@ The stimulus LFSR and the observation register are flip-flops on both sides of t
 accelerator, so post-route Fmax is the accelerator's own (plus one LUT level of XOR).
 """
 
-import inspect
-
 from amaranth.hdl import (
     Cat,
     ClockDomain,
@@ -37,22 +35,10 @@ from ..golden.config import AcceleratorConfig, ModelConfig
 from ..rtl import accelerator as rtl_accelerator
 from .tops import Lfsr
 
-__all__ = ["AcceleratorTestTop", "accelerator_supports", "accelerator_supports_max_job_n",
-           "ecp5_pll_dividers"]
+__all__ = ["AcceleratorTestTop", "ecp5_pll_dividers"]
 
 #: signals into the accelerator that are AXI response codes: biased towards OKAY (see above)
 _RESPONSE_FIELDS = ("rresp", "bresp")
-
-
-def accelerator_supports(parameter: str) -> bool:
-    """Whether ``rtl.accelerator.Accelerator`` takes the keyword argument ``parameter``."""
-    return parameter in inspect.signature(rtl_accelerator.Accelerator.__init__).parameters
-
-
-def accelerator_supports_max_job_n() -> bool:
-    """Whether ``rtl.accelerator.Accelerator`` takes ``max_job_n`` (the widest N of one engine
-    job; wider linears are split into column tiles by the host)."""
-    return accelerator_supports("max_job_n")
 
 
 def ecp5_pll_dividers(f_in_mhz: float, f_out_mhz: float) -> tuple[int, int, int]:
@@ -90,8 +76,7 @@ class AcceleratorTestTop(Elaboratable):
         Passed to ``Accelerator``.
     max_job_n, attention_tile : int or None; gates : tuple of str or None
         Passed to ``Accelerator`` when given (the widest engine job; the queries of one
-        attention tile; the MLP gates built); ``Accelerator`` versions without the parameter
-        raise ``ValueError`` for anything but None.
+        attention tile; the MLP gates built); None: its default.
 
     clock_mhz : float or None
         On an ECP5 board: clock the design from an EHXPLLL at (at most) this frequency, made
@@ -113,16 +98,9 @@ class AcceleratorTestTop(Elaboratable):
                  attention_tile: int | None = None, gates: tuple | None = None,
                  clock_mhz: float | None = None):
         self.clock_mhz = clock_mhz
-        kwargs = {}
-        for name, value in (("max_job_n", max_job_n), ("attention_tile", attention_tile),
-                            ("gates", gates)):
-            if value is None:
-                continue
-            if not accelerator_supports(name):
-                self._MustUse__silence = True
-                raise ValueError(f"this rtl.accelerator.Accelerator has no {name} parameter; "
-                                 "leave it unset")
-            kwargs[name] = value
+        kwargs = {name: value for name, value in (("max_job_n", max_job_n),
+                                                  ("attention_tile", attention_tile),
+                                                  ("gates", gates)) if value is not None}
         try:
             self.accelerator = rtl_accelerator.Accelerator(
                 config=config, model=model, max_tokens=max_tokens, max_context=max_context,

@@ -183,7 +183,7 @@ def accelerator_top(config: AcceleratorConfig, model, max_tokens: int, max_conte
     model's name and dimensions and the sizes used. ``max_job_n`` may be ``"bram"`` (see
     ``ACCELERATOR_DEFAULTS``); ``attention_tile`` None: the ``Accelerator``'s default;
     ``clock_mhz``: an ECP5 PLL clock (``AcceleratorTestTop``), None: the board's clock."""
-    from .accelerator_top import AcceleratorTestTop, accelerator_supports
+    from .accelerator_top import AcceleratorTestTop
 
     name, model = resolve_model(model)
     if max_job_n == "bram":
@@ -192,10 +192,6 @@ def accelerator_top(config: AcceleratorConfig, model, max_tokens: int, max_conte
                                     or max_job_n <= 0):
         raise ValueError(f"max_job_n must be a positive integer, 'bram' or None, "
                          f"got {max_job_n!r}")
-    for what, value in (("max_job_n", max_job_n), ("attention_tile", attention_tile)):
-        if value is not None and not accelerator_supports(what):
-            raise ValueError(f"this rtl.accelerator.Accelerator has no {what} parameter; "
-                             f"leave {what} unset")
     for what, value in (("max_tokens", max_tokens), ("max_context", max_context),
                         ("attention_tile", 1 if attention_tile is None else attention_tile)):
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -205,7 +201,7 @@ def accelerator_top(config: AcceleratorConfig, model, max_tokens: int, max_conte
                              attention_tile=attention_tile, gates=(model.hidden_act,),
                              clock_mhz=clock_mhz)
     acc = top.accelerator
-    engine_n = getattr(acc, "max_job_n", acc.max_dim)
+    engine_n = acc.max_job_n
     details = {
         "model": name,
         "model_dims": {"hidden_size": model.hidden_size,
@@ -214,7 +210,7 @@ def accelerator_top(config: AcceleratorConfig, model, max_tokens: int, max_conte
                        "num_key_value_heads": model.num_key_value_heads,
                        "head_dim": model.head_dim},
         "max_tokens": max_tokens, "max_context": max_context, "max_job_n": engine_n,
-        "attention_tile": getattr(acc, "attention_tile", None),
+        "attention_tile": acc.attention_tile,
         "gates": list(acc.gates), "table_memory": config.table_memory,
         "clock_mhz": clock_mhz,
         # the engine's double-buffered weight banks, which dominate the memory

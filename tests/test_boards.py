@@ -121,8 +121,6 @@ def _unused(top):
 
 
 def test_accelerator_defaults_per_board():
-    from ternedge.boards.accelerator_top import accelerator_supports
-
     def default_top(board):
         d = build.ACCELERATOR_DEFAULTS[board]
         top, details = build.accelerator_top(build.parse_geometry(d["geometry"]), d["model"],
@@ -139,14 +137,13 @@ def test_accelerator_defaults_per_board():
     assert (details["max_tokens"], details["max_context"]) == (32, 64)
     assert details["attention_tile"] == 1
     assert top.accelerator.max_dim == 128
-    if accelerator_supports("max_job_n"):
-        top, details = default_top("kv260")
-        assert details["model"] == "bitnet-b1.58-large"
-        assert details["model_dims"]["hidden_size"] == 1536
-        assert (details["max_tokens"], details["max_context"]) == (128, 1024)
-        # "bram": the widest job whose bank fits 512 words: 49 K-steps of 84 x 10 N-blocks
-        assert details["max_job_n"] == 160
-        assert details["weight_bank"] == {"words": 490, "word_bits": 16 * 28 * 5, "banks": 2}
+    top, details = default_top("kv260")
+    assert details["model"] == "bitnet-b1.58-large"
+    assert details["model_dims"]["hidden_size"] == 1536
+    assert (details["max_tokens"], details["max_context"]) == (128, 1024)
+    # "bram": the widest job whose bank fits 512 words: 49 K-steps of 84 x 10 N-blocks
+    assert details["max_job_n"] == 160
+    assert details["weight_bank"] == {"words": 490, "word_bits": 16 * 28 * 5, "banks": 2}
     # the shipped tiny model and the BitNet presets resolve by name
     assert build.resolve_model("tiny-kjv")[1].intermediate_size == 640
     assert build.resolve_model("bitnet-b1.58-large")[1].intermediate_size == 4096
