@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """Bessel output filters on one shared multiplier: ``CausalFilter`` (bit-exact to
-``golden.bessel.CausalFilter``) and ``BlockFilter`` (block-bidirectional, bit-exact to
-``golden.bessel.BlockFilter.push``).
+``golden.bessel.CausalFilter``), ``BlockFilter`` (the literal sliding filtfilt, bit-exact to
+``golden.bessel.BlockFilter.push``) and ``AmortizedBlockFilter`` (block-bidirectional with the
+forward state carried across blocks, bit-exact to ``golden.bessel.AmortizedBlockFilter``).
 
 Per section three multiply-accumulates, ``g*(x + 2*x1 + x2)``, ``- a1*y1``, ``- a2*y2``, then
 the write-back ``y = sat36((acc + 2**19) >> 20)`` that shifts the taps; axes and sections are
@@ -12,14 +13,15 @@ accept, 6 per section per axis (three multiplies through a two-stage pipeline, w
 emit.
 """
 
-from amaranth.hdl import Cat, Module, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..golden import bessel as golden
 
-__all__ = ["CausalFilter", "BlockFilter", "SAMPLE_WIDTH", "causal_cycles", "block_cycles"]
+__all__ = ["CausalFilter", "BlockFilter", "AmortizedBlockFilter", "SAMPLE_WIDTH", "causal_cycles",
+           "block_cycles", "amortized_cycles"]
 
 SAMPLE_WIDTH = 32
 
@@ -400,4 +402,251 @@ class BlockFilter(wiring.Component):
                 m.d.comb += self.o.valid.eq(1)
                 with m.If(self.o.ready):
                     m.next = "IDLE"
+        return m
+
+
+def amortized_cycles(*, channels: int = 2, first: bool = False, emits: bool = False) -> int:
+    """``AmortizedBlockFilter.cycles_per_sample`` without building the component (two
+    sections, window 32, hop 16, padlen 15)."""
+    window, padlen, hop = golden.WINDOW, golden.PADLEN, golden.WINDOW // 2
+    per_sample = 2 + 2 * SECTION_CYCLES
+    cycles = 1 + channels * 2 * SECTION_CYCLES + (window * channels if first else 0)
+    if emits:
+        cycles += channels * (1 + per_sample * padlen + per_sample * (padlen + window)) + 2 * hop
+    return cycles
+
+
+class AmortizedBlockFilter(wiring.Component):
+    """Block-bidirectional Bessel filter with the forward state carried across blocks
+    (``golden.bessel.AmortizedBlockFilter``, mode ``block-amortized``; window 32, hop 16,
+    padlen 15), bit-exact to its ``push``.
+
+    Every push runs the causal cascade per channel (taps in registers, as ``CausalFilter``)
+    and writes the input and the forward output to a history RAM ring (``window`` entries per
+    channel). After push ``window``, ``window + hop``, ... it runs per channel: a copy of the
+    channel's forward taps into the backward taps, the forward cascade over the ``padlen``
+    odd-padding samples ``2*x[t] - x[t-k]`` (outputs to a scratch RAM), and the backward cascade
+    from the steady state of the last padded output down over the padding and the ``window``
+    forward outputs, the oldest ``hop`` results going to one output RAM per channel; then it
+    emits those ``hop`` beats, oldest first. The end-of-stream tail
+    (``golden.bessel.AmortizedBlockFilter.flush``) is left to the host.
+
+    Parameters
+    ----------
+    coefficients, channels
+        As ``CausalFilter`` (two sections).
+    """
+
+    def __init__(self, *, coefficients=None, channels: int = 2):
+        if not isinstance(channels, int) or not 1 <= channels <= 8:
+            raise ValueError(f"channels must be an int in [1, 8], got {channels!r}")
+        self.coefficients = golden.quantize() if coefficients is None else coefficients
+        if not isinstance(self.coefficients, golden.FilterCoefficients) \
+                or self.coefficients.sections != 2:
+            raise TypeError("coefficients must be two-section golden.bessel.FilterCoefficients")
+        self.channels = channels
+        self.window, self.padlen, self.hop = golden.WINDOW, golden.PADLEN, golden.WINDOW // 2
+        layout = data.ArrayLayout(signed(SAMPLE_WIDTH), channels)
+        super().__init__({
+            "i": In(stream.Signature(layout)),
+            "o": Out(stream.Signature(layout)),
+        })
+
+    def cycles_per_sample(self, *, first: bool = False, emits: bool = False) -> int:
+        """Cycles between successive input transfers with no stalls: ``emits`` for a push
+        that ends a block (backward passes and ``hop`` output beats), ``first`` for the push
+        that fills the history."""
+        return amortized_cycles(channels=self.channels, first=first, emits=emits)
+
+    def elaborate(self, platform):
+        m = Module()
+        coefs = self.coefficients
+        sw, frac = golden.STATE_WIDTH, golden.COEF_FRAC
+        w, p, h, ch = self.window, self.padlen, self.hop, self.channels
+        state_lo, state_hi = -(1 << (sw - 1)), (1 << (sw - 1)) - 1
+        data_lo, data_hi = -(1 << (golden.DATA_WIDTH - 1)), (1 << (golden.DATA_WIDTH - 1)) - 1
+
+        def sat(value, lo, hi, name):
+            out = Signal(signed(max(sw, SAMPLE_WIDTH)), name=name)
+            with m.If(value < lo):
+                m.d.comb += out.eq(lo)
+            with m.Elif(value > hi):
+                m.d.comb += out.eq(hi)
+            with m.Else():
+                m.d.comb += out.eq(value)
+            return out
+
+        entry = data.StructLayout({"x": signed(sw), "f": signed(sw)})
+        m.submodules.hist = hist = Memory(shape=entry, depth=w * ch, init=[])
+        m.submodules.scratch = scratch = Memory(shape=signed(sw), depth=p, init=[])
+        h_rd, h_wr = hist.read_port(), hist.write_port()
+        s_rd, s_wr = scratch.read_port(), scratch.write_port()
+        o_rd, o_wr = [], []
+        for a in range(ch):
+            mem = Memory(shape=signed(golden.DATA_WIDTH), depth=h, init=[])
+            m.submodules[f"out{a}"] = mem
+            o_rd.append(mem.read_port())
+            o_wr.append(mem.write_port())
+
+        ptr_bits = (w - 1).bit_length()
+        hop_bits = (h - 1).bit_length()
+        primed = Signal()
+        ptr = Signal(ptr_bits)               # next history entry to write
+        until = Signal(range(w + 1), init=w)  # pushes left until the next backward pass
+        fill = Signal(range(w * ch + 1))
+        c = Signal(range(ch + 1))
+        n = Signal(range(p + w + 1))
+        e = Signal(range(h + 1))
+        xin = [Signal(signed(sw), name=f"xin{a}") for a in range(ch)]
+        x_c = Signal(signed(sw))
+        ftaps = [[[Signal(signed(sw), name=f"f{t}_{a}_{s}") for t in ("x1", "x2", "y1", "y2")]
+                  for s in range(coefs.sections)] for a in range(ch)]
+        btaps = [[Signal(signed(sw), name=f"b{t}_{s}") for t in ("x1", "x2", "y1", "y2")]
+                 for s in range(coefs.sections)]
+        cur = Signal(signed(sw))
+        acc = Signal(signed(63))
+        mul_a = Signal(signed(sw + 2))
+        mul_b = Signal(signed(frac + 3))
+        product = _multiplier(m, mul_a, mul_b)
+        for a in range(ch):
+            m.d.comb += [self.o.payload[a].eq(o_rd[a].data), o_rd[a].addr.eq(e)]
+        with m.Switch(c):
+            for a in range(ch):
+                with m.Case(a):
+                    m.d.comb += x_c.eq(xin[a])
+        y = sat((acc + (1 << (frac - 1))) >> frac, state_lo, state_hi, "y")
+        y_out = sat((y + (1 << (golden.GUARD - 1))) >> golden.GUARD, data_lo, data_hi, "y_out")
+        pad = sat((x_c << 1) - h_rd.data.x, state_lo, state_hi, "pad")
+        back_in = Signal(signed(sw))
+        m.d.comb += back_in.eq(Mux(n < p, s_rd.data, h_rd.data.f))
+        backward = Signal()
+
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.i.ready.eq(1)
+                with m.If(self.i.valid):
+                    for a in range(ch):
+                        x_q24 = sat(self.i.payload[a], data_lo, data_hi, f"in_sat{a}") \
+                            << golden.GUARD
+                        m.d.sync += xin[a].eq(x_q24)
+                        with m.If(~primed):
+                            m.d.sync += [t.eq(x_q24) for sec in ftaps[a] for t in sec]
+                        if a == 0:
+                            m.d.sync += cur.eq(x_q24)
+                    m.d.sync += [fill.eq(0), c.eq(0)]
+                    with m.If(primed):
+                        m.next = "F0S0M0"
+                    with m.Else():
+                        m.next = "FILL"
+            with m.State("FILL"):
+                m.d.comb += [h_wr.addr.eq(fill), h_wr.en.eq(1)]
+                with m.Switch(fill >> ptr_bits):
+                    for a in range(ch):
+                        with m.Case(a):
+                            m.d.comb += [h_wr.data.x.eq(xin[a]), h_wr.data.f.eq(xin[a])]
+                m.d.sync += fill.eq(fill + 1)
+                with m.If(fill == w * ch - 1):
+                    m.d.sync += [primed.eq(1), ptr.eq(0)]
+                    m.next = "F0S0M0"
+            # forward cascade per channel, taps carried
+            for a in range(ch):
+                for s in range(coefs.sections):
+                    x1, x2, y1, y2 = ftaps[a][s]
+                    g, a1, a2 = int(coefs.g[s]), int(coefs.a1[s]), int(coefs.a2[s])
+                    name = f"F{a}S{s}"
+                    _section_states(m, name, cur, ftaps[a][s], (g, a1, a2), mul_a, mul_b, acc,
+                                    product)
+                    with m.State(f"{name}WB"):
+                        m.d.sync += [x2.eq(x1), x1.eq(cur), y2.eq(y1), y1.eq(y)]
+                        if s + 1 < coefs.sections:
+                            m.d.sync += cur.eq(y)
+                            m.next = f"F{a}S{s + 1}M0"
+                            continue
+                        m.d.comb += [h_wr.addr.eq(Cat(ptr, Const(a, range(ch + 1)))),
+                                     h_wr.data.x.eq(xin[a]), h_wr.data.f.eq(y), h_wr.en.eq(1)]
+                        if a + 1 < ch:
+                            m.d.sync += cur.eq(xin[a + 1])
+                            m.next = f"F{a + 1}S0M0"
+                            continue
+                        m.d.sync += [ptr.eq(ptr + 1), c.eq(0)]
+                        with m.If(until == 1):
+                            m.d.sync += until.eq(h)
+                            m.next = "COPY"
+                        with m.Else():
+                            m.d.sync += until.eq(until - 1)
+                            m.next = "IDLE"
+            # per channel c: the forward cascade over the odd padding from a copy of its taps
+            with m.State("COPY"):
+                with m.Switch(c):
+                    for a in range(ch):
+                        with m.Case(a):
+                            m.d.sync += [bt.eq(ft) for bsec, fsec in zip(btaps, ftaps[a],
+                                                                         strict=True)
+                                         for bt, ft in zip(bsec, fsec, strict=True)]
+                m.d.sync += [n.eq(0), backward.eq(0)]
+                m.next = "PREAD"
+            with m.State("PREAD"):                        # x[t - 1 - n]; ptr - 1 is t
+                m.d.comb += h_rd.addr.eq(Cat((ptr - 2 - n)[:ptr_bits], c))
+                m.next = "PGET"
+            with m.State("PGET"):
+                m.d.sync += cur.eq(pad)
+                m.next = "BS0M0"
+            # the backward cascade over the padded outputs (newest first), then the history
+            with m.State("BREAD"):
+                m.d.comb += [s_rd.addr.eq(p - 1 - n),
+                             h_rd.addr.eq(Cat((ptr - 1 - (n - p))[:ptr_bits], c))]
+                m.next = "BGET"
+            with m.State("BGET"):
+                m.d.sync += cur.eq(back_in)
+                with m.If(n == 0):
+                    m.d.sync += [t.eq(back_in) for sec in btaps for t in sec]
+                m.next = "BS0M0"
+            for s in range(coefs.sections):
+                x1, x2, y1, y2 = btaps[s]
+                g, a1, a2 = int(coefs.g[s]), int(coefs.a1[s]), int(coefs.a2[s])
+                _section_states(m, f"BS{s}", cur, btaps[s], (g, a1, a2), mul_a, mul_b, acc,
+                                product)
+                with m.State(f"BS{s}WB"):
+                    m.d.sync += [x2.eq(x1), x1.eq(cur), y2.eq(y1), y1.eq(y)]
+                    if s + 1 < coefs.sections:
+                        m.d.sync += cur.eq(y)
+                        m.next = f"BS{s + 1}M0"
+                        continue
+                    with m.If(~backward):
+                        m.d.comb += [s_wr.addr.eq(n), s_wr.data.eq(y), s_wr.en.eq(1)]
+                        with m.If(n == p - 1):
+                            m.d.sync += [backward.eq(1), n.eq(0)]
+                            m.next = "BREAD"
+                        with m.Else():
+                            m.d.sync += n.eq(n + 1)
+                            m.next = "PREAD"
+                    with m.Else():
+                        # window index of this sample: w - 1 - (n - p); keep the oldest hop
+                        with m.If(n >= p + w - h):
+                            with m.Switch(c):
+                                for a in range(ch):
+                                    with m.Case(a):
+                                        m.d.comb += [
+                                            o_wr[a].addr.eq((p + w - 1 - n)[:hop_bits]),
+                                            o_wr[a].data.eq(y_out), o_wr[a].en.eq(1)]
+                        with m.If(n == p + w - 1):
+                            with m.If(c == ch - 1):
+                                m.d.sync += e.eq(0)
+                                m.next = "ERD"
+                            with m.Else():
+                                m.d.sync += c.eq(c + 1)
+                                m.next = "COPY"
+                        with m.Else():
+                            m.d.sync += n.eq(n + 1)
+                            m.next = "BREAD"
+            with m.State("ERD"):                          # output RAMs read beat e
+                m.next = "EMIT"
+            with m.State("EMIT"):
+                m.d.comb += self.o.valid.eq(1)
+                with m.If(self.o.ready):
+                    with m.If(e == h - 1):
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.d.sync += e.eq(e + 1)
+                        m.next = "ERD"
         return m

@@ -29,6 +29,9 @@ model              RTL unit                            formula
 ``CausalFilter``   ``rtl.bessel.CausalFilter``         ``2 + 6 * sections * channels``
 ``BlockFilter``    ``rtl.bessel.BlockFilter``          see ``BlockFilter.cycles_per_sample``
 =================  ==================================  ========================================
+
+``AmortizedBlockFilter`` models ``rtl.bessel.AmortizedBlockFilter`` (see its
+``cycles_per_sample``).
 """
 
 import numpy as np
@@ -37,6 +40,7 @@ from ..golden import bessel as gbessel
 
 __all__ = ["Divider", "Isqrt", "RatioScale", "Quantizer", "Dequantizer", "RMSNorm", "RoPE",
            "Pointwise", "DecodeUnit", "PrefillUnit", "Decoder", "CausalFilter", "BlockFilter",
+           "AmortizedBlockFilter", "amortized_cycles", "filter_cycles",
            "RATIO_SCALE_QUOTIENT_WIDTH", "RMS_MEAN_WIDTH", "RMS_ISQRT_WIDTH", "SECTION_CYCLES",
            "causal_cycles", "block_cycles"]
 
@@ -432,6 +436,31 @@ def block_cycles(*, tap: str = "middle", channels: int = 2, first: bool = False,
     return BlockFilter(tap=tap, channels=channels).cycles_per_sample(first=first, emits=emits)
 
 
+def amortized_cycles(*, channels: int = 2, first: bool = False, emits: bool = False) -> int:
+    """``AmortizedBlockFilter(channels=channels).cycles_per_sample(first=..., emits=...)``."""
+    return AmortizedBlockFilter(channels=channels).cycles_per_sample(first=first, emits=emits)
+
+
+def filter_cycles(mode: str, channels: int = 2) -> dict:
+    """Stall-free cycles per sample of the ``rtl.bessel`` unit of a filter mode
+    (``golden.bessel.MODES``): ``worst`` (a sample that releases output; every sample for
+    causal and block-last/-middle once the look-ahead is filled) and ``mean`` over a stream's
+    steady state (block-amortized: one push in ``hop`` runs the backward passes)."""
+    if mode not in gbessel.MODES:
+        raise ValueError(f"filter must be one of {', '.join(gbessel.MODES)}, got {mode!r}")
+    if mode == "none":
+        return {"worst": 0, "mean": 0.0}
+    if mode == "causal":
+        c = causal_cycles(channels=channels)
+        return {"worst": c, "mean": float(c)}
+    if mode == "block-amortized":
+        f = AmortizedBlockFilter(channels=channels)
+        worst, plain = f.cycles_per_sample(emits=True), f.cycles_per_sample()
+        return {"worst": worst, "mean": (worst + (f.hop - 1) * plain) / f.hop}
+    c = block_cycles(tap=mode.split("-")[1], channels=channels)
+    return {"worst": c, "mean": float(c)}
+
+
 class CausalFilter:
     """Causal Bessel biquad cascade on one shared multiplier (``rtl.bessel.CausalFilter``).
 
@@ -500,3 +529,41 @@ class BlockFilter:
         per_channel = (2 + per_sample * (self.window + 2 * self.padlen)
                        + per_sample * self.backward_steps)
         return 3 + store + self.channels * per_channel
+
+
+class AmortizedBlockFilter:
+    """Block-bidirectional two-section Bessel filter with the forward state carried across
+    blocks (``rtl.bessel.AmortizedBlockFilter``; window 32, hop 16, padlen 15).
+
+    Parameters
+    ----------
+    channels : int
+        Samples per beat, 1 to 8.
+    """
+
+    SECTIONS = 2
+
+    def __init__(self, *, channels: int = 2):
+        self.channels = _check_channels(channels)
+        self.window, self.padlen = gbessel.WINDOW, gbessel.PADLEN
+        self.hop = self.window // 2
+
+    def cycles_per_sample(self, *, first: bool = False, emits: bool = False) -> int:
+        """Cycles between successive input transfers with no stalls.
+
+        Every push: accept (1) and the forward cascade per channel (``SECTIONS *
+        SECTION_CYCLES``); the first also fills the history (``window * channels``). A push
+        that ends a block adds per channel a tap copy (1), the forward pass over the padding
+        and the backward pass over padding and window, ``P = 2 + SECTIONS * SECTION_CYCLES``
+        per sample (read, fetch, the sections), and ``2 * hop`` for the output beats (read,
+        emit).
+        """
+        per_sample = 2 + self.SECTIONS * SECTION_CYCLES
+        cycles = 1 + self.channels * self.SECTIONS * SECTION_CYCLES
+        if first:
+            cycles += self.window * self.channels
+        if emits:
+            cycles += (self.channels * (1 + per_sample * self.padlen
+                                        + per_sample * (self.padlen + self.window))
+                       + 2 * self.hop)
+        return cycles
