@@ -229,7 +229,8 @@ class NeuralStream:
     backend
         From ``make_backend``.
     filter : str
-        ``none``, ``causal``, ``block-last`` or ``block-middle`` (``golden.bessel``).
+        ``none``, ``causal``, ``block-last``, ``block-middle`` or ``block-amortized``
+        (``golden.bessel.MODES``).
     block : int
         Bins decoded together (the bound on buffered bins and on memory).
     """
@@ -246,9 +247,7 @@ class NeuralStream:
         self.pending_bins = 0
         self.ready = []                # decoded and filtered, not yet taken
         self.max_buffered = 0
-        self._filter = {"none": None, "causal": bessel.CausalFilter(),
-                        "block-last": bessel.BlockFilter(tap="last"),
-                        "block-middle": bessel.BlockFilter(tap="middle")}[filter]
+        self._filter = bessel.make_filter(filter)
 
     def feed(self, first_index: int, bins):
         """Hand over bins ``first_index ..``; a gap or overlap with what came before is an
@@ -297,7 +296,7 @@ class NeuralStream:
         """Decode what is buffered and drain the filter's look-ahead (end of stream)."""
         if self.pending_bins:
             self._decode(self.pending_bins)
-        if isinstance(self._filter, bessel.BlockFilter):
+        if hasattr(self._filter, "flush"):
             tail = self._filter.flush()
             if tail:
                 self.ready.append(np.array(tail) / 65536.0)
@@ -356,31 +355,18 @@ def load_session(data: Path | None, synthetic: int | None, channels: int):
 
 
 def _filter_ops(filter):
-    """Multiplies per decode of the output filter (2 axes, 2 biquads, 3 multiplies each)."""
-    per_sample = 2 * 2 * 3
-    if filter == "causal":
-        return per_sample
-    if filter.startswith("block"):
-        return 2 * (bessel.WINDOW + 2 * bessel.PADLEN) * per_sample
-    return 0
+    """Multiplies per decode of the output filter (``golden.bessel.filter_macs``)."""
+    return bessel.filter_macs(filter)
 
 
 def _filter_cycles(filter):
-    """Cycles per sample of the ``rtl.bessel`` unit for a filter mode (0: no filter), from its
-    cycle model in ``sim.units``."""
-    if filter == "none":
-        return 0
-    if filter == "causal":
-        return sim_units.causal_cycles()
-    return sim_units.block_cycles(tap=filter.split("-")[1])
+    """Cycles per sample of the ``rtl.bessel`` unit for a filter mode (0: no filter; the
+    worst sample, one that releases output), from its cycle model in ``sim.units``."""
+    return sim_units.filter_cycles(filter)["worst"]
 
 
 def _filter_footprint(filter):
-    if filter == "causal":
-        return 2 * 2 * 4 * 5 + 2 * 3 * 4               # 36-bit taps + coefficients
-    if filter.startswith("block"):
-        return bessel.WINDOW * 2 * 5 + 2 * 3 * 4
-    return 0
+    return bessel.filter_footprint_bytes(filter)
 
 
 def _float_ops(model, bins):
