@@ -104,8 +104,27 @@ class GoldenModel:
         """Forget the KV cache (start a new sequence)."""
         self.position = 0
 
+    def truncate(self, length: int) -> None:
+        """Keep the KV cache of the first ``length`` tokens only; the next ``forward`` runs at
+        position ``length``.
+
+        Rows past ``length`` are left in place but never read again: attention only sees keys
+        ``0 .. position``, and the next ``forward`` overwrites them. This is how speculative
+        decoding rolls back drafted tokens the target rejected.
+        """
+        if (not isinstance(length, (int, np.integer)) or isinstance(length, bool)
+                or not 0 <= length <= self.position):
+            raise ValueError(f"truncate length must be an integer in [0, {self.position}] "
+                             f"(the tokens in the KV cache), got {length!r}")
+        self.position = int(length)
+
     def forward(self, token_ids) -> np.ndarray:
-        """Run tokens at the next positions (a prefill block, or one decode token).
+        """Run tokens at the next positions (a prefill block, one decode token, or a
+        speculative verification block at any position).
+
+        Each token sees the KV cache up to and including its own position (the causal mask
+        over cache and block, ``attention.attention``), so a block of T tokens gives exactly
+        the outputs of T one-token passes.
 
         Returns the final norm's Q16 output for each token, shape (T, hidden).
         """

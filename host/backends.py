@@ -3,8 +3,10 @@
 rtl (the accelerator RTL simulated by Verilator, ``host.rtl_backend``).
 
 A backend holds a model and a KV cache; ``prefill`` runs a prompt and returns the logits of
-its last token, ``decode`` runs one token. The generation loop in ``generate`` is the same for
-every backend.
+its last token, ``decode`` runs one token. ``forward`` runs several tokens at the current
+``position`` and returns the logits of each, and ``truncate`` drops the KV cache past a length:
+together they are speculative decoding's verification pass and rollback
+(``host.speculative``). The generation loop in ``generate`` is the same for every backend.
 """
 
 from abc import ABC, abstractmethod
@@ -44,6 +46,22 @@ class Backend(ABC):
     def decode(self, token_id: int) -> np.ndarray:
         """Run one token at the next position; return its logits."""
 
+    @property
+    def position(self) -> int:
+        """Tokens currently held in the KV cache (where the next token runs)."""
+        raise NotImplementedError(f"the {self.name} backend does not report its KV position")
+
+    def forward(self, token_ids) -> np.ndarray:
+        """Run ``token_ids`` as one multi-token pass at ``position``, appending them to the
+        KV cache (each token sees the cache and the block's tokens before it); return float64
+        logits of every token, shape ``(len(token_ids), vocab)``."""
+        raise NotImplementedError(f"the {self.name} backend has no multi-token forward")
+
+    def truncate(self, length: int) -> None:
+        """Drop the KV cache past ``length`` tokens (``0 <= length <= position``), so that the
+        next pass runs at position ``length``."""
+        raise NotImplementedError(f"the {self.name} backend cannot truncate its KV cache")
+
 
 class GoldenBackend(Backend):
     """The bit-exact NumPy golden model (``ternedge.golden.model``)."""
@@ -63,6 +81,20 @@ class GoldenBackend(Backend):
 
     def decode(self, token_id: int) -> np.ndarray:
         return self.model.logits(self.model.forward([token_id]))[0]
+
+    @property
+    def position(self) -> int:
+        return self.model.position
+
+    def forward(self, token_ids) -> np.ndarray:
+        hidden = self.model.forward(token_ids)
+        # one row at a time, as prefill and decode run the LM head: a BLAS product over
+        # several rows may round differently in the last bit, and greedy verification must
+        # see exactly the logits one-token decoding sees
+        return np.concatenate([self.model.logits(hidden[i:i + 1]) for i in range(len(hidden))])
+
+    def truncate(self, length: int) -> None:
+        self.model.truncate(length)
 
 
 class TorchBackend(Backend):
@@ -98,6 +130,18 @@ class TorchBackend(Backend):
     def decode(self, token_id: int) -> np.ndarray:
         with self._torch.no_grad():
             return self._numpy(self.model.decode(int(token_id)))
+
+    @property
+    def position(self) -> int:
+        return self.model.position
+
+    def forward(self, token_ids) -> np.ndarray:
+        ids = self._torch.as_tensor(np.asarray(token_ids), dtype=self._torch.long)
+        with self._torch.no_grad():
+            return self._numpy(self.model.prefill(ids))
+
+    def truncate(self, length: int) -> None:
+        self.model.truncate(length)
 
 
 def _rtl_backend(weights: ModelWeights) -> Backend:

@@ -17,7 +17,10 @@ DEFAULT_MODEL = Path(__file__).parent / "models" / "tiny-kjv"
 def _generate(args) -> int:
     from .backends import make_backend
     from .checkpoint import load_checkpoint
+    from .errors import InputError
     from .generate import check_request, generate
+    from .speculative import check_backend as check_speculative_backend
+    from .speculative import make_drafter
     from .tokenizer import load_tokenizer
 
     weights = load_checkpoint(args.model)
@@ -29,14 +32,20 @@ def _generate(args) -> int:
         from .rtl_backend import check_request as check_rtl_request
 
         check_rtl_request(len(prompt_ids), args.max_new_tokens)
+    if args.draft_tokens < 1:
+        raise InputError(f"--draft-tokens must be a positive integer, got {args.draft_tokens}")
+    drafter = None if args.speculative == "none" else make_drafter(args.speculative)
     backend = make_backend(args.backend, weights)
+    if drafter is not None:
+        check_speculative_backend(backend)
     stream = None if args.json else (lambda text: print(text, end="", flush=True))
     if stream:
         print(args.prompt, end="", flush=True)
     try:
         result = generate(backend, tokenizer, args.prompt, max_new_tokens=args.max_new_tokens,
                           temperature=args.temperature, top_k=args.top_k, seed=args.seed,
-                          model_name=str(args.model), on_text=stream)
+                          model_name=str(args.model), on_text=stream, drafter=drafter,
+                          draft_tokens=args.draft_tokens)
     finally:
         if hasattr(backend, "close"):
             backend.close()
@@ -47,10 +56,16 @@ def _generate(args) -> int:
     print(f"\n\n[{args.backend}] prompt {result.prompt_tokens} tokens, "
           f"TTFT {result.ttft_s * 1e3:.1f} ms, {result.tokens_per_s:.1f} tokens/s, "
           f"{len(result.tokens)} new tokens")
+    if drafter is not None:
+        print(f"[speculative {result.speculative}, K={result.draft_tokens}] "
+              f"{result.verify_passes} verify passes, {result.accepted_per_pass:.2f} accepted "
+              f"draft tokens per pass ({1 + result.accepted_per_pass:.2f} tokens per pass), "
+              f"{result.drafted_per_pass:.2f} drafted per pass")
     if cycles:
         print("simulated cycles per forward pass (RTL on Verilator | sim.accelerator model):")
         for row in cycles:
-            kind = "prefill" if row["position"] == 0 else "decode "
+            kind = ("prefill" if row["position"] == 0 else
+                    "decode " if row["tokens"] == 1 else "verify ")
             mark = "equal" if row["rtl_cycles"] == row["sim_cycles"] else "DIFFER"
             print(f"  {kind} {row['tokens']:3d} tokens at {row['position']:3d}: "
                   f"{row['rtl_cycles']:>9,} | {row['sim_cycles']:>9,}  {mark}")
@@ -84,6 +99,12 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     gen.add_argument("--top-k", type=int, default=0, help="0 = no limit")
     gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--speculative", default="none",
+                     choices=["none", "prompt-lookup", "ngram"],
+                     help="draft tokens from the context and verify them K at a time "
+                          "(greedy output is unchanged; see host/speculative.py)")
+    gen.add_argument("--draft-tokens", type=int, default=4, metavar="K",
+                     help="most draft tokens per verification pass (default 4)")
     gen.add_argument("--json", action="store_true", help="print one JSON object instead")
     gen.set_defaults(run=_generate)
 

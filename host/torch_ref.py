@@ -349,6 +349,32 @@ class BitNetTorch(nn.Module):
         self._cache = None
         self._pos = 0
 
+    @property
+    def position(self) -> int:
+        """Tokens held in the KV cache (the position the next token runs at)."""
+        return self._pos
+
+    def truncate(self, length: int) -> None:
+        """Keep the keys and values of the first ``length`` tokens only (speculative
+        decoding's rollback); the next :meth:`prefill` runs at position ``length``.
+
+        Parameters
+        ----------
+        length : int
+            In ``[0, position]``.
+        """
+        if (not isinstance(length, (int, np.integer)) or isinstance(length, bool)
+                or not 0 <= length <= self._pos):
+            raise ValueError(f"truncate length must be an integer in [0, {self._pos}] "
+                             f"(the tokens in the KV cache), got {length!r}")
+        length = int(length)
+        if self._cache is not None:
+            for layer in self._cache:
+                if layer.get("k") is not None:
+                    layer["k"] = layer["k"][:, :, :length]
+                    layer["v"] = layer["v"][:, :, :length]
+        self._pos = length
+
     @torch.no_grad()
     def prefill(self, ids) -> torch.Tensor:
         """Run a prompt through the model, appending its keys and values to the KV cache.

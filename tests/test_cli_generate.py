@@ -36,7 +36,8 @@ def test_json_output_contract(model_dir, capsys):
     assert code == 0, err
     result = json.loads(out)
     assert set(result) == {"text", "tokens", "prompt_tokens", "ttft_s", "tokens_per_s",
-                           "backend", "model"}
+                           "backend", "model", "speculative", "draft_tokens", "verify_passes",
+                           "accepted_per_pass", "drafted_per_pass"}
     assert result["prompt_tokens"] == len("In the beginning")
     assert len(result["tokens"]) == 6 and result["backend"] == "golden"
     assert result["ttft_s"] > 0 and result["tokens_per_s"] > 0
