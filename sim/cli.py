@@ -29,6 +29,11 @@ def register(commands) -> argparse.ArgumentParser:
                           "file of AcceleratorConfig fields")
     sim.add_argument("--prompt-len", type=int, default=128, help="prompt tokens")
     sim.add_argument("--gen", type=int, default=128, help="generated tokens")
+    sim.add_argument("--speculative-k", type=int, default=0, metavar="K",
+                     help="also model decode by verification passes of K drafted tokens "
+                          "(sim/speculative.py; 0 = off)")
+    sim.add_argument("--acceptance", type=float, default=None, metavar="A",
+                     help="per-token draft acceptance rate in [0, 1] for --speculative-k")
     sim.add_argument("--json", action="store_true", help="print one JSON object instead")
     sim.add_argument("--plots", metavar="DIR", help="write PNG plots into DIR")
     sim.set_defaults(run=run)
@@ -101,17 +106,47 @@ def run(args) -> int:
         if value <= 0:
             raise InputError(f"--{name.replace('_', '-')} must be a positive integer, got "
                              f"{value}")
+    k, acceptance = args.speculative_k, args.acceptance
+    if k < 0:
+        raise InputError(f"--speculative-k must be an integer >= 0 (0 = off), got {k}")
+    if k and acceptance is None:
+        raise InputError("--speculative-k needs --acceptance A, the per-token draft acceptance "
+                         "rate in [0, 1] (benchmarks/bench_speculative.py measures it)")
+    if acceptance is not None and not k:
+        raise InputError("--acceptance only applies with --speculative-k K (K >= 1)")
+    if acceptance is not None and not 0.0 <= acceptance <= 1.0:
+        raise InputError(f"--acceptance must be a probability in [0, 1], got {acceptance}")
     system = build_system(args.model, args.board, args.config)
     result = system.run(args.prompt_len, args.gen)
     summary = _summary(system, result)
+    spec = None
+    if k:
+        from . import speculative
+
+        spec = speculative.simulate(system, k, acceptance, args.prompt_len, args.gen)
+        summary["speculative"] = spec.to_dict()
     if args.plots:
         from . import plots
 
         summary["plots"] = [str(p) for p in plots.write_all(system, result, args.plots)]
+        if spec is not None:
+            from pathlib import Path
+
+            context = args.prompt_len + args.gen // 2
+            ks = sorted({1, 2, 3, 4, 8, k})
+            mark = (acceptance, spec.effective_tok_s, f"K={k}, A={acceptance:g}")
+            summary["plots"].append(str(plots.speculative_plot(
+                system, context, Path(args.plots) / "speculative.png", ks, mark)))
     if args.json:
         print(json.dumps(summary))
     else:
         print(_table(system, result, summary))
+        if spec is not None:
+            print(f"  speculative decode   {spec.effective_tok_s:10.1f} tokens/s effective "
+                  f"(K={k} drafts per pass, acceptance {acceptance:g}: "
+                  f"{spec.tokens_per_pass:.2f} tokens per {spec.pass_ms:.2f} ms pass), "
+                  f"{spec.speedup:.2f}x one-token decode, "
+                  f"{spec.effective_tok_s / spec.roofline_peak_tok_s:.2f}x its peak roofline")
         if args.plots:
             print("  plots: " + ", ".join(summary["plots"]))
     return 0

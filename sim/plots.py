@@ -5,7 +5,8 @@ from pathlib import Path
 
 from .system import BLOCKS, System, roofline
 
-__all__ = ["write_all", "decode_timeline", "roofline_plot", "sweep_lengths", "breakdown_bars"]
+__all__ = ["write_all", "decode_timeline", "roofline_plot", "sweep_lengths", "breakdown_bars",
+           "speculative_plot"]
 
 _COLORS = {"host": "#7f7f7f", "norm": "#bcbd22", "tlmm": "#1f77b4", "weight_dma": "#d62728",
            "attention": "#2ca02c", "elementwise": "#9467bd", "lm_head": "#ff7f0e"}
@@ -92,6 +93,39 @@ def breakdown_bars(result, path: Path) -> Path:
         ax.barh(BLOCKS, values, color=[_COLORS[b] for b in BLOCKS])
         ax.set_xlabel("ms")
         ax.set_title(f"{title}: {fwd.seconds * 1e3:.1f} ms (modeled)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def speculative_plot(system: System, context: int, path: Path, ks=(1, 2, 4, 8),
+                     mark=None) -> Path:
+    """Effective decode tokens/s by verification passes against the per-token acceptance
+    rate, one curve per K (drafts per pass), at one context, beside one-token decode and the
+    DDR roofline. ``mark``: an ``(acceptance, tokens/s, label)`` point to highlight."""
+    from . import speculative
+
+    plt = _pyplot()
+    rates = [i / 20 for i in range(21)]
+    decode = 1.0 / system.decode_step(context).seconds
+    roof = roofline(system, context)
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for k in ks:
+        seconds = system.forward(k + 1, context - 1).seconds
+        ax.plot(rates, [speculative.expected_tokens_per_pass(k, a) / seconds for a in rates],
+                "-", label=f"K = {k} ({seconds * 1e3:.1f} ms per pass)")
+    ax.axhline(decode, color="k", lw=1, label=f"one-token decode {decode:.1f} tok/s")
+    ax.axhline(roof["peak_tok_s"], color="k", ls="--", lw=1,
+               label=f"one-token DDR roofline {roof['peak_tok_s']:.1f} tok/s (peak)")
+    if mark is not None:
+        ax.plot([mark[0]], [mark[1]], "ko")
+        ax.annotate(mark[2], (mark[0], mark[1]), textcoords="offset points", xytext=(5, 5),
+                    fontsize=8)
+    ax.set_xlabel("per-token acceptance rate")
+    ax.set_ylabel("effective decode tokens/s")
+    ax.set_title(f"Speculative decode at context {context} (modeled)")
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -401,3 +401,90 @@ def test_cli_bad_speculative_requests_are_one_line_errors(capsys, args, phrase):
 def test_cli_unknown_drafter_is_a_usage_error():
     with pytest.raises(SystemExit):
         main(["generate", "--prompt", "x", "--speculative", "medusa"])
+
+
+# ---- the simulator's verification passes (modeled) --------------------------------------
+
+@pytest.fixture(scope="module")
+def large():
+    from ternedge.sim.cli import build_system
+
+    return build_system("bitnet-b1.58-large", "kv260", "default")
+
+
+def test_expected_tokens_per_pass():
+    from ternedge.sim.speculative import expected_tokens_per_pass
+
+    assert expected_tokens_per_pass(0, 0.3) == 1.0
+    assert expected_tokens_per_pass(4, 1.0) == 5.0
+    assert expected_tokens_per_pass(3, 0.0) == 1.0
+    assert expected_tokens_per_pass(2, 0.5) == pytest.approx(1.75)
+    with pytest.raises(InputError, match="--acceptance"):
+        expected_tokens_per_pass(2, 1.5)
+
+
+def test_simulated_passes_against_one_token_decode(large):
+    from ternedge.sim import speculative as sim_spec
+
+    plain = sim_spec.simulate(large, 0, 0.0, 32, 12)
+    run = large.run(32, 12)
+    assert plain.effective_tok_s == pytest.approx(run.decode_tok_s, rel=1e-12)
+    assert plain.passes == 11 and plain.speedup == pytest.approx(1.0)
+    rates = [sim_spec.simulate(large, 3, a, 32, 12).effective_tok_s for a in (0, 0.5, 0.9, 1)]
+    assert rates == sorted(rates)
+    best = sim_spec.simulate(large, 3, 1.0, 32, 12)
+    # four tokens per weight pass: past the one-token DDR roofline
+    assert best.effective_tok_s > best.roofline_peak_tok_s > best.decode_tok_s
+    assert best.passes == 3 and best.tokens_per_pass == 4.0
+    # with nothing accepted a verification pass only costs
+    assert rates[0] < plain.effective_tok_s
+    a = sim_spec.break_even_acceptance(large, 3, 40)
+    assert 0 < a < 1
+    assert (sim_spec.expected_tokens_per_pass(3, a) / large.forward(4, 39).seconds
+            == pytest.approx(1 / large.decode_step(40).seconds, rel=1e-6))
+
+
+def test_measured_passes_through_the_simulator(large):
+    from ternedge.sim.speculative import from_passes
+
+    plain = from_passes(large, [(0, 0)] * 5, 20)
+    assert plain["tokens"] == 5
+    assert plain["seconds"] == pytest.approx(sum(large.decode_step(21 + i).seconds
+                                                 for i in range(5)))
+    spec = from_passes(large, [(3, 3), (3, 1), (2, 0)], 20)
+    assert spec["tokens"] == 4 + 2 + 1 and spec["passes"] == 3
+    assert spec["seconds"] == pytest.approx(large.forward(4, 20).seconds
+                                            + large.forward(4, 24).seconds
+                                            + large.forward(3, 26).seconds)
+
+
+def _simulate(capsys, *args):
+    code = main(["simulate", "--model", "bitnet-b1.58-large", "--board", "kv260",
+                 "--prompt-len", "32", "--gen", "8", *map(str, args)])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_simulate_cli_speculative(capsys, tmp_path):
+    code, out, err = _simulate(capsys, "--speculative-k", 3, "--acceptance", 0.8, "--json")
+    assert code == 0, err
+    spec = json.loads(out)["speculative"]
+    assert spec["modeled"] and spec["k"] == 3 and spec["acceptance"] == 0.8
+    assert spec["effective_tok_s"] > spec["decode_tok_s"]
+    code, out, err = _simulate(capsys, "--speculative-k", 2, "--acceptance", 0.5, "--plots",
+                               tmp_path)
+    assert code == 0, err
+    assert "speculative decode" in out and "tokens/s effective" in out
+    assert (tmp_path / "speculative.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("args, phrase", [
+    (("--speculative-k", 3), "needs --acceptance"),
+    (("--acceptance", 0.5), "only applies with --speculative-k"),
+    (("--speculative-k", 3, "--acceptance", 1.5), "probability in [0, 1]"),
+    (("--speculative-k", -1, "--acceptance", 0.5), "integer >= 0"),
+])
+def test_simulate_cli_bad_speculative_input(capsys, args, phrase):
+    code, out, err = _simulate(capsys, *args)
+    assert code == 1 and out == ""
+    assert phrase in err and err.count("\n") == 1
