@@ -31,7 +31,8 @@ class _Backend(neural._GoldenBackend):
     pass
 
 
-@pytest.mark.parametrize("filter", ["none", "causal", "block-last", "block-middle"])
+@pytest.mark.parametrize("filter", ["none", "causal", "block-last", "block-middle",
+                                    "block-amortized"])
 def test_gaps_and_bursts_keep_every_bin_once(filter):
     rng = seeded(8)
     net = random_network(rng)
@@ -39,6 +40,8 @@ def test_gaps_and_bursts_keep_every_bin_once(filter):
     expected = golden.run(net, bins)[0]
     if filter == "causal":
         expected = bessel.lfilter(expected, zero_state=False)
+    elif filter == "block-amortized":
+        expected = bessel.amortized_block_filter(expected)
     elif filter.startswith("block"):
         expected = bessel.block_filter(expected, tap=filter.split("-")[1])
     stream = neural.NeuralStream(_Backend(net), filter=filter, block=64)
