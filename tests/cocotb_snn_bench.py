@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""cocotb bench for rtl.snn.Decoder and rtl.bessel.CausalFilter (driver / monitor / golden
+"""cocotb bench for rtl.snn.Decoder and the rtl.bessel filters (driver / monitor / golden
 model / checker), run by tests/test_snn_cocotb.py through cocotb_tools.runner."""
 
 import os
@@ -135,6 +135,28 @@ async def stream_matches_golden(dut):
         beats = [(int(a) & 0xFFFFFFFF) | ((int(b) & 0xFFFFFFFF) << 32) for a, b in x]
         lanes = 2
         period = np.full(len(x), 2 + 6 * 2 * 2)                 # CausalFilter.cycles_per_sample
+    elif design == "amortized":                                  # block-amortized filter
+        PORTS.update(i_valid="i__valid", i_payload="i__payload", i_ready="i__ready",
+                     o_valid="o__valid", o_payload="o__payload", o_ready="o__ready")
+        x = np.cumsum(rng.integers(-20000, 20000, size=(66, 2)), axis=0)
+        x[36] = [1 << 30, -(1 << 30)]                            # saturation, padding extremes
+        ref = gbessel.AmortizedBlockFilter()
+        released = [ref.push(row) for row in x]
+        expected = np.concatenate(released)
+        beats = [(int(a) & 0xFFFFFFFF) | ((int(b) & 0xFFFFFFFF) << 32) for a, b in x]
+        await _reset(dut)
+        # pushes 1..40 under random stalls: the block released by push 32
+        got, _, _ = await _run(dut, beats[:40], 32, 2, rng, 0.5, 0.6, outputs=16)
+        np.testing.assert_array_equal(got, expected[:16])
+        # pushes 41..66 at full rate: the blocks of pushes 48 and 64
+        got, t_in, _ = await _run(dut, beats[40:], 32, 2, rng, 1.1, 1.1, outputs=32)
+        np.testing.assert_array_equal(got, expected[16:])
+        # AmortizedBlockFilter.cycles_per_sample: 1 + 2 * 12, plus 2 * (1 + 14*15 + 14*47) +
+        # 2 * 16 on a push that ends a block
+        period = [1 + 2 * 12 + (2 * (1 + 14 * 15 + 14 * 47) + 2 * 16 if len(released[k]) else 0)
+                  for k in range(40, 65)]
+        np.testing.assert_array_equal(np.diff(t_in), period)
+        return
     else:                                                        # block filter, middle tap
         PORTS.update(i_valid="i__valid", i_payload="i__payload", i_ready="i__ready",
                      o_valid="o__valid", o_payload="o__payload", o_ready="o__ready")

@@ -12,7 +12,8 @@ pytest.importorskip("cocotb_tools")
 
 TESTS = Path(__file__).parent
 SIMS = ["verilator"] + (["icarus"] if shutil.which("iverilog") else [])
-CASES = [(design, sim) for design in ("decoder", "filter", "block") for sim in SIMS]
+CASES = [(design, sim) for design in ("decoder", "filter", "block", "amortized")
+         for sim in SIMS]
 
 
 @pytest.mark.cocotb
@@ -27,7 +28,8 @@ def test_cocotb_stream(sim, design, tmp_path, request):
     print(f"seed={seed}")
     dut = {"decoder": lambda: snn.Decoder(network=bench.bench_network(seed)),
            "filter": bessel.CausalFilter,
-           "block": lambda: bessel.BlockFilter(tap="middle")}[design]()
+           "block": lambda: bessel.BlockFilter(tap="middle"),
+           "amortized": bessel.AmortizedBlockFilter}[design]()
     top = f"snn_{design}"
     # a persistent build per design and simulator (``rtl.cosim.build``: Verilog-2005 for
     # Icarus, rebuilt only when the Verilog changes)
