@@ -46,10 +46,17 @@ class Backend(ABC):
     def decode(self, token_id: int) -> np.ndarray:
         """Run one token at the next position; return its logits."""
 
+    #: backing store of ``position`` for backends that assign it (``self.position = n``)
+    _position = 0
+
     @property
     def position(self) -> int:
         """Tokens currently held in the KV cache (where the next token runs)."""
-        raise NotImplementedError(f"the {self.name} backend does not report its KV position")
+        return self._position
+
+    @position.setter
+    def position(self, value: int) -> None:
+        self._position = value
 
     def forward(self, token_ids) -> np.ndarray:
         """Run ``token_ids`` as one multi-token pass at ``position``, appending them to the

@@ -254,8 +254,7 @@ def check_backend(backend) -> None:
     from .backends import Backend
 
     cls = type(backend)
-    if any(getattr(cls, name) is getattr(Backend, name)
-           for name in ("forward", "truncate", "position")):
+    if any(getattr(cls, name) is getattr(Backend, name) for name in ("forward", "truncate")):
         raise InputError(f"the {backend.name} backend has no multi-token forward or KV "
                          "truncation, which speculative decoding needs; run it with "
                          "--speculative none")
