@@ -30,7 +30,7 @@ def default_network(channels: int = 96):
     return neural_train.to_fixed(model)
 
 
-FILTERS = ("block-middle", "block-last", "causal")
+FILTERS = ("block-middle", "block-last", "causal", "block-amortized")
 
 
 class SNNTop(Elaboratable):
@@ -44,6 +44,7 @@ class SNNTop(Elaboratable):
         self.network = network if network is not None else default_network()
         self.decoder = snn.Decoder(network=self.network)
         self.filter = bessel.CausalFilter() if filter == "causal" else \
+            bessel.AmortizedBlockFilter() if filter == "block-amortized" else \
             bessel.BlockFilter(tap=filter.split("-")[1])
 
     def elaborate(self, platform):

@@ -244,3 +244,13 @@ def test_r2_on_synthetic_session(session_outputs):
     print(r2)
     assert r2["block-amortized"] >= r2["block-middle"] - R2_TOLERANCE
     assert r2["block-amortized"] > r2["none"] + 0.01
+
+
+@pytest.mark.parametrize("filter", ["block-middle", "block-amortized"])
+def test_icebreaker_snn_top_elaborates(filter):
+    """The iCE40 SNN bitstream top with the filter elaborates to RTLIL (no synthesis)."""
+    from ternedge.boards import platforms, snn_top
+
+    plan = platforms.platform_for("icebreaker").build(snn_top.SNNTop(filter=filter), name="top",
+                                                      do_build=False, synth_opts="-dsp")
+    assert "top.il" in plan.files and "top.pcf" in plan.files
