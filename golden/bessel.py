@@ -336,8 +336,13 @@ class BlockFilter:
         windows = np.lib.stride_tricks.sliding_window_view(full, self.window, axis=0)[1:]
         windows = windows[keep]                                  # (m, channels, window)
         idx = self.window - 1 - self.delay
-        out = np.stack([_filtfilt_rows(np.ascontiguousarray(windows[:, c, :]), self.coefs)[:, idx]
-                        for c in range(self.channels)], axis=1)
+        if len(windows) <= 4:          # a live stream's few samples: plain integers are faster
+            out = np.array([[_filtfilt_state(win[c], self.coefs)[idx]
+                             for c in range(self.channels)] for win in windows], np.int64)
+        else:
+            out = np.stack([_filtfilt_rows(np.ascontiguousarray(windows[:, c, :]),
+                                           self.coefs)[:, idx]
+                            for c in range(self.channels)], axis=1)
         return _to_q16(out)
 
     def flush(self):
