@@ -34,6 +34,17 @@ def tokenizer():
     return load_tokenizer(DEFAULT_MODEL)
 
 
+@pytest.fixture
+def one_torch_thread():
+    """The torch reference on one thread: on a busy 2-core machine two threads spin against
+    each other (7x slower here)."""
+    torch = pytest.importorskip("torch")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # ---- drafters --------------------------------------------------------------------------
 
 def test_prompt_lookup_takes_the_longest_most_recent_match():
@@ -90,9 +101,9 @@ def test_unknown_drafter_is_an_input_error():
 # ---- multi-token forward and KV truncation ---------------------------------------------
 
 @pytest.mark.parametrize("name", ["golden", "torch"])
-def test_forward_at_a_position_and_truncation(weights, name):
+def test_forward_at_a_position_and_truncation(weights, name, request):
     if name == "torch":
-        pytest.importorskip("torch")
+        request.getfixturevalue("one_torch_thread")
     backend = make_backend(name, weights)
     ids = [int(t) for t in np.random.default_rng(4).integers(32, 127, 14)]
     backend.reset()
@@ -116,12 +127,16 @@ def test_forward_at_a_position_and_truncation(weights, name):
         np.testing.assert_array_equal(block, np.stack(one_by_one))
         np.testing.assert_array_equal(again, block[-3:])
         np.testing.assert_array_equal(detour, fresh_detour)
-    else:                              # float32: the same up to rounding of other shapes
-        np.testing.assert_allclose(block, np.stack(one_by_one), atol=1e-3)
-        np.testing.assert_allclose(again, block[-3:], atol=1e-3)
-        np.testing.assert_allclose(detour, fresh_detour, atol=1e-3)
+    else:
+        # float32 matmuls of other shapes round differently, and a per-token INT8 rounding
+        # may flip with them (logits span about +-26; a wrong position or cache is off by
+        # whole units)
+        np.testing.assert_allclose(block, np.stack(one_by_one), atol=0.1)
+        np.testing.assert_array_equal(block.argmax(-1), np.stack(one_by_one).argmax(-1))
+        np.testing.assert_allclose(again, block[-3:], atol=0.1)
+        np.testing.assert_allclose(detour, fresh_detour, atol=0.1)
     backend.truncate(0)
-    np.testing.assert_allclose(backend.forward(ids[:6])[-1], one_by_one[0], atol=1e-3)
+    np.testing.assert_allclose(backend.forward(ids[:6])[-1], one_by_one[0], atol=0.1)
     for bad in (-1, 7, 1.5, True):                     # position is 6
         with pytest.raises(ValueError, match="truncate length"):
             backend.truncate(bad)
@@ -171,14 +186,12 @@ def _identical_greedy(backend, tokenizer, prompt, max_new_tokens, cases):
 
 
 def test_speculative_greedy_identical_golden(weights, tokenizer):
-    _identical_greedy(GoldenBackend(weights), tokenizer, PROMPT, 32,
-                      [("prompt-lookup", 1), ("prompt-lookup", 4), ("ngram", 3),
-                       ("ngram", 8)])
+    _identical_greedy(GoldenBackend(weights), tokenizer, PROMPT, 24,
+                      [("prompt-lookup", 1), ("prompt-lookup", 8), ("ngram", 3)])
 
 
-def test_speculative_greedy_identical_torch(weights, tokenizer):
-    pytest.importorskip("torch")
-    _identical_greedy(make_backend("torch", weights), tokenizer, PROMPT, 32,
+def test_speculative_greedy_identical_torch(weights, tokenizer, one_torch_thread):
+    _identical_greedy(make_backend("torch", weights), tokenizer, PROMPT, 24,
                       [("prompt-lookup", 4), ("ngram", 8)])
 
 
