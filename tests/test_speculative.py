@@ -216,7 +216,8 @@ def rtl(weights, request):
     pytest.importorskip("cocotbext.axi")
     from ternedge.host.rtl_backend import RTLBackend
 
-    root = request.config.cache.mkdir("rtl_accelerator")
+    # its own build directory: this group ("rtl") may run beside test_rtl_accelerator.py's
+    root = request.config.cache.mkdir("rtl_speculative")
     backend = RTLBackend(weights, max_tokens=24, max_context=40, build_dir=root / "verilator")
     yield backend
     backend.close()
