@@ -16,8 +16,10 @@ Three layers over one stream (as ``host/generate.py`` is for text):
 """
 
 import dataclasses
+import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,11 +27,13 @@ import numpy as np
 from ..golden import bessel
 from ..golden import snn as gsnn
 from ..sim import units as sim_units
+from . import argtypes
 from .errors import CheckpointError, InputError
 
 __all__ = [
     "MODELS_DIR", "BACKENDS", "FILTERS", "BOARD_CLOCK_MHZ", "model_path", "make_backend",
-    "NeuralStream", "DecodeReport", "decode_session", "load_session", "register",
+    "NeuralStream", "DecodeReport", "decode_session", "load_session", "session_fingerprint",
+    "trained_on", "register",
 ]
 
 MODELS_DIR = Path(__file__).parent / "models" / "snn"
@@ -354,6 +358,37 @@ def load_session(data: Path | None, synthetic: int | None, channels: int):
     return _SYNTHETIC_CACHE[key]
 
 
+def session_fingerprint(session) -> str:
+    """``sha256:`` + 16 hex digits over a session's binned spikes and velocity: the same
+    recording gives the same fingerprint whatever its file name or path (or whether it was
+    generated: a synthetic session written to a file and read back matches its seed)."""
+    h = hashlib.sha256()
+    h.update(repr((session.spikes.shape, session.velocity.shape)).encode())
+    h.update(np.ascontiguousarray(session.spikes, np.uint8).tobytes())
+    h.update(np.ascontiguousarray(session.velocity, np.float64).tobytes())
+    return "sha256:" + h.hexdigest()[:16]
+
+
+def trained_on(meta: dict, session, data_name: str):
+    """Whether a model (its ``meta``) was trained on ``session``: True, False, or None when
+    the model does not say. Models from ``train-neural`` carry the session's fingerprint;
+    the shipped ones name their synthetic seed."""
+    own = meta.get("session")
+    if isinstance(own, dict) and own.get("fingerprint"):
+        return own["fingerprint"] == session_fingerprint(session)
+    data = meta.get("data")
+    if isinstance(data, str) and data.startswith("synthetic seed "):
+        return f"{data}, {meta.get('channels')} channels" == data_name
+    return None
+
+
+def _model_source(meta: dict) -> str:
+    own = meta.get("session")
+    if isinstance(own, dict) and own.get("source"):
+        return f"{own['source']} ({own.get('fingerprint', '?')})"
+    return f"{meta.get('data', 'an unknown session')}, {meta.get('channels')} channels"
+
+
 def _filter_ops(filter):
     """Multiplies per decode of the output filter (``golden.bessel.filter_macs``)."""
     return bessel.filter_macs(filter)
@@ -507,6 +542,8 @@ def _run(args) -> int:
     os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
     if args.data is not None and args.synthetic is not None:
         raise InputError("give --data FILE or --synthetic SEED, not both")
+    if args.plots is not None:
+        argtypes.check_output_dir(args.plots)
     synthetic = 0 if args.data is None and args.synthetic is None else args.synthetic
     session, data_name = load_session(args.data, synthetic, args.channels)
     backend, model, meta = make_backend(args.backend, model_path(args.model, session.channels),
@@ -514,6 +551,12 @@ def _run(args) -> int:
     if int(meta["channels"]) != session.channels:
         raise InputError(f"the model has {meta['channels']} channels, the data "
                          f"{session.channels}")
+    if trained_on(meta, session, data_name) is False:
+        source = (f"--data {args.data}" if args.data is not None
+                  else f"--synthetic {synthetic} --channels {session.channels}")
+        print(f"ternedge: warning: the model was trained on {_model_source(meta)}, not on "
+              f"{data_name}: expect a low R²; train one on it with `ternedge train-neural "
+              f"{source} --out MODEL.safetensors`", file=sys.stderr)
     max_bins = args.max_bins or (200 if args.backend == "rtl" else None)
     block = 50 if args.backend == "rtl" else 1024
     report = decode_session(session, backend, model, meta, filter=args.filter,
@@ -562,7 +605,7 @@ def register(commands):
                             help="decode finger velocity from binned spikes (SNN + Bessel filter)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--data", type=Path, help="NeuroBench / O'Doherty .mat recording")
-    src.add_argument("--synthetic", type=int, metavar="SEED",
+    src.add_argument("--synthetic", type=argtypes.seed, metavar="SEED",
                      help="seeded synthetic session (default: seed 0)")
     p.add_argument("--channels", type=int, default=96, choices=[96, 192],
                    help="channels of a synthetic session")
@@ -571,12 +614,47 @@ def register(commands):
     p.add_argument("--filter", default="none", choices=list(FILTERS))
     p.add_argument("--backend", default="golden", choices=list(BACKENDS))
     p.add_argument("--train-ratio", type=float, default=0.5, choices=[0.5, 0.8])
-    p.add_argument("--max-bins", type=int, default=None,
+    p.add_argument("--max-bins", type=argtypes.integer(2), default=None,
                    help="decode only the first N test bins (rtl default: 200)")
-    p.add_argument("--clock-mhz", type=float, default=BOARD_CLOCK_MHZ["icebreaker"],
+    p.add_argument("--clock-mhz", type=argtypes.real(0, 10_000, exclusive_min=True),
+                   default=BOARD_CLOCK_MHZ["icebreaker"],
                    help="clock for µs figures (default: iCEBreaker 12 MHz)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--plots", type=Path, default=None, metavar="DIR",
+    p.add_argument("--plots", type=argtypes.output_dir(), default=None, metavar="DIR",
                    help="write velocity.png and pareto.png here")
     p.set_defaults(run=_run)
+    _register_train(commands)
     return p
+
+
+def _register_train(commands):
+    """``train-neural``: train a decoder on a session's chronological training split."""
+    p = commands.add_parser(
+        "train-neural", help="train a neural decoder on your session (or a synthetic one)",
+        description="Train on the chronological first --train-ratio of a session's reaches "
+                    "(NeuroBench's split), convert to fixed point, write a .safetensors model "
+                    "whose metadata names the session.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", type=Path, help="NeuroBench / O'Doherty .mat recording")
+    src.add_argument("--synthetic", type=argtypes.seed, metavar="SEED",
+                     help="seeded synthetic session")
+    p.add_argument("--channels", type=int, default=None, choices=[96, 192],
+                   help="channels of a synthetic session (default 96; --data: the file's)")
+    p.add_argument("--topology", default="snn_streaming",
+                   choices=["snn_streaming", "snn_3d", "ann_2d"],
+                   help="snn_streaming (default) also has the fixed-point / RTL form")
+    p.add_argument("--train-ratio", type=float, default=0.5, choices=[0.5, 0.8])
+    p.add_argument("--epochs", type=argtypes.integer(1, 10_000), default=None,
+                   help="default: neural_train.DEFAULT_EPOCHS (snn_streaming 12, others 6)")
+    p.add_argument("--seed", type=argtypes.seed, default=0, help="training seed")
+    p.add_argument("--out", type=Path, required=True, metavar="FILE.safetensors")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=_run_train)
+    return p
+
+
+def _run_train(args) -> int:
+    os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
+    from . import neural_train
+
+    return neural_train.run_cli(args)
