@@ -131,25 +131,29 @@ def apply_scale(x, m, e, extra_shift=0):
     return sat32(round_shift(product, np.asarray(e) + extra_shift))
 
 
-def exp_neg(x):
-    """``exp(x)`` in Q16 for Q16 ``x <= 0`` (positive inputs are an error).
+def exp_neg(x, frac: int = FRAC):
+    """``exp(x)`` in Q``frac`` (Q16 by default) for Q16 ``x <= 0`` (positive inputs are an error).
 
     ``exp(x) = 2**t`` with ``t = x * log2(e)`` (Q30 constant); ``2**frac(t)`` comes from
     ``EXP2_LUT`` (256 intervals, linear interpolation on the low 8 bits of the fraction), and
-    the integer part of ``t`` is a right shift. Inputs below -256.0 give 0.
+    the integer part of ``t`` is a right shift: ``round_shift(mant << (frac - 16), -whole)``.
+    Inputs below -256.0 give 0. ``frac > 16`` keeps small results from rounding away (the
+    attention weights, where thousands of tiny terms add up in the softmax denominator).
     """
+    if frac < FRAC or frac > 30:
+        raise ValueError(f"exp_neg output fraction bits must be 16..30, got {frac}")
     x = np.asarray(x, dtype=np.int64)
     if np.any(x > 0):
         raise ValueError("exp_neg takes non-positive Q16 inputs")
     x = np.maximum(x, -(256 << FRAC))
     t = round_shift(x * LOG2E_Q30, 30)               # Q16, <= 0
     whole = np.right_shift(t, FRAC)                  # floor, <= 0
-    frac = t & (ONE - 1)
-    hi = frac >> 8
-    lo = frac & 0xFF
+    frac_t = t & (ONE - 1)
+    hi = frac_t >> 8
+    lo = frac_t & 0xFF
     base = EXP2_LUT[hi]
     mant = base + round_shift((EXP2_LUT[hi + 1] - base) * lo, 8)   # 2**frac in Q16, [1, 2)
-    return round_shift(mant, np.minimum(-whole, 62))
+    return round_shift(mant << (frac - FRAC), np.minimum(-whole, 62))
 
 
 def to_q16(values) -> np.ndarray:

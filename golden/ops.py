@@ -9,13 +9,35 @@ import numpy as np
 
 from . import fixed
 
-__all__ = ["rmsnorm", "eps_q16", "rope_tables", "rope", "relu2_gate", "silu_gate",
-           "sigmoid", "residual_add"]
+__all__ = ["rmsnorm", "rms_eps", "eps_q16", "MEAN_SQUARE_BITS", "rope_tables", "rope",
+           "relu2_gate", "silu_gate", "sigmoid", "residual_add"]
 
 
-def eps_q16(eps: float) -> int:
-    """RMSNorm epsilon in Q16, at least one LSB (1e-5 -> 1)."""
-    return max(1, int(np.floor(eps * fixed.ONE + 0.5)))
+#: RMSNorm's mean square enters the divider below 2**MEAN_SQUARE_BITS (shifted by an even
+#: amount when the exact sum of squares is larger)
+MEAN_SQUARE_BITS = 45
+
+
+def rms_eps(eps: float) -> int:
+    """RMSNorm epsilon in Q32 (the format of a mean square of Q16 values), at least one LSB:
+    1e-5 -> 42950 (1e-5 to 1e-5 relative; a Q16 epsilon could only say 1 LSB = 1.53e-5)."""
+    if not eps >= 0 or not np.isfinite(eps) or eps >= 1:
+        raise ValueError(f"RMSNorm epsilon must lie in [0, 1), got {eps}")
+    return max(1, int(np.floor(eps * 2.0 ** 32 + 0.5)))
+
+
+#: the name ``rmsnorm``'s epsilon operand had while it was Q16; it now returns ``rms_eps``
+eps_q16 = rms_eps
+
+
+def _sum_of_squares(x):
+    """Exact ``sum(x*x)`` over the last axis as ``(hi, lo)``, ``hi * 2**32 + lo``, for int32
+    ``x`` (the hardware accumulator is 63 + log2(H) bits wide; int64 holds it in two words)."""
+    mag = np.abs(x)
+    a, b = mag >> 16, mag & 0xFFFF                       # |x| = a * 2**16 + b
+    low = 2 * (a * b).sum(axis=-1) * (1 << 16) + (b * b).sum(axis=-1)
+    hi = (a * a).sum(axis=-1) + (low >> 32)
+    return hi, low & 0xFFFFFFFF
 
 
 def rmsnorm(x, gamma_q16, eps: int):
@@ -23,19 +45,34 @@ def rmsnorm(x, gamma_q16, eps: int):
 
     Parameters
     ----------
-    x : Q16 array (..., H).
+    x : Q16 array (..., H), int32 range.
     gamma_q16 : Q16 array (H,), the norm weight.
-    eps : Q16 epsilon from ``eps_q16``.
+    eps : Q32 epsilon from ``rms_eps``.
 
-    Steps (all integer): ``ms = floor(sum(round(x^2 / 2^16)) / H) + eps`` (Q16 mean square);
-    ``rms = isqrt(ms * 2^16)`` (Q16); ``inv = ratio_scale(2^16, rms)`` (Scale of 1/rms, one
-    divider per token); ``p = sat32(round(x * gamma / 2^16))``; ``y = sat32(round(p * inv))``.
+    Steps (all integer): the exact sum of squares ``S = sum(x^2)`` (Q32); an even shift
+    ``s = max(0, bit_length(S) - 45)`` rounded up to even; ``ms = floor((S >> s) / H) +
+    (eps >> s)`` (Q32 mean square, scaled by 2**-s); ``r = isqrt(ms * 2^16)`` (the rms in
+    Q(24 - s/2), at least 15 significant bits once eps >= 1e-5); ``(m, e) = ratio_scale(2^16,
+    r)`` with ``e += s/2 - 8`` (the Scale of 1/rms, one divider per token);
+    ``p = sat32(round(x * gamma / 2^16))``; ``y = sat32(round(p * m * 2^-e))``.
+
+    The mean square is exact to its last Q32 bit and the 1/rms Scale keeps 16 significant
+    bits at every magnitude: a row of Q16 values of RMS 0.002 (ReLU² products of a random
+    model) is normalized to 1e-5 relative, not to the 50 % a Q16 mean square gave.
     """
     x = np.asarray(x, dtype=np.int64)
-    squares = fixed.round_shift(x * x, fixed.FRAC)
-    mean_square = squares.sum(axis=-1) // x.shape[-1] + eps
+    hi, lo = _sum_of_squares(x)
+    length = np.where(hi > 0, fixed.bit_length(hi) + 32, fixed.bit_length(lo))
+    shift = np.maximum(length - MEAN_SQUARE_BITS, 0)
+    shift = shift + (shift & 1)
+    small = np.minimum(shift, 32)
+    shifted = np.where(shift <= 32,
+                       np.left_shift(hi, 32 - small) + np.right_shift(lo, small),
+                       np.right_shift(hi, np.maximum(shift - 32, 0)))
+    mean_square = shifted // x.shape[-1] + np.right_shift(np.int64(eps), shift)
     rms = fixed.isqrt(mean_square << fixed.FRAC)
     inv_m, inv_e = fixed.ratio_scale(np.full(rms.shape, fixed.ONE), rms)
+    inv_e = inv_e + shift // 2 - 8
     scaled = fixed.sat32(fixed.round_shift(x * np.asarray(gamma_q16, dtype=np.int64), fixed.FRAC))
     return fixed.apply_scale(scaled, inv_m[..., None], inv_e[..., None])
 

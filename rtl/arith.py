@@ -121,8 +121,9 @@ def divide_unrolled(m, num, den, quotient_width, *, name="div"):
     return wire(m, unsigned(quotient_width), Cat(*reversed(bits)), name=name)
 
 
-def exp_neg(m, x, *, name="exp"):
-    """``golden.fixed.exp_neg`` of a signed Q16 value ``x <= 0``; result unsigned(17) Q16."""
+def exp_neg(m, x, *, frac=fixed.FRAC, name="exp"):
+    """``golden.fixed.exp_neg(x, frac)`` of a signed Q16 value ``x <= 0``; result
+    unsigned(frac + 1) in Q``frac``."""
     limit = -(256 << fixed.FRAC)
     clamped = wire(m, signed(26), Mux(x < limit, limit, x), name=f"{name}_x")
     product = wire(m, signed(60), clamped * fixed.LOG2E_Q30, name=f"{name}_p")
@@ -140,7 +141,8 @@ def exp_neg(m, x, *, name="exp"):
         m.d.comb += amount.eq(62)
     with m.Else():
         m.d.comb += amount.eq(-whole)
-    return wire(m, 17, round_shift(m, mant, amount, name=f"{name}_rs"), name=name)
+    widened = wire(m, 18 + frac - fixed.FRAC, mant << (frac - fixed.FRAC), name=f"{name}_w")
+    return wire(m, frac + 1, round_shift(m, widened, amount, name=f"{name}_rs"), name=name)
 
 
 class Divider(wiring.Component):

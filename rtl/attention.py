@@ -11,12 +11,13 @@ units and accumulators in parallel, causal mask by key index):
    +-(2**23 - 1), ``OPERAND_LIMIT``), and on the row's last beat the score
    ``sat32(round(round(dot / 2^16) * c))`` (``c`` the Scale of 1/sqrt(head_dim)) is written
    to the score buffer and the exact running maximum updated.
-2. **Weights.** Each value row streams in; its weight ``p = exp_neg(s - max)`` comes from the
-   score buffer and the shared ``exp_neg`` ROM datapath, ``sum p`` and ``sum p * v`` are
-   accumulated exactly (integers, so key order does not matter).
+2. **Weights.** Each value row streams in; its weight ``p = exp_neg(s - max)`` (Q24,
+   ``golden.attention.WEIGHT_FRAC``) comes from the score buffer and the shared ``exp_neg``
+   ROM datapath, ``sum p`` and ``sum p * v`` are accumulated exactly (integers, so key order
+   does not matter).
 
-Then one ``RatioScale`` per query (the Scale of ``2^16 / sum p``) and the output pass,
-``sat32(round(round(acc / 2^16) * r))`` per element.
+Then one ``RatioScale`` per query (the Scale of ``2^24 / sum p``) and the output pass,
+``sat32(round(round(acc / 2^24) * r))`` per element.
 
 Because every sum is exact, the result does not depend on key order, and a prefill tile gives
 bit-identical rows to decoding its queries one by one (``golden.attention``). Buffers use
@@ -33,7 +34,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..golden import fixed
-from ..golden.attention import OPERAND_LIMIT
+from ..golden.attention import OPERAND_LIMIT, WEIGHT_FRAC
 from . import arith
 
 __all__ = ["DecodeUnit", "PrefillUnit"]
@@ -63,7 +64,8 @@ class _TwoPassAttention(wiring.Component):
             raise ValueError(f"max_keys={max_keys} must be at least queries={queries}")
         self.beats = head_dim // lanes
         self.score_m, self.score_e = fixed.float_to_scale(1.0 / math.sqrt(head_dim))
-        self.sum_width = 17 + max_keys.bit_length()          # sum of p <= max_keys * 2**16
+        # sum of p <= max_keys * 2**WEIGHT_FRAC
+        self.sum_width = WEIGHT_FRAC + 1 + max_keys.bit_length()
         super().__init__({
             "job": In(stream.Signature(job_layout)),
             "q": In(stream.Signature(data.ArrayLayout(signed(32), lanes))),
@@ -90,7 +92,8 @@ class _TwoPassAttention(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         tile, lanes, hb = self.queries, self.lanes, self.beats
-        acc_width = 41 + self.max_keys.bit_length()
+        pv_width = WEIGHT_FRAC + 1 + 24 + 1                  # p (unsigned) times clipped v
+        acc_width = pv_width - 1 + self.max_keys.bit_length()
 
         keys = Signal(range(self.max_keys + 1))
         active = Signal(range(tile + 1))           # queries in this job
@@ -111,7 +114,7 @@ class _TwoPassAttention(wiring.Component):
             score_buf = memory.Memory(shape=signed(32), depth=self.max_keys, init=[])
             acc_buf = memory.Memory(shape=data.ArrayLayout(signed(acc_width), lanes), depth=hb,
                                     init=[])
-            recip = arith.RatioScale(num_width=17, den_width=self.sum_width)
+            recip = arith.RatioScale(num_width=WEIGHT_FRAC + 1, den_width=self.sum_width)
             m.submodules[f"query{t}"] = query
             m.submodules[f"scores{t}"] = score_buf
             m.submodules[f"accs{t}"] = acc_buf
@@ -147,25 +150,27 @@ class _TwoPassAttention(wiring.Component):
 
             # pass 2: the key's weight (0 when masked) and the exact sums of p and p * v
             diff = arith.wire(m, signed(34), s_read.data - peak, name=f"diff{t}")
-            weight = arith.wire(m, 17, Mux(visible, arith.exp_neg(m, diff, name=f"exp{t}"), 0),
-                                name=f"p{t}")
+            weight = arith.wire(m, WEIGHT_FRAC + 1,
+                                Mux(visible, arith.exp_neg(m, diff, frac=WEIGHT_FRAC,
+                                                           name=f"exp{t}"), 0), name=f"p{t}")
             total = Signal(self.sum_width, name=f"total{t}")
             for i in range(lanes):
-                pv = arith.wire(m, signed(42), weight * values_clipped[i], name=f"pv{t}_{i}")
+                pv = arith.wire(m, signed(pv_width), weight * values_clipped[i],
+                                name=f"pv{t}_{i}")
                 m.d.comb += a_write.data[i].eq(Mux(key == 0, 0, a_read.data[i]) + pv)
             with m.If(self.v.valid & self.v.ready & (beat == 0)):
                 m.d.sync += total.eq(Mux(key == 0, 0, total) + weight)
 
-            # the reciprocal of the sum, then sat32(round(round(acc / 2^16) * r))
+            # the reciprocal of the sum, then sat32(round(round(acc / 2^24) * r))
             inv_m = Signal(16, name=f"inv_m{t}")
             inv_e = Signal(signed(8), name=f"inv_e{t}")
-            m.d.comb += [recip.i.valid.eq(start), recip.i.payload.num.eq(fixed.ONE),
+            m.d.comb += [recip.i.valid.eq(start), recip.i.payload.num.eq(1 << WEIGHT_FRAC),
                          recip.i.payload.den.eq(total), recip.o.ready.eq(1)]
             with m.If(recip.o.valid):
                 m.d.sync += [inv_m.eq(recip.o.payload.m), inv_e.eq(recip.o.payload.e)]
             lanes_out = []
             for i in range(lanes):
-                rounded = arith.round_shift(m, a_read.data[i], fixed.FRAC, name=f"acc{t}_{i}")
+                rounded = arith.round_shift(m, a_read.data[i], WEIGHT_FRAC, name=f"acc{t}_{i}")
                 product = arith.wire(m, signed(len(rounded) + 17), rounded * inv_m,
                                      name=f"out{t}_{i}")
                 lanes_out.append(arith.scale_sat32(m, product, inv_e, name=f"o{t}_{i}"))

@@ -3,9 +3,10 @@
 
 ``RMSNorm``
     Two passes over a token (``golden.ops.rmsnorm``): pass 1 buffers the token and sums the
-    rounded squares; then, once per token, a sequential ``Divider`` (floor mean over H),
-    ``Isqrt`` and ``RatioScale`` (the Scale of 1/rms); pass 2 reads the buffer back with one
-    ``gamma`` beat per beat and emits ``sat32(round(sat32(round(x*gamma/2^16)) * inv))``.
+    exact squares; then, once per token, an even normalizing shift (a leading-one detector),
+    a sequential ``Divider`` (floor mean over H), ``Isqrt`` and ``RatioScale`` (the Scale of
+    1/rms); pass 2 reads the buffer back with one ``gamma`` beat per beat and emits
+    ``sat32(round(sat32(round(x*gamma/2^16)) * inv))``.
 ``RoPE``
     Rotates one head after another (``golden.ops.rope``, HF ``rotate_half`` pairing: element i
     with i + head_dim/2). Input arrives in natural order, so the first half is buffered;
@@ -24,11 +25,11 @@ beat, both included.
 
 
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..golden import fixed
+from ..golden import fixed, ops
 from . import arith
 from .quant import token_layout
 
@@ -60,7 +61,7 @@ class RMSNorm(wiring.Component):
         Longest token (elements); the token buffer holds ``max_h // lanes`` beats.
         Each token's length H must be a multiple of ``lanes`` (H is the divisor of the mean).
     eps : int
-        Q16 epsilon (``golden.ops.eps_q16``), between 1 and 2**16.
+        Q32 epsilon (``golden.ops.rms_eps``), between 1 and 2**32.
 
     Attributes
     ----------
@@ -72,7 +73,8 @@ class RMSNorm(wiring.Component):
         Q16 outputs, same beat structure as ``x``.
     """
 
-    MEAN_WIDTH = 47    # a rounded square of an int32 is at most 2**46
+    MEAN_WIDTH = 47    # quotient bits of the mean division (the shifted sum is below 2**45)
+    SQUARE_WIDTH = 63  # an exact square of an int32 is at most 2**62
 
     def __init__(self, *, lanes: int = 4, max_h: int = 4096, eps: int = 1):
         self.lanes = arith.check_positive("lanes", lanes)
@@ -80,11 +82,11 @@ class RMSNorm(wiring.Component):
         if max_h % lanes:
             raise ValueError(f"max_h={max_h} must be a multiple of lanes={lanes}")
         arith.check_positive("eps", eps)
-        if eps > fixed.ONE:
-            raise ValueError(f"eps must be at most 2**16 (1.0 in Q16), got {eps}")
+        if eps > 1 << 32:
+            raise ValueError(f"eps must be at most 2**32 (1.0 in Q32), got {eps}")
         self.eps = eps
         self.depth = max_h // lanes
-        self.sum_width = self.MEAN_WIDTH + max_h.bit_length()
+        self.sum_width = self.SQUARE_WIDTH + max_h.bit_length()
         super().__init__({
             "x": In(stream.Signature(token_layout(signed(32), lanes, "x"))),
             "gamma": In(stream.Signature(_lanes(lanes))),
@@ -115,7 +117,7 @@ class RMSNorm(wiring.Component):
                                                      init=[])
         write = buffer.write_port()
         read = buffer.read_port(domain="comb")
-        m.submodules.mean = mean = arith.Divider(num_width=self.sum_width,
+        m.submodules.mean = mean = arith.Divider(num_width=ops.MEAN_SQUARE_BITS,
                                                  den_width=self.max_h.bit_length(),
                                                  quotient_width=self.MEAN_WIDTH)
         m.submodules.sqrt = sqrt = arith.Isqrt(width=64)
@@ -129,14 +131,15 @@ class RMSNorm(wiring.Component):
         emitting = Signal()
         inv_m = Signal(16)
         inv_e = Signal(signed(8))
+        shift = Signal(range(self.sum_width + 2))   # even normalizing shift of the sum
+        held_shift = Signal(range(self.sum_width + 2))
 
         # pass 1
         squares = []
         for i in range(lanes):
             x = self.x.payload.x[i]
             product = arith.wire(m, unsigned(63), x * x, name=f"sq{i}")
-            squares.append(arith.wire(m, unsigned(47), (product + (1 << 15)) >> 16,
-                                      name=f"rsq{i}"))
+            squares.append(product)
         m.d.comb += [
             self.x.ready.eq(~emitting & ~reducing),
             write.addr.eq(count),
@@ -148,14 +151,21 @@ class RMSNorm(wiring.Component):
             with m.If(self.x.payload.last):
                 m.d.sync += [start.eq(1), reducing.eq(1)]
 
-        # once per token: floor mean, isqrt(ms << 16), Scale of 2**16 / rms
+        # once per token: s = even shift bringing the sum below 2**45, floor mean of the
+        # shifted sum, isqrt((ms + (eps >> s)) << 16), Scale of 2**16 / rms, exponent + s/2 - 8
+        length = arith.bit_length(m, total, name="sum_length")
+        over = arith.wire(m, range(self.sum_width + 1),
+                          Mux(length > ops.MEAN_SQUARE_BITS, length - ops.MEAN_SQUARE_BITS, 0),
+                          name="sum_over")
+        m.d.comb += shift.eq(((over + 1) >> 1) << 1)
+        eps = Const(self.eps, 33)
         m.d.comb += [
             mean.i.valid.eq(start),
-            mean.i.payload.num.eq(total),
+            mean.i.payload.num.eq(total >> shift),
             mean.i.payload.den.eq(count * lanes),
             sqrt.i.valid.eq(mean.o.valid),
             mean.o.ready.eq(sqrt.i.ready),
-            sqrt.i.payload.eq((mean.o.payload.quotient + self.eps) << fixed.FRAC),
+            sqrt.i.payload.eq((mean.o.payload.quotient + (eps >> held_shift)) << fixed.FRAC),
             recip.i.valid.eq(sqrt.o.valid),
             sqrt.o.ready.eq(recip.i.ready),
             recip.i.payload.num.eq(fixed.ONE),
@@ -163,9 +173,10 @@ class RMSNorm(wiring.Component):
             recip.o.ready.eq(1),
         ]
         with m.If(mean.i.valid & mean.i.ready):
-            m.d.sync += [start.eq(0), total.eq(0)]
+            m.d.sync += [start.eq(0), total.eq(0), held_shift.eq(shift)]
         with m.If(recip.o.valid):
-            m.d.sync += [inv_m.eq(recip.o.payload.m), inv_e.eq(recip.o.payload.e),
+            m.d.sync += [inv_m.eq(recip.o.payload.m),
+                         inv_e.eq(recip.o.payload.e + (held_shift >> 1) - 8),
                          reducing.eq(0), emitting.eq(1), index.eq(0)]
 
         # pass 2

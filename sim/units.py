@@ -47,7 +47,8 @@ __all__ = ["Divider", "Isqrt", "RatioScale", "Quantizer", "Dequantizer", "RMSNor
 #: quotient bits of ``RatioScale``'s divider: ``floor(num * 2**(e0+2) / den)`` lies in
 #: ``(2**17, 2**19)`` (rtl/arith.py, ``RatioScale.QUOTIENT_WIDTH``)
 RATIO_SCALE_QUOTIENT_WIDTH = 19
-#: quotient bits of RMSNorm's mean division: a rounded square of an int32 is below 2**46
+#: quotient bits of RMSNorm's mean division (the exact sum of squares is shifted below 2**45
+#: first, ``golden.ops.MEAN_SQUARE_BITS``; the width, and so the latency, is unchanged)
 RMS_MEAN_WIDTH = 47
 #: radicand width of RMSNorm's square root (the 47-bit mean, rounded up to an even width)
 RMS_ISQRT_WIDTH = 64
@@ -219,7 +220,7 @@ class RMSNorm:
     max_h : int
         Longest token (a multiple of ``lanes``).
     eps : int
-        Q16 epsilon in ``[1, 2**16]`` (no effect on timing).
+        Q32 epsilon in ``[1, 2**32]`` (``golden.ops.rms_eps``; no effect on timing).
     """
 
     def __init__(self, *, lanes: int = 4, max_h: int = 4096, eps: int = 1):
@@ -228,8 +229,8 @@ class RMSNorm:
         if max_h % lanes:
             raise ValueError(f"max_h={max_h} must be a multiple of lanes={lanes}")
         _check_positive("eps", eps)
-        if eps > 1 << 16:
-            raise ValueError(f"eps must be at most 2**16 (1.0 in Q16), got {eps}")
+        if eps > 1 << 32:
+            raise ValueError(f"eps must be at most 2**32 (1.0 in Q32), got {eps}")
         self.eps = eps
 
     @property
