@@ -498,14 +498,30 @@ def build_design(design: str = "tlmm", board: str = "ulx3s-85f", geometry=None,
             **result}
 
 
+#: the largest value a sizing option takes (a bigger one would elaborate for hours)
+_SIZE_MAX = 1 << 20
+
+
 def _positive_int(text):
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    if not 0 < value <= _SIZE_MAX:
+        raise argparse.ArgumentTypeError(f"must be an integer in [1, {_SIZE_MAX}], got {value}")
     return value
+
+
+def _geometry(text):
+    """``G,T,N`` checked before any synthesis starts (kept as text: ``build_design`` parses
+    it again)."""
+    try:
+        config = parse_geometry(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if max(config.tables_per_step, config.cols_per_cycle) > 1024:
+        raise argparse.ArgumentTypeError(f"T and N must be at most 1024, got {text}")
+    return text
 
 
 def _job_n(text):
@@ -518,7 +534,7 @@ def add_build_arguments(parser):
     --attention-tile."""
     parser.add_argument("--design", default="tlmm", choices=DESIGNS)
     parser.add_argument("--board", default="ulx3s-85f", choices=sorted(platforms.BOARDS))
-    parser.add_argument("--geometry", default=None, metavar="G,T,N",
+    parser.add_argument("--geometry", type=_geometry, default=None, metavar="G,T,N",
                         help="TLMM geometry (default: the board's DEFAULT_GEOMETRY, or "
                              "ACCELERATOR_DEFAULTS for --design accelerator)")
     parser.add_argument("--out-dir", default="build")

@@ -1,13 +1,13 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """argparse ``type=`` validators for the ``ternedge`` commands' numeric options and paths.
 
-A bad value ends in argparse's one-line ``error: argument --x: ...`` and exit status 2 before
-any command starts work (no checkpoint loads, no synthesis, no simulation). NaN and infinities
-are never accepted; every option has an upper bound, so a huge value is refused instead of
-allocating or elaborating something absurd.
+A bad value raises ``InputError`` naming the option, which argparse does not catch, so
+``ternedge`` prints it on one line (``ternedge: error: --max-bins must be ...``) and exits 1
+before the command starts any work (no checkpoint loads, no synthesis, no simulation). NaN and
+infinities are never accepted, and every option has an upper bound, so a huge value is refused
+instead of allocating or elaborating something absurd.
 """
 
-import argparse
 import math
 from pathlib import Path
 
@@ -21,54 +21,48 @@ SEED_MAX = 2**32 - 1
 COUNT_MAX = 1 << 24
 
 
-def _range_text(minimum, maximum):
-    if maximum is None:
-        return f">= {minimum}"
-    return f"in [{minimum}, {maximum}]"
-
-
-def integer(minimum: int = 1, maximum: int | None = COUNT_MAX, what: str = "an integer"):
-    """A type function accepting base-10 integers in ``[minimum, maximum]``."""
+def integer(option: str, minimum: int = 1, maximum: int = COUNT_MAX, what: str = "an integer",
+            note: str = ""):
+    """A type function for ``option``: base-10 integers in ``[minimum, maximum]``."""
+    rule = f"{option} must be {what} in [{minimum}, {maximum}]{note}"
 
     def parse(text):
         try:
             value = int(text)
         except (TypeError, ValueError):
-            raise argparse.ArgumentTypeError(
-                f"must be {what} {_range_text(minimum, maximum)}, got {text!r}") from None
-        if value < minimum or (maximum is not None and value > maximum):
-            raise argparse.ArgumentTypeError(
-                f"must be {what} {_range_text(minimum, maximum)}, got {value}")
+            raise InputError(f"{rule}, got {text!r}") from None
+        if not minimum <= value <= maximum:
+            raise InputError(f"{rule}, got {value}")
         return value
 
     parse.__name__ = "integer"
     return parse
 
 
-def real(minimum: float = 0.0, maximum: float = 1e6, exclusive_min: bool = False,
-         what: str = "a number"):
-    """A type function accepting finite floats in ``[minimum, maximum]`` (``(minimum, ..]``
-    with ``exclusive_min``)."""
-    lo = "(" if exclusive_min else "["
-    bounds = f"in {lo}{minimum:g}, {maximum:g}]"
+def real(option: str, minimum: float = 0.0, maximum: float = 1e6, exclusive_min: bool = False,
+         what: str = "a finite number", note: str = ""):
+    """A type function for ``option``: finite floats in ``[minimum, maximum]`` (``(minimum,
+    maximum]`` with ``exclusive_min``)."""
+    rule = (f"{option} must be {what} in {'(' if exclusive_min else '['}{minimum:g}, "
+            f"{maximum:g}]{note}")
 
     def parse(text):
         try:
             value = float(text)
         except (TypeError, ValueError):
-            raise argparse.ArgumentTypeError(f"must be {what} {bounds}, got {text!r}") from None
-        ok = math.isfinite(value) and value <= maximum and (
-            value > minimum if exclusive_min else value >= minimum)
-        if not ok:
-            raise argparse.ArgumentTypeError(f"must be {what} {bounds}, got {text}")
+            raise InputError(f"{rule}, got {text!r}") from None
+        if not (math.isfinite(value) and value <= maximum
+                and (value > minimum if exclusive_min else value >= minimum)):
+            raise InputError(f"{rule}, got {text}")
         return value
 
     parse.__name__ = "real"
     return parse
 
 
-#: a random seed: an integer in [0, 2**32 - 1]
-seed = integer(0, SEED_MAX, what="a seed (integer)")
+def seed(option: str = "--seed"):
+    """A type function for a random seed: an integer in [0, 2**32 - 1]."""
+    return integer(option, 0, SEED_MAX, what="a seed (integer)")
 
 
 def check_output_dir(path, option: str = "--plots") -> Path:
@@ -78,8 +72,8 @@ def check_output_dir(path, option: str = "--plots") -> Path:
     for part in (path, *path.parents):
         if part.exists():
             if not part.is_dir():
-                where = "is" if part == path else f"has a file, {part}, in its path: it"
-                raise InputError(f"{option} {path} {where} not a directory; give a directory "
+                what = "is a file" if part == path else f"runs through a file ({part})"
+                raise InputError(f"{option} {path} {what}, not a directory; give a directory "
                                  f"path")
             break
     return path
@@ -89,10 +83,7 @@ def output_dir(option: str = "--plots"):
     """A type function for a directory to be written: refuses paths through a file."""
 
     def parse(text):
-        try:
-            return check_output_dir(text, option)
-        except InputError as exc:
-            raise argparse.ArgumentTypeError(str(exc).removeprefix(f"{option} ")) from None
+        return check_output_dir(text, option)
 
     parse.__name__ = "directory"
     return parse

@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from . import argtypes
 from .errors import TernedgeError
 
 __all__ = ["main", "DEFAULT_MODEL"]
@@ -95,15 +96,19 @@ def _parser() -> argparse.ArgumentParser:
                      help="HF-format checkpoint directory (default: the shipped tiny model)")
     gen.add_argument("--backend", default="golden", choices=["golden", "torch", "rtl"],
                      help="rtl: the accelerator RTL on Verilator (slow: ~10 s per token)")
-    gen.add_argument("--max-new-tokens", type=int, default=64)
-    gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    gen.add_argument("--top-k", type=int, default=0, help="0 = no limit")
-    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--max-new-tokens", default=64, type=argtypes.integer(
+        "--max-new-tokens", 1, what="a positive integer"))
+    gen.add_argument("--temperature", default=0.0, help="0 = greedy", type=argtypes.real(
+        "--temperature", 0, 100, note=" (0 = greedy)"))
+    gen.add_argument("--top-k", default=0, help="0 = no limit", type=argtypes.integer(
+        "--top-k", 0, note=" (0 = no limit)"))
+    gen.add_argument("--seed", type=argtypes.seed(), default=0)
     gen.add_argument("--speculative", default="none",
                      choices=["none", "prompt-lookup", "ngram"],
                      help="draft tokens from the context and verify them K at a time "
                           "(greedy output is unchanged; see host/speculative.py)")
-    gen.add_argument("--draft-tokens", type=int, default=4, metavar="K",
+    gen.add_argument("--draft-tokens", type=argtypes.integer("--draft-tokens", 1, 1024),
+                     default=4, metavar="K",
                      help="most draft tokens per verification pass (default 4)")
     gen.add_argument("--json", action="store_true", help="print one JSON object instead")
     gen.set_defaults(run=_generate)
@@ -125,8 +130,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
     try:
+        # the option types (host.argtypes) raise InputError: one line, before any work
+        args = _parser().parse_args(argv)
         return args.run(args)
     except TernedgeError as exc:
         print(f"ternedge: error: {exc}", file=sys.stderr)

@@ -605,7 +605,7 @@ def register(commands):
                             help="decode finger velocity from binned spikes (SNN + Bessel filter)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--data", type=Path, help="NeuroBench / O'Doherty .mat recording")
-    src.add_argument("--synthetic", type=argtypes.seed, metavar="SEED",
+    src.add_argument("--synthetic", type=argtypes.seed("--synthetic"), metavar="SEED",
                      help="seeded synthetic session (default: seed 0)")
     p.add_argument("--channels", type=int, default=96, choices=[96, 192],
                    help="channels of a synthetic session")
@@ -614,9 +614,9 @@ def register(commands):
     p.add_argument("--filter", default="none", choices=list(FILTERS))
     p.add_argument("--backend", default="golden", choices=list(BACKENDS))
     p.add_argument("--train-ratio", type=float, default=0.5, choices=[0.5, 0.8])
-    p.add_argument("--max-bins", type=argtypes.integer(2), default=None,
+    p.add_argument("--max-bins", type=argtypes.integer("--max-bins", 2), default=None,
                    help="decode only the first N test bins (rtl default: 200)")
-    p.add_argument("--clock-mhz", type=argtypes.real(0, 10_000, exclusive_min=True),
+    p.add_argument("--clock-mhz", type=argtypes.real("--clock-mhz", 0, 10_000, exclusive_min=True),
                    default=BOARD_CLOCK_MHZ["icebreaker"],
                    help="clock for µs figures (default: iCEBreaker 12 MHz)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -636,7 +636,7 @@ def _register_train(commands):
                     "whose metadata names the session.")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", type=Path, help="NeuroBench / O'Doherty .mat recording")
-    src.add_argument("--synthetic", type=argtypes.seed, metavar="SEED",
+    src.add_argument("--synthetic", type=argtypes.seed("--synthetic"), metavar="SEED",
                      help="seeded synthetic session")
     p.add_argument("--channels", type=int, default=None, choices=[96, 192],
                    help="channels of a synthetic session (default 96; --data: the file's)")
@@ -644,9 +644,9 @@ def _register_train(commands):
                    choices=["snn_streaming", "snn_3d", "ann_2d"],
                    help="snn_streaming (default) also has the fixed-point / RTL form")
     p.add_argument("--train-ratio", type=float, default=0.5, choices=[0.5, 0.8])
-    p.add_argument("--epochs", type=argtypes.integer(1, 10_000), default=None,
+    p.add_argument("--epochs", type=argtypes.integer("--epochs", 1, 10_000), default=None,
                    help="default: neural_train.DEFAULT_EPOCHS (snn_streaming 12, others 6)")
-    p.add_argument("--seed", type=argtypes.seed, default=0, help="training seed")
+    p.add_argument("--seed", type=argtypes.seed(), default=0, help="training seed")
     p.add_argument("--out", type=Path, required=True, metavar="FILE.safetensors")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=_run_train)

@@ -40,6 +40,24 @@ def register(commands) -> argparse.ArgumentParser:
     return sim
 
 
+#: the most prompt or generated tokens a run models
+_TOKENS_MAX = 1 << 20
+
+
+def _check_plots_dir(path) -> None:
+    """Refuse a --plots path that runs through a file, before anything is simulated."""
+    from pathlib import Path
+
+    path = Path(path)
+    for part in (path, *path.parents):
+        if part.exists():
+            if not part.is_dir():
+                what = "is a file" if part == path else f"runs through a file ({part})"
+                raise InputError(f"--plots {path} {what}, not a directory; give a directory "
+                                 f"path")
+            return
+
+
 def build_system(model: str, board: str, config: str) -> System:
     """Resolve names/paths and build the System (validated against the board)."""
     return System(presets.load_model(model), presets.load_config(config),
@@ -103,12 +121,12 @@ def run(args) -> int:
     """Run ``ternedge simulate``; returns the exit code."""
     for name in ("prompt_len", "gen"):
         value = getattr(args, name)
-        if value <= 0:
-            raise InputError(f"--{name.replace('_', '-')} must be a positive integer, got "
-                             f"{value}")
+        if not 0 < value <= _TOKENS_MAX:
+            raise InputError(f"--{name.replace('_', '-')} must be a positive integer (at "
+                             f"most {_TOKENS_MAX}), got {value}")
     k, acceptance = args.speculative_k, args.acceptance
-    if k < 0:
-        raise InputError(f"--speculative-k must be an integer >= 0 (0 = off), got {k}")
+    if not 0 <= k <= 1024:
+        raise InputError(f"--speculative-k must be an integer in [0, 1024] (0 = off), got {k}")
     if k and acceptance is None:
         raise InputError("--speculative-k needs --acceptance A, the per-token draft acceptance "
                          "rate in [0, 1] (benchmarks/bench_speculative.py measures it)")
@@ -116,6 +134,8 @@ def run(args) -> int:
         raise InputError("--acceptance only applies with --speculative-k K (K >= 1)")
     if acceptance is not None and not 0.0 <= acceptance <= 1.0:
         raise InputError(f"--acceptance must be a probability in [0, 1], got {acceptance}")
+    if args.plots:
+        _check_plots_dir(args.plots)
     system = build_system(args.model, args.board, args.config)
     result = system.run(args.prompt_len, args.gen)
     summary = _summary(system, result)
