@@ -42,6 +42,7 @@ bench: setup
 	$(PY) benchmarks/bench_sim.py
 	$(PY) benchmarks/bench_snn.py
 	$(PY) benchmarks/bench_rtl_sim.py
+	$(PY) benchmarks/bench_speculative.py
 
 lint: setup
 	$(VENV)/bin/ruff check .
