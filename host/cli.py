@@ -117,9 +117,10 @@ def _parser() -> argparse.ArgumentParser:
 
     sim_cli.register(commands)
 
-    from . import neural
+    from . import neural, neural_lsl
 
-    neural.register(commands)
+    # --lsl-in / --lsl-out / --lsl-timeout: live decoding over Lab Streaming Layer
+    neural_lsl.add_arguments(neural.register(commands))
 
     from ..boards import build
 
