@@ -271,6 +271,9 @@ def stream_decode(args, on_ready=None, progress=False) -> dict:
     if on_ready is not None:
         on_ready(out_name)
     quiet = not progress
+    if rate > 0 and abs(rate * BIN_S - 1) > 0.01:
+        print(f"ternedge: warning: stream {args.lsl_in!r} runs at {rate:g} Hz; the decoder "
+              f"takes each sample as one 4 ms bin (250 Hz)", file=sys.stderr, flush=True)
     if not quiet:
         print(f"[{backend.name}] {meta.get('topology')} on LSL stream {args.lsl_in!r} "
               f"({channels} channels{', spike events' if args.lsl_events else ''}), filter "

@@ -150,7 +150,7 @@ def test_spike_events_and_lost_stream():
     name = unique("events")
     outlet = pylsl.StreamOutlet(pylsl.StreamInfo(name, "Markers", 1, pylsl.IRREGULAR_RATE,
                                                  pylsl.cf_int32, name))
-    args = args_for("--lsl-in", name, "--lsl-events", "--lsl-event-slack", "0.5",
+    args = args_for("--lsl-in", name, "--lsl-events", "--lsl-event-slack", "2",
                     "--lsl-timeout", "30", "--json")
     thread, result, ready = start_decoder(args)
     rx = Receiver(open_velocity_inlet(result, ready))
