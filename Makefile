@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q -U pip
 	@# stream: pylsl (bundles liblsl) for decode-neural --lsl-in and its loopback tests
-	$(PY) -m pip install -q -e '.[ref,sim,fpga,test,stream]'
+	$(PY) -m pip install -q -e '.[ref,sim,fpga,test,stream,neurobench]'
 	@# Icarus Verilog for the cocotb benches (Debian package; optional elsewhere)
 	@command -v iverilog >/dev/null || { [ "$$(id -u)" = 0 ] && \
 	  (apt-get update -qq && apt-get install -y -qq iverilog >/dev/null) || \

@@ -405,32 +405,31 @@ def _filter_footprint(filter):
 
 
 def _float_ops(model, bins):
-    """NeuroBench-style ops for the float-only topologies (dense MACs on non-binary input,
-    ACs on spikes measured with hooks)."""
+    """NeuroBench's effective operations per decode for the windowed float topologies, over
+    every bin: with a hook on each ``nn.Linear``, (non-zero input, non-zero weight) pairs,
+    counted as ACs when the layer's input is binary (spikes) and as MACs otherwise (counts,
+    LayerNorm or ReLU outputs); biases are not operations."""
     import torch
 
     from . import neural_train as nt
 
-    if isinstance(model, nt.ANN2D):
-        lin = [mod for mod in model.net if isinstance(mod, torch.nn.Linear)]
-        return {"acs": 0.0, "macs": float(sum(lin_.in_features * lin_.out_features
-                                              for lin_ in lin))}
-    counts = {"s1": 0.0, "s2": 0.0}
+    counts = {"acs": 0.0, "macs": 0.0}
 
-    def counter(key):
-        def hook(module, inputs, output):
-            counts[key] += float(output[0].sum())
-        return hook
+    def hook(module, inputs):
+        x = inputs[0].detach()
+        ops = float(((x != 0).float() @ (module.weight != 0).float().T).sum())
+        binary = bool(((x == 0) | (x == 1)).all())
+        counts["acs" if binary else "macs"] += ops
 
-    hooks = [model.lif1.register_forward_hook(counter("s1")),
-             model.lif2.register_forward_hook(counter("s2"))]
-    sample = bins[: min(len(bins), 2000)]
-    nt.predict_float(model, sample)
-    for h in hooks:
-        h.remove()
-    n = max(len(sample), 1)
-    c = model.fc1.in_features
-    return {"acs": (counts["s1"] * 48 + counts["s2"] * 2) / n, "macs": float(7 * c * 32)}
+    hooks = [m.register_forward_pre_hook(hook) for m in model.modules()
+             if isinstance(m, torch.nn.Linear)]
+    try:
+        nt.predict_float(model, bins)
+    finally:
+        for h in hooks:
+            h.remove()
+    n = max(len(bins), 1)
+    return {"acs": counts["acs"] / n, "macs": counts["macs"] / n}
 
 
 def decode_session(session, backend, model, meta, filter="none", train_ratio=0.5,
@@ -480,11 +479,13 @@ def decode_session(session, backend, model, meta, filter="none", train_ratio=0.5
                    "mean_us": (float(per_bin.mean()) + filt_cycles) / clock_mhz,
                    "max_us": (float(per_bin.max()) + filt_cycles) / clock_mhz}
     else:
+        # the float model's own spikes (what NeuroBench counts on it)
         ops = dict(_float_ops(model, bins) if not isinstance(model, nt.SNNStreaming) else
-                   {"acs": gsnn.synaptic_ops(nt.to_fixed(model), bins), "macs": 0.0})
+                   {"acs": model.synaptic_ops(bins), "macs": 0.0})
         ops["filter_macs"] = float(fops)
-        footprint = int(sum(p.numel() * 4 for p in model.parameters())
-                        + sum(b.numel() * 4 for b in model.buffers())) + _filter_footprint(filter)
+        footprint = int(sum(t.numel() * t.element_size()                # as NeuroBench
+                            for t in (*model.parameters(), *model.buffers()))
+                        ) + _filter_footprint(filter)
     return DecodeReport(r2=r2, r2_x=r2x, r2_y=r2y, ops_per_decode=ops,
                         footprint_bytes=int(footprint), cycles_per_bin=cycles,
                         latency_us=latency, filter=filter, backend=backend.name,
@@ -544,6 +545,9 @@ def _run(args) -> int:
         raise InputError("give --data FILE or --synthetic SEED, not both")
     if args.plots is not None:
         argtypes.check_output_dir(args.plots)
+    if args.neurobench and args.backend == "rtl":
+        raise InputError("--neurobench runs the golden, sim or torch backend (the rtl backend "
+                         "simulates at most a few hundred bins)")
     synthetic = 0 if args.data is None and args.synthetic is None else args.synthetic
     session, data_name = load_session(args.data, synthetic, args.channels)
     backend, model, meta = make_backend(args.backend, model_path(args.model, session.channels),
@@ -563,6 +567,15 @@ def _run(args) -> int:
                             train_ratio=args.train_ratio, block=block, max_bins=max_bins,
                             clock_mhz=args.clock_mhz, data_name=data_name)
     out = report.to_dict()
+    if args.neurobench:
+        from . import neural_neurobench
+
+        fresh, _, _ = make_backend(args.backend, model_path(args.model, session.channels))
+        bench = neural_neurobench.run(session, model, meta, fresh, filter=args.filter,
+                                      train_ratio=args.train_ratio, max_bins=max_bins)
+        bench.pop("predictions")
+        bench.pop("labels")
+        out["neurobench"] = bench
     if args.plots:
         pareto = []
         for name in ("snn_streaming", "snn_3d", "ann_2d"):
@@ -594,6 +607,15 @@ def _run(args) -> int:
             print(f"  cycles/bin: mean {c['mean']:.0f}, max {c['max']}, worst case "
                   f"{c['worst_case']}; {lat['mean_us']:.1f} µs mean at {lat['clock_mhz']} MHz "
                   f"(budget 4000 µs)")
+        if "neurobench" in out:
+            nb = out["neurobench"]
+            syn = nb["SynapticOperations"]
+            act = nb["ActivationSparsity"]
+            print(f"  NeuroBench: R2 {nb['R2']:.4f}, Effective_ACs {syn['Effective_ACs']:.0f}, "
+                  f"Effective_MACs {syn['Effective_MACs']:.0f}, Dense {syn['Dense']:.0f}, "
+                  f"Footprint {nb['Footprint']:.0f} B, ConnectionSparsity "
+                  f"{nb['ConnectionSparsity']:.3f}, ActivationSparsity "
+                  + (f"{act:.3f}" if act is not None else "n/a"))
         for p in out.get("plots", []):
             print(f"  wrote {p}")
     return 0
@@ -620,6 +642,9 @@ def register(commands):
                    default=BOARD_CLOCK_MHZ["icebreaker"],
                    help="clock for µs figures (default: iCEBreaker 12 MHz)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--neurobench", action="store_true",
+                   help="also score the run with NeuroBench's own Benchmark and metrics "
+                        "(needs the neurobench extra)")
     p.add_argument("--plots", type=argtypes.output_dir(), default=None, metavar="DIR",
                    help="write velocity.png and pareto.png here")
     p.set_defaults(run=_run)

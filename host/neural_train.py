@@ -122,6 +122,30 @@ class SNNStreaming(nn.Module):
             outs.append(m3 * self.v)
         return torch.stack(outs, 1), [m1, m2, m3]
 
+    def layer_inputs(self, x):
+        """The inputs of fc1, fc2 and fc3 over one series ``x`` (T, C) from rest, layer by
+        layer (the layers are feed-forward, so this is the arithmetic of ``forward``)."""
+        inputs = [x]
+        cur = self.fc1(x)
+        for lif, fc in ((self.lif1, self.fc2), (self.lif2, self.fc3)):
+            mem = x.new_zeros(cur.shape[1])
+            spikes = []
+            for t in range(len(cur)):
+                s, mem = lif(cur[t], mem)
+                spikes.append(s)
+            inputs.append(torch.stack(spikes) if spikes else x.new_zeros(0, cur.shape[1]))
+            cur = fc(inputs[-1])
+        return inputs
+
+    def synaptic_ops(self, x) -> float:
+        """NeuroBench effective ACs per bin of the float model over ``x`` (T, C) binary:
+        (non-zero input, non-zero weight) pairs of every layer (no bias operations)."""
+        with torch.no_grad():
+            inputs = self.layer_inputs(torch.as_tensor(np.asarray(x, np.float32)))
+            total = sum(float(((xin != 0).float() @ (fc.weight != 0).float().T).sum())
+                        for xin, fc in zip(inputs, (self.fc1, self.fc2, self.fc3), strict=True))
+        return total / max(len(x), 1)
+
 
 class SNN3D(nn.Module):
     """7 sub-bins of counts -> LayerNorm([7, C]) -> 7 LIF steps; ``forward(x (B, 7, C))``."""
