@@ -567,6 +567,7 @@ def _run(args) -> int:
                             train_ratio=args.train_ratio, block=block, max_bins=max_bins,
                             clock_mhz=args.clock_mhz, data_name=data_name)
     out = report.to_dict()
+    out.update(_energy(report, session.channels))
     if args.neurobench:
         from . import neural_neurobench
 
@@ -607,6 +608,13 @@ def _run(args) -> int:
             print(f"  cycles/bin: mean {c['mean']:.0f}, max {c['max']}, worst case "
                   f"{c['worst_case']}; {lat['mean_us']:.1f} µs mean at {lat['clock_mhz']} MHz "
                   f"(budget 4000 µs)")
+        if out["energy"]:
+            ice, ecp = out["energy"]["icebreaker"], out["energy"]["ulx3s-85f"]
+            print(f"  energy (modeled, sim.snn_power) at 250 decodes/s: iCEBreaker "
+                  f"{ice['energy_uj_per_decode']:.3f} µJ/decode, "
+                  f"{ice['power_uw_per_channel']:.2f} µW/channel; ULX3S "
+                  f"{ecp['energy_uj_per_decode']:.1f} µJ/decode, "
+                  f"{ecp['power_uw_per_channel']:.0f} µW/channel")
         if "neurobench" in out:
             nb = out["neurobench"]
             syn = nb["SynapticOperations"]
@@ -619,6 +627,22 @@ def _run(args) -> int:
         for p in out.get("plots", []):
             print(f"  wrote {p}")
     return 0
+
+
+def _energy(report, channels) -> dict:
+    """``sim.snn_power`` per board for the decoder + filter cycles of this run; the top-level
+    ``energy_uj_per_decode`` / ``power_uw_per_channel`` are the iCEBreaker's (the
+    implant-class device). None for the float (torch) path, which has no cycle count."""
+    if not report.cycles_per_bin:
+        return {"energy": None, "energy_uj_per_decode": None, "power_uw_per_channel": None}
+    from ..sim import snn_power
+
+    busy = report.cycles_per_bin["mean"] + report.cycles_per_bin["filter"]
+    energy = {board: snn_power.decode_energy(board, busy, channels=channels)
+              for board in snn_power.DEVICES}
+    return {"energy": energy,
+            "energy_uj_per_decode": energy["icebreaker"]["energy_uj_per_decode"],
+            "power_uw_per_channel": energy["icebreaker"]["power_uw_per_channel"]}
 
 
 def register(commands):
