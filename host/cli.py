@@ -122,6 +122,10 @@ def _parser() -> argparse.ArgumentParser:
     # --lsl-in / --lsl-out / --lsl-timeout: live decoding over Lab Streaming Layer
     neural_lsl.add_arguments(neural.register(commands))
 
+    from . import numerics
+
+    numerics.register(commands)
+
     from ..boards import build
 
     builder = commands.add_parser("build", help="build a bitstream or resource estimate")
