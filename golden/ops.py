@@ -9,13 +9,18 @@ import numpy as np
 
 from . import fixed
 
-__all__ = ["rmsnorm", "rms_eps", "eps_q16", "MEAN_SQUARE_BITS", "rope_tables", "rope",
+__all__ = ["rmsnorm", "rms_eps", "eps_q16", "MEAN_SQUARE_BITS", "NORM_PRODUCT_FRAC",
+           "rope_tables", "rope",
            "relu2_gate", "silu_gate", "sigmoid", "residual_add"]
 
 
 #: RMSNorm's mean square enters the divider below 2**MEAN_SQUARE_BITS (shifted by an even
 #: amount when the exact sum of squares is larger)
 MEAN_SQUARE_BITS = 45
+#: fraction bits of RMSNorm's ``x * gamma`` before the 1/rms Scale: Q24, saturated to
+#: +-2**39 (the same +-32768.0 as int32 Q16), so that rows of small values (a few hundred
+#: LSB) are not rounded to Q16 before they are scaled up by 1/rms
+NORM_PRODUCT_FRAC = 24
 
 
 def rms_eps(eps: float) -> int:
@@ -54,7 +59,8 @@ def rmsnorm(x, gamma_q16, eps: int):
     (eps >> s)`` (Q32 mean square, scaled by 2**-s); ``r = isqrt(ms * 2^16)`` (the rms in
     Q(24 - s/2), at least 15 significant bits once eps >= 1e-5); ``(m, e) = ratio_scale(2^16,
     r)`` with ``e += s/2 - 8`` (the Scale of 1/rms, one divider per token);
-    ``p = sat32(round(x * gamma / 2^16))``; ``y = sat32(round(p * m * 2^-e))``.
+    ``p = sat40(round(x * gamma / 2^8))`` (Q24, ``NORM_PRODUCT_FRAC``);
+    ``y = sat32(round(p * m * 2^-(e + 8)))``.
 
     The mean square is exact to its last Q32 bit and the 1/rms Scale keeps 16 significant
     bits at every magnitude: a row of Q16 values of RMS 0.002 (ReLU² products of a random
@@ -73,8 +79,11 @@ def rmsnorm(x, gamma_q16, eps: int):
     rms = fixed.isqrt(mean_square << fixed.FRAC)
     inv_m, inv_e = fixed.ratio_scale(np.full(rms.shape, fixed.ONE), rms)
     inv_e = inv_e + shift // 2 - 8
-    scaled = fixed.sat32(fixed.round_shift(x * np.asarray(gamma_q16, dtype=np.int64), fixed.FRAC))
-    return fixed.apply_scale(scaled, inv_m[..., None], inv_e[..., None])
+    extra = NORM_PRODUCT_FRAC - fixed.FRAC
+    limit = np.int64(1) << (31 + extra)
+    scaled = np.clip(fixed.round_shift(x * np.asarray(gamma_q16, dtype=np.int64),
+                                       fixed.FRAC - extra), -limit, limit - 1)
+    return fixed.apply_scale(scaled, inv_m[..., None], inv_e[..., None] + extra)
 
 
 def rope_tables(max_positions: int, head_dim: int, theta: float):

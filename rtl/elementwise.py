@@ -6,7 +6,7 @@
     exact squares; then, once per token, an even normalizing shift (a leading-one detector),
     a sequential ``Divider`` (floor mean over H), ``Isqrt`` and ``RatioScale`` (the Scale of
     1/rms); pass 2 reads the buffer back with one ``gamma`` beat per beat and emits
-    ``sat32(round(sat32(round(x*gamma/2^16)) * inv))``.
+    ``sat32(round(sat40(round(x*gamma/2^8)) * inv / 2^8))``.
 ``RoPE``
     Rotates one head after another (``golden.ops.rope``, HF ``rotate_half`` pairing: element i
     with i + head_dim/2). Input arrives in natural order, so the first half is buffered;
@@ -189,10 +189,22 @@ class RMSNorm(wiring.Component):
                          index.eq(index + 1)]
             with m.If(index == count - 1):
                 m.d.sync += [emitting.eq(0), count.eq(0)]
+        extra = ops.NORM_PRODUCT_FRAC - fixed.FRAC
+        limit = 1 << (31 + extra)
         for i in range(lanes):
-            scaled = _product_q16(m, read.data[i], self.gamma.payload[i], name=f"p{i}")
-            value = arith.scale_sat32(m, arith.wire(m, signed(49), scaled * inv_m), inv_e,
-                                      name=f"y{i}")
+            # p = sat40(round(x * gamma / 2^8)), Q24 (golden.ops.NORM_PRODUCT_FRAC)
+            product = arith.wire(m, signed(64), read.data[i] * self.gamma.payload[i],
+                                 name=f"xg{i}")
+            rounded = arith.round_shift(m, product, fixed.FRAC - extra, name=f"xg_r{i}")
+            scaled = Signal(signed(40), name=f"p{i}")
+            with m.If(rounded > limit - 1):
+                m.d.comb += scaled.eq(limit - 1)
+            with m.Elif(rounded < -limit):
+                m.d.comb += scaled.eq(-limit)
+            with m.Else():
+                m.d.comb += scaled.eq(rounded)
+            value = arith.scale_sat32(m, arith.wire(m, signed(57), scaled * inv_m),
+                                      inv_e + extra, name=f"y{i}")
             with m.If(self.gamma.valid & self.gamma.ready):
                 m.d.sync += self.y.payload.y[i].eq(value)
         return m
