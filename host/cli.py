@@ -52,7 +52,7 @@ def _generate(args) -> int:
             backend.close()
     cycles = _cycle_report(backend)
     if args.json:
-        print(json.dumps(result.to_dict() | ({"cycles": cycles} if cycles else {})))
+        print(json.dumps(result.to_dict() | cycles))
         return 0
     print(f"\n\n[{args.backend}] prompt {result.prompt_tokens} tokens, "
           f"TTFT {result.ttft_s * 1e3:.1f} ms, {result.tokens_per_s:.1f} tokens/s, "
@@ -63,27 +63,33 @@ def _generate(args) -> int:
               f"draft tokens per pass ({1 + result.accepted_per_pass:.2f} tokens per pass), "
               f"{result.drafted_per_pass:.2f} drafted per pass")
     if cycles:
-        print("simulated cycles per forward pass (RTL on Verilator | sim.accelerator model):")
-        for row in cycles:
-            kind = ("prefill" if row["position"] == 0 else
-                    "decode " if row["tokens"] == 1 else "verify ")
-            mark = "equal" if row["rtl_cycles"] == row["sim_cycles"] else "DIFFER"
-            print(f"  {kind} {row['tokens']:3d} tokens at {row['position']:3d}: "
-                  f"{row['rtl_cycles']:>9,} | {row['sim_cycles']:>9,}  {mark}")
+        rate = cycles["sim_cycles"] / max(cycles["sim_wall_s"], 1e-9)
+        print(f"[rtl] {cycles['sim_cycles']:,} cycles simulated in {cycles['sim_wall_s']:.1f} s "
+              f"({rate:,.0f} cycles/s); cycles per pass (RTL on Verilator | sim.accelerator "
+              f"model, DDR {backend.ddr_name}):")
+        for row in cycles["passes"]:
+            mark = "equal" if row["rtl_cycles"] == row["model_cycles"] else "DIFFER"
+            print(f"  {row['kind']:7} {row['tokens']:3d} tokens at {row['position']:3d}: "
+                  f"{row['rtl_cycles']:>11,} | {row['model_cycles']:>11,}  {mark}")
     return 0
 
 
-def _cycle_report(backend) -> list:
-    """Per forward pass of the RTL backend: measured cycles beside the simulator's."""
+def _cycle_report(backend) -> dict:
+    """The RTL backend's passes: measured cycles beside the cycle model's, and the harness's
+    simulated cycles and wall time."""
     log = getattr(backend, "cycle_log", None)
     if not log:
-        return []
+        return {}
     from ..sim.accelerator import TopTiming, program_cycles
 
-    timing = TopTiming(backend.accel_config)
-    return [{"tokens": c.tokens, "position": c.position, "rtl_cycles": c.cycles,
-             "sim_cycles": program_cycles(backend.layout.program(c.tokens, c.position), timing)}
-            for c in log]
+    timing = TopTiming.for_ddr(backend.accel_config, backend.ddr)
+    passes = [{"kind": c.kind, "tokens": c.tokens, "position": c.position,
+               "rtl_cycles": c.cycles,
+               "model_cycles": program_cycles(backend.layout.program(c.tokens, c.position),
+                                              timing)}
+              for c in log]
+    return {"sim_cycles": sum(c.sim_cycles for c in log),
+            "sim_wall_s": round(sum(c.wall_s for c in log), 3), "passes": passes}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -95,7 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--model", type=Path, default=DEFAULT_MODEL,
                      help="HF-format checkpoint directory (default: the shipped tiny model)")
     gen.add_argument("--backend", default="golden", choices=["golden", "torch", "rtl"],
-                     help="rtl: the accelerator RTL on Verilator (slow: ~10 s per token)")
+                     help="rtl: the accelerator RTL on the Verilator C++ harness")
     gen.add_argument("--max-new-tokens", default=64, type=argtypes.integer(
         "--max-new-tokens", 1, what="a positive integer"))
     gen.add_argument("--temperature", default=0.0, help="0 = greedy", type=argtypes.real(
@@ -131,6 +137,10 @@ def _parser() -> argparse.ArgumentParser:
     builder = commands.add_parser("build", help="build a bitstream or resource estimate")
     build.add_build_arguments(builder)
     builder.set_defaults(run=build.main_build)
+
+    from . import rtl_bench
+
+    rtl_bench.register(commands)
     return parser
 
 

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """Cycle-exact model of the RTL accelerator top (``rtl.accelerator``) running an ``rtl.isa``
-program, for a DDR of fixed read and write latency.
+program, under a ``golden.ddr.DdrTiming`` DDR (the harness's ``kv260`` and ``ideal`` profiles).
 
 The top is built so that neither DMA ever waits for a unit (operands that arrive early and
 all unit outputs go through FIFOs deep enough for a whole iteration), so every beat's cycle
@@ -11,14 +11,22 @@ their ``cycles`` docstrings), and lets the ``WriteDMA`` take the outputs burst b
 beat a cycle, ``write_latency`` cycles to each B response). Cycle 0 is the first FETCH; the
 count ends with the FINISH cycle, like the top's ``CYCLES`` register.
 
-Valid where the LINEAR pipeline keeps the engine busy: ``n_blocks >= G*T/4 + 1`` (the
-quantizer refills the next K-step's activations while the engine looks up the current one);
-``instruction_cycles`` raises otherwise rather than return a wrong number.
+A LINEAR token runs K-step by K-step through the gearbox (the quantizer's beats collected
+into one K-step, refilled only after the engine took the previous one) and the engine's table
+builder (``rtl.tlmm``: registered tables, or ``lutram`` tables written P cycles per K-step into
+two banks); ``_linear_token`` gives the recurrence, which holds for any ``n_blocks`` (the
+engine waits for the gearbox when a K-step's lookups are shorter than its refill).
+
+The DDR's outstanding-burst limits never bind (each DMA keeps one burst in flight), and its
+bandwidth cap binds only below the two channels' 32 bytes a cycle; ``TopTiming`` refuses such a
+cap rather than return a wrong number.
 """
 
 from dataclasses import dataclass
 
+from ..golden import tlmm as golden_tlmm
 from ..golden.config import AcceleratorConfig
+from ..golden.ddr import DdrTiming
 from ..rtl import isa
 from ..rtl.arith import RatioScale
 from ..rtl.axi import AXIRAM_READ_LATENCY, AXIRAM_WRITE_LATENCY, bursts
@@ -29,7 +37,13 @@ __all__ = ["TopTiming", "program_cycles"]
 
 #: RMSNorm: cycles from a token's last input beat to its first gamma beat (the mean division,
 #: square root and reciprocal of ``RMSNorm.setup_cycles``, then the step into pass 2)
-NORM_SETUP = RMSNorm(lanes=isa.LANES, max_h=isa.LANES).setup_cycles + 1
+def _norm_setup() -> int:
+    unit = RMSNorm(lanes=isa.LANES, max_h=isa.LANES)
+    unit._MustUse__silence = True               # read for its timing only, never elaborated
+    return unit.setup_cycles + 1
+
+
+NORM_SETUP = _norm_setup()
 #: DecodeUnit: cycles from the last value beat to the first output beat: the divider start,
 #: ``RatioScale`` (QUOTIENT_WIDTH + 1) and the output register (``DecodeUnit.cycles``)
 ATTENTION_TAIL = RatioScale.QUOTIENT_WIDTH + 4
@@ -37,16 +51,33 @@ ATTENTION_TAIL = RatioScale.QUOTIENT_WIDTH + 4
 
 @dataclass(frozen=True)
 class TopTiming:
-    """The top's geometry and its DDR latencies (cocotbext-axi ``AxiRam`` by default)."""
+    """The top's geometry and its DDR latencies (cocotbext-axi ``AxiRam``'s by default)."""
 
     config: AcceleratorConfig
     read_latency: int = AXIRAM_READ_LATENCY
     write_latency: int = AXIRAM_WRITE_LATENCY
 
+    @classmethod
+    def for_ddr(cls, config: AcceleratorConfig, ddr: DdrTiming) -> "TopTiming":
+        """The timing under a DDR profile; refuses a bandwidth cap that could delay a beat of
+        the top's read and write channels (one beat each a cycle), which it does not model."""
+        if ddr.caps(beats_per_cycle=2):
+            raise ValueError(f"a DDR bandwidth cap of {ddr.bytes_per_cycle:.1f} bytes per cycle "
+                             f"(bucket {ddr.bucket_bytes}) can delay the top's 32 bytes a cycle; "
+                             "the top model covers caps of at least 32 bytes per cycle")
+        return cls(config, read_latency=ddr.read_latency, write_latency=ddr.write_latency)
+
     @property
     def steps_per_k(self) -> int:
         """DDR beats (of 4 activations) per engine K-step."""
         return self.config.k_per_step // isa.LANES
+
+    @property
+    def table_writes(self) -> int | None:
+        """``lutram`` tables: cycles the table builder writes one K-step (P); registers: None."""
+        if self.config.table_memory != "lutram":
+            return None
+        return (golden_tlmm.table_size(self.config.group_size) - 1) // 2
 
 
 class _Clock:
@@ -99,6 +130,40 @@ def _rope_outputs(x, table):
     return out
 
 
+def _linear_token(timing: TopTiming, x_last: int, beats: int, k_steps: int,
+                  n_blocks: int) -> int:
+    """Cycle of the first lookup of a token's last K-step, given the cycle its last activation
+    beat entered the quantizer (the engine idle before it, its weights in the bank).
+
+    The quantizer hands its first INT8 beat over 2 cycles after the token's last input beat,
+    then one a cycle while the gearbox takes them. The gearbox is full (valid to the engine) the
+    cycle after its K-step's last beat, and refills from the cycle after the engine took it.
+    Registered tables take a K-step (A) when the previous one is released in its last lookup
+    cycle, and are looked up from A + 1. ``lutram`` tables write a K-step for P cycles from W
+    (the gearbox full, the previous write done and its bank freed by the lookups two K-steps
+    back), take it at W + P - 1 and are looked up from W + P. Lookups run one N-block a cycle.
+    """
+    steps, p = timing.steps_per_k, timing.table_writes
+    sizes = [steps] * (k_steps - 1) + [beats - steps * (k_steps - 1)]
+    if not 0 < sizes[-1] <= steps:
+        raise ValueError(f"{beats} activation beats do not make {k_steps} K-steps of {steps}")
+    never = -(1 << 62)
+    full = x_last + 2 + sizes[0]                 # gearbox valid to the engine
+    look, look_before, write = never, never, never
+    for s in range(k_steps):
+        if p is None:
+            take = max(full, look + n_blocks - 1)
+            first = max(take + 1, look + n_blocks)
+        else:
+            write = max(full, write + p, look_before + n_blocks - 1)
+            take = write + p - 1
+            first = max(write + p, look + n_blocks)
+        look_before, look = look, first
+        if s + 1 < k_steps:
+            full = take + sizes[s + 1] + 1
+    return look
+
+
 def instruction_cycles(ins, timing: TopTiming, clock: _Clock, start: int) -> int:
     """Run one instruction whose FETCH is accepted at ``start``; the cycle its last WAIT
     settles (the next FETCH or FINISH is the cycle after)."""
@@ -108,9 +173,6 @@ def instruction_cycles(ins, timing: TopTiming, clock: _Clock, start: int) -> int
     u = decode + 1
     pending = []                                # output FIFO: cycle each beat is readable
     if ins.op is Op.LINEAR:
-        if ins.n_blocks < t.steps_per_k + 1:
-            raise ValueError(f"the top model needs n_blocks >= {t.steps_per_k + 1} "
-                             f"(got {ins.n_blocks}): the engine would wait for activations")
         clock.read(decode + 2, ins.src1.addr, ins.src1.beats)
         u = decode + 3
     settled = u
@@ -141,8 +203,8 @@ def instruction_cycles(ins, timing: TopTiming, clock: _Clock, start: int) -> int
             elif ins.op is Op.LINEAR:
                 if h == 0:
                     state = read(row0, s0.beats, state)
-                    l0 = reads[0][-1] + t.steps_per_k + 3
-                    last_step = l0 + (ins.k_steps - 1) * ins.n_blocks
+                    last_step = _linear_token(t, reads[0][-1], s0.beats, ins.k_steps,
+                                              ins.n_blocks)
                     # result parts reach the dequantizer one a cycle from last_step + 2
                     parts = t.config.cols_per_cycle // isa.LANES
                     acc = [last_step + 2 + j for j in range(ins.n_blocks * parts)]

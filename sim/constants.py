@@ -8,6 +8,8 @@ the paper, [D] derived here, [E] engineering estimate (no measurement behind it 
 [F] fitted to a published TeLLMe v2 number (named in the comment).
 """
 
+from ..golden import ddr as _ddr
+
 __all__ = [
     "DDR_STREAM_EFFICIENCY", "DDR_BURST_OVERHEAD_BYTES", "DDR_READ_LATENCY_S",
     "TLMM_JOB_OVERHEAD_CYCLES", "NORM_LATENCY_CYCLES", "ELEMENTWISE_LATENCY_CYCLES",
@@ -21,18 +23,19 @@ __all__ = [
 ]
 
 # -- DDR -----------------------------------------------------------------------------------
-#: [3P] fraction of peak DDR bandwidth a long sequential read stream reaches on the KV260:
-#: Li et al. (arXiv 2502.10659) run LLaMA2-7B on a bare-metal KV260 at 85 % of the bandwidth
-#: bound. Applied to every stream, then derated per burst (below).
-DDR_STREAM_EFFICIENCY = 0.85
+#: [3P] fraction of peak DDR bandwidth a long sequential read stream reaches on the KV260
+#: (Li et al., arXiv 2502.10659: LLaMA2-7B on a bare-metal KV260 at 85 % of the bandwidth
+#: bound); [E] first-beat read latency through the Zynq UltraScale+ PS DDR controller (order of
+#: 100-250 ns), paid once per DMA request that starts a stream. Both live in ``golden.ddr``,
+#: whose ``kv260`` profile the RTL harness and the top's cycle model use too. The stream
+#: efficiency is applied to every stream, then derated per burst (below).
+DDR_STREAM_EFFICIENCY = _ddr.DDR_STREAM_EFFICIENCY
+DDR_READ_LATENCY_S = _ddr.DDR_READ_LATENCY_S
 #: [E] dead time per AXI read burst on the DDR side (command, address, bank/turnaround), as
 #: bytes of lost transfer: one 64-byte DDR4 BL8 access. Burst efficiency is
 #: ``burst / (burst + DDR_BURST_OVERHEAD_BYTES)``: 89 % for HLS's default 512-byte bursts,
 #: 98 % for 4 KB bursts.
 DDR_BURST_OVERHEAD_BYTES = 64
-#: [E] first-beat read latency from a PL AXI master through the Zynq UltraScale+ PS DDR
-#: controller (order of 100-250 ns); paid once per DMA request that starts a stream.
-DDR_READ_LATENCY_S = 200e-9
 
 # -- fabric blocks -------------------------------------------------------------------------
 #: [measured, rtl/tlmm.py] cycles of one TLMM job beyond fill + lookups: one bubble handing

@@ -74,12 +74,12 @@ def test_bad_requests_are_one_line_errors(model_dir, capsys, args, phrase):
 
 
 @pytest.mark.parametrize("args, phrase", [
-    (("--prompt", "x" * 33), "RTL backend prefills at most 32; shorten the prompt"),
+    (("--prompt", "x" * 129), "RTL backend's KV cache holds 128; shorten the prompt"),
     (("--prompt", "x" * 30, "--max-new-tokens", 100), "lower --max-new-tokens to at most 98"),
 ])
 def test_rtl_backend_limits_are_checked_before_the_build(capsys, args, phrase):
-    """The shipped model (context 512) on the simulated top (32-token prefill, 128-entry KV
-    cache): refused at once, not after a Verilator build."""
+    """The shipped model (context 512) on the simulated top (128-entry KV cache): refused at
+    once, not after a Verilator build."""
     code, out, err = run_cli(capsys, "--backend", "rtl", *args)
     assert code == 1 and out == ""
     assert phrase in err and err.count("\n") == 1

