@@ -384,7 +384,8 @@ def format_table(report: dict) -> str:
 
 def plot_report(report: dict, directory) -> Path:
     """A PNG of the mean and max error (relative to the tensor's RMS) by op, one line per
-    layer, written atomically into ``directory``; returns its path."""
+    layer, and of each op's own error (golden against float64 on golden's inputs), written
+    atomically into ``directory``; returns its path."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -393,20 +394,22 @@ def plot_report(report: dict, directory) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     layers = list(dict.fromkeys(row["layer"] for row in report["ops"] if row["layer"] != "final"))
-    fig, axes = plt.subplots(2, 1, figsize=(12, 7), sharex=True)
+    fig, axes = plt.subplots(3, 1, figsize=(12, 10), sharex=True)
     for ax, key, title in ((axes[0], "mean_rel", "mean |error| / RMS"),
-                           (axes[1], "max_rel", "max |error| / RMS")):
+                           (axes[1], "max_rel", "max |error| / RMS"),
+                           (axes[2], "local_mean_rel", "the op's own\nmean |error| / RMS")):
+        floor = 1e-8       # exact ops (the INT8 quantizers, the residual adds) sit on the floor
         for layer in layers:
             rows = {r["op"]: r for r in report["ops"] if r["layer"] == layer}
-            ax.semilogy(range(len(OPS)), [max(rows[op][key], 1e-12) for op in OPS], marker="o",
+            ax.semilogy(range(len(OPS)), [max(rows[op][key], floor) for op in OPS], marker="o",
                         label=f"layer {layer}")
         final = [r for r in report["ops"] if r["layer"] == "final"][0]
-        ax.semilogy([len(OPS)], [max(final[key], 1e-12)], "k*", markersize=10,
+        ax.semilogy([len(OPS)], [max(final[key], floor)], "k*", markersize=10,
                     label="final norm")
         ax.set_ylabel(title)
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize=8, ncol=4)
-    axes[1].set_xticks(range(len(OPS) + 1), list(OPS) + ["final_norm"], rotation=60,
+    axes[2].set_xticks(range(len(OPS) + 1), list(OPS) + ["final_norm"], rotation=60,
                        ha="right", fontsize=8)
     lg = report["logits"]
     fig.suptitle(f"golden vs float reference: top-1 {lg['top1']:.2%}, KL {lg['kl']:.3g}, "
