@@ -165,6 +165,10 @@ def test_backend_without_forward_is_refused(weights, tokenizer):
                  drafter=speculative.make_drafter("ngram"))
     # plain decoding still runs on it
     assert len(generate(backend, tokenizer, "abc", max_new_tokens=3).tokens) == 3
+    for bad in (0, -2, 2.5, True):
+        with pytest.raises(InputError, match="--draft-tokens must be a positive integer"):
+            generate(GoldenBackend(weights), tokenizer, "abc", max_new_tokens=3,
+                     drafter=speculative.make_drafter("ngram"), draft_tokens=bad)
 
 
 # ---- greedy output identical to plain decoding ----------------------------------------
