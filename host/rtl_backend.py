@@ -84,6 +84,8 @@ class ForwardCycles:
     counters: dict = field(default_factory=dict)
     sim_cycles: int = 0              # harness clock cycles of the pass, host accesses included
     wall_s: float = 0.0
+    cpu_s: float = 0.0               # this process's CPU time for the pass (the harness is
+                                     # single-threaded: the speed on one core, whatever the load)
 
 
 def cache_root() -> Path:
@@ -220,7 +222,7 @@ class RTLBackend(Backend):
         program = layout.program(ids.size, self.position)
         h.ddr_write(layout.buffers["x"], self.golden.embed_q16[ids].astype("<i4").tobytes())
         h.ddr_write(layout.program_addr, isa.encode(program))
-        start, wall = h.cycle, time.perf_counter()
+        start, wall, cpu = h.cycle, time.perf_counter(), time.process_time()
         for reg, value in ((Reg.CTRL, 2), (Reg.DDR_BASE, 0), (Reg.DDR_SIZE, layout.size),
                            (Reg.PROGRAM_ADDR, layout.program_addr),
                            (Reg.PROGRAM_LEN, len(program)), (Reg.CTRL, 1)):
@@ -245,7 +247,8 @@ class RTLBackend(Backend):
 
         counters = {name: h.reg_read(Reg.COUNTER + 4 * i) for i, name in enumerate(COUNTERS)}
         self.cycle_log.append(ForwardCycles(ids.size, self.position, cycles, kind, counters,
-                                            h.cycle - start, time.perf_counter() - wall))
+                                            h.cycle - start, time.perf_counter() - wall,
+                                            time.process_time() - cpu))
         self.position += ids.size
         data = h.ddr_read(layout.buffers["out"], ids.size * self.config.hidden_size * 4)
         return np.frombuffer(data, dtype="<i4").astype(np.int64).reshape(ids.size, -1)

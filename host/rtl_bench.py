@@ -185,7 +185,8 @@ def bench(model: ModelConfig, *, layers: int, board: str, ddr: str = "kv260",
                        "rtl_cycles": c.cycles, "model_cycles": model_cycles,
                        "projected_cycles": round(tail + per_layer * full_layers),
                        "ddr_bytes": 16 * (c.counters["read_beats"] + c.counters["write_beats"]),
-                       "sim_cycles": c.sim_cycles, "wall_s": round(c.wall_s, 3)})
+                       "sim_cycles": c.sim_cycles, "wall_s": round(c.wall_s, 3),
+                       "cpu_s": round(c.cpu_s, 3)})
     hz = clock_mhz * 1e6
     lm_head_s = model.vocab_size * model.hidden_size * 2 / ARM_LM_HEAD_BYTES_PER_S
     prefill = [p for p in passes if p["kind"] == "prefill"]
@@ -193,6 +194,7 @@ def bench(model: ModelConfig, *, layers: int, board: str, ddr: str = "kv260",
     prefill_s = sum(p["projected_cycles"] for p in prefill) / hz
     decode_s = decode["projected_cycles"] / hz
     sim_cycles = sum(p["sim_cycles"] for p in passes)
+    sim_cpu = sum(c.cpu_s for c in backend.cycle_log)
     return {
         "bit_exact": exact,
         "rtl_cycles": sum(p["rtl_cycles"] for p in passes),
@@ -219,6 +221,7 @@ def bench(model: ModelConfig, *, layers: int, board: str, ddr: str = "kv260",
         "layers_run": layers, "prompt_len": prompt_len, "decode_tokens": decode_tokens,
         "sim_cycles": sim_cycles, "sim_wall_s": round(wall, 2),
         "sim_cycles_per_s": round(sim_cycles / wall),
+        "sim_cycles_per_cpu_s": round(sim_cycles / sim_cpu),
         "passes": passes,
     }
 
@@ -298,6 +301,7 @@ def _table(r) -> str:
         f"tokens/s",
         f"  DDR used in decode: {r['ddr_gbps']:.2f} GB/s",
         f"  harness: {r['sim_cycles']:,} cycles in {r['sim_wall_s']:.1f} s "
-        f"({r['sim_cycles_per_s']:,} cycles/s)",
+        f"({r['sim_cycles_per_s']:,} cycles/s of wall time, {r['sim_cycles_per_cpu_s']:,} per "
+        f"CPU second)",
     ]
     return "\n".join(lines)
