@@ -158,3 +158,46 @@ def test_gates(seed):
         bound = LSB + 1e-4 * np.abs(ref[inside]) + (1 + np.abs(gf))[inside] * np.abs(
             uf[inside]) * LSB
         assert np.all(err <= bound), err.max()
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_kv_formats(seed):
+    """KV-cache round trips (``golden.formats``): FP16 within 2**-11 relative (+ 1 LSB below
+    FP16's normal range); INT8 per (token, head) and per token within half a quantization step
+    (``amax / 254``) + 1 LSB, keys from 2**-12 to 2**7 (the attention operand limit)."""
+    from ternedge.golden import formats
+
+    rng = _rng(seed)
+    x = fixed.to_q16(rng.standard_normal((16, 4, 32)) * 2.0 ** rng.uniform(-12, 7, (16, 4, 1)))
+    xf = fixed.from_q16(x)
+    fp16 = fixed.from_q16(formats.KVFormat("fp16").roundtrip(x))
+    assert np.all(np.abs(fp16 - xf) <= 2 ** -11 * np.abs(xf) + LSB)
+    for kind, axes in (("int8-head", (2,)), ("int8-token", (1, 2))):
+        back = fixed.from_q16(formats.KVFormat(kind).roundtrip(x))
+        step = np.abs(xf).max(axis=axes, keepdims=True) / 254
+        assert np.all(np.abs(back - xf) <= step + LSB), kind
+
+
+@pytest.mark.parametrize("bits,group", [(8, None), (8, 32), (4, 64)])
+def test_lm_head_format(bits, group):
+    """The integer LM head equals float64 ``(q_x amax/127) @ (codes * step).T`` to 1 LSB +
+    2**-15 relative of each group's contribution (16-bit-mantissa Scales, a 2**-20 sum)."""
+    from ternedge.golden import formats, quant
+
+    rng = np.random.default_rng(bits * 100 + (group or 0))
+    fmt = formats.LMHeadFormat(bits, group)
+    weight = rng.standard_normal((50, 100)) * 0.05
+    hidden = fixed.to_q16(rng.standard_normal((6, 100)) * 2.0 ** rng.uniform(-6, 4, (6, 1)))
+    codes, m, e = fmt.quantize_weight(weight)
+    assert np.abs(codes).max() <= fmt.qmax
+    got = fmt.logits(hidden, weight)
+    q, amax = quant.quantize_activations(hidden)
+    g = group or 100
+    step = np.repeat(m * 2.0 ** -e.astype(np.float64), g, axis=1)[:, :100]
+    x = q * (fixed.from_q16(amax) / 127)[:, None]
+    ref = x @ (codes * step).T
+    scale = np.abs(x) @ np.abs(codes * step).T
+    assert np.all(np.abs(got - ref) <= LSB + 2 ** -15 * scale)
+    # and the format is close to the float head (the quantization error it specifies)
+    full = fixed.from_q16(hidden) @ weight.T
+    assert np.abs(got - full).max() <= (0.02 if bits == 8 else 0.2) * np.abs(full).max()
