@@ -24,8 +24,8 @@ import math
 from dataclasses import dataclass
 
 __all__ = ["DDR_PEAK_BYTES_PER_S", "DDR_STREAM_EFFICIENCY", "DDR_READ_LATENCY_S",
-           "DDR_WRITE_LATENCY_S", "HP_PORT_BURSTS", "DDR_BUCKET_BYTES", "DdrTiming", "DdrProfile", "PROFILES",
-           "profile"]
+           "DDR_WRITE_LATENCY_S", "HP_PORT_BURSTS", "DDR_BUCKET_BYTES", "DdrTiming",
+           "DdrProfile", "PROFILES", "profile"]
 
 #: [P] DDR4-2400 x64 on the KV260: 2400 MT/s x 8 bytes
 DDR_PEAK_BYTES_PER_S = 19.2e9
