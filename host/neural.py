@@ -54,7 +54,7 @@ def model_path(name: str | None, channels: int) -> Path:
         shipped = sorted(p.stem for p in MODELS_DIR.glob("*.safetensors"))
         raise CheckpointError(
             f"no shipped model '{name}' for {channels} channels (shipped: {', '.join(shipped)});"
-            f" train one: python -m ternedge.host.neural_train --channels {channels}")
+            f" train one: ternedge train-neural --data FILE --out MODEL.safetensors")
     return path
 
 

@@ -10,7 +10,9 @@ snnTorch's ``Leaky`` (delayed reset, strict threshold, atan surrogate with alpha
 re-implemented here so training needs no snnTorch.
 
 Seeded: the same seed and data give the same weights on the same machine (CPU, one thread
-set). ``python -m ternedge.host.neural_train --out host/models/snn`` rebuilds the shipped models.
+set). ``ternedge train-neural`` (``run_cli``) trains on a user's session (or a synthetic one)
+with the ``streaming`` recipe; ``python -m ternedge.host.neural_train --out host/models/snn``
+rebuilds the shipped models with their ``from-rest`` recipe.
 """
 
 import argparse
