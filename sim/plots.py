@@ -112,7 +112,7 @@ def speculative_plot(system: System, context: int, path: Path, ks=(1, 2, 4, 8),
     roof = roofline(system, context)
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for k in ks:
-        seconds = system.forward(k + 1, context - 1).seconds
+        seconds = speculative.pass_seconds(system, k + 1, context - 1)
         ax.plot(rates, [speculative.expected_tokens_per_pass(k, a) / seconds for a in rates],
                 "-", label=f"K = {k} ({seconds * 1e3:.1f} ms per pass)")
     ax.axhline(decode, color="k", lw=1, label=f"one-token decode {decode:.1f} tok/s")

@@ -7,7 +7,10 @@ as one multi-token forward at a past position: ``System.forward(K + 1, past)``, 
 transaction-level model as a prefill chunk (the host pads the block to whole attention query
 tiles). Its linear weights stream from DDR once, as for one token, while the TLMM compute,
 KV-cache writes and attention (the prefill attention over the cache, causal inside the block)
-are for K + 1 tokens. Decode is DDR-bound, so a pass over a few tokens costs little more than
+are for K + 1 tokens. Unlike a prefill chunk, every token of the pass needs its logits: the LM
+head runs K + 1 rows (on the fabric its weights stream once and its MACs scale with the rows;
+on the host each row is a GEMV of its own) and the host's per-token work runs K + 1 times
+(``pass_seconds``). Decode is DDR-bound, so a pass over a few tokens costs little more than
 one token, and every accepted draft is a token that did not need its own weight pass.
 
 With a per-token acceptance rate ``a`` (each draft token accepted with probability ``a``, given
@@ -18,10 +21,11 @@ average (Leviathan et al. 2023, eq. 1): the accepted prefix plus the target's ow
 from dataclasses import dataclass
 
 from ..host.errors import InputError
+from . import blocks
 from .system import System, roofline
 
-__all__ = ["expected_tokens_per_pass", "SpeculativeResult", "simulate", "from_passes",
-           "break_even_acceptance"]
+__all__ = ["expected_tokens_per_pass", "pass_seconds", "SpeculativeResult", "simulate",
+           "from_passes", "break_even_acceptance"]
 
 
 def expected_tokens_per_pass(k: int, acceptance: float) -> float:
@@ -29,6 +33,25 @@ def expected_tokens_per_pass(k: int, acceptance: float) -> float:
     ``sum_{i=0..k} a**i`` (1 when k = 0, k + 1 when a = 1)."""
     _check(k, acceptance)
     return float(sum(acceptance ** i for i in range(k + 1)))
+
+
+def pass_seconds(system: System, tokens: int, past: int) -> float:
+    """Seconds of one verification pass of ``tokens`` tokens (the last emitted one and
+    ``tokens - 1`` drafts) after ``past`` cached ones: ``System.forward`` plus the LM head rows
+    and per-token host work it does not include (it computes the last token's logits only).
+    One token is exactly a decode step. *Modeled*."""
+    seconds = system.forward(tokens, past).seconds
+    if tokens == 1:
+        return seconds
+    m, head = system.model, system.lm_head
+    one_row = head.seconds(m, system.dma)
+    if head.on_host:
+        rows = tokens * one_row
+    else:       # weights stream once; the MACs (and the argmax) scale with the rows
+        compute = (head.vocab_padded(m) * m.hidden_size
+                   / blocks.c.FABRIC_LM_HEAD_MACS_PER_CYCLE / system.clock_hz)
+        rows = max(tokens * compute, system.dma.seconds(head.weight_bytes(m)))
+    return seconds + (rows - one_row) + (tokens - 1) * system.host.token_seconds()
 
 
 def _check(k, acceptance):
@@ -97,7 +120,7 @@ def simulate(system: System, k: int, acceptance: float, prompt_len: int = 128,
         # the pass runs at the KV length reached so far: the prompt, the prefill's token
         # (not yet in the cache) and the tokens emitted since
         past = prompt_len + int(round(done))
-        seconds += system.forward(k + 1, past).seconds
+        seconds += pass_seconds(system, k + 1, past)
         done += min(per_pass, target - done)
         passes += 1
     return SpeculativeResult(k=k, acceptance=acceptance, prompt_len=prompt_len, gen=gen,
@@ -117,7 +140,7 @@ def from_passes(system: System, pass_log, prompt_len: int) -> dict:
     """
     past, seconds, tokens = prompt_len, 0.0, 0
     for drafted, accepted in pass_log:
-        seconds += system.forward(1 + drafted, past).seconds
+        seconds += pass_seconds(system, 1 + drafted, past)
         past += accepted + 1
         tokens += accepted + 1
     return {"modeled": True, "tokens": tokens, "passes": len(pass_log), "seconds": seconds,
@@ -127,7 +150,7 @@ def from_passes(system: System, pass_log, prompt_len: int) -> dict:
 def break_even_acceptance(system: System, k: int, context: int) -> float:
     """Acceptance rate at which a pass of ``k`` drafts at ``context`` emits tokens as fast as
     one-token decode there (bisection; 0 if always faster, 1 if never). *Modeled*."""
-    ratio = system.forward(k + 1, context - 1).seconds / system.decode_step(context).seconds
+    ratio = pass_seconds(system, k + 1, context - 1) / system.decode_step(context).seconds
     if ratio <= 1.0:
         return 0.0
     if ratio >= k + 1:

@@ -436,6 +436,22 @@ def large():
     return build_system("bitnet-b1.58-large", "kv260", "default")
 
 
+def test_a_pass_computes_every_row_of_logits(large):
+    from ternedge.sim.speculative import pass_seconds
+
+    assert pass_seconds(large, 1, 50) == large.decode_step(51).seconds
+    head = large.lm_head
+    one_row = head.seconds(large.model, large.dma)
+    for tokens in (2, 4, 9):
+        extra = pass_seconds(large, tokens, 50) - large.forward(tokens, 50).seconds
+        # the fabric LM head: weights once, MACs per row; host work once per row
+        assert extra >= (tokens - 1) * large.host.token_seconds() - 1e-12
+        assert extra <= (tokens - 1) * (one_row + large.host.token_seconds()) + 1e-12
+    # 9 rows of INT4 LM head MACs outlast one stream of its weights
+    assert (pass_seconds(large, 9, 50) - large.forward(9, 50).seconds
+            > 8 * large.host.token_seconds())
+
+
 def test_expected_tokens_per_pass():
     from ternedge.sim.speculative import expected_tokens_per_pass
 
@@ -464,12 +480,12 @@ def test_simulated_passes_against_one_token_decode(large):
     assert rates[0] < plain.effective_tok_s
     a = sim_spec.break_even_acceptance(large, 3, 40)
     assert 0 < a < 1
-    assert (sim_spec.expected_tokens_per_pass(3, a) / large.forward(4, 39).seconds
+    assert (sim_spec.expected_tokens_per_pass(3, a) / sim_spec.pass_seconds(large, 4, 39)
             == pytest.approx(1 / large.decode_step(40).seconds, rel=1e-6))
 
 
 def test_measured_passes_through_the_simulator(large):
-    from ternedge.sim.speculative import from_passes
+    from ternedge.sim.speculative import from_passes, pass_seconds
 
     plain = from_passes(large, [(0, 0)] * 5, 20)
     assert plain["tokens"] == 5
@@ -477,9 +493,9 @@ def test_measured_passes_through_the_simulator(large):
                                                  for i in range(5)))
     spec = from_passes(large, [(3, 3), (3, 1), (2, 0)], 20)
     assert spec["tokens"] == 4 + 2 + 1 and spec["passes"] == 3
-    assert spec["seconds"] == pytest.approx(large.forward(4, 20).seconds
-                                            + large.forward(4, 24).seconds
-                                            + large.forward(3, 26).seconds)
+    assert spec["seconds"] == pytest.approx(pass_seconds(large, 4, 20)
+                                            + pass_seconds(large, 4, 24)
+                                            + pass_seconds(large, 3, 26))
 
 
 def _simulate(capsys, *args):
