@@ -23,8 +23,8 @@ Default: ``int8-head`` (``DEFAULT_KV``). Measured (``benchmarks/eval_formats.py 
 --random-models 6``): on the shipped model over 2,048 held-out bytes, bits per byte and top-1
 agreement with the float reference are unchanged by either 8-bit format or by FP16 (within
 +-0.001 bit per byte and +-0.2 % top-1 of the int32 cache) and the KL to the float reference
-rises from 1.2e-4 to 1.8e-4 nats; on six random-init models, top-1 moves within the +-1 % that
-any perturbation causes there, the max logit error stays under 2.5 % of the range. So 8 bits
+rises from 1.2e-4 to 1.8e-4 nats; on six random-init models, top-1 moves within the +-1.1 %
+that any perturbation causes there, the max logit error stays under 2.5 % of the range. So 8 bits
 with a per-(token, head) scale holds accuracy, and it moves 3.8x less KV traffic than int32
 (1.9x less than FP16). Per head rather than per token: a GQA group's KV heads can differ in
 magnitude, and the scale costs 0.19 bit more per element at head_dim 128. FP16 is the fallback
@@ -42,8 +42,8 @@ Scale and summed in units of 2**-20; the sum times the token's activation Scale 
 Default: INT8 with groups of 128 (``DEFAULT_LM_HEAD``). Measured as above: INT8 (per row or
 groups of 128 or 32) leaves the shipped model's bits per byte within 0.001 and top-1 within
 0.1 % of the float64 head, and keeps random models' max logit error under 1.8 % of the range.
-INT4 costs the shipped model 0.002-0.004 bit per byte, 2.2 % top-1 and 15-20x the KL, and on
-random models 12 % top-1 and up to 8.4 % of the logit range: over the 3 % bound. Groups rather
+INT4 costs the shipped model 0.002-0.003 bit per byte, 2.2-2.5 % top-1 and 15-20x the KL, and
+on random models 12-14 % top-1 and up to 8.4 % of the logit range: over the 3 % bound. Groups rather
 than rows, as the accelerator's weight DMA streams the head in K tiles and one outlier column
 then only coarsens its own group.
 """
