@@ -227,7 +227,7 @@ def main(argv=None):
           f"{rows[0]['roofline_sustained_tok_s']:.1f} sustained (modeled)")
 
     baseline = None
-    sweep = []
+    sweep, break_even = [], {}
     print("\nKV260 `default`, bitnet-b1.58-large, prompt 128 + 256 generated (modeled): "
           "effective tok/s by K and per-token acceptance rate")
     print("| K | " + " | ".join(f"A = {a:g}" for a in SWEEP_RATES) + " | break-even A |")
@@ -239,13 +239,14 @@ def main(argv=None):
             baseline = baseline or (result.decode_tok_s, roofline(system, 129))
             sweep.append(result.to_dict())
             cells.append(f"{result.effective_tok_s:.1f}")
-        even = sim_speculative.break_even_acceptance(system, k, 256)
+        even = break_even[k] = sim_speculative.break_even_acceptance(system, k, 256)
         print(f"| {k} | " + " | ".join(cells) + f" | {even:.2f} |")
     print(f"one-token decode {baseline[0]:.1f} tok/s; one-token DDR roofline "
           f"{baseline[1]['peak_tok_s']:.1f} tok/s at peak, "
           f"{baseline[1]['sustained_tok_s']:.1f} sustained (context 129)")
     if args.json:
-        Path(args.json).write_text(json.dumps({"measured": rows, "sweep": sweep}, indent=1))
+        Path(args.json).write_text(json.dumps({"measured": rows, "sweep": sweep,
+                                               "break_even": break_even}, indent=1))
 
 
 if __name__ == "__main__":
