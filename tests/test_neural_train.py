@@ -17,6 +17,9 @@ from ternedge.host.cli import main  # noqa: E402
 #: a seed none of the shipped models saw (they are trained on seed 0)
 NEW_SEED = 12
 
+# one worker trains the module's model once (make test runs 2 xdist workers, loadgroup)
+pytestmark = pytest.mark.xdist_group("neural_train")
+
 
 def _json(capsys, argv):
     assert main(argv) == 0
