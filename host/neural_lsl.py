@@ -38,6 +38,7 @@ import time
 
 import numpy as np
 
+from . import argtypes
 from .errors import InputError
 
 __all__ = ["LSLStreamError", "configure", "add_arguments", "run", "BIN_S"]
@@ -90,12 +91,14 @@ def add_arguments(parser):
                         "bin) instead of --data / --synthetic")
     g.add_argument("--lsl-out", metavar="NAME", default=None,
                    help="name of the velocity outlet (default: NAME-velocity)")
-    g.add_argument("--lsl-timeout", type=float, default=10.0, metavar="S",
+    g.add_argument("--lsl-timeout", default=10.0, metavar="S",
+                   type=argtypes.real("--lsl-timeout", 0, 1e6, exclusive_min=True),
                    help="seconds to wait for the stream, and for data once it runs (default 10)")
     g.add_argument("--lsl-events", action="store_true",
                    help="the stream carries spike events (the channel of each spike) instead "
                         "of bins")
-    g.add_argument("--lsl-event-slack", type=float, default=0.02, metavar="S",
+    g.add_argument("--lsl-event-slack", default=0.02, metavar="S",
+                   type=argtypes.real("--lsl-event-slack", 0, 60, exclusive_min=True),
                    help="with --lsl-events: decode a bin this long after its end (default "
                         "0.02 s)")
     parser.set_defaults(run=functools.partial(_dispatch, parser.get_default("run")))
@@ -112,13 +115,7 @@ def _dispatch(file_run, args) -> int:
 
 
 def _check_args(args):
-    for name in ("lsl_timeout", "lsl_event_slack"):
-        value = getattr(args, name)
-        if not (math.isfinite(value) and value > 0):
-            raise InputError(f"--{name.replace('_', '-')} must be a positive number of seconds, "
-                             f"got {value}")
-    if args.lsl_timeout > 1e6:
-        raise InputError(f"--lsl-timeout must be at most 1e6 s, got {args.lsl_timeout}")
+    # --lsl-timeout and --lsl-event-slack are bounded by their argparse types
     if getattr(args, "data", None) is not None or getattr(args, "synthetic", None) is not None:
         raise InputError("give --lsl-in NAME or --data / --synthetic, not both")
     if getattr(args, "plots", None):

@@ -178,6 +178,12 @@ class RTLBackend(Backend):
                 f"-kv{cfg.num_key_value_heads}-{cfg.hidden_act}-m{self.max_tokens}"
                 f"-c{self.max_context}-n{self.max_job_n or 0}-q{self.attention_tile}")
 
+    def set_ddr(self, ddr) -> None:
+        """Switch the harness's DDR to a profile name or a ``DdrTiming`` (no rebuild)."""
+        self.ddr_name = ddr if isinstance(ddr, str) else "custom"
+        self.ddr = _ddr_timing(ddr, self.clock_mhz)
+        self.harness.set_ddr(self.ddr)
+
     def close(self):
         if self.harness is not None:
             self.harness.close()

@@ -36,6 +36,7 @@ import numpy as np
 from ..golden.config import AcceleratorConfig, ModelConfig
 from ..golden.model import GoldenModel
 from ..golden.weights import LINEAR_NAMES, LayerWeights, ModelWeights, TernaryLinear
+from . import argtypes
 from .errors import InputError
 
 __all__ = ["register", "run", "random_weights", "bench"]
@@ -242,7 +243,7 @@ def register(commands) -> argparse.ArgumentParser:
         description=__doc__.splitlines()[0])
     bench_cmd.add_argument("--model", required=True,
                            help=f"preset ({', '.join(presets.MODELS)}) or an HF config.json")
-    bench_cmd.add_argument("--layers", type=int, default=None,
+    bench_cmd.add_argument("--layers", type=argtypes.integer("--layers", 1, 4096), default=None,
                            help="decoder layers to run (default: all of the model's)")
     bench_cmd.add_argument("--board", required=True, help="kv260 or ulx3s-85f")
     bench_cmd.add_argument("--config", metavar="FILE",
@@ -250,9 +251,12 @@ def register(commands) -> argparse.ArgumentParser:
                                 f"({', '.join(CONFIG_KEYS)})")
     bench_cmd.add_argument("--ddr", default="kv260", choices=["kv260", "ideal"],
                            help="DDR timing profile (golden/ddr.py)")
-    bench_cmd.add_argument("--prompt-len", type=int, default=16)
-    bench_cmd.add_argument("--decode-tokens", type=int, default=2)
-    bench_cmd.add_argument("--seed", type=int, default=0)
+    bench_cmd.add_argument("--prompt-len", type=argtypes.integer("--prompt-len", 1, 65535),
+                           default=16, help="prompt tokens (default 16)")
+    bench_cmd.add_argument("--decode-tokens", default=2, help="decode steps (default 2)",
+                           type=argtypes.integer("--decode-tokens", 1, 65535))
+    bench_cmd.add_argument("--seed", type=argtypes.integer("--seed", 0, (1 << 32) - 1),
+                           default=0)
     bench_cmd.add_argument("--waves", metavar="FILE.fst",
                            help="write an FST waveform of the whole run (a separate build)")
     bench_cmd.add_argument("--json", action="store_true", help="print one JSON object instead")

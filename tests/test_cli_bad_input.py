@@ -19,12 +19,13 @@ BASE = {
     "decode-neural": [],
     "train-neural": ["--synthetic", "1", "--out", "/nonexistent-dir/m.safetensors"],
     "build": [],
+    "rtl-bench": ["--model", "bitnet-b1.58-large", "--board", "kv260"],
 }
 #: (command, option, value) that are valid, so not bad input (0 = greedy, no limit, off, ...)
 VALID = {("generate", "--temperature", "0"), ("generate", "--top-k", "0"),
          ("generate", "--seed", "0"), ("simulate", "--speculative-k", "0"),
          ("decode-neural", "--synthetic", "0"), ("train-neural", "--synthetic", "0"),
-         ("train-neural", "--seed", "0")}
+         ("train-neural", "--seed", "0"), ("rtl-bench", "--seed", "0")}
 #: options that take numbers although their type is a string parser
 NUMERIC_TEXT = {("build", "--geometry"): ["0,0,0", "-1,4,4", "nan,4,4", "3,99999999999,4"]}
 #: the parse-time checks that are not argparse types (checked at the top of ``run``)

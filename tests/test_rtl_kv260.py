@@ -39,9 +39,9 @@ def test_kv260_default_configuration_is_bit_and_cycle_exact(request):
 
 
 @pytest.mark.parametrize("args, phrase", [
-    (("--layers", "0"), "--layers must be 1 to 24"),
+    (("--layers", "30"), "--layers must be 1 to 24"),
     (("--prompt-len", "1020", "--decode-tokens", "8"), "exceed the top's KV cache of 1024"),
-    (("--prompt-len", "0"), "must be positive integers"),
+    (("--prompt-len", "0"), "--prompt-len must be an integer in [1, 65535]"),
     (("--board", "pynq-z2"), "unknown board 'pynq-z2'"),
     (("--waves", "/nonexistent/dir/run.fst"), "cannot write the waveform"),
     (("--model", "no-such-model"), "unknown model 'no-such-model'"),
