@@ -356,9 +356,17 @@ def numerics_report(weights: ModelWeights, ids, *, with_formats: bool = True) ->
     report = {"tokens": int(np.asarray(ids).size), "layers": len(weights.layers),
               "logits": logit_metrics(golden.logits, reference.logits), "ops": rows}
     if with_formats:
+        cfg = weights.config
+
+        def bits(kind, fmt):
+            if kind == "kv":
+                return fmt.bits_per_element(cfg.num_key_value_heads, cfg.head_dim)
+            return fmt.bits_per_weight(cfg.hidden_size)
+
         report["formats"] = [
-            {"kind": kind, "format": fmt.name} | logit_metrics(
-                golden_trace(weights, ids, **{arg: fmt}).logits, reference.logits)
+            {"kind": kind, "format": fmt.name, "bits": bits(kind, fmt),
+             "default": fmt in (formats.DEFAULT_KV, formats.DEFAULT_LM_HEAD)}
+            | logit_metrics(golden_trace(weights, ids, **{arg: fmt}).logits, reference.logits)
             for kind, arg, fmt in formats.candidates()]
     return report
 
@@ -377,8 +385,10 @@ def format_table(report: dict) -> str:
                  f"KL {lg['kl']:.3g} nats, max error {lg['max_err']:.3g} "
                  f"({lg['max_err_rel']:.2%} of the range {lg['range']:.3g})")
     for row in report.get("formats", []):
-        lines.append(f"  format {row['kind']:<8}{row['format']:<22} top-1 {row['top1']:7.2%}  "
-                     f"KL {row['kl']:9.3g}  max error {row['max_err_rel']:6.2%} of the range")
+        mark = " (default)" if row["default"] else ""
+        lines.append(f"  format {row['kind']:<8}{row['format']:<12}{row['bits']:6.2f} bits  "
+                     f"top-1 {row['top1']:7.2%}  KL {row['kl']:9.3g}  max error "
+                     f"{row['max_err_rel']:6.2%} of the range{mark}")
     return "\n".join(lines)
 
 
