@@ -20,6 +20,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -U pip
 	@# stream: pylsl (bundles liblsl) for decode-neural --lsl-in and its loopback tests
 	$(PY) -m pip install -q -e '.[ref,sim,fpga,test,stream,neurobench]'
+	@# neurobench 2.3.0 requires torchaudio, whose newest wheel (2.11.1) cannot load against
+	@# torch 2.13.0 and then breaks `import transformers`; only NeuroBench's audio datasets
+	@# import it, never the Benchmark and metrics this project uses
+	$(PY) -m pip uninstall -q -y torchaudio
 	@# Icarus Verilog for the cocotb benches (Debian package; optional elsewhere)
 	@command -v iverilog >/dev/null || { [ "$$(id -u)" = 0 ] && \
 	  (apt-get update -qq && apt-get install -y -qq iverilog >/dev/null) || \
