@@ -704,14 +704,14 @@ def select_seed(runs):
 def _seed_line(run) -> str:
     name = f"seed {'default' if run['seed'] is None else run['seed']}"
     if run["status"] == "ok":
-        misses = [c for c in run["clocks"] if not c["meets"]]
+        misses = [c for c in run.get("clocks", ()) if not c["meets"]]
         verdict = (f" (FAIL at {misses[0]['constraint_mhz']:.2f} MHz)" if misses else "")
         return f"{name} {run['fmax_mhz']:.2f} MHz{verdict}"
     return f"{name} {run['status']}: {run['error']}"
 
 
 def _seed_summary(run) -> dict:
-    keep = ("seed", "status", "fmax_mhz", "meets", "seconds", "error")
+    keep = ("seed", "status", "fmax_mhz", "meets", "clocks", "seconds", "error")
     return {key: run[key] for key in keep if key in run}
 
 

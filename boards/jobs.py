@@ -299,7 +299,7 @@ class connect:
         else:
             self.cluster = distributed.LocalCluster(
                 n_workers=1, threads_per_worker=self.workers or default_workers(),
-                processes=False, dashboard_address=None, silence_logs=logging.CRITICAL)
+                processes=False, dashboard_address=":0", silence_logs=logging.CRITICAL)
             self.client = distributed.Client(self.cluster)
         return self.client
 
