@@ -677,7 +677,8 @@ def place_route(spec: dict, seed) -> dict:
     except jobs.BuildTimeout as exc:
         shutil.rmtree(seed_dir, ignore_errors=True)
         jobs.emit(job, stage, "failed")
-        return {**run, "status": "timeout", "error": str(exc)}
+        return {**run, "status": "timeout", "error": str(exc),
+                "limit_min": spec["limit_s"] / 60}
     except (jobs.BuildError, RuntimeError, OSError) as exc:
         jobs.emit(job, stage, "failed")
         return {**run, "status": "failed", "error": str(exc)}
@@ -707,11 +708,13 @@ def _seed_line(run) -> str:
         misses = [c for c in run.get("clocks", ()) if not c["meets"]]
         verdict = (f" (FAIL at {misses[0]['constraint_mhz']:.2f} MHz)" if misses else "")
         return f"{name} {run['fmax_mhz']:.2f} MHz{verdict}"
-    return f"{name} {run['status']}: {run['error']}"
+    if run["status"] == "timeout":
+        return f"{name} killed at the {run['limit_min']:g}-minute limit (--timeout-min)"
+    return f"{name} failed ({run['error']})"
 
 
 def _seed_summary(run) -> dict:
-    keep = ("seed", "status", "fmax_mhz", "meets", "clocks", "seconds", "error")
+    keep = ("seed", "status", "fmax_mhz", "meets", "clocks", "seconds", "error", "limit_min")
     return {key: run[key] for key in keep if key in run}
 
 
@@ -755,7 +758,7 @@ def _finish(spec, runs, build_dir):
             raise jobs.BuildError(runs[0]["error"])
         raise jobs.BuildError(f"{spec['job']}: no seed met timing: "
                               + "; ".join(_seed_line(run) for run in runs)
-                              + "; try other --seeds")
+                              + "; try other --seeds or a longer --timeout-min")
     seed_dir = Path(chosen["dir"])
     os.replace(seed_dir / config_name, build_dir / config_name)
     shutil.copyfile(seed_dir / log_name, build_dir / log_name)
