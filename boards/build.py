@@ -22,6 +22,12 @@ an LED, so nothing is constant-folded or removed):
     ``max_context`` and ``max_job_n`` (``ACCELERATOR_DEFAULTS`` per board).
 ``snn``
     ``boards.snn_top.SNNTop`` (``build_snn``).
+
+A build is four stages, ``prepare_build`` (elaborate, write the plan), ``synthesize`` (Yosys),
+``place_route`` (one nextpnr run per seed) and ``finish_build`` (keep the best seed that meets
+timing, pack it). Every tool run has a wall-clock limit (``TIMEOUT_MIN``, ``timeout_min``);
+several seeds, a sweep (``parse_sweep``) or a scheduler run the stages as a Dask job graph
+(``boards.jobs``).
 """
 
 import argparse
@@ -682,7 +688,8 @@ def place_route(spec: dict, seed) -> dict:
     except (jobs.BuildError, RuntimeError, OSError) as exc:
         jobs.emit(job, stage, "failed")
         return {**run, "status": "failed", "error": str(exc)}
-    except BaseException:
+    except BaseException:          # interrupted: nothing of this seed is kept
+        shutil.rmtree(seed_dir, ignore_errors=True)
         jobs.emit(job, stage, "failed")
         raise
     jobs.emit(job, stage, "done", fmax_mhz=timing["fmax_mhz"])

@@ -136,6 +136,7 @@ def run_tool(argv, cwd, *, env=None, stage: str, limit_s: float, seed=None, outp
                     f"--timeout-min") from None
             except BaseException:
                 _kill_group(proc)      # interrupted: never leave the tool running
+                _remove(outputs)
                 raise
         finally:
             with _running_lock:
