@@ -1244,6 +1244,8 @@ def sweep_table(rows) -> str:
         lut = util.get("lut")
         if isinstance(lut, dict):
             lut = None
+        elif lut is not None and "lutram_luts" in util:     # KV260: logic + LUTRAM, as percent
+            lut += util["lutram_luts"]
         if lut is None:
             cells = [v for k, v in util.items() if isinstance(v, dict) and "used" in v
                      and k.endswith("_LC")]

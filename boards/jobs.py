@@ -130,10 +130,11 @@ def run_tool(argv, cwd, *, env=None, stage: str, limit_s: float, seed=None, outp
                 _kill_group(proc)
                 _remove([*outputs, out_path])
                 minutes = limit_s / 60
+                fix = ("try other --seeds or a longer --timeout-min" if seed is not None
+                       else "give it a longer --timeout-min")
                 raise BuildTimeout(
                     f"{tool} ({_what(stage, seed)}) ran past its {minutes:g}-minute limit and "
-                    f"was killed, its partial outputs removed; try other --seeds or a longer "
-                    f"--timeout-min") from None
+                    f"was killed, its partial outputs removed; {fix}") from None
             except BaseException:
                 _kill_group(proc)      # interrupted: never leave the tool running
                 _remove(outputs)
