@@ -152,7 +152,7 @@ def run_tool(argv, cwd, *, env=None, stage: str, limit_s: float, seed=None, outp
 
 # ---- progress ----
 
-#: where ``emit`` sends events outside a Dask worker (set by ``Progress.local``)
+#: where ``emit`` sends events outside a Dask worker (the ``Progress`` entered last)
 _local_sink = None
 
 
@@ -197,8 +197,6 @@ class Progress:
                 job["stages"][stage] = event["time"]
             else:
                 began = job["stages"].pop(stage, event["time"])
-                if state == "failed":
-                    job["last_failed"] = stage
                 if stage == "finish" or (state == "failed" and stage in ("prepare", "synth")):
                     job["state"] = "done" if state == "done" else "failed"
             if self.live:
