@@ -236,13 +236,13 @@ def test_run_tool_kills_a_hung_tool_and_its_children(tmp_path):
     start = time.monotonic()
     with pytest.raises(jobs.BuildTimeout) as info:
         jobs.run_tool([sys.executable, "-c", HANG], tmp_path, stage="place and route", seed=7,
-                      limit_s=1.5, outputs=[tmp_path / "top.config"])
+                      limit_s=3, outputs=[tmp_path / "top.config"])
     took = time.monotonic() - start
     message = str(info.value)
     assert "\n" not in message
     assert message.startswith("python") and "(place and route, seed 7)" in message
-    assert "0.025-minute limit" in message and "--timeout-min" in message
-    assert took < 1.5 + jobs.KILL_GRACE_S + 5
+    assert "0.05-minute limit" in message and "--timeout-min" in message
+    assert took < 3 + jobs.KILL_GRACE_S + 5
     child = int((tmp_path / "child.pid").read_text())
     for _ in range(50):                   # SIGKILL is asynchronous
         if not _alive(child):
@@ -251,6 +251,32 @@ def test_run_tool_kills_a_hung_tool_and_its_children(tmp_path):
     assert not _alive(child), "the tool's child survived the limit"
     # nothing half-written remains: the partial output and the tool's captured output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["child.pid"]
+    assert not jobs._running
+
+
+def test_an_interrupted_tool_is_killed_and_its_outputs_removed(tmp_path):
+    import signal
+    import threading
+
+    def interrupt():                 # Ctrl-C once the tool is running: a real SIGINT
+        for _ in range(600):
+            if (tmp_path / "top.config").exists():
+                break
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    timer = threading.Thread(target=interrupt)
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        jobs.run_tool([sys.executable, "-c", HANG], tmp_path, stage="synthesis",
+                      limit_s=120, outputs=[tmp_path / "top.config"])
+    timer.join()
+    child = int((tmp_path / "child.pid").read_text())
+    for _ in range(50):
+        if not _alive(child):
+            break
+        time.sleep(0.1)
+    assert not _alive(child) and not (tmp_path / "top.config").exists()
     assert not jobs._running
 
 
