@@ -179,7 +179,7 @@ def bench(model: ModelConfig, *, layers: int, board: str, ddr: str = "kv260",
     for c in backend.cycle_log:
         program = backend.layout.program(c.tokens, c.position)
         model_cycles = program_cycles(program, timing)
-        # the final norm's share: the model's cycles of the program without its layers
+        # the final norm's share: the model's cycles of that instruction run alone
         tail = _tail_cycles(program[-1], timing, instruction_cycles)
         per_layer = (c.cycles - tail) / layers
         passes.append({"kind": c.kind, "tokens": c.tokens, "position": c.position,
