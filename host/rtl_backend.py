@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from ..golden import ddr as ddr_profiles
+from ..golden import isa
 from ..golden.config import AcceleratorConfig
 from ..golden.model import GoldenModel
 from ..golden.weights import ModelWeights
-from ..rtl import isa
 from ..rtl.regs import ErrorCode, Reg
 from .accelerator import Layout
 from .backends import Backend

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""The accelerator top: a sequencer that runs ``rtl.isa`` programs from DDR through the units.
+"""The accelerator top: a sequencer that runs ``golden.isa`` programs from DDR through the units.
 
 Blocks::
 
@@ -41,9 +41,8 @@ from amaranth.hdl import Array, C, Cat, Module, Mux, ResetInserter, Signal, sign
 from amaranth.lib import data, fifo, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..golden import ops
+from ..golden import isa, ops
 from ..golden.config import AcceleratorConfig, ModelConfig
-from . import isa
 from .attention import PrefillUnit
 from .axi import ReadDMA, WriteDMA, axi4_signature, axilite_signature
 from .elementwise import Pointwise, PointwiseOp, RMSNorm, RoPE

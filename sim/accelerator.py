@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""Cycle-exact model of the RTL accelerator top (``rtl.accelerator``) running an ``rtl.isa``
+"""Cycle-exact model of the RTL accelerator top (``rtl.accelerator``) running a ``golden.isa``
 program, under a ``golden.ddr.DdrTiming`` DDR (the harness's ``kv260`` and ``ideal`` profiles).
 
 The top is built so that neither DMA ever waits for a unit (operands that arrive early and
@@ -24,29 +24,21 @@ cap rather than return a wrong number.
 
 from dataclasses import dataclass
 
+from ..golden import isa
 from ..golden import tlmm as golden_tlmm
 from ..golden.config import AcceleratorConfig
-from ..golden.ddr import DdrTiming
-from ..rtl import isa
-from ..rtl.arith import RatioScale
-from ..rtl.axi import AXIRAM_READ_LATENCY, AXIRAM_WRITE_LATENCY, bursts
-from ..rtl.elementwise import RMSNorm
-from ..rtl.isa import Op
+from ..golden.ddr import AXIRAM_READ_LATENCY, AXIRAM_WRITE_LATENCY, DdrTiming, bursts
+from ..golden.isa import Op
+from . import units
 
 __all__ = ["TopTiming", "program_cycles"]
 
 #: RMSNorm: cycles from a token's last input beat to its first gamma beat (the mean division,
 #: square root and reciprocal of ``RMSNorm.setup_cycles``, then the step into pass 2)
-def _norm_setup() -> int:
-    unit = RMSNorm(lanes=isa.LANES, max_h=isa.LANES)
-    unit._MustUse__silence = True               # read for its timing only, never elaborated
-    return unit.setup_cycles + 1
-
-
-NORM_SETUP = _norm_setup()
+NORM_SETUP = units.RMSNorm(lanes=isa.LANES).setup_cycles + 1
 #: DecodeUnit: cycles from the last value beat to the first output beat: the divider start,
 #: ``RatioScale`` (QUOTIENT_WIDTH + 1) and the output register (``DecodeUnit.cycles``)
-ATTENTION_TAIL = RatioScale.QUOTIENT_WIDTH + 4
+ATTENTION_TAIL = units.RATIO_SCALE_QUOTIENT_WIDTH + 4
 
 
 @dataclass(frozen=True)

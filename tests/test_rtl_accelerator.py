@@ -11,12 +11,12 @@ import struct
 import numpy as np
 import pytest
 
+from ternedge.golden import isa
 from ternedge.golden.config import AcceleratorConfig
+from ternedge.golden.isa import Instruction, Op, Source
 from ternedge.golden.model import GoldenModel
 from ternedge.host.accelerator import Layout, execute
 from ternedge.host.checkpoint import load_checkpoint
-from ternedge.rtl import isa
-from ternedge.rtl.isa import Instruction, Op, Source
 from ternedge.sim.accelerator import TopTiming, program_cycles
 
 MODEL = "host/models/tiny-kjv"

@@ -10,10 +10,11 @@ from amaranth.sim import Simulator
 from test_rtl_axi import Lite, Memory
 
 from ternedge.boards.build import BUILD_MODELS
+from ternedge.golden import isa
 from ternedge.golden.config import AcceleratorConfig
+from ternedge.golden.isa import Instruction, Op, Source
 from ternedge.host.accelerator import POINTWISE, execute, read_q16, write_q16
-from ternedge.rtl import accelerator, isa
-from ternedge.rtl.isa import Instruction, Op, Source
+from ternedge.rtl import accelerator
 from ternedge.rtl.regs import ErrorCode, Reg
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
