@@ -25,10 +25,11 @@ $(STAMP): pyproject.toml
 	@# torch 2.13.0 and then breaks `import transformers`; only NeuroBench's audio datasets
 	@# import it, never the Benchmark and metrics this project uses
 	$(PY) -m pip uninstall -q -y torchaudio
-	@# Icarus Verilog for the cocotb benches (Debian package; optional elsewhere)
-	@command -v iverilog >/dev/null || { [ "$$(id -u)" = 0 ] && \
-	  (apt-get update -qq && apt-get install -y -qq iverilog >/dev/null) || \
-	  echo "note: install iverilog (apt-get install iverilog) to run the Icarus benches"; }
+	@# Icarus Verilog for the cocotb benches, and LZ4 headers for the harness's FST waveforms
+	@# (Verilator's FST writer includes lz4.h); Debian packages, optional elsewhere
+	@{ command -v iverilog >/dev/null && [ -e /usr/include/lz4.h ]; } || { [ "$$(id -u)" = 0 ] && \
+	  (apt-get update -qq && apt-get install -y -qq iverilog liblz4-dev >/dev/null) || \
+	  echo "note: apt-get install iverilog liblz4-dev for the Icarus benches and FST waveforms"; }
 	touch $(STAMP)
 
 demo: setup

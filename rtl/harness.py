@@ -91,6 +91,10 @@ def build(top, *, build_dir, toplevel: str = "ternedge_accelerator", waves: bool
     if not ports:
         raise HarnessError("the top has no AXI4 DDR master port")
     header = _ports_header(toplevel, ports)
+    if waves and not any(pathlib.Path(d, "lz4.h").exists()
+                         for d in ("/usr/include", "/usr/local/include")):
+        raise HarnessError("FST waveforms need the LZ4 headers, which Verilator's FST writer "
+                           "includes: apt-get install liblz4-dev (make setup does)")
     flags = VERILATOR_FLAGS + (["--trace-fst"] if waves else [])
     cxx = CXX_FLAGS + [f"-DHARNESS_TRACE={int(waves)}"]
     key = hashlib.sha256(repr((source, header, SOURCE.read_text(), flags, cxx,

