@@ -78,6 +78,9 @@ class DdrTiming:
                 math.isfinite(self.bytes_per_cycle) and self.bytes_per_cycle >= 1):
             raise ValueError(f"bytes_per_cycle must be at least 1 (or None for no cap), got "
                              f"{self.bytes_per_cycle!r}")
+        if not isinstance(self.bucket_bytes, int) or self.bucket_bytes < 16:
+            raise ValueError(f"bucket_bytes must be an integer of at least 16 (one beat), got "
+                             f"{self.bucket_bytes!r}")
 
     def caps(self, beats_per_cycle: int) -> bool:
         """Whether the bandwidth cap can delay a beat of masters that move at most
