@@ -30,6 +30,29 @@ SAMPLE_WIDTH = 32
 SECTION_CYCLES = 6
 
 
+def _saturate(m, value, lo, hi, name):
+    """``value`` clamped to ``[lo, hi]``, as a state-width (or sample-width) signal."""
+    out = Signal(signed(max(golden.STATE_WIDTH, SAMPLE_WIDTH)), name=name)
+    with m.If(value < lo):
+        m.d.comb += out.eq(lo)
+    with m.Elif(value > hi):
+        m.d.comb += out.eq(hi)
+    with m.Else():
+        m.d.comb += out.eq(value)
+    return out
+
+
+def _write_back(m, acc):
+    """A section's accumulator rounded and saturated to a state (``y``), and that state
+    rounded and saturated to an output sample (``y_out``), as ``golden.bessel`` does."""
+    sw, dw, frac = golden.STATE_WIDTH, golden.DATA_WIDTH, golden.COEF_FRAC
+    y = _saturate(m, (acc + (1 << (frac - 1))) >> frac, -(1 << (sw - 1)), (1 << (sw - 1)) - 1,
+                  "y")
+    y_out = _saturate(m, (y + (1 << (golden.GUARD - 1))) >> golden.GUARD, -(1 << (dw - 1)),
+                      (1 << (dw - 1)) - 1, "y_out")
+    return y, y_out
+
+
 def _multiplier(m, a, b):
     """``a * b`` with registered operands and a registered product (two cycles): keeps the
     iCE40 SB_MAC16 cascade out of the accumulator's path."""
@@ -120,18 +143,7 @@ class CausalFilter(wiring.Component):
         m = Module()
         coefs = self.coefficients
         sw, frac = golden.STATE_WIDTH, golden.COEF_FRAC
-        state_lo, state_hi = -(1 << (sw - 1)), (1 << (sw - 1)) - 1
         data_lo, data_hi = -(1 << (golden.DATA_WIDTH - 1)), (1 << (golden.DATA_WIDTH - 1)) - 1
-
-        def sat(value, lo, hi, name):
-            out = Signal(signed(max(sw, SAMPLE_WIDTH)), name=name)
-            with m.If(value < lo):
-                m.d.comb += out.eq(lo)
-            with m.Elif(value > hi):
-                m.d.comb += out.eq(hi)
-            with m.Else():
-                m.d.comb += out.eq(value)
-            return out
 
         primed = Signal()
         xin = [Signal(signed(sw), name=f"xin{a}") for a in range(self.channels)]
@@ -146,15 +158,14 @@ class CausalFilter(wiring.Component):
         for a in range(self.channels):
             m.d.comb += self.o.payload[a].eq(out[a])
         # shared write-back rounding and saturation (one copy, not one per state)
-        y = sat((acc + (1 << (frac - 1))) >> frac, state_lo, state_hi, "y")
-        y_out = sat((y + (1 << (golden.GUARD - 1))) >> golden.GUARD, data_lo, data_hi, "y_out")
+        y, y_out = _write_back(m, acc)
 
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
                     for a in range(self.channels):
-                        x_q24 = sat(self.i.payload[a], data_lo, data_hi, f"in_sat{a}") \
+                        x_q24 = _saturate(m, self.i.payload[a], data_lo, data_hi, f"in_sat{a}") \
                             << golden.GUARD
                         m.d.sync += xin[a].eq(x_q24)
                         with m.If(~primed):
@@ -246,16 +257,6 @@ class BlockFilter(wiring.Component):
         state_lo, state_hi = -(1 << (sw - 1)), (1 << (sw - 1)) - 1
         data_lo, data_hi = -(1 << (golden.DATA_WIDTH - 1)), (1 << (golden.DATA_WIDTH - 1)) - 1
 
-        def sat(value, lo, hi, name):
-            out = Signal(signed(max(sw, SAMPLE_WIDTH)), name=name)
-            with m.If(value < lo):
-                m.d.comb += out.eq(lo)
-            with m.Elif(value > hi):
-                m.d.comb += out.eq(hi)
-            with m.Else():
-                m.d.comb += out.eq(value)
-            return out
-
         m.submodules.hist = hist = Memory(shape=signed(sw), depth=w * ch, init=[])
         m.submodules.scratch = scratch = Memory(shape=signed(sw), depth=ext_len, init=[])
         h_rd, h_wr = hist.read_port(), hist.write_port()
@@ -286,10 +287,9 @@ class BlockFilter(wiring.Component):
             for a in range(ch):
                 with m.Case(a):
                     m.d.comb += w_new.eq(xin[a])
-        y = sat((acc + (1 << (frac - 1))) >> frac, state_lo, state_hi, "y")
-        y_out = sat((y + (1 << (golden.GUARD - 1))) >> golden.GUARD, data_lo, data_hi, "y_out")
-        ext_pre = sat((w_old << 1) - h_rd.data, state_lo, state_hi, "ext_pre")
-        ext_post = sat((w_new << 1) - h_rd.data, state_lo, state_hi, "ext_post")
+        y, y_out = _write_back(m, acc)
+        ext_pre = _saturate(m, (w_old << 1) - h_rd.data, state_lo, state_hi, "ext_pre")
+        ext_post = _saturate(m, (w_new << 1) - h_rd.data, state_lo, state_hi, "ext_post")
         # logical history index read for padded position n (odd padding, both ends)
         j = Signal(range(2 * w + p))
         with m.If(n < p):
@@ -304,7 +304,7 @@ class BlockFilter(wiring.Component):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
                     for a in range(ch):
-                        m.d.sync += xin[a].eq(sat(self.i.payload[a], data_lo, data_hi,
+                        m.d.sync += xin[a].eq(_saturate(m, self.i.payload[a], data_lo, data_hi,
                                                   f"in_sat{a}") << golden.GUARD)
                     m.d.sync += [fill.eq(0), c.eq(0)]
                     with m.If(primed):
@@ -466,16 +466,6 @@ class AmortizedBlockFilter(wiring.Component):
         state_lo, state_hi = -(1 << (sw - 1)), (1 << (sw - 1)) - 1
         data_lo, data_hi = -(1 << (golden.DATA_WIDTH - 1)), (1 << (golden.DATA_WIDTH - 1)) - 1
 
-        def sat(value, lo, hi, name):
-            out = Signal(signed(max(sw, SAMPLE_WIDTH)), name=name)
-            with m.If(value < lo):
-                m.d.comb += out.eq(lo)
-            with m.Elif(value > hi):
-                m.d.comb += out.eq(hi)
-            with m.Else():
-                m.d.comb += out.eq(value)
-            return out
-
         entry = data.StructLayout({"x": signed(sw), "f": signed(sw)})
         m.submodules.hist = hist = Memory(shape=entry, depth=w * ch, init=[])
         m.submodules.scratch = scratch = Memory(shape=signed(sw), depth=p, init=[])
@@ -514,9 +504,8 @@ class AmortizedBlockFilter(wiring.Component):
             for a in range(ch):
                 with m.Case(a):
                     m.d.comb += x_c.eq(xin[a])
-        y = sat((acc + (1 << (frac - 1))) >> frac, state_lo, state_hi, "y")
-        y_out = sat((y + (1 << (golden.GUARD - 1))) >> golden.GUARD, data_lo, data_hi, "y_out")
-        pad = sat((x_c << 1) - h_rd.data.x, state_lo, state_hi, "pad")
+        y, y_out = _write_back(m, acc)
+        pad = _saturate(m, (x_c << 1) - h_rd.data.x, state_lo, state_hi, "pad")
         back_in = Signal(signed(sw))
         m.d.comb += back_in.eq(Mux(n < p, s_rd.data, h_rd.data.f))
         backward = Signal()
@@ -526,7 +515,7 @@ class AmortizedBlockFilter(wiring.Component):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
                     for a in range(ch):
-                        x_q24 = sat(self.i.payload[a], data_lo, data_hi, f"in_sat{a}") \
+                        x_q24 = _saturate(m, self.i.payload[a], data_lo, data_hi, f"in_sat{a}") \
                             << golden.GUARD
                         m.d.sync += xin[a].eq(x_q24)
                         with m.If(~primed):
