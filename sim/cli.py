@@ -9,6 +9,7 @@ bad input (host/cli.py prints those on one line).
 import argparse
 import json
 
+from ..host import argtypes
 from ..host.errors import InputError
 from . import power, presets, resources
 from .system import BLOCKS, System, roofline
@@ -35,27 +36,14 @@ def register(commands) -> argparse.ArgumentParser:
     sim.add_argument("--acceptance", type=float, default=None, metavar="A",
                      help="per-token draft acceptance rate in [0, 1] for --speculative-k")
     sim.add_argument("--json", action="store_true", help="print one JSON object instead")
-    sim.add_argument("--plots", metavar="DIR", help="write PNG plots into DIR")
+    sim.add_argument("--plots", metavar="DIR", type=argtypes.output_dir(),
+                     help="write PNG plots into DIR")
     sim.set_defaults(run=run)
     return sim
 
 
 #: the most prompt or generated tokens a run models
 _TOKENS_MAX = 1 << 20
-
-
-def _check_plots_dir(path) -> None:
-    """Refuse a --plots path that runs through a file, before anything is simulated."""
-    from pathlib import Path
-
-    path = Path(path)
-    for part in (path, *path.parents):
-        if part.exists():
-            if not part.is_dir():
-                what = "is a file" if part == path else f"runs through a file ({part})"
-                raise InputError(f"--plots {path} {what}, not a directory; give a directory "
-                                 f"path")
-            return
 
 
 def build_system(model: str, board: str, config: str) -> System:
@@ -134,8 +122,6 @@ def run(args) -> int:
         raise InputError("--acceptance only applies with --speculative-k K (K >= 1)")
     if acceptance is not None and not 0.0 <= acceptance <= 1.0:
         raise InputError(f"--acceptance must be a probability in [0, 1], got {acceptance}")
-    if args.plots:
-        _check_plots_dir(args.plots)
     system = build_system(args.model, args.board, args.config)
     result = system.run(args.prompt_len, args.gen)
     summary = _summary(system, result)
