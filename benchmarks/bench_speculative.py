@@ -96,14 +96,14 @@ class RtlAsBuilt:
         from ternedge.golden import ddr as ddr_profiles
         from ternedge.golden.model import GoldenModel
         from ternedge.host.accelerator import Layout
-        from ternedge.host.rtl_bench import _accelerator_config, _board_config, random_weights
+        from ternedge.host.rtl_bench import accelerator_config, board_settings, random_weights
         from ternedge.sim.accelerator import TopTiming
         from ternedge.sim.constants import ARM_LM_HEAD_BYTES_PER_S
         from ternedge.sim.presets import load_model
 
         model = load_model("bitnet-b1.58-large")
-        settings = _board_config("kv260", None)
-        accel = _accelerator_config(settings)
+        settings = board_settings("kv260", None)
+        accel = accelerator_config(settings)
         one_layer = dataclasses.replace(model, num_hidden_layers=1, vocab_size=256)
         max_job_n = settings["max_job_n"]
         if max_job_n == "bram":
@@ -120,15 +120,15 @@ class RtlAsBuilt:
         self._memo = {}
 
     def seconds(self, tokens: int, past: int) -> float:
-        from ternedge.host.rtl_bench import _tail_cycles
-        from ternedge.sim.accelerator import instruction_cycles, program_cycles
+        from ternedge.host.rtl_bench import project_cycles
+        from ternedge.sim.accelerator import program_cycles
 
         key = (tokens, past)
         if key not in self._memo:
             program = self.layout.program(tokens, past)
             cycles = program_cycles(program, self.timing)
-            tail = _tail_cycles(program[-1], self.timing, instruction_cycles)
-            projected = tail + (cycles - tail) * self.layers
+            projected = project_cycles(program, cycles, self.timing, layers_run=1,
+                                       layers=self.layers)
             self._memo[key] = projected / self.hz + tokens * self.lm_head_row_s
         return self._memo[key]
 

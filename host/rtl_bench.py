@@ -39,7 +39,8 @@ from ..golden.weights import LINEAR_NAMES, LayerWeights, ModelWeights, TernaryLi
 from . import argtypes
 from .errors import InputError
 
-__all__ = ["register", "run", "random_weights", "bench"]
+__all__ = ["register", "run", "random_weights", "board_settings", "accelerator_config",
+           "project_cycles", "bench"]
 
 #: vocabulary of the random model: the top never sees the LM head, the host runs it
 BENCH_VOCAB = 256
@@ -83,7 +84,9 @@ def random_weights(config: ModelConfig, *, layers: int, seed: int = 0) -> ModelW
                         norm=norm(config.hidden_size), layers=tuple(out))
 
 
-def _board_config(board: str, config_file) -> dict:
+def board_settings(board: str, config_file) -> dict:
+    """The board's default accelerator configuration (``ACCELERATOR_DEFAULTS``, the clock
+    defaulting to 250 MHz), with ``config_file``'s JSON overrides."""
     from ..boards.build import ACCELERATOR_DEFAULTS
 
     if board not in ACCELERATOR_DEFAULTS:
@@ -106,7 +109,8 @@ def _board_config(board: str, config_file) -> dict:
     return settings
 
 
-def _accelerator_config(settings) -> AcceleratorConfig:
+def accelerator_config(settings) -> AcceleratorConfig:
+    """The ``AcceleratorConfig`` of ``board_settings``' geometry and table memory."""
     try:
         g, t, n = (int(v) for v in settings["geometry"])
         return AcceleratorConfig(group_size=g, tables_per_step=t, cols_per_cycle=n,
@@ -115,17 +119,26 @@ def _accelerator_config(settings) -> AcceleratorConfig:
         raise InputError(f"bad accelerator geometry {settings['geometry']!r}: {exc}") from None
 
 
+def project_cycles(program, cycles: int, timing, *, layers_run: int, layers: int) -> int:
+    """A pass of ``layers_run`` layers that took ``cycles``, projected to ``layers``: the
+    final norm once (its model cycles run alone) plus the rest, per layer, times ``layers``."""
+    from ..sim.accelerator import program_cycles
+
+    tail = program_cycles(program[-1:], timing)
+    return round(tail + (cycles - tail) / layers_run * layers)
+
+
 def bench(model: ModelConfig, *, layers: int, board: str, ddr: str = "kv260",
           prompt_len: int = 16, decode_tokens: int = 2, config_file=None, seed: int = 0,
           build_dir=None, waves=None, progress=None) -> dict:
     """Run the benchmark; the report as a dict (see the module docstring)."""
     from ..boards.build import _BRAM_BANK_WORDS, _bank_words_max_job_n
-    from ..sim.accelerator import TopTiming, instruction_cycles, program_cycles
+    from ..sim.accelerator import TopTiming, program_cycles
     from ..sim.constants import ARM_LM_HEAD_BYTES_PER_S
     from .rtl_backend import RTLBackend
 
-    settings = _board_config(board, config_file)
-    accel = _accelerator_config(settings)
+    settings = board_settings(board, config_file)
+    accel = accelerator_config(settings)
     full_layers = model.num_hidden_layers
     if not 1 <= layers <= full_layers:
         raise InputError(f"--layers must be 1 to {full_layers} (the model's layers), got "
@@ -179,12 +192,11 @@ def bench(model: ModelConfig, *, layers: int, board: str, ddr: str = "kv260",
     for c in backend.cycle_log:
         program = backend.layout.program(c.tokens, c.position)
         model_cycles = program_cycles(program, timing)
-        # the final norm's share: the model's cycles of that instruction run alone
-        tail = _tail_cycles(program[-1], timing, instruction_cycles)
-        per_layer = (c.cycles - tail) / layers
         passes.append({"kind": c.kind, "tokens": c.tokens, "position": c.position,
                        "rtl_cycles": c.cycles, "model_cycles": model_cycles,
-                       "projected_cycles": round(tail + per_layer * full_layers),
+                       "projected_cycles": project_cycles(program, c.cycles, timing,
+                                                          layers_run=layers,
+                                                          layers=full_layers),
                        "ddr_bytes": 16 * (c.counters["read_beats"] + c.counters["write_beats"]),
                        "sim_cycles": c.sim_cycles, "wall_s": round(c.wall_s, 3),
                        "cpu_s": round(c.cpu_s, 3)})
@@ -225,13 +237,6 @@ def bench(model: ModelConfig, *, layers: int, board: str, ddr: str = "kv260",
         "sim_cycles_per_cpu_s": round(sim_cycles / sim_cpu),
         "passes": passes,
     }
-
-
-def _tail_cycles(final_norm, timing, instruction_cycles) -> int:
-    """Model cycles of the final NORM run alone (its FETCH to FINISH)."""
-    from ..sim.accelerator import _Clock
-
-    return instruction_cycles(final_norm, timing, _Clock(timing), 0) + 2
 
 
 def register(commands) -> argparse.ArgumentParser:
