@@ -1379,7 +1379,8 @@ def main_sweep(args) -> int:
         seeds = options["seeds"] if options.get("seeds") else default_seeds(
             entry["design"], entry["board"])
         name = f"{number}:{entry['design']}-{entry['board']}" + (
-            f"-{entry['geometry']}" if "geometry" in entry else "")
+            f"-{entry['geometry']}" if "geometry" in entry else "") + (
+            f"-{entry['unit']}" if "unit" in entry else "")
         planned.append((name, options, seeds))
     print(f"ternedge build: sweep of {len(planned)} builds from {args.sweep} (this takes "
           f"minutes to hours)...", file=sys.stderr, flush=True)
@@ -1401,7 +1402,8 @@ def main_sweep(args) -> int:
 
 def sweep_table(rows) -> str:
     """The terminal table of a sweep's ``rows`` (``main_sweep``)."""
-    header = ("build", "status", "fmax MHz", "seed", "LUT", "FF", "DSP", "seconds", "note")
+    header = ("build", "status", "fmax MHz", "levels", "seed", "LUT", "FF", "DSP", "seconds",
+              "note")
     lines = []
     for row in rows:
         result = row["result"] or {}
@@ -1417,8 +1419,10 @@ def sweep_table(rows) -> str:
             lut = cells[0]["used"] if cells else None
         fmax = result.get("fmax_mhz")
         seed = result.get("seed")
+        levels = result.get("logic_levels")
         lines.append((row["name"], row["status"],
                       "-" if fmax is None else f"{fmax:.1f}",
+                      "-" if levels is None else str(levels),
                       "-" if "seed" not in result else ("default" if seed is None
                                                         else str(seed)),
                       "-" if lut is None else str(lut),

@@ -219,3 +219,18 @@ def test_deep_chain_needs_no_recursion(tmp_path):
     path = tmp_path / "netlist.json"
     path.write_text(json.dumps(lut_chain(5000).doc()))
     assert logic_levels.longest_path_file(path)["logic_levels"] == 5000
+
+
+def test_sweep_table_shows_the_logic_levels():
+    from ternedge.boards import build
+
+    rows = [{"name": "1:accelerator-kv260-3,28,16", "status": "ok", "error": None,
+             "result": {"fmax_mhz": None, "logic_levels": 42, "build_seconds": 480,
+                        "utilization": {"lut": 100, "lutram_luts": 20, "ff": 7, "dsp": 3}}},
+            {"name": "2:unit-ulx3s-85f-rope", "status": "ok", "error": None,
+             "result": {"fmax_mhz": 31.25, "seed": None, "build_seconds": 200,
+                        "utilization": {"lut": 50, "ff": 5, "dsp": 2}}}]
+    table = build.sweep_table(rows).splitlines()
+    assert table[0].split()[:5] == ["build", "status", "fmax", "MHz", "levels"]
+    assert table[1].split()[:5] == ["1:accelerator-kv260-3,28,16", "ok", "-", "42", "-"]
+    assert table[2].split()[:5] == ["2:unit-ulx3s-85f-rope", "ok", "31.2", "-", "default"]
