@@ -482,11 +482,12 @@ def _estimate_kv260(top, out_dir, script=KV260_SCRIPT, timeout_min: float = 30):
 
 def _kv260_logic_levels(netlist_path) -> dict:
     """``logic_levels``, ``critical_path`` (``boards.logic_levels.longest_path``: ``source``,
-    ``sink``, ``cells``, ``path``, ``assumed``) and ``levels_seconds`` of the KV260
+    ``sink``, ``cells``, ``through``, ``path``, ``assumed``) and ``levels_seconds`` of the KV260
     estimate's mapped netlist."""
     started = time.time()
     found = logic_levels.longest_path_file(netlist_path, top="top")
-    path = {key: found[key] for key in ("source", "sink", "cells", "path", "assumed")}
+    path = {key: found[key] for key in ("source", "sink", "cells", "through", "path",
+                                        "assumed")}
     path["logic_levels"] = found["logic_levels"]
     return {"logic_levels": found["logic_levels"], "critical_path": path,
             "levels_seconds": round(time.time() - started, 1)}
@@ -1338,6 +1339,9 @@ def _print_result(result):
             cells = ", ".join(f"{n} {t}" for t, n in path["cells"].items())
             print(f"  levels       {result['logic_levels']} logic levels ({cells}): "
                   f"{path['source']} -> {path['sink']}")
+            if path.get("through"):
+                print("  through      " + ", ".join(f"{scope} ({n})"
+                                                   for scope, n in path["through"]))
             if path["assumed"]:
                 print(f"  assumed      one level each: {', '.join(path['assumed'])}")
     if path and path.get("delay_ns") is not None:

@@ -258,8 +258,10 @@ def longest_path(netlist: dict, *, top: str | None = None, cells=None) -> dict:
         has no register-to-register path), ``source`` and ``sink`` (``"net (TYPE pin)"``: the
         starting register's output net, the ending register's input pin and the net it
         drives), ``cells`` (the path's cell types with their counts), ``path`` (each level's
-        cell type and output net), ``assumed`` (cell types not in ``cells``, counted as one
-        level all-inputs-to-all-outputs) and ``registers`` (the endpoints examined).
+        cell type and output net), ``through`` (the scopes of the path's named nets in order,
+        each ``[scope, levels]``: which units it crosses), ``assumed`` (cell types not in
+        ``cells``, counted as one level all-inputs-to-all-outputs) and ``registers`` (the
+        endpoints examined).
     """
     cells = XILINX_CELLS if cells is None else cells
     modules = netlist.get("modules", {})
@@ -383,7 +385,7 @@ def longest_path(netlist: dict, *, top: str | None = None, cells=None) -> dict:
         if found is not None and (result_level is None or found > result_level):
             result_level, end = found, sink
     result = {"logic_levels": result_level, "source": None, "sink": None, "cells": {},
-              "path": [], "assumed": sorted(assumed), "registers": len(sinks)}
+              "path": [], "through": [], "assumed": sorted(assumed), "registers": len(sinks)}
     if end is None:
         return result
     chain = [end[3]]
@@ -399,6 +401,16 @@ def longest_path(netlist: dict, *, top: str | None = None, cells=None) -> dict:
     counts = {}
     for step in path:
         counts[step["cell"]] = counts.get(step["cell"], 0) + 1
+    through = []          # the design's scopes along the path, by its levels on named nets
+    for step in path:
+        net = step["net"]
+        if net.startswith(("$", "<")):
+            continue
+        scope = net.split("[")[0].rsplit(".", 1)[0] if "." in net.split("[")[0] else "(top)"
+        if through and through[-1][0] == scope:
+            through[-1][1] += 1
+        else:
+            through.append([scope, 1])
     start = drivers[chain[0]]
     end_cell = module["cells"][end[0]]
     end_outputs = [b for p, d in end_cell.get("port_directions", {}).items() if d == "output"
@@ -410,7 +422,8 @@ def longest_path(netlist: dict, *, top: str | None = None, cells=None) -> dict:
     result.update(
         source=f"{start_name} ({start[1]} {start[2]})",
         sink=f"{end_name} ({end[1]} {end[2]}, from {label(end[3])})",
-        cells=dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))), path=path)
+        cells=dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))), path=path,
+        through=through)
     return result
 
 

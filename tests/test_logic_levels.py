@@ -82,6 +82,19 @@ def test_chain_of_luts_between_two_registers(levels):
     assert result["cells"] == {"LUT2": levels}
     assert [step["net"] for step in result["path"]] == [f"stage{i}" for i in range(levels)]
     assert result["assumed"] == []
+    assert result["through"] == [["(top)", levels]]
+
+
+def test_through_names_the_scopes_the_path_crosses():
+    n = Netlist()
+    start = n.ff("start_reg", n.net())
+    bit = start
+    for i, net in enumerate(["unit.norm.a", "unit.norm.b[3]", "$abc$1", "unit.quant.c",
+                             "top_net"]):
+        bit = n.lut(f"l{i}", bit, bit, out_name=net)
+    n.ff("end_reg", bit)
+    assert logic_levels.longest_path(n.doc())["through"] == [
+        ["unit.norm", 2], ["unit.quant", 1], ["(top)", 1]]
 
 
 def test_register_feeding_register_is_zero_levels():
