@@ -223,7 +223,8 @@ def _expand(spec, connections):
 
 def _names(module) -> dict:
     """bit -> the most readable net name holding it (``name[i]`` for a wide net): a public
-    name (``hide_name`` 0) over a ``$``-name, then the shortest."""
+    name (``hide_name`` 0) over a ``$``-name, then the deepest in the hierarchy (the unit's
+    own name over the alias its parent connects), then the shortest."""
     best = {}
     for name, net in module.get("netnames", {}).items():
         hidden = (bool(net.get("hide_name", 0)) or name.startswith("$"), "$" in name)
@@ -232,7 +233,7 @@ def _names(module) -> dict:
             if not isinstance(bit, int):
                 continue
             label = name if len(bits) == 1 else f"{name}[{i + net.get('offset', 0)}]"
-            key = (hidden, len(label))
+            key = (hidden, -name.count("."), len(label))
             if bit not in best or key < best[bit][0]:
                 best[bit] = (key, label)
     return {bit: label for bit, (_, label) in best.items()}
