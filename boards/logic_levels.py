@@ -407,7 +407,11 @@ def longest_path(netlist: dict, *, top: str | None = None, cells=None) -> dict:
         net = step["net"]
         if net.startswith(("$", "<")):
             continue
-        scope = net.split("[")[0].rsplit(".", 1)[0] if "." in net.split("[")[0] else "(top)"
+        # the scope is the name less its last part, or less a port's fields: Amaranth names a
+        # stream port's payload ``i__payload`` and its fields ``i__payload.a``
+        parts = net.split("[")[0].split(".")
+        port = next((i for i, part in enumerate(parts) if "__" in part), len(parts) - 1)
+        scope = ".".join(parts[:port]) or "(top)"
         if through and through[-1][0] == scope:
             through[-1][1] += 1
         else:

@@ -90,11 +90,11 @@ def test_through_names_the_scopes_the_path_crosses():
     start = n.ff("start_reg", n.net())
     bit = start
     for i, net in enumerate(["unit.norm.a", "unit.norm.b[3]", "$abc$1", "unit.quant.c",
-                             "top_net"]):
+                             "top_net", "unit.quant.i__payload.a[2]"]):
         bit = n.lut(f"l{i}", bit, bit, out_name=net)
     n.ff("end_reg", bit)
     assert logic_levels.longest_path(n.doc())["through"] == [
-        ["unit.norm", 2], ["unit.quant", 1], ["(top)", 1]]
+        ["unit.norm", 2], ["unit.quant", 1], ["(top)", 1], ["unit.quant", 1]]
 
 
 def test_register_feeding_register_is_zero_levels():
