@@ -716,7 +716,10 @@ def synthesize(spec: dict) -> dict:
                                     limit_s=spec["limit_s"],
                                     outputs=[log_path, vivado_dir / KV260_NETLIST])
             spec["estimate"] = _kv260_utilization(log_path.read_text())
-            spec.update(_kv260_logic_levels(vivado_dir / KV260_NETLIST))
+            if KV260_NETLIST in spec["script"]:
+                spec.update(_kv260_logic_levels(vivado_dir / KV260_NETLIST))
+            else:                       # a script of one's own that writes no netlist
+                spec.update(logic_levels=None, critical_path=None, levels_seconds=None)
         else:
             seconds = jobs.run_tool(_tool_argv(spec["commands"][0], env), build_dir, env=env,
                                     stage="synthesis", limit_s=spec["limit_s"],

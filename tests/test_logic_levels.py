@@ -247,3 +247,30 @@ def test_sweep_table_shows_the_logic_levels():
     assert table[0].split()[:5] == ["build", "status", "fmax", "MHz", "levels"]
     assert table[1].split()[:5] == ["1:accelerator-kv260-3,28,16", "ok", "-", "42", "-"]
     assert table[2].split()[:5] == ["2:unit-ulx3s-85f-rope", "ok", "31.2", "-", "default"]
+
+
+def test_kv260_estimate_reports_the_netlist_logic_levels(tmp_path, monkeypatch):
+    from ternedge.boards import build, jobs
+
+    stat = "Printing statistics.\n\n=== top ===\n\n     40   LUT2\n      2   FDRE\n"
+
+    def fake_yosys(argv, cwd, **kwargs):
+        (cwd / "synth_xilinx.log").write_text(stat)
+        if build.KV260_NETLIST in argv[-1]:
+            (cwd / build.KV260_NETLIST).write_text(json.dumps(lut_chain(40).doc()))
+        return 1.0
+
+    monkeypatch.setattr(jobs, "run_tool", fake_yosys)
+    spec = {"job": "t", "flow": "estimate", "build_dir": str(tmp_path),
+            "vivado_dir": str(tmp_path), "script": build.KV260_SCRIPT, "limit_s": 60,
+            "base": {"design": "tlmm", "board": "kv260"}, "timeout_min": 1}
+    result = build.finish_build(build.synthesize(spec), [])
+    assert result["utilization"]["lut"] == 40 and result["logic_levels"] == 40
+    path = result["critical_path"]
+    assert path["logic_levels"] == 40 and path["source"] == "start_reg (FDRE Q)"
+    assert path["cells"] == {"LUT2": 40} and len(path["path"]) == 40
+    # a script of one's own that writes no netlist: no levels, and no error
+    spec["script"] = "read_verilog top.v; synth_xilinx -family xcup -top top; stat"
+    (tmp_path / build.KV260_NETLIST).unlink()
+    result = build.finish_build(build.synthesize(spec), [])
+    assert result["logic_levels"] is None and result["critical_path"] is None
