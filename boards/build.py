@@ -482,12 +482,12 @@ def _estimate_kv260(top, out_dir, script=KV260_SCRIPT, timeout_min: float = 30):
 
 def _kv260_logic_levels(netlist_path) -> dict:
     """``logic_levels``, ``critical_path`` (``boards.logic_levels.longest_path``: ``source``,
-    ``sink``, ``cells``, ``through``, ``path``, ``assumed``) and ``levels_seconds`` of the KV260
-    estimate's mapped netlist."""
+    ``sink``, ``cells``, ``through``, ``path``, ``by_scope``, ``assumed``) and
+    ``levels_seconds`` of the KV260 estimate's mapped netlist."""
     started = time.time()
     found = logic_levels.longest_path_file(netlist_path, top="top")
     path = {key: found[key] for key in ("source", "sink", "cells", "through", "path",
-                                        "assumed")}
+                                        "by_scope", "assumed")}
     path["logic_levels"] = found["logic_levels"]
     return {"logic_levels": found["logic_levels"], "critical_path": path,
             "levels_seconds": round(time.time() - started, 1)}
@@ -977,7 +977,8 @@ def build_design(design: str = "tlmm", board: str = "ulx3s-85f", geometry=None,
         place and route ``meets`` (a unit's miss of the 25 MHz oscillator does not fail it).
         KV260 estimates add ``logic_levels`` (the longest register-to-register path in
         cells, ``boards.logic_levels``) and ``critical_path`` (``source``, ``sink``, ``cells``
-        by type, ``path``, ``assumed``) in place of a timed path, and ``levels_seconds``.
+        by type, ``through``, ``path``, ``by_scope``: each unit's own longest, ``assumed``)
+        in place of a timed path, and ``levels_seconds``.
     """
     options = {"design": design, "board": board, "geometry": geometry, "out_dir": out_dir,
                "seeds": seeds, "timeout_min": timeout_min, "max_k": max_k, "max_n": max_n,
@@ -1345,6 +1346,10 @@ def _print_result(result):
             if path.get("through"):
                 print("  through      " + ", ".join(f"{scope} ({n})"
                                                    for scope, n in path["through"]))
+            if len(path.get("by_scope") or ()) > 1:
+                print("  by scope     " + ", ".join(f"{s['scope']} {s['logic_levels']}"
+                                                   for s in path["by_scope"][:8])
+                      + (", ..." if len(path["by_scope"]) > 8 else ""))
             if path["assumed"]:
                 print(f"  assumed      one level each: {', '.join(path['assumed'])}")
     if path and path.get("delay_ns") is not None:

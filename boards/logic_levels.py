@@ -239,7 +239,8 @@ def _names(module) -> dict:
     return {bit: label for bit, (_, label) in best.items()}
 
 
-def longest_path(netlist: dict, *, top: str | None = None, cells=None) -> dict:
+def longest_path(netlist: dict, *, top: str | None = None, cells=None,
+                 scope_depth: int = 2) -> dict:
     """The longest register-to-register path of the flattened, mapped ``netlist`` (a Yosys
     ``write_json`` document), in logic levels.
 
@@ -251,6 +252,9 @@ def longest_path(netlist: dict, *, top: str | None = None, cells=None) -> dict:
         module that is not a blackbox).
     cells : dict or None
         Cell type -> ``CellModel`` (default ``XILINX_CELLS``).
+    scope_depth : int
+        ``by_scope`` groups the endpoints by the first ``scope_depth`` parts of their
+        register's scope (2: ``accelerator.attention``); 0: no ``by_scope``.
 
     Returns
     -------
@@ -260,9 +264,11 @@ def longest_path(netlist: dict, *, top: str | None = None, cells=None) -> dict:
         starting register's output net, the ending register's input pin and the net it
         drives), ``cells`` (the path's cell types with their counts), ``path`` (each level's
         cell type and output net), ``through`` (the scopes of the path's named nets in order,
-        each ``[scope, levels]``: which units it crosses), ``assumed`` (cell types not in
-        ``cells``, counted as one level all-inputs-to-all-outputs) and ``registers`` (the
-        endpoints examined).
+        each ``[scope, levels]``: which units it crosses), ``by_scope`` (per scope of the
+        ending register, longest first: its longest path's ``logic_levels``, ``source``,
+        ``sink`` and ``cells``: each unit's own worst inside a whole design), ``assumed``
+        (cell types not in ``cells``, counted as one level all-inputs-to-all-outputs) and
+        ``registers`` (the endpoint bits examined).
     """
     cells = XILINX_CELLS if cells is None else cells
     modules = netlist.get("modules", {})
@@ -379,57 +385,82 @@ def longest_path(netlist: dict, *, top: str | None = None, cells=None) -> dict:
             level[bit] = None if best is None else best + driver[4]
             via[bit] = best_dep
 
-    result_level, end = None, None
-    for sink in sinks:
-        resolve(sink[3])
-        found = level[sink[3]]
-        if found is not None and (result_level is None or found > result_level):
-            result_level, end = found, sink
-    result = {"logic_levels": result_level, "source": None, "sink": None, "cells": {},
-              "path": [], "through": [], "assumed": sorted(assumed), "registers": len(sinks)}
-    if end is None:
-        return result
-    chain = [end[3]]
-    while via.get(chain[-1]) is not None:
-        chain.append(via[chain[-1]])
-    chain.reverse()
     names = _names(module)
 
     def label(bit):
         return names.get(bit, f"<bit {bit}>")
 
-    path = [{"cell": drivers[bit][1], "net": label(bit)} for bit in chain if drivers[bit][4]]
-    counts = {}
-    for step in path:
-        counts[step["cell"]] = counts.get(step["cell"], 0) + 1
-    through = []          # the design's scopes along the path, by its levels on named nets
-    for step in path:
-        net = step["net"]
-        if net.startswith(("$", "<")):
+    end_names = {}
+
+    def end_name(sink):
+        # a flip-flop is named by the net it drives (its register); a RAM or DSP by its cell
+        if sink[0] not in end_names:
+            cell = module["cells"][sink[0]]
+            outputs = [b for p, d in cell.get("port_directions", {}).items() if d == "output"
+                       for b in cell["connections"].get(p, []) if isinstance(b, int)]
+            end_names[sink[0]] = label(outputs[0]) if len(outputs) == 1 else sink[0]
+        return end_names[sink[0]]
+
+    best_by_scope = {}        # the sink register's scope -> (levels, sink)
+    result_level, end = None, None
+    for sink in sinks:
+        resolve(sink[3])
+        found = level[sink[3]]
+        if found is None:
             continue
-        # the scope is the name less its last part, or less a port's fields: Amaranth names a
-        # stream port's payload ``i__payload`` and its fields ``i__payload.a``
-        parts = net.split("[")[0].split(".")
-        port = next((i for i, part in enumerate(parts) if "__" in part), len(parts) - 1)
-        scope = ".".join(parts[:port]) or "(top)"
-        if through and through[-1][0] == scope:
-            through[-1][1] += 1
-        else:
-            through.append([scope, 1])
-    start = drivers[chain[0]]
-    end_cell = module["cells"][end[0]]
-    end_outputs = [b for p, d in end_cell.get("port_directions", {}).items() if d == "output"
-                   for b in end_cell["connections"].get(p, []) if isinstance(b, int)]
-    # a flip-flop is named by the net it drives (its register); a RAM or DSP by its cell
-    end_name = (label(end_outputs[0]) if end_outputs and len(end_outputs) == 1
-                else end[0])
-    start_name = label(chain[0]) if start[4] == 0 else f"{start[0]} (its own state)"
-    result.update(
-        source=f"{start_name} ({start[1]} {start[2]})",
-        sink=f"{end_name} ({end[1]} {end[2]}, from {label(end[3])})",
-        cells=dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))), path=path,
-        through=through)
+        if result_level is None or found > result_level:
+            result_level, end = found, sink
+        if scope_depth:
+            scope = ".".join(_scope(end_name(sink)).split(".")[:scope_depth])
+            if scope not in best_by_scope or found > best_by_scope[scope][0]:
+                best_by_scope[scope] = (found, sink)
+    result = {"logic_levels": result_level, "source": None, "sink": None, "cells": {},
+              "path": [], "through": [], "by_scope": [], "assumed": sorted(assumed),
+              "registers": len(sinks)}
+    if end is None:
+        return result
+
+    def describe(sink):
+        chain = [sink[3]]
+        while via.get(chain[-1]) is not None:
+            chain.append(via[chain[-1]])
+        chain.reverse()
+        path = [{"cell": drivers[bit][1], "net": label(bit)} for bit in chain
+                if drivers[bit][4]]
+        counts = {}
+        for step in path:
+            counts[step["cell"]] = counts.get(step["cell"], 0) + 1
+        through = []          # the design's scopes along the path, by its levels on named nets
+        for step in path:
+            if step["net"].startswith(("$", "<")):
+                continue
+            scope = _scope(step["net"])
+            if through and through[-1][0] == scope:
+                through[-1][1] += 1
+            else:
+                through.append([scope, 1])
+        start = drivers[chain[0]]
+        start_name = label(chain[0]) if start[4] == 0 else f"{start[0]} (its own state)"
+        return {"source": f"{start_name} ({start[1]} {start[2]})",
+                "sink": f"{end_name(sink)} ({sink[1]} {sink[2]}, from {label(sink[3])})",
+                "cells": dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))),
+                "path": path, "through": through}
+
+    result.update(describe(end))
+    for scope, (found, sink) in sorted(best_by_scope.items(), key=lambda kv: -kv[1][0]):
+        other = describe(sink)
+        result["by_scope"].append({"scope": scope, "logic_levels": found,
+                                   "source": other["source"], "sink": other["sink"],
+                                   "cells": other["cells"]})
     return result
+
+
+def _scope(net: str) -> str:
+    """The design scope of a net: its name less the last part, or less a port's fields
+    (Amaranth names a stream port's payload ``i__payload`` and its fields ``i__payload.a``)."""
+    parts = net.split("[")[0].split(".")
+    port = next((i for i, part in enumerate(parts) if "__" in part), len(parts) - 1)
+    return ".".join(parts[:port]) or "(top)"
 
 
 def longest_path_file(path, **kwargs) -> dict:

@@ -269,8 +269,52 @@ def test_kv260_estimate_reports_the_netlist_logic_levels(tmp_path, monkeypatch):
     path = result["critical_path"]
     assert path["logic_levels"] == 40 and path["source"] == "start_reg (FDRE Q)"
     assert path["cells"] == {"LUT2": 40} and len(path["path"]) == 40
+    assert [s["scope"] for s in path["by_scope"]] == ["(top)"]
     # a script of one's own that writes no netlist: no levels, and no error
     spec["script"] = "read_verilog top.v; synth_xilinx -family xcup -top top; stat"
     (tmp_path / build.KV260_NETLIST).unlink()
     result = build.finish_build(build.synthesize(spec), [])
     assert result["logic_levels"] is None and result["critical_path"] is None
+
+
+def test_by_scope_gives_each_units_own_longest_path():
+    n = Netlist()
+    start = n.ff("start", n.net(), q_name="top.lfsr.value")
+    bit = start
+    for i in range(5):
+        bit = n.lut(f"a{i}", bit, bit)
+    n.ff("a_end", bit, q_name="top.norm.y__payload.y[3]")
+    bit = start
+    for i in range(2):
+        bit = n.lut(f"b{i}", bit, bit)
+    n.ff("b_end", bit, q_name="top.quant.acc")
+    n.ff("b_end2", n.lut("c", start, start), q_name="top.quant.index")
+    result = logic_levels.longest_path(n.doc())
+    assert result["logic_levels"] == 5
+    assert [(s["scope"], s["logic_levels"]) for s in result["by_scope"]] == [
+        ("top.norm", 5), ("top.quant", 2)]      # the LFSR's own input is undriven
+    assert result["by_scope"][1]["sink"].startswith("top.quant.acc (FDRE D")
+    assert result["by_scope"][1]["source"] == "top.lfsr.value (FDRE Q)"
+    assert logic_levels.longest_path(n.doc(), scope_depth=0)["by_scope"] == []
+
+
+def test_terminal_summary_prints_the_levels(capsys):
+    from ternedge.boards import build
+
+    found = logic_levels.longest_path(lut_chain(3).doc())
+    path = {k: found[k] for k in ("source", "sink", "cells", "through", "path", "by_scope",
+                                  "assumed")}
+    path["by_scope"] = path["by_scope"] + [{"scope": "unit", "logic_levels": 2}]
+    build._print_result({"design": "unit", "board": "kv260", "unit": "rope",
+                         "unit_class": "RoPE", "unit_params": {"lanes": 4, "head_dim": 96},
+                         "sized_as": {"model": "m", "hidden_size": 64,
+                                      "intermediate_size": 128, "head_dim": 96,
+                                      "max_context": 8, "attention_tile": 1,
+                                      "gates": ["silu"]},
+                         "utilization": {"lut": 10}, "fmax_mhz": None, "logic_levels": 3,
+                         "critical_path": path, "bitstream": None})
+    out = capsys.readouterr().out
+    assert "unit rope on kv260: RoPE(lanes=4, head_dim=96)" in out
+    assert ("levels       3 logic levels (3 LUT2): start_reg (FDRE Q) -> end_reg (FDRE D, "
+            "from stage2)") in out
+    assert "by scope     (top) 3, unit 2" in out
