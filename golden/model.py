@@ -17,13 +17,18 @@ LLaMA-style family's ``inner_attn_ln``/``ffn_layernorm`` mapped onto the sub-nor
 Every value between the TLMM engines is Q16 (``fixed``); activations into a TLMM are INT8
 per-token absmax (``quant``); the TLMM is ``tlmm.tlmm``. The LM head runs on the host in
 float64 (as TeLLMe runs it on the ARM), from the final norm's Q16 output.
+
+The model that runs is range-scaled (``scaling``): an exact power-of-two rescaling of the
+weights and the RMSNorm epsilon that moves small values up the Q16 range. ``GoldenModel.weights``
+and ``GoldenModel.config`` are the rescaled ones, and they are what the accelerator is given
+(weight image, epsilon); logits and the final norm's output are in the model's own units.
 """
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from . import attention, fixed, ops, quant, tlmm
+from . import attention, fixed, ops, quant, scaling, tlmm
 from .config import AcceleratorConfig
 from .weights import ModelWeights, TernaryLinear
 
@@ -74,9 +79,14 @@ class GoldenModel:
     weights : ModelWeights from ``ternedge.host.checkpoint.load_checkpoint``.
     accel : AcceleratorConfig; only ``group_size`` changes the TLMM encoding (results do not
         depend on it: TLMM equals the integer matmul for every G).
+    range_scale : rescale unit-scale weights with ``scaling.rescale`` (the default; weights
+        that are already rescaled are used as they are). False runs them at unit scale.
     """
 
-    def __init__(self, weights: ModelWeights, accel: AcceleratorConfig | None = None):
+    def __init__(self, weights: ModelWeights, accel: AcceleratorConfig | None = None, *,
+                 range_scale: bool = True):
+        if range_scale:
+            weights = scaling.rescale(weights)
         self.weights = weights
         self.config = cfg = weights.config
         group = (accel or AcceleratorConfig()).group_size

@@ -13,7 +13,7 @@ import numpy as np
 
 from .config import ModelConfig
 
-__all__ = ["TernaryLinear", "LayerWeights", "ModelWeights", "LINEAR_NAMES"]
+__all__ = ["TernaryLinear", "LayerWeights", "ModelWeights", "RangeScales", "LINEAR_NAMES"]
 
 #: linear layers of one decoder layer, in the order the accelerator runs them
 LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -58,12 +58,40 @@ class LayerWeights:
     down_proj: TernaryLinear
 
 
+#: the largest range-scaling factor (``golden.scaling``)
+MAX_RANGE_FACTOR = 1 << 8
+
+
+@dataclass(frozen=True)
+class RangeScales:
+    """Power-of-two factors by which a model was rescaled for the Q16 datapath
+    (``golden.scaling``): ``residual`` (c), ``norm`` (d), ``gate`` (g); all 1 is no change."""
+
+    residual: int = 1
+    norm: int = 1
+    gate: int = 1
+
+    def __post_init__(self):
+        for name in ("residual", "norm", "gate"):
+            value = getattr(self, name)
+            if (not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1
+                    or value & (value - 1) or value > MAX_RANGE_FACTOR):
+                raise ValueError(f"range scale {name} must be a power of two in "
+                                 f"[1, {MAX_RANGE_FACTOR}], got {value!r}")
+
+
 @dataclass(frozen=True)
 class ModelWeights:
-    """A whole model: config, float32 embeddings and LM head, final norm, layers."""
+    """A whole model: config, float32 embeddings and LM head, final norm, layers.
+
+    ``range_scales`` records a ``golden.scaling`` rescaling (the model computes the same
+    function; ``golden.scaling.undo`` returns the weights it came from). Checkpoints hold unit
+    scale: ``GoldenModel`` rescales on construction, ``save_checkpoint`` undoes it.
+    """
 
     config: ModelConfig
     embed_tokens: np.ndarray
     lm_head: np.ndarray
     norm: np.ndarray
     layers: tuple
+    range_scales: RangeScales = RangeScales()

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..golden import quant
+from ..golden import quant, scaling
 from ..golden.config import ConfigError, ModelConfig
 from ..golden.weights import LINEAR_NAMES, LayerWeights, ModelWeights, TernaryLinear
 from .errors import CheckpointError, ConfigurationError
@@ -554,8 +554,11 @@ def save_checkpoint(path, weights: ModelWeights, *, prequantized: bool = True,
     overwrite : replace an existing checkpoint directory (one that holds config.json).
 
     The directory is written into a temporary sibling and renamed into place, so a failure
-    leaves nothing half-written.
+    leaves nothing half-written. Range-scaled weights (``GoldenModel.weights``) are saved as
+    the unit-scale model they came from (``golden.scaling.undo``, exact), so a tied embedding
+    is the LM head again.
     """
+    weights = scaling.undo(weights)
     target = Path(path)
     config = weights.config
     if target.exists():

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..golden import attention, fixed, formats, ops, quant, tlmm
+from ..golden import attention, fixed, formats, ops, quant, scaling, tlmm
 from ..golden.model import EngineLinear
 from ..golden.weights import ModelWeights
 from .errors import InputError
@@ -75,7 +75,12 @@ def golden_trace(weights: ModelWeights, ids, *, kv_format=None, lm_head_format=N
         Round-trips keys and values through the cache format (None: int32 Q16, exact).
     lm_head_format : ``golden.formats.LMHeadFormat`` or None
         None: the host's float64 LM head (``golden.model.lm_head``).
+
+    Runs the range-scaled model as ``GoldenModel`` does (``golden.scaling.rescale``); the taps
+    are divided by their ``scaling.tap_factor``, so they are in the units of the unit-scale
+    model. ``hidden`` is the final norm's Q16 output (the final norm is not rescaled).
     """
+    weights = scaling.rescale(weights)
     cfg = weights.config
     ids = np.asarray(ids, dtype=np.int64).reshape(-1)
     tokens, heads, kv_heads, head_dim = (ids.size, cfg.num_attention_heads,
@@ -147,6 +152,8 @@ def golden_trace(weights: ModelWeights, ids, *, kv_format=None, lm_head_format=N
                                                                  dtype=np.float64).T
     else:
         trace.logits = lm_head_format.logits(trace.hidden, weights.lm_head)
+    for (layer, op), value in trace.taps.items():
+        trace.taps[(layer, op)] = value / scaling.tap_factor(op, weights.range_scales)
     return trace
 
 
@@ -342,7 +349,11 @@ def logit_metrics(got, ref) -> dict:
 
 
 def numerics_report(weights: ModelWeights, ids, *, with_formats: bool = True) -> dict:
-    """The whole report: per-(layer, op) errors, logit metrics, and each optional format."""
+    """The whole report: per-(layer, op) errors, logit metrics, and each optional format.
+
+    Errors are in the units of the unit-scale model (``golden.scaling``); the report's
+    ``range_scales`` are the factors golden runs the model with."""
+    weights = scaling.undo(weights)
     reference = float_trace(weights, ids)
     golden = golden_trace(weights, ids)
     local = local_reference(weights, golden, ids)
@@ -353,7 +364,10 @@ def numerics_report(weights: ModelWeights, ids, *, with_formats: bool = True) ->
         rows.append({"layer": layer, "op": op} | compare(value, reference.taps[(layer, op)],
                                                          mask)
                     | {"local_max_rel": own["max_rel"], "local_mean_rel": own["mean_rel"]})
+    factors = scaling.choose(weights)
     report = {"tokens": int(np.asarray(ids).size), "layers": len(weights.layers),
+              "range_scales": {"residual": factors.residual, "norm": factors.norm,
+                               "gate": factors.gate},
               "logits": logit_metrics(golden.logits, reference.logits), "ops": rows}
     if with_formats:
         cfg = weights.config
@@ -384,6 +398,10 @@ def format_table(report: dict) -> str:
     lines.append(f"logits over {report['tokens']} tokens: top-1 agreement {lg['top1']:.2%}, "
                  f"KL {lg['kl']:.3g} nats, max error {lg['max_err']:.3g} "
                  f"({lg['max_err_rel']:.2%} of the range {lg['range']:.3g})")
+    if "range_scales" in report:
+        rs = report["range_scales"]
+        lines.append(f"golden runs the model range-scaled (golden.scaling): residual x"
+                     f"{rs['residual']}, norm outputs x{rs['norm']}, gate x{rs['gate']}")
     for row in report.get("formats", []):
         mark = " (default)" if row["default"] else ""
         lines.append(f"  format {row['kind']:<8}{row['format']:<12}{row['bits']:6.2f} bits  "

@@ -147,7 +147,8 @@ class RTLBackend(Backend):
         from ..rtl import harness
         from ..rtl.accelerator import Accelerator
 
-        top = Accelerator(config=self.accel_config, model=self.config,
+        # the golden model's config: its RMSNorm epsilon is the range-scaled one (golden.scaling)
+        top = Accelerator(config=self.accel_config, model=self.golden.config,
                           max_tokens=self.max_tokens, max_context=self.max_context,
                           max_job_n=self.max_job_n, attention_tile=self.attention_tile,
                           gates=(self.config.hidden_act,))

@@ -79,6 +79,10 @@ def test_report_small_errors_and_local_columns():
             assert row["local_mean_rel"] <= 1e-4, row
     table = numerics.format_table(report)
     assert "top-1 agreement" in table and "ffn_sub_norm" in table
+    scales = GoldenModel(weights).weights.range_scales
+    assert report["range_scales"] == {"residual": scales.residual, "norm": scales.norm,
+                                      "gate": scales.gate}
+    assert f"residual x{scales.residual}," in table
 
 
 def test_formats_in_report():
