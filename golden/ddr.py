@@ -27,7 +27,8 @@ __all__ = ["DDR_PEAK_BYTES_PER_S", "DDR_STREAM_EFFICIENCY", "DDR_READ_LATENCY_S"
            "DDR_WRITE_LATENCY_S", "HP_PORT_BURSTS", "DDR_BUCKET_BYTES", "DdrTiming",
            "DdrProfile", "PROFILES", "profile", "BOUNDARY", "MAX_BEATS", "AXIRAM_READ_LATENCY",
            "AXIRAM_WRITE_LATENCY", "check_data_width", "check_addr_width", "check_max_burst",
-           "bursts"]
+           "bursts", "TOP_READS_IN_FLIGHT", "read_schedule",
+           "TOP_WRITES_IN_FLIGHT", "write_schedule"]
 
 #: [P] DDR4-2400 x64 on the KV260: 2400 MT/s x 8 bytes
 DDR_PEAK_BYTES_PER_S = 19.2e9
@@ -222,4 +223,61 @@ def bursts(addr: int, beats: int, *, data_width: int = 128, max_burst: int = 16,
         out.append((addr, n))
         addr += n * size
         beats -= n
+    return out
+
+
+#: bursts the accelerator top's ``ReadDMA`` keeps in flight (an HP port buffers eight 16-beat
+#: bursts, ``HP_PORT_BURSTS``; more would only wait for ``arready``)
+TOP_READS_IN_FLIGHT = 8
+
+
+def read_schedule(plan, *, start: int, latency: int, in_flight: int = 1) -> list:
+    """Cycle of every R beat of a read whose bursts are ``plan`` (``bursts``' list), when the
+    master issues its first AR in cycle ``start``, keeps at most ``in_flight`` bursts
+    outstanding, and takes every beat at once (``rready`` high).
+
+    The memory answers in order: a burst's first beat ``latency`` cycles after its AR, or the
+    cycle after the previous burst's last beat, whichever is later, the rest one a cycle. An
+    AR goes out one a cycle, and a slot frees the cycle after its burst's last beat (what
+    ``rtl.axi.ReadDMA`` does, and the harness's memory with ``min(in_flight, max_reads)``
+    bursts outstanding).
+    """
+    if not isinstance(in_flight, int) or isinstance(in_flight, bool) or in_flight < 1:
+        raise ValueError(f"in_flight must be a positive integer (bursts), got {in_flight!r}")
+    out, ends = [], []
+    ar, free = start - 1, start
+    for k, (_, n) in enumerate(plan):
+        ar = max(ar + 1, start if k < in_flight else ends[k - in_flight] + 1)
+        first = max(ar + latency, free)
+        out.extend(range(first, first + n))
+        free = first + n
+        ends.append(free - 1)
+    return out
+
+
+#: bursts the accelerator top's ``WriteDMA`` keeps in flight (AWs without their B response)
+TOP_WRITES_IN_FLIGHT = 8
+
+
+def write_schedule(plan, available, *, start: int, latency: int, in_flight: int = 1) -> list:
+    """Cycle of every B response of a write whose bursts are ``plan``, when the master may
+    issue its first AW in cycle ``start``, its data beats are available from the cycles in
+    ``available`` (one per beat), and at most ``in_flight`` bursts are outstanding.
+
+    An AW goes out one a cycle while a slot is free (a slot frees the cycle after its B); a
+    burst's W beats go one a cycle, none before its AW nor before the beat is available, and
+    the memory answers ``latency`` cycles after the burst's last W beat (what
+    ``rtl.axi.WriteDMA`` and the harness's memory do, with ``min(in_flight, max_writes)``).
+    """
+    if not isinstance(in_flight, int) or isinstance(in_flight, bool) or in_flight < 1:
+        raise ValueError(f"in_flight must be a positive integer (bursts), got {in_flight!r}")
+    out, j = [], 0
+    aw, w = start - 1, start - 1
+    for k, (_, n) in enumerate(plan):
+        aw = max(aw + 1, start if k < in_flight else out[k - in_flight] + 1)
+        w = max(w, aw - 1)
+        for _ in range(n):
+            w = max(w + 1, available[j])
+            j += 1
+        out.append(w + latency)
     return out

@@ -43,6 +43,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..golden import isa, ops
 from ..golden.config import AcceleratorConfig, ModelConfig
+from ..golden.ddr import TOP_READS_IN_FLIGHT, TOP_WRITES_IN_FLIGHT
 from .attention import PrefillUnit
 from .axi import ReadDMA, WriteDMA, axi4_signature, axilite_signature
 from .elementwise import Pointwise, PointwiseOp, RMSNorm, RoPE
@@ -172,8 +173,10 @@ class Accelerator(wiring.Component):
         steps_per_k = cfg.k_per_step // lanes         # DDR beats per engine K-step
 
         m.submodules.regs = regs = Registers(counters=len(COUNTERS))
-        m.submodules.reader = reader = ReadDMA(data_width=DATA_WIDTH)
-        m.submodules.writer = writer = WriteDMA(data_width=DATA_WIDTH)
+        m.submodules.reader = reader = ReadDMA(data_width=DATA_WIDTH,
+                                               max_in_flight=TOP_READS_IN_FLIGHT)
+        m.submodules.writer = writer = WriteDMA(data_width=DATA_WIDTH,
+                                                max_in_flight=TOP_WRITES_IN_FLIGHT)
         wiring.connect(m, wiring.flipped(self.ctrl), regs.bus)
         for name in ("araddr", "arlen", "arsize", "arburst", "arvalid", "rready"):
             m.d.comb += getattr(self.ddr, name).eq(getattr(reader.bus, name))

@@ -13,16 +13,19 @@
     How both DMAs split a command (their hardware does the same, and their ``cycles`` models
     call it): INCR bursts of at most ``max_burst`` beats that never cross a 4 KiB boundary.
 ``ReadDMA``
-    Command ``(addr, beats)`` in, ``beats`` data beats out. One burst in flight: AR, then all
-    of its R beats (``rready`` is ``data.ready``, so back-pressure on ``data`` stalls the R
-    channel), then the next AR.
+    Command ``(addr, beats)`` in, ``beats`` data beats out. Up to ``max_in_flight`` bursts
+    outstanding: ARs go out one a cycle while a slot is free, and a burst's slot frees with its
+    last R beat (``rready`` is ``data.ready``, so back-pressure on ``data`` stalls the R
+    channel; the memory holds the beats of the bursts behind).
 ``WriteDMA``
-    Command in, ``beats`` data beats in. One burst in flight: AW together with its W beats,
-    then the B response, then the next burst.
+    Command in, ``beats`` data beats in. Up to ``max_in_flight`` bursts outstanding: AWs go
+    out one a cycle while a slot is free (a slot frees with its B response), the W beats
+    follow in order, a burst's first W beat no earlier than the cycle its AW is offered.
 
-One burst in flight costs bandwidth (the memory's latency is paid per burst) but makes every
-transfer's timing a closed formula of the memory latency (``cycles``), which the accelerator's
-schedule relies on. The latencies of cocotbext-axi's ``AxiRam`` (no pauses) on Verilator are
+With one burst in flight (``max_in_flight=1``, the default) the memory's latency is paid per
+burst; with several, a long transfer streams a beat a cycle. Either way every transfer's
+timing is a function of the memory latency (``cycles``, ``golden.ddr.read_schedule`` and
+``write_schedule``), which the accelerator's schedule relies on. The latencies of cocotbext-axi's ``AxiRam`` (no pauses) on Verilator are
 ``AXIRAM_READ_LATENCY`` and ``AXIRAM_WRITE_LATENCY``.
 
 A command's ``addr`` is a byte address aligned to ``data_width / 8`` (the low bits are
@@ -31,7 +34,7 @@ and does nothing. The next command is accepted in the cycle after the previous o
 (``cmd.ready`` is ``idle``), so ``cycles`` is also the period of back-to-back commands.
 """
 
-from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -43,6 +46,8 @@ from ..golden.ddr import (
     check_addr_width,
     check_data_width,
     check_max_burst,
+    read_schedule,
+    write_schedule,
 )
 from . import arith
 
@@ -115,7 +120,12 @@ def _check_latency(latency):
 class _DMA(wiring.Component):
     """What both DMAs share: parameters, ports but ``data``, the burst-length logic."""
 
-    def __init__(self, data_dir, *, addr_width, data_width, max_burst):
+    def __init__(self, data_dir, *, addr_width, data_width, max_burst, max_in_flight):
+        if (not isinstance(max_in_flight, int) or isinstance(max_in_flight, bool)
+                or not 1 <= max_in_flight <= 64):
+            raise ValueError(f"max_in_flight must be an integer from 1 to 64 (bursts), got "
+                             f"{max_in_flight!r}")
+        self.max_in_flight = max_in_flight
         self.addr_width = check_addr_width(addr_width, 12)
         self.data_width = check_data_width(data_width)
         self.max_burst = check_max_burst(max_burst)
@@ -134,17 +144,19 @@ class _DMA(wiring.Component):
         return bursts(addr, beats, data_width=self.data_width, max_burst=self.max_burst,
                       addr_width=self.addr_width)
 
-    def _registers(self, m):
+    def _registers(self, m, prefix=""):
         """Command registers (current burst address, beats left) and the burst length ``n``:
         ``min(left, max_burst, beats to the next 4 KiB boundary)``."""
         s = self.size_log2
-        addr = Signal(self.addr_width)
-        left = Signal(20)
+        addr = Signal(self.addr_width, name=f"{prefix}addr")
+        left = Signal(20, name=f"{prefix}left")
         page = BOUNDARY >> s                                    # beats in a 4 KiB page
-        to_page = arith.wire(m, range(page + 1), page - addr[s:12], name="to_page")
+        to_page = arith.wire(m, range(page + 1), page - addr[s:12], name=f"{prefix}to_page")
         cap = arith.wire(m, range(max(page, self.max_burst) + 1),
-                         Mux(to_page < self.max_burst, to_page, self.max_burst), name="cap")
-        n = arith.wire(m, range(self.max_burst + 1), Mux(left < cap, left, cap), name="n")
+                         Mux(to_page < self.max_burst, to_page, self.max_burst),
+                         name=f"{prefix}cap")
+        n = arith.wire(m, range(self.max_burst + 1), Mux(left < cap, left, cap),
+                       name=f"{prefix}n")
         return addr, left, n
 
     def _load(self, m, addr, left):
@@ -162,7 +174,7 @@ class _DMA(wiring.Component):
 
 
 class ReadDMA(_DMA):
-    """DDR to stream: AXI4 INCR read bursts, one in flight.
+    """DDR to stream: AXI4 INCR read bursts, up to ``max_in_flight`` of them outstanding.
 
     Parameters
     ----------
@@ -173,6 +185,8 @@ class ReadDMA(_DMA):
         AXI data width and data beat width (8 to 1024 bits, a power of two).
     max_burst : int
         Longest burst in beats (1 to 256).
+    max_in_flight : int
+        Bursts outstanding at most (1 to 64): ARs whose last R beat has not been taken.
 
     Attributes
     ----------
@@ -191,59 +205,70 @@ class ReadDMA(_DMA):
         Clears ``error`` (an error in the same cycle wins).
     """
 
-    def __init__(self, *, addr_width: int = 32, data_width: int = 128, max_burst: int = 16):
+    def __init__(self, *, addr_width: int = 32, data_width: int = 128, max_burst: int = 16,
+                 max_in_flight: int = 1):
         super().__init__(Out, addr_width=addr_width, data_width=data_width,
-                         max_burst=max_burst)
+                         max_burst=max_burst, max_in_flight=max_in_flight)
 
-    def cycles(self, addr: int, beats: int, *, latency: int = AXIRAM_READ_LATENCY) -> int:
-        """Stall-free cycles from accepting the command to accepting its last data beat,
-        both included: ``len(bursts) * latency + beats + 1``.
-
-        Each burst's AR goes out the cycle after the command (or the previous burst's last
-        beat) and is accepted at once; ``latency`` is the memory's cycles from the AR handshake
-        to the first R handshake (``AXIRAM_READ_LATENCY`` for cocotbext-axi's ``AxiRam``), then
-        one beat a cycle. The next command is accepted in the cycle after the last beat, so this
-        is also the period of back-to-back commands.
-        """
+    def schedule(self, addr: int, beats: int, *, latency: int = AXIRAM_READ_LATENCY,
+                 max_reads: int | None = None) -> list:
+        """Stall-free cycle of every data beat, counted from the cycle that accepts the
+        command (cycle 0), against a memory of first-beat ``latency`` that keeps ``max_reads``
+        bursts outstanding (None: no limit of its own): ``golden.ddr.read_schedule`` from an
+        AR in cycle 1."""
         _check_latency(latency)
-        plan = self.bursts(addr, beats)
-        return len(plan) * latency + beats + 1
+        in_flight = self.max_in_flight if max_reads is None else min(self.max_in_flight,
+                                                                    max_reads)
+        return read_schedule(self.bursts(addr, beats), start=1, latency=latency,
+                             in_flight=in_flight)
+
+    def cycles(self, addr: int, beats: int, *, latency: int = AXIRAM_READ_LATENCY,
+               max_reads: int | None = None) -> int:
+        """Stall-free cycles from accepting the command to accepting its last data beat,
+        both included (``schedule``'s last beat + 1); with one burst in flight,
+        ``len(bursts) * latency + beats + 1``.
+
+        The first AR goes out the cycle after the command and is accepted at once (the next
+        ones one a cycle while a slot is free); ``latency`` is the memory's cycles from the AR
+        handshake to the first R handshake (``AXIRAM_READ_LATENCY`` for cocotbext-axi's
+        ``AxiRam``), then one beat a cycle. The next command is accepted in the cycle after
+        the last beat, so this is also the period of back-to-back commands.
+        """
+        return self.schedule(addr, beats, latency=latency, max_reads=max_reads)[-1] + 1
 
     def elaborate(self, platform):
         m = Module()
         bus = self.bus
-        addr, left, n = self._registers(m)
+        addr, left, n = self._registers(m)          # left: beats not requested yet
+        active = Signal()                           # a command in progress
+        due = Signal(20)                            # beats of it not received yet
+        in_flight = Signal(range(self.max_in_flight + 1))
+        beat = Signal()
+        ar = Signal()
         m.d.comb += [
             bus.araddr.eq(addr),
             bus.arlen.eq(n - 1),
             bus.arsize.eq(self.size_log2),
             bus.arburst.eq(1),                     # INCR
+            bus.arvalid.eq(active & (left != 0) & (in_flight != self.max_in_flight)),
+            ar.eq(bus.arvalid & bus.arready),
             self.data.payload.eq(bus.rdata),
+            self.data.valid.eq(active & bus.rvalid),
+            bus.rready.eq(active & self.data.ready),
+            beat.eq(bus.rvalid & bus.rready),
+            self.idle.eq(~active),
+            self.cmd.ready.eq(~active),
         ]
-        beat = Signal()
-        with m.FSM():
-            with m.State("IDLE"):
-                m.d.comb += [self.idle.eq(1), self.cmd.ready.eq(1)]
-                with m.If(self.cmd.valid):
-                    self._load(m, addr, left)
-                    with m.If(self.cmd.payload.beats != 0):
-                        m.next = "AR"
-            with m.State("AR"):
-                m.d.comb += bus.arvalid.eq(1)
-                with m.If(bus.arready):
-                    m.next = "R"
-            with m.State("R"):
-                m.d.comb += [
-                    self.data.valid.eq(bus.rvalid),
-                    bus.rready.eq(self.data.ready),
-                    beat.eq(bus.rvalid & self.data.ready),
-                ]
-                with m.If(beat & bus.rlast):
-                    self._advance(m, addr, left, n)
-                    with m.If(left == n):
-                        m.next = "IDLE"
-                    with m.Else():
-                        m.next = "AR"
+        with m.If(ar):
+            self._advance(m, addr, left, n)
+        m.d.sync += in_flight.eq(in_flight + ar - (beat & bus.rlast))
+        with m.If(beat):
+            m.d.sync += due.eq(due - 1)
+            with m.If(due == 1):
+                m.d.sync += active.eq(0)
+        with m.If(~active & self.cmd.valid):
+            self._load(m, addr, left)
+            m.d.sync += [due.eq(self.cmd.payload.beats), active.eq(self.cmd.payload.beats != 0)]
         with m.If(self.clear):
             m.d.sync += self.error.eq(0)
         with m.If(beat & (bus.rresp != Resp.OKAY)):
@@ -252,12 +277,12 @@ class ReadDMA(_DMA):
 
 
 class WriteDMA(_DMA):
-    """Stream to DDR: AXI4 INCR write bursts, one in flight.
+    """Stream to DDR: AXI4 INCR write bursts, up to ``max_in_flight`` of them outstanding.
 
     Parameters
     ----------
-    addr_width, data_width, max_burst
-        As for ``ReadDMA``.
+    addr_width, data_width, max_burst, max_in_flight
+        As for ``ReadDMA`` (``max_in_flight``: AWs without their B response).
 
     Attributes
     ----------
@@ -277,81 +302,88 @@ class WriteDMA(_DMA):
         Clears ``error`` (an error in the same cycle wins).
     """
 
-    def __init__(self, *, addr_width: int = 32, data_width: int = 128, max_burst: int = 16):
+    def __init__(self, *, addr_width: int = 32, data_width: int = 128, max_burst: int = 16,
+                 max_in_flight: int = 1):
         super().__init__(In, addr_width=addr_width, data_width=data_width,
-                         max_burst=max_burst)
+                         max_burst=max_burst, max_in_flight=max_in_flight)
+
+    def responses(self, addr: int, beats: int, available=None, *,
+                  latency: int = AXIRAM_WRITE_LATENCY) -> list:
+        """Cycle of every B response, counted from the cycle that accepts the command (cycle
+        0), when beat ``j`` is available from cycle ``available[j]`` (default: all at once)
+        and the memory takes every AW at once: ``golden.ddr.write_schedule`` from cycle 1."""
+        _check_latency(latency)
+        if available is None:
+            available = [0] * beats
+        return write_schedule(self.bursts(addr, beats), list(available), start=1,
+                              latency=latency, in_flight=self.max_in_flight)
 
     def cycles(self, addr: int, beats: int, *, latency: int = AXIRAM_WRITE_LATENCY) -> int:
         """Stall-free cycles from accepting the command to ``idle`` high again (the cycle
-        after its last B handshake), counting the first and not the last:
-        ``len(bursts) * latency + beats + 1``.
+        after its last B handshake), counting the first and not the last (``responses``'
+        last + 1); with one burst in flight, ``len(bursts) * latency + beats + 1``.
 
-        Each burst's AW and first W beat go out the cycle after the command (or the previous
-        burst's B) and are accepted at once, one W beat a cycle; ``latency`` is the memory's
-        cycles from the last W handshake to the B handshake (``AXIRAM_WRITE_LATENCY`` for
-        cocotbext-axi's ``AxiRam``). ``idle`` is ``cmd.ready``, so this is also the period of
-        back-to-back commands.
+        The first AW and W beat go out the cycle after the command and are accepted at once,
+        one W beat a cycle; ``latency`` is the memory's cycles from the burst's last W
+        handshake to its B handshake (``AXIRAM_WRITE_LATENCY`` for cocotbext-axi's
+        ``AxiRam``). ``idle`` is ``cmd.ready``, so this is also the period of back-to-back
+        commands.
         """
-        _check_latency(latency)
-        plan = self.bursts(addr, beats)
-        return len(plan) * latency + beats + 1
+        return self.responses(addr, beats, latency=latency)[-1] + 1
 
     def elaborate(self, platform):
         m = Module()
-        bus = self.bus
-        addr, left, n = self._registers(m)
-        aw_done = Signal()
-        w_done = Signal()
-        count = Signal(range(max(self.max_burst, 2)))      # W beats sent in this burst
+        bus, limit = self.bus, self.max_in_flight
+        aw_addr, aw_left, aw_n = self._registers(m, "aw_")     # bursts not yet offered
+        w_addr, w_left, w_n = self._registers(m, "w_")         # bursts whose W beats are due
+        active = Signal()
+        in_flight = Signal(range(limit + 1))                    # AWs without their B
+        # AWs handshaken minus bursts whose W beats are all sent: the W side runs at most
+        # one burst ahead of the AW side (-1), and only while that burst's AW is offered
+        aw_ahead = Signal(signed((limit + 1).bit_length() + 1))
+        count = Signal(range(max(self.max_burst, 2)))           # W beats sent in this burst
         last = Signal()
+        aw, w, b = Signal(), Signal(), Signal()
+        w_open = Signal()
         m.d.comb += [
-            bus.awaddr.eq(addr),
-            bus.awlen.eq(n - 1),
+            bus.awaddr.eq(aw_addr),
+            bus.awlen.eq(aw_n - 1),
             bus.awsize.eq(self.size_log2),
             bus.awburst.eq(1),                     # INCR
+            bus.awvalid.eq(active & (aw_left != 0) & (in_flight != limit)),
+            aw.eq(bus.awvalid & bus.awready),
+            w_open.eq(active & (w_left != 0)
+                      & ((aw_ahead > 0) | ((aw_ahead == 0) & bus.awvalid))),
             bus.wdata.eq(self.data.payload),
             bus.wstrb.eq(-1),
-            last.eq(count == n - 1),
+            last.eq(count == w_n - 1),
             bus.wlast.eq(last),
+            bus.wvalid.eq(self.data.valid & w_open),
+            self.data.ready.eq(bus.wready & w_open),
+            w.eq(bus.wvalid & bus.wready),
+            bus.bready.eq(active),
+            b.eq(bus.bvalid & bus.bready),
+            self.idle.eq(~active),
+            self.cmd.ready.eq(~active),
         ]
-        response = Signal()
-        with m.FSM():
-            with m.State("IDLE"):
-                m.d.comb += [self.idle.eq(1), self.cmd.ready.eq(1)]
-                with m.If(self.cmd.valid):
-                    self._load(m, addr, left)
-                    m.d.sync += [aw_done.eq(0), w_done.eq(0), count.eq(0)]
-                    with m.If(self.cmd.payload.beats != 0):
-                        m.next = "BURST"
-            with m.State("BURST"):
-                aw = Signal()
-                w = Signal()
-                m.d.comb += [
-                    bus.awvalid.eq(~aw_done),
-                    bus.wvalid.eq(self.data.valid & ~w_done),
-                    self.data.ready.eq(bus.wready & ~w_done),
-                    aw.eq(bus.awvalid & bus.awready),
-                    w.eq(bus.wvalid & bus.wready),
-                ]
-                with m.If(aw):
-                    m.d.sync += aw_done.eq(1)
-                with m.If(w):
-                    m.d.sync += count.eq(count + 1)
-                    with m.If(last):
-                        m.d.sync += [w_done.eq(1), count.eq(0)]
-                with m.If((aw_done | aw) & (w_done | (w & last))):
-                    m.next = "B"
-            with m.State("B"):
-                m.d.comb += [bus.bready.eq(1), response.eq(bus.bvalid)]
-                with m.If(bus.bvalid):
-                    self._advance(m, addr, left, n)
-                    m.d.sync += [aw_done.eq(0), w_done.eq(0)]
-                    with m.If(left == n):
-                        m.next = "IDLE"
-                    with m.Else():
-                        m.next = "BURST"
+        with m.If(aw):
+            m.d.sync += [aw_addr.eq(aw_addr + (aw_n << self.size_log2)),
+                         aw_left.eq(aw_left - aw_n)]
+        m.d.sync += [in_flight.eq(in_flight + aw - b),
+                     aw_ahead.eq(aw_ahead + aw - (w & last))]
+        with m.If(w):
+            m.d.sync += count.eq(count + 1)
+            with m.If(last):
+                m.d.sync += [count.eq(0), w_addr.eq(w_addr + (w_n << self.size_log2)),
+                             w_left.eq(w_left - w_n)]
+        with m.If(b & (in_flight == 1) & (aw_left == 0)):          # the last burst's B
+            m.d.sync += active.eq(0)
+        with m.If(~active & self.cmd.valid):
+            self._load(m, aw_addr, aw_left)
+            self._load(m, w_addr, w_left)
+            m.d.sync += [active.eq(self.cmd.payload.beats != 0), count.eq(0), aw_ahead.eq(0)]
         with m.If(self.clear):
             m.d.sync += self.error.eq(0)
-        with m.If(response & (bus.bresp != Resp.OKAY)):
+        with m.If(b & (bus.bresp != Resp.OKAY)):
             m.d.sync += self.error.eq(1)
         return m

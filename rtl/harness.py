@@ -100,7 +100,7 @@ def build(top, *, build_dir, toplevel: str = "ternedge_accelerator", waves: bool
     key = hashlib.sha256(repr((source, header, SOURCE.read_text(), flags, cxx,
                                _cpu())).encode())
     key = key.hexdigest()[:16]
-    build_dir = pathlib.Path(build_dir)
+    build_dir = pathlib.Path(build_dir).resolve()     # Verilator runs in a subfolder
     build_dir.mkdir(parents=True, exist_ok=True)
     library = build_dir / f"libharness-{key}.so"
     # one build at a time per directory (pytest-xdist workers may ask together)

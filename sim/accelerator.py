@@ -5,8 +5,9 @@ program, under a ``golden.ddr.DdrTiming`` DDR (the harness's ``kv260`` and ``ide
 The top is built so that neither DMA ever waits for a unit (operands that arrive early and
 all unit outputs go through FIFOs deep enough for a whole iteration), so every beat's cycle
 follows forward from the DMA commands: the model walks the sequencer's states, places every
-read beat (``ReadDMA``: per burst an AR cycle, ``read_latency`` cycles, then one beat a
-cycle), derives each unit's output cycles from its input beats (the units' own timing, as in
+read beat (``ReadDMA``: ``golden.ddr.read_schedule``, up to ``TOP_READS_IN_FLIGHT`` bursts
+outstanding, each ``read_latency`` cycles from its AR to its first beat, one beat a cycle),
+derives each unit's output cycles from its input beats (the units' own timing, as in
 their ``cycles`` docstrings), and lets the ``WriteDMA`` take the outputs burst by burst (one
 beat a cycle, ``write_latency`` cycles to each B response). Cycle 0 is the first FETCH; the
 count ends with the FINISH cycle, like the top's ``CYCLES`` register.
@@ -17,9 +18,11 @@ builder (``rtl.tlmm``: registered tables, or ``lutram`` tables written P cycles 
 two banks); ``_linear_token`` gives the recurrence, which holds for any ``n_blocks`` (the
 engine waits for the gearbox when a K-step's lookups are shorter than its refill).
 
-The DDR's outstanding-burst limits never bind (each DMA keeps one burst in flight), and its
-bandwidth cap binds only below the two channels' 32 bytes a cycle; ``TopTiming`` refuses such a
-cap rather than return a wrong number.
+Both DMAs keep several bursts in flight (``TOP_READS_IN_FLIGHT``, ``TOP_WRITES_IN_FLIGHT``).
+The DDR's read limit (``max_reads``) bounds the reads in flight with the ReadDMA's own; a
+write limit below the WriteDMA's (whose W beats may then run ahead of a held AW) and a
+bandwidth cap below the two channels' 32 bytes a cycle are not modeled: ``TopTiming``
+refuses them rather than return a wrong number.
 """
 
 from dataclasses import dataclass
@@ -27,7 +30,16 @@ from dataclasses import dataclass
 from ..golden import isa
 from ..golden import tlmm as golden_tlmm
 from ..golden.config import AcceleratorConfig
-from ..golden.ddr import AXIRAM_READ_LATENCY, AXIRAM_WRITE_LATENCY, DdrTiming, bursts
+from ..golden.ddr import (
+    AXIRAM_READ_LATENCY,
+    AXIRAM_WRITE_LATENCY,
+    TOP_READS_IN_FLIGHT,
+    TOP_WRITES_IN_FLIGHT,
+    DdrTiming,
+    bursts,
+    read_schedule,
+    write_schedule,
+)
 from ..golden.isa import Op
 from . import units
 
@@ -43,21 +55,31 @@ ATTENTION_TAIL = units.RATIO_SCALE_QUOTIENT_WIDTH + 4
 
 @dataclass(frozen=True)
 class TopTiming:
-    """The top's geometry and its DDR latencies (cocotbext-axi ``AxiRam``'s by default)."""
+    """The top's geometry, its DDR latencies (cocotbext-axi ``AxiRam``'s by default) and the
+    read bursts in flight (the ReadDMA's, or fewer if the DDR allows fewer)."""
 
     config: AcceleratorConfig
     read_latency: int = AXIRAM_READ_LATENCY
     write_latency: int = AXIRAM_WRITE_LATENCY
+    reads_in_flight: int = TOP_READS_IN_FLIGHT
+    writes_in_flight: int = TOP_WRITES_IN_FLIGHT
 
     @classmethod
     def for_ddr(cls, config: AcceleratorConfig, ddr: DdrTiming) -> "TopTiming":
         """The timing under a DDR profile; refuses a bandwidth cap that could delay a beat of
         the top's read and write channels (one beat each a cycle), which it does not model."""
+        if ddr.max_writes < TOP_WRITES_IN_FLIGHT:
+            raise ValueError(f"a DDR that keeps {ddr.max_writes} write bursts outstanding can "
+                             f"hold back an AW of the top's {TOP_WRITES_IN_FLIGHT} while its W "
+                             "beats go ahead; the top model covers memories that take "
+                             f"{TOP_WRITES_IN_FLIGHT} or more")
         if ddr.caps(beats_per_cycle=2):
             raise ValueError(f"a DDR bandwidth cap of {ddr.bytes_per_cycle:.1f} bytes per cycle "
                              f"(bucket {ddr.bucket_bytes}) can delay the top's 32 bytes a cycle; "
                              "the top model covers caps of at least 32 bytes per cycle")
-        return cls(config, read_latency=ddr.read_latency, write_latency=ddr.write_latency)
+        return cls(config, read_latency=ddr.read_latency, write_latency=ddr.write_latency,
+                   reads_in_flight=min(TOP_READS_IN_FLIGHT, ddr.max_reads),
+                   writes_in_flight=TOP_WRITES_IN_FLIGHT)
 
     @property
     def steps_per_k(self) -> int:
@@ -81,24 +103,18 @@ class _Clock:
 
     def read(self, accept, addr, beats):
         """Beat cycles of a read command accepted at ``accept``."""
-        out, ar = [], accept + 1
-        for _, n in bursts(addr, beats):
-            first = ar + self.t.read_latency
-            out.extend(range(first, first + n))
-            ar = first + n
+        out = read_schedule(bursts(addr, beats), start=accept + 1,
+                            latency=self.t.read_latency, in_flight=self.t.reads_in_flight)
         self.reader_free = out[-1] + 1
         return out
 
     def write(self, accept, addr, available):
-        """Cycle the WriteDMA is idle again, given when each beat is in the output FIFO."""
-        start, j = accept + 1, 0
-        for _, n in bursts(addr, len(available)):
-            w = start - 1
-            for _ in range(n):
-                w = max(w + 1, available[j])
-                j += 1
-            start = w + self.t.write_latency + 1
-        return start
+        """Cycle the WriteDMA is idle again (the cycle after its last B response), given when
+        each beat is in the output FIFO."""
+        responses = write_schedule(bursts(addr, len(available)), available, start=accept + 1,
+                                   latency=self.t.write_latency,
+                                   in_flight=self.t.writes_in_flight)
+        return responses[-1] + 1
 
 
 def _norm_outputs(x, gamma):

@@ -35,6 +35,7 @@ warnings.filterwarnings("ignore", message=".*created but never used")
 ADDR_WIDTH = 32
 DATA_WIDTH = 128
 MAX_BURST = 16
+MAX_IN_FLIGHT = 4                        # bursts each DMA keeps outstanding
 BEAT = DATA_WIDTH // 8
 RAM_SIZE = 1 << 16
 POISON = range(0xF000, 0x10000)          # the RAM answers SLVERR here (see _poison)
@@ -52,7 +53,8 @@ class Top(wiring.Component):
     """A ReadDMA, a WriteDMA and a Registers block, ports forwarded with prefixes."""
 
     def __init__(self):
-        params = dict(addr_width=ADDR_WIDTH, data_width=DATA_WIDTH, max_burst=MAX_BURST)
+        params = dict(addr_width=ADDR_WIDTH, data_width=DATA_WIDTH, max_burst=MAX_BURST,
+                      max_in_flight=MAX_IN_FLIGHT)
         self.read_dma = axi.ReadDMA(**params)
         self.write_dma = axi.WriteDMA(**params)
         self.registers = regs.Registers(counters=COUNTERS, max_program_len=MAX_PROGRAM_LEN)
@@ -310,7 +312,11 @@ TIMING_CASES = [(0x0000, 1), (0x0100, 5), (0x0200, 16), (0x0400, 17), (0x0FE0, 5
 @cocotb.test()
 async def latency(dut):
     """AxiRam's read latency (AR handshake to first R beat) and write latency (last W beat
-    to B) with no stalls: the values in rtl/axi.py (AXIRAM_READ_LATENCY, _WRITE_LATENCY)."""
+    to B) with no stalls: the values in rtl/axi.py (AXIRAM_READ_LATENCY, _WRITE_LATENCY).
+    With several bursts in flight AxiRam answers them in order, as ``golden.ddr``'s schedules
+    say: a burst's first R beat ``AXIRAM_READ_LATENCY`` after its AR or the cycle after the
+    previous burst's last beat, whichever is later; a burst's first W beat is no earlier than
+    its AW."""
     ticker, ram, _ = await _setup(dut)
     rng = np.random.default_rng(_seed())
     bus = BusMonitor(dut, ticker)
@@ -324,9 +330,11 @@ async def latency(dut):
         assert len(s["ar"]) == len(plan) == len(s["aw"]) == len(s["b"])
         ends = np.cumsum([n for _, n in plan])
         firsts = [0] + list(ends[:-1])
-        read = [s["r"][f] - a for f, a in zip(firsts, s["ar"], strict=True)]
+        read = [s["r"][f] - max(a, s["r"][f - 1] + 1 - axi.AXIRAM_READ_LATENCY if f else a)
+                for f, a in zip(firsts, s["ar"], strict=True)]
         write = [b - s["w"][e - 1] for e, b in zip(ends, s["b"], strict=True)]
-        aw_w = [s["w"][f] - a for f, a in zip(firsts, s["aw"], strict=True)]
+        aw_w = [s["w"][f] - max(a, s["w"][f - 1] + 1 if f else a)
+                for f, a in zip(firsts, s["aw"], strict=True)]
         streams = [s["r"][e - 1] - s["r"][f] for f, e in zip(firsts, ends, strict=True)]
         dut._log.info(f"addr={addr:#x} beats={beats}: read latency {read}, write latency "
                       f"{write}, first W - AW {aw_w}, R burst spans {streams}")
@@ -343,7 +351,8 @@ async def stall_free_cycles_exact(dut):
     measured counts, for single and for back-to-back commands."""
     ticker, ram, _ = await _setup(dut)
     rng = np.random.default_rng(_seed() + 1)
-    params = dict(addr_width=ADDR_WIDTH, data_width=DATA_WIDTH, max_burst=MAX_BURST)
+    params = dict(addr_width=ADDR_WIDTH, data_width=DATA_WIDTH, max_burst=MAX_BURST,
+                      max_in_flight=MAX_IN_FLIGHT)
     rdma, wdma = axi.ReadDMA(**params), axi.WriteDMA(**params)
     for addr, beats in TIMING_CASES:
         words = _random_words(rng, beats)

@@ -100,17 +100,20 @@ def test_constructors_and_signatures():
 class Memory:
     """A Python AXI4 slave of fixed latency, ticked once a cycle by the DMA bench.
 
-    Read: ``arready`` is high while no burst is being served; the first R beat is presented
-    ``latency`` cycles after the AR handshake, the others back to back (``rready`` permitting).
+    Read: ``arready`` is high while fewer than ``max_reads`` bursts are outstanding; bursts are
+    answered in order, the first R beat ``latency`` cycles after the AR handshake (or after the
+    previous burst's last beat), the others back to back (``rready`` permitting), as the
+    harness's C++ memory does.
     Write: ``awready`` and ``wready`` are high (an AW is taken once per burst); the B response
     is presented ``latency`` cycles after the last W handshake. Words in ``error`` get SLVERR.
     """
 
-    def __init__(self, bus, width, latency, words):
+    def __init__(self, bus, width, latency, words, max_reads=1):
         self.bus, self.size, self.latency = bus, width // 8, latency
+        self.max_reads = max_reads
+        self.reads = []                             # [addr, beats left, first cycle] each
         self.words = words                          # word index -> int
         self.error = set()
-        self.read = None                            # [addr, beats left, first cycle]
         self.write = None                           # [addr, beats left]
         self.b_at = None
         self.b_resp = 0
@@ -118,13 +121,13 @@ class Memory:
 
     def drive(self, ctx, now):
         bus = self.bus
-        ctx.set(bus.arready, self.read is None)
-        serving = self.read is not None and now >= self.read[2]
+        ctx.set(bus.arready, len(self.reads) < self.max_reads)
+        serving = bool(self.reads) and now >= self.reads[0][2]
         ctx.set(bus.rvalid, serving)
         if serving:
-            word = self.read[0] // self.size
+            word = self.reads[0][0] // self.size
             ctx.set(bus.rdata, self.words.get(word, 0))
-            ctx.set(bus.rlast, self.read[1] == 1)
+            ctx.set(bus.rlast, self.reads[0][1] == 1)
             ctx.set(bus.rresp, 2 if word in self.error else 0)
         ctx.set(bus.awready, self.write is None and self.b_at is None)
         # W beats are taken with their burst's AW (and after it), as AxiRam does
@@ -137,11 +140,11 @@ class Memory:
         """Handshakes of this cycle (call after every driver has set its signals)."""
         bus, get = self.bus, ctx.get
         events = {}
-        if self.read is None and get(bus.arvalid):
+        if len(self.reads) < self.max_reads and get(bus.arvalid):
             assert get(bus.arburst) == 1 and 1 << get(bus.arsize) == self.size
             self.ar_stamps.append(now)
             events["ar"] = (get(bus.araddr), get(bus.arlen) + 1)
-        elif self.read is not None and now >= self.read[2] and get(bus.rready):
+        if self.reads and now >= self.reads[0][2] and get(bus.rready):
             events["r"] = True
         if self.write is None and self.b_at is None and get(bus.awvalid):
             assert get(bus.awburst) == 1 and 1 << get(bus.awsize) == self.size
@@ -158,12 +161,13 @@ class Memory:
         if "ar" in events:
             addr, n = events["ar"]
             assert addr // 4096 == (addr + n * self.size - 1) // 4096, "4 KiB crossing"
-            self.read = [addr, n, now + self.latency]
         if "r" in events:
-            self.read[0] += self.size
-            self.read[1] -= 1
-            if self.read[1] == 0:
-                self.read = None
+            self.reads[0][0] += self.size
+            self.reads[0][1] -= 1
+            if self.reads[0][1] == 0:
+                self.reads.pop(0)
+        if "ar" in events:
+            self.reads.append([addr, n, now + self.latency])
         if "aw" in events:
             addr, n = events["aw"]
             assert addr // 4096 == (addr + n * self.size - 1) // 4096, "4 KiB crossing"
@@ -185,14 +189,78 @@ class Memory:
             self.b_at = None
 
 
+class QueuedMemory(Memory):
+    """``Memory`` whose write side works as the harness's C++ memory does: ``awready`` high
+    while fewer than ``max_writes`` bursts wait for their B, ``wready`` always high, W beats
+    matched to the AW'd bursts in order (a beat may come before its AW), and each B presented
+    ``latency`` cycles after its burst's last W beat (or its AW, if later), in order."""
+
+    def __init__(self, *args, max_writes, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.max_writes = max_writes
+        self.bursts, self.beats, self.responses = [], [], []   # AW'd, unmatched W, B due
+        self.open = 0
+
+    def drive(self, ctx, now):
+        super().drive(ctx, now)
+        bus = self.bus
+        ctx.set(bus.awready, self.open < self.max_writes)
+        ctx.set(bus.wready, 1)
+        due = bool(self.responses) and now >= self.responses[0][0]
+        ctx.set(bus.bvalid, due)
+        ctx.set(bus.bresp, self.responses[0][1] if due else 0)
+
+    def sample(self, ctx, now):
+        stamps = len(self.aw_stamps)
+        events = {k: v for k, v in super().sample(ctx, now).items() if k in ("ar", "r", "w")}
+        del self.aw_stamps[stamps:]                  # the base class's AW rule is not ours
+        bus, get = self.bus, ctx.get
+        if self.open < self.max_writes and get(bus.awvalid):
+            assert get(bus.awburst) == 1 and 1 << get(bus.awsize) == self.size
+            self.aw_stamps.append(now)
+            events["aw"] = (get(bus.awaddr), get(bus.awlen) + 1)
+        if self.responses and now >= self.responses[0][0] and get(bus.bready):
+            events["b"] = True
+        return events
+
+    def update(self, events, now):
+        super().update({k: v for k, v in events.items() if k in ("ar", "r")}, now)
+        if "b" in events:
+            self.responses.pop(0)
+            self.open -= 1
+        if "aw" in events:
+            addr, n = events["aw"]
+            assert addr // 4096 == (addr + n * self.size - 1) // 4096, "4 KiB crossing"
+            self.bursts.append([addr, n, now, 0])
+            self.open += 1
+        if "w" in events:
+            self.beats.append((*events["w"], now))
+        while self.bursts and self.beats:
+            burst = self.bursts[0]
+            data, last, cycle = self.beats.pop(0)
+            word = burst[0] // self.size
+            self.words[word] = data
+            burst[3] |= word in self.error
+            burst[0] += self.size
+            burst[1] -= 1
+            assert bool(last) == (burst[1] == 0), "wlast on the wrong beat"
+            if burst[1] == 0:
+                self.responses.append([max(cycle, burst[2]) + self.latency, 2 * burst[3]])
+                self.bursts.pop(0)
+
+
 def run_dma(dma, commands, *, latency, rng, p_valid=1.0, p_ready=1.0, memory=None, stream=(),
-            error=()):
+            error=(), max_reads=1, max_writes=None):
     """Run ``commands`` through ``dma`` against a ``Memory`` holding ``memory`` (word index ->
     value), the write DMA taking its data beats from ``stream``. Returns the beats read, the
     command / data handshake cycles, the first cycle ``idle`` is high after the last command,
     ``error`` then, and the ``Memory``."""
     read = isinstance(dma, axi.ReadDMA)
-    mem = Memory(dma.bus, dma.data_width, latency, dict(memory or {}))
+    if max_writes is None:
+        mem = Memory(dma.bus, dma.data_width, latency, dict(memory or {}), max_reads=max_reads)
+    else:
+        mem = QueuedMemory(dma.bus, dma.data_width, latency, dict(memory or {}),
+                           max_reads=max_reads, max_writes=max_writes)
     mem.error = set(error)
     result = {"cmd": [], "data": [], "beats": [], "idle": None}
 
@@ -268,6 +336,41 @@ def test_read_dma_cycles(latency):
     assert res["cmd"][1:] == ends[:-1]
 
 
+@pytest.mark.parametrize(("in_flight", "max_reads", "latency"),
+                         [(2, 8, 1), (4, 8, 6), (8, 8, 11), (8, 3, 9), (3, 64, 30)])
+def test_read_dma_in_flight(in_flight, max_reads, latency):
+    """Several bursts outstanding: every beat's cycle is ``ReadDMA.schedule``'s, the DMA
+    never has more than ``min(max_in_flight, max_reads)`` out, and back-to-back commands
+    follow one another the cycle after the last beat."""
+    dma = axi.ReadDMA(data_width=32, max_burst=4, max_in_flight=in_flight)
+    rng = seeded(60 + latency)
+    words = {i: int(rng.integers(0, 1 << 32)) for i in range(0x4000 // 4)}
+    for addr, beats in TIMING:
+        res = run_dma(dma, [(addr, beats)], latency=latency, rng=rng, memory=words,
+                      max_reads=max_reads)
+        assert res["beats"] == [words[addr // 4 + i] for i in range(beats)]
+        start = res["cmd"][0]
+        assert [c - start for c in res["data"]] == dma.schedule(addr, beats, latency=latency,
+                                                                max_reads=max_reads)
+        assert res["data"][-1] - start + 1 == dma.cycles(addr, beats, latency=latency,
+                                                         max_reads=max_reads)
+    res = run_dma(dma, TIMING, latency=latency, rng=rng, memory=words, max_reads=max_reads)
+    ends = [res["data"][sum(n for _, n in TIMING[:i + 1]) - 1] + 1 for i in range(len(TIMING))]
+    assert res["cmd"][1:] == ends[:-1]
+    assert [e - c for c, e in zip(res["cmd"], ends, strict=True)] == \
+        [dma.cycles(a, n, latency=latency, max_reads=max_reads) for a, n in TIMING]
+    # a long read streams once its first beat is in (40 beats = 10 bursts of 4) when a slot
+    # frees at least ``latency`` cycles before its burst's beats are due
+    if latency <= 4 * (in_flight - 1) and in_flight <= max_reads:
+        assert dma.cycles(0x1F00, 40, latency=latency) == 1 + latency + 40
+
+
+@pytest.mark.parametrize("bad", [0, 65, 2.0, True])
+def test_read_dma_in_flight_invalid(bad):
+    with pytest.raises(ValueError, match="max_in_flight must be an integer from 1 to 64"):
+        axi.ReadDMA(max_in_flight=bad)
+
+
 @pytest.mark.parametrize("latency", [1, 2, 3, 6])
 def test_write_dma_cycles(latency):
     dma = axi.WriteDMA(data_width=32, max_burst=4)
@@ -282,6 +385,36 @@ def test_write_dma_cycles(latency):
     res = run_dma(dma, TIMING, latency=latency, rng=rng, stream=data)
     assert [e - c for c, e in zip(res["cmd"], res["cmd"][1:] + [res["idle"]], strict=True)] == \
         [dma.cycles(a, n, latency=latency) for a, n in TIMING]
+
+
+@pytest.mark.parametrize(("in_flight", "latency"), [(1, 3), (2, 1), (4, 6), (8, 11), (3, 30)])
+def test_write_dma_in_flight(in_flight, latency):
+    """Several bursts outstanding: every B response in ``WriteDMA.responses``' cycle, with
+    the data all there and with beats that arrive late; back-to-back commands follow one
+    another the cycle after the last B."""
+    dma = axi.WriteDMA(data_width=32, max_burst=4, max_in_flight=in_flight)
+    rng = seeded(70 + latency)
+    for addr, beats in TIMING:
+        data = [int(x) for x in rng.integers(0, 1 << 32, size=beats)]
+        res = run_dma(dma, [(addr, beats)], latency=latency, rng=rng, stream=data,
+                      max_writes=in_flight)
+        assert [res["mem"].words[addr // 4 + i] for i in range(beats)] == data
+        assert res["idle"] - res["cmd"][0] == dma.cycles(addr, beats, latency=latency)
+        assert len(res["mem"].aw_stamps) == len(dma.bursts(addr, beats))
+    data = [int(x) for x in rng.integers(0, 1 << 32, size=sum(n for _, n in TIMING))]
+    res = run_dma(dma, TIMING, latency=latency, rng=rng, stream=data, max_writes=in_flight)
+    assert [e - c for c, e in zip(res["cmd"], res["cmd"][1:] + [res["idle"]], strict=True)] == \
+        [dma.cycles(a, n, latency=latency) for a, n in TIMING]
+    assert [res["mem"].words[0x1F00 // 4 + i] for i in range(40)] == \
+        data[sum(n for _, n in TIMING[:4]):][:40]
+    # beats that arrive late (random gaps): the responses still follow the schedule
+    res = run_dma(dma, [(0x1F00, 40)], latency=latency, rng=rng, p_valid=0.5,
+                  stream=data[:40], max_writes=in_flight)
+    start = res["cmd"][0]
+    arrivals = [c - start for c in res["data"]]
+    assert res["idle"] - start == dma.responses(0x1F00, 40, arrivals, latency=latency)[-1] + 1
+    if latency <= 4 * (in_flight - 1):
+        assert dma.cycles(0x1F00, 40, latency=latency) == 1 + 40 + latency
 
 
 def test_dmas_random_stalls_and_errors():
@@ -300,12 +433,23 @@ def test_dmas_random_stalls_and_errors():
     assert [words[a // 8 + i] for a, n in commands for i in range(n)] == data
     res = run_dma(rdma, commands, latency=3, rng=rng, p_valid=0.6, p_ready=0.4, memory=words)
     assert res["beats"] == data and not res["error"]
+    deep = axi.ReadDMA(data_width=64, max_burst=8, max_in_flight=4)   # several bursts out
+    res = run_dma(deep, commands, latency=5, rng=rng, p_valid=0.6, p_ready=0.4, memory=words,
+                  max_reads=3)
+    assert res["beats"] == data and not res["error"]
     # SLVERR on one word: sticky error, the transfer still completes
     bad = commands[2][0] // 8 + 1
     res = run_dma(rdma, commands[2:3], latency=2, rng=rng, memory=words, error={bad})
     assert res["error"] and res["beats"] == data[sum(n for _, n in commands[:2]):][:commands[2][1]]
     res = run_dma(wdma, commands[2:3], latency=2, rng=rng, stream=[1] * commands[2][1],
                   error={bad})
+    assert res["error"]
+    deep_w = axi.WriteDMA(data_width=64, max_burst=8, max_in_flight=4)
+    res = run_dma(deep_w, commands, latency=5, rng=rng, p_valid=0.5, stream=data, max_writes=4)
+    assert not res["error"]
+    assert [res["mem"].words[a // 8 + i] for a, n in commands for i in range(n)] == data
+    res = run_dma(deep_w, commands[2:3], latency=2, rng=rng, stream=[1] * commands[2][1],
+                  error={bad}, max_writes=4)
     assert res["error"]
 
 
