@@ -41,7 +41,7 @@ from ..golden.ddr import (
     write_schedule,
 )
 from ..golden.isa import Op
-from . import units
+from . import blocks, units
 
 __all__ = ["TopTiming", "program_cycles"]
 
@@ -85,6 +85,12 @@ class TopTiming:
     def steps_per_k(self) -> int:
         """DDR beats (of 4 activations) per engine K-step."""
         return self.config.k_per_step // isa.LANES
+
+    @property
+    def engine_result_latency(self) -> int:
+        """Cycles from the engine's issue of a last-K-step lookup to its result's handshake
+        (``blocks.TlmmEngine.result_latency``); its lookup stage is two cycles after the issue."""
+        return blocks.TlmmEngine(self.config).result_latency
 
     @property
     def table_writes(self) -> int | None:
@@ -140,16 +146,18 @@ def _rope_outputs(x, table):
 
 def _linear_token(timing: TopTiming, x_last: int, beats: int, k_steps: int,
                   n_blocks: int) -> int:
-    """Cycle of the first lookup of a token's last K-step, given the cycle its last activation
-    beat entered the quantizer (the engine idle before it, its weights in the bank).
+    """Cycle of the first lookup (the engine's lookup stage, two cycles after its issue) of a
+    token's last K-step, given the cycle its last activation beat entered the quantizer (the
+    engine idle before it, its weights in the bank).
 
     The quantizer hands its first INT8 beat over 2 cycles after the token's last input beat,
     then one a cycle while the gearbox takes them. The gearbox is full (valid to the engine) the
     cycle after its K-step's last beat, and refills from the cycle after the engine took it.
-    Registered tables take a K-step (A) when the previous one is released in its last lookup
-    cycle, and are looked up from A + 1. ``lutram`` tables write a K-step for P cycles from W
-    (the gearbox full, the previous write done and its bank freed by the lookups two K-steps
-    back), take it at W + P - 1 and are looked up from W + P. Lookups run one N-block a cycle.
+    Registered tables take a K-step (A) once the previous one has moved on to the lookup
+    register, in the bank-read cycle of its first lookup (the lookup cycle - 1), and are looked
+    up from A + 2. ``lutram`` tables write a K-step for P cycles from W (the gearbox full, the
+    previous write done and its bank freed by the lookups two K-steps back), take it at W + P -
+    1 and are looked up from W + P. Lookups run one N-block a cycle.
     """
     steps, p = timing.steps_per_k, timing.table_writes
     sizes = [steps] * (k_steps - 1) + [beats - steps * (k_steps - 1)]
@@ -160,8 +168,8 @@ def _linear_token(timing: TopTiming, x_last: int, beats: int, k_steps: int,
     look, look_before, write = never, never, never
     for s in range(k_steps):
         if p is None:
-            take = max(full, look + n_blocks - 1)
-            first = max(take + 1, look + n_blocks)
+            take = max(full, look - 1)
+            first = max(take + 2, look + n_blocks)
         else:
             write = max(full, write + p, look_before + n_blocks - 1)
             take = write + p - 1
@@ -213,9 +221,11 @@ def instruction_cycles(ins, timing: TopTiming, clock: _Clock, start: int) -> int
                     state = read(row0, s0.beats, state)
                     last_step = _linear_token(t, reads[0][-1], s0.beats, ins.k_steps,
                                               ins.n_blocks)
-                    # result parts reach the dequantizer one a cycle from last_step + 2
+                    # result parts reach the dequantizer one a cycle from the cycle after the
+                    # first result's handshake (issue = last_step - 2, then the result latency)
                     parts = t.config.cols_per_cycle // isa.LANES
-                    acc = [last_step + 2 + j for j in range(ins.n_blocks * parts)]
+                    first_part = last_step - 2 + t.engine_result_latency + 1
+                    acc = [first_part + j for j in range(ins.n_blocks * parts)]
                     if ins.epilogue is None:
                         pending = [cycle + 2 for cycle in acc]
                         state += 1                  # READ1 skipped

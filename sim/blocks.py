@@ -66,6 +66,26 @@ class TlmmEngine:
         return _ceil_div(entries, self.config.fill_entries_per_cycle)
 
     @property
+    def tree_stages(self) -> int:
+        """Pipeline stages of the engine's adder tree (``rtl.tlmm.tree_stages``): one adder
+        level a stage over the T terms and the sign popcount, ceil(log2(T + 1))."""
+        return self.config.tables_per_step.bit_length()
+
+    @property
+    def result_latency(self) -> int:
+        """Cycles from the issue of a last-K-step lookup to its result's handshake
+        (``rtl.tlmm.Engine.result_latency``): the bank read and its register, the lookup
+        register, the adder tree, the accumulate stage and two through the result FIFO."""
+        return 5 + self.tree_stages
+
+    @property
+    def job_overhead_cycles(self) -> int:
+        """Cycles of one stall-free job beyond fill + lookups (``TLMM_JOB_OVERHEAD_CYCLES``
+        plus the adder-tree stages): the registered bank write, the cycle that hands the filled
+        bank to the issue stage, and ``result_latency``."""
+        return c.TLMM_JOB_OVERHEAD_CYCLES + self.tree_stages
+
+    @property
     def table_write_cycles(self) -> int:
         """``table_memory="lutram"``: cycles to write one K-step's tables, one entry of each
         table per cycle: P = (3**G - 1) / 2 (13 for G = 3). ``registers``: 0."""
@@ -91,7 +111,7 @@ class TlmmEngine:
         """Exact stall-free cycles of one job from its accepting edge to its last result's
         edge (equal to ``rtl.tlmm.Engine.cycles`` for the RTL's configuration)::
 
-            fill_cycles(K, N) + compute_cycles(M, K, N) + TLMM_JOB_OVERHEAD_CYCLES
+            fill_cycles(K, N) + compute_cycles(M, K, N) + job_overhead_cycles
 
         except for LUTRAM tables with fewer N-blocks than ``table_write_cycles``, where the
         first K-steps' table writes and the fill overlap (``_lutram_cycles``).
@@ -103,16 +123,18 @@ class TlmmEngine:
         if nb < self.table_write_cycles and self.config.tlmm_schedule == "overlapped":
             return self._lutram_cycles(tokens * self.k_steps(k), nb, self.fill_cycles(k, n))
         return (self.fill_cycles(k, n) + self.compute_cycles(tokens, k, n)
-                + c.TLMM_JOB_OVERHEAD_CYCLES)
+                + self.job_overhead_cycles)
 
     def _lutram_cycles(self, steps: int, nb: int, fill: int) -> int:
-        """LUTRAM tables, ``nb`` < P lookups per K-step: table writes W and lookups L per
-        K-step s (``rtl.tlmm``): ``W[0] = -1``, ``W[1] = W[0] + P``, ``W[s] = max(W[s-1] + P,
-        L[s-2] + nb - 1)``; ``L[0] = max(fill + 1, W[0] + P)``, ``L[s] = max(L[s-1] + nb,
-        W[s] + P)``; the job ends at ``L[S-1] + nb + 1``. Once two K-steps in a row wait for
-        their tables, every later one takes exactly P cycles, so the walk stops there."""
+        """LUTRAM tables, ``nb`` < P lookups per K-step, in the engine's lookup-stage cycles
+        (``rtl.tlmm``): table writes W and first lookups L per K-step s: ``W[0] = -1``,
+        ``W[1] = W[0] + P``, ``W[s] = max(W[s-1] + P, L[s-2] + nb - 1)``; ``L[0] = max(fill + 4,
+        W[0] + P)``, ``L[s] = max(L[s-1] + nb, W[s] + P)``; the job ends at ``L[S-1] + nb +
+        result_latency - 2``. Once two K-steps in a row wait for their tables, every later one
+        takes exactly P cycles, so the walk stops there."""
         p = self.table_write_cycles
-        write, look = [-1], [max(fill + 1, p - 1)]
+        tail = nb + self.result_latency - 2
+        write, look = [-1], [max(fill + 4, p - 1)]
         for s in range(1, steps):
             w = write[-1] + p
             if s >= 2:
@@ -120,8 +142,8 @@ class TlmmEngine:
             write.append(w)
             look.append(max(look[-1] + nb, w + p))
             if s >= 2 and look[-1] == w + p and look[-2] == write[-2] + p:
-                return look[-1] + (steps - 1 - s) * p + nb + 1
-        return look[-1] + nb + 1
+                return look[-1] + (steps - 1 - s) * p + tail
+        return look[-1] + tail
 
     def macs(self, tokens: int, k: int, n: int) -> int:
         """Useful ternary MACs of a job (unpadded)."""

@@ -38,10 +38,12 @@ DDR_READ_LATENCY_S = _ddr.DDR_READ_LATENCY_S
 DDR_BURST_OVERHEAD_BYTES = 64
 
 # -- fabric blocks -------------------------------------------------------------------------
-#: [measured, rtl/tlmm.py] cycles of one TLMM job beyond fill + lookups: one bubble handing
-#: the filled bank to the compute side and one through the result register
+#: [measured, rtl/tlmm.py] cycles of one TLMM job beyond fill + lookups, less the adder tree's
+#: stages (``blocks.TlmmEngine.job_overhead_cycles`` adds ceil(log2(T + 1))): the registered
+#: bank write, the cycle handing the filled bank to the issue stage, the bank read and its
+#: register, the lookup register, the accumulate stage and two through the result FIFO
 #: (tests/test_sim_vs_rtl.py measures it on the Amaranth simulator).
-TLMM_JOB_OVERHEAD_CYCLES = 2
+TLMM_JOB_OVERHEAD_CYCLES = 7
 #: [E] RMSNorm pipeline latency (FP32 sum of squares, rsqrt, FP16 scale) per norm call.
 NORM_LATENCY_CYCLES = 60
 #: [E] depth of the read -> quantize -> TLMM -> dequantize -> elementwise -> write FIFO

@@ -231,7 +231,7 @@ class System:
                            layer, name)
                     first = False
                 busy = (self.engine.compute_cycles(tokens, tile.k, tile.n)
-                        + blocks.c.TLMM_JOB_OVERHEAD_CYCLES) / hz
+                        + self.engine.job_overhead_cycles) / hz
                 fabric("tlmm", busy, layer, name)
                 res.tlmm_busy_s += busy
                 st.compute_ends.append(st.t)

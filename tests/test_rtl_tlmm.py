@@ -79,14 +79,20 @@ TABLE_MEMORIES = ["registers", "lutram"]
 # -- TableBuilder ---------------------------------------------------------------------------
 
 async def get_lutram_tables(ctx, dut, rng, p_ready, cols):
-    """One K-step from a lutram TableBuilder: wait (randomly stalled) for a complete bank, read
-    every magnitude 0..P of every table through every column's port, then free the bank.
-    Returns the (T, 3**G) tables, the mirror half rebuilt from the canonical one."""
+    """One K-step from a lutram TableBuilder: wait (randomly stalled) for a claimable bank,
+    claim it, read every magnitude 0..P of every table through every column's port from
+    ``CLAIM_LEAD`` cycles after the claim, then release the bank. Returns the (T, 3**G) tables,
+    the mirror half rebuilt from the canonical one."""
     t = len(dut.read.addr[0])
     p = dut.canonical
     while p_ready < 1 and rng.random() > p_ready:
         await ctx.tick()
     while not ctx.get(dut.tables.valid):
+        await ctx.tick()
+    ctx.set(dut.tables.ready, 1)
+    await ctx.tick()
+    ctx.set(dut.tables.ready, 0)
+    for _ in range(dut.CLAIM_LEAD - 1):
         await ctx.tick()
     canonical = np.zeros((t, p + 1), dtype=np.int64)
     for mag in range(p + 1):
@@ -99,9 +105,9 @@ async def get_lutram_tables(ctx, dut, rng, p_ready, cols):
                 canonical[:, mag] = row
             else:
                 np.testing.assert_array_equal(row, canonical[:, mag])
-    ctx.set(dut.tables.ready, 1)
+    ctx.set(dut.release, 1)
     await ctx.tick()
-    ctx.set(dut.tables.ready, 0)
+    ctx.set(dut.release, 0)
     return np.concatenate([canonical, -canonical[:, 1:]], axis=1)
 
 
@@ -140,66 +146,89 @@ def test_table_builder(group_size, table_memory):
 
 
 def test_lutram_table_builder_double_buffers():
-    """Stall-free, the writer fills one bank while the other is read; it refills a bank from
-    the cycle that frees it, so K-steps come every max(P, reads) cycles."""
+    """Stall-free, the writer fills one bank while the other is read; a bank is claimable
+    CLAIM_LEAD cycles before its last write lands, and is refilled from the cycle that releases
+    it, so K-steps come every max(P, reads) cycles."""
     cfg = AcceleratorConfig(group_size=3, tables_per_step=2, cols_per_cycle=1,
                             table_memory="lutram")
     dut = tlmm.TableBuilder(config=cfg)
     p = dut.canonical
     rng = seeded(1100)
     steps = rng.integers(-128, 128, size=(6, cfg.k_per_step))
-    valid_cycles = []
+    claims = []
 
     async def driver(ctx):
         for row in steps:
             await put(ctx, dut.activations, pack(row, 8), rng, 1)
 
     async def monitor(ctx):
-        for hold in (1, 1, 20, 20, 1, 1):             # cycles each bank is held
+        for hold in (2, 2, 20, 20, 2, 2):             # cycles from a claim to its release
             while not ctx.get(dut.tables.valid):
                 await ctx.tick()
-            valid_cycles.append(ctx.get(top.counter))
-            for _ in range(hold - 1):
-                await ctx.tick()
+            claims.append(ctx.get(top.counter))
             ctx.set(dut.tables.ready, 1)
             await ctx.tick()
             ctx.set(dut.tables.ready, 0)
+            for _ in range(hold - 1):
+                await ctx.tick()
+            ctx.set(dut.release, 1)
+            await ctx.tick()
+            ctx.set(dut.release, 0)
 
     top = Counted(dut)
     simulate(top, [driver, monitor])
-    gaps = np.diff(valid_cycles).tolist()
-    # Writer-bound (P per K-step) while banks are freed at once; reader-bound while they are
-    # held 20 cycles; the last K-step's bank, freed in the cycle the one before became valid,
-    # was refilled from that very cycle: ready P - 1 cycles after its predecessor.
-    assert gaps == [p, p, 20, 20, p - 1], gaps
+    # The first bank is claimable in the cycle that writes its entry P - 1 (written from
+    # cycle 0: P - 2), then writer-bound (P per K-step) while banks are released soon;
+    # reader-bound while they are held 20 cycles (claim, 19 cycles, release: 21 a K-step). The
+    # last K-step's bank, released 20 cycles after the fourth claim, is written from that very
+    # cycle and claimable P - 2 cycles later: P - 3 after the fifth claim.
+    assert claims[0] == p - 2, claims
+    gaps = np.diff(claims).tolist()
+    assert gaps == [p, p, 21, 21, p - 3], gaps
 
 
 # -- LookupAccumulate -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("table_memory", TABLE_MEMORIES)
 def test_lookup_accumulate(table_memory):
+    """Items with random gaps; back-to-back items on one accumulator word see each other's
+    sums (the transparent read); a last item's sum comes out exactly ``latency`` cycles on."""
     seed = 2000
     rng = seeded(seed)
-    cfg = AcceleratorConfig(group_size=3, tables_per_step=4, cols_per_cycle=3,
+    cfg = AcceleratorConfig(group_size=3, tables_per_step=5, cols_per_cycle=3,
                             table_memory=table_memory)
-    dut = tlmm.LookupAccumulate(config=cfg)
-    g, t, n = 3, 4, 3
+    blocks = 3
+    dut = tlmm.LookupAccumulate(config=cfg, max_n_blocks=blocks)
+    g, t, n = 3, 5, 3
     b = golden.index_bits(g)
     width = tlmm.table_entry_width(g)
     p = (golden.table_size(g) - 1) // 2
+    acc = np.zeros((blocks, n), dtype=np.int64)
+    expected, got = [], []
+    trials = 60
 
-    async def bench(ctx):
-        for trial in range(40):
+    def wrap(x):
+        half = 1 << (cfg.acc_width - 1)
+        return (x + half) % (2 * half) - half
+
+    async def driver(ctx):
+        for trial in range(trials):
+            while rng.random() > 0.7:
+                ctx.set(dut.i.valid, 0)
+                await ctx.tick()
             acts = rng.integers(-128, 128, size=(1, g * t))
             if trial == 1:
                 acts[:] = -128                                             # widest entries
             tables = golden.build_tables(acts, g)[0]                       # (T, 27)
             idx = rng.integers(0, golden.table_size(g), size=(n, t))
-            acc = rng.integers(-(1 << 20), 1 << 20, size=n)
-            clear = trial % 3 == 0
+            n_block = int(rng.integers(0, blocks)) if trial % 4 else 0
+            clear, last = bool(rng.random() < 0.3), bool(rng.random() < 0.5)
             payload = dut.i.payload
+            ctx.set(payload.indices.as_value(), pack(tlmm.lookup_codes(idx, g).ravel(), b))
+            ctx.set(payload.n_block, n_block)
+            ctx.set(payload.clear, clear)
+            ctx.set(payload.last, last)
             if table_memory == "lutram":
-                ctx.set(payload.indices.as_value(), pack(tlmm.lookup_codes(idx, g).ravel(), b))
                 # Serve the asynchronous reads: the canonical half (magnitudes 0..P) only.
                 addr = ctx.get(dut.read.addr.as_value())
                 mags = np.array([(addr >> (i * (b - 1))) & ((1 << (b - 1)) - 1)
@@ -208,15 +237,25 @@ def test_lookup_accumulate(table_memory):
                 ctx.set(dut.read.data.as_value(),
                         pack(tables[np.arange(t), mags].ravel(), width))
             else:
-                ctx.set(payload.tables.as_value(), pack(tables.ravel(), width))
-                ctx.set(payload.indices.as_value(), pack(idx.ravel(), b))
-            ctx.set(payload.acc.as_value(), pack(acc, cfg.acc_width))
-            ctx.set(payload.clear, clear)
-            got = unpack_signed(ctx.get(dut.o.payload.as_value()), cfg.acc_width, n)
-            expected = tables[np.arange(t), idx].sum(axis=1) + (0 if clear else acc)
-            np.testing.assert_array_equal(got, expected, err_msg=f"seed={seed} trial={trial}")
+                ctx.set(payload.tables.as_value(), pack(tables[:, :p + 1].ravel(), width))
+            ctx.set(dut.i.valid, 1)
+            total = tables[np.arange(t), idx].sum(axis=1)
+            acc[n_block] = wrap((0 if clear else acc[n_block]) + total)
+            if last:
+                expected.append((ctx.get(top.counter) + dut.latency, acc[n_block].tolist()))
+            await ctx.tick()
+        ctx.set(dut.i.valid, 0)
 
-    simulate(dut, [bench])
+    async def monitor(ctx):
+        while ctx.get(top.counter) <= 4 * trials:
+            if ctx.get(dut.o.valid):
+                got.append((ctx.get(top.counter),
+                            unpack_signed(ctx.get(dut.o.payload.as_value()), cfg.acc_width, n)))
+            await ctx.tick()
+
+    top = Counted(dut)
+    simulate(top, [driver, monitor])
+    assert got == expected, f"seed={seed}"
 
 
 # -- WeightBuffer ---------------------------------------------------------------------------
