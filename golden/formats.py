@@ -20,15 +20,16 @@ Today's cache holds keys (after RoPE) and values as int32 Q16: 32 bits an elemen
   per head, ``8 + 24 / (kv_heads * head_dim)`` per token.
 
 Default: ``int8-head`` (``DEFAULT_KV``). Measured (``benchmarks/eval_formats.py --windows 4
---random-models 6``): on the shipped model over 2,048 held-out bytes, bits per byte and top-1
-agreement with the float reference are unchanged by either 8-bit format or by FP16 (within
-+-0.001 bit per byte and +-0.2 % top-1 of the int32 cache) and the KL to the float reference
-rises from 1.2e-4 to 1.8e-4 nats; on six random-init models, top-1 moves within the +-1.1 %
-that any perturbation causes there, the max logit error stays under 2.5 % of the range. So 8 bits
-with a per-(token, head) scale holds accuracy, and it moves 3.8x less KV traffic than int32
-(1.9x less than FP16). Per head rather than per token: a GQA group's KV heads can differ in
-magnitude, and the scale costs 0.19 bit more per element at head_dim 128. FP16 is the fallback
-for a model whose KL rises more than that.
+--random-models 6``, golden range-scaled as ``GoldenModel`` runs it): on the shipped model over
+2,048 held-out bytes, bits per byte and top-1 agreement with the float reference are unchanged
+by either 8-bit format or by FP16 (within +-0.0015 bit per byte and -0.25 % top-1 of the int32
+cache) and the KL to the float reference rises from 9.9e-5 to 1.7-1.8e-4 nats. On six random-init
+models (2 x 64 tokens each) int8 costs more: mean top-1 97.8 % -> 95.6 % (FP16: 97.3 %), max
+logit error 1.4 % -> 2.0 % of the range. So 8 bits with a per-(token, head) scale holds a
+trained model's accuracy and moves 3.8x less KV traffic than int32 (1.9x less than FP16); FP16
+is the format for a model whose top-1 against float must stay within half a percent. Per head
+rather than per token: a GQA group's KV heads can differ in magnitude, and the scale costs
+0.19 bit more per element at head_dim 128.
 
 LM head
 -------
@@ -40,12 +41,12 @@ row (a Scale, 24 bits). Per group the integer dot product ``acc_g`` is multiplie
 Scale and summed in units of 2**-20; the sum times the token's activation Scale gives Q16 logits.
 
 Default: INT8 with groups of 128 (``DEFAULT_LM_HEAD``). Measured as above: INT8 (per row or
-groups of 128 or 32) leaves the shipped model's bits per byte within 0.001 and top-1 within
-0.1 % of the float64 head, and keeps random models' max logit error under 1.8 % of the range.
-INT4 costs the shipped model 0.002-0.003 bit per byte, 2.2-2.5 % top-1 and 15-20x the KL, and
-on random models 12-14 % top-1 and up to 8.4 % of the logit range: over the 3 % bound. Groups rather
-than rows, as the accelerator's weight DMA streams the head in K tiles and one outlier column
-then only coarsens its own group.
+groups of 128 or 32) leaves the shipped model's bits per byte within 0.0005 and top-1 within
+0.1 % of the float64 head, and costs random models 0.8 % mean top-1 with their max logit error
+under 1.5 % of the range. INT4 costs the shipped model 0.002-0.0035 bit per byte, 2.4-2.7 % top-1
+and 18-25x the KL, and random models 12-15 % top-1 and up to 8.7 % of the logit range: over the
+3 % bound. Groups rather than rows, as the accelerator's weight DMA streams the head in K
+tiles and one outlier column then only coarsens its own group.
 """
 
 from dataclasses import dataclass
