@@ -375,6 +375,21 @@ def test_engine_random_stalls(geometry, table_memory):
 
 
 @pytest.mark.parametrize("table_memory", TABLE_MEMORIES)
+def test_engine_slow_results_use_up_the_credits(table_memory):
+    """Results taken rarely: one K-step jobs (every lookup is a last K-step one) issue until
+    the result credits run out, then one per result taken; nothing is lost or reordered."""
+    seed = 4900
+    rng = seeded(seed)
+    cfg = AcceleratorConfig(group_size=3, tables_per_step=2, cols_per_cycle=2,
+                            table_memory=table_memory)
+    engine = tlmm.Engine(config=cfg, max_k=6, max_n=40, max_tokens=4)
+    assert 4 * 20 > engine.result_credits
+    jobs = [make_job(cfg, rng, 4, 6, 40), make_job(cfg, rng, 3, 5, 37)]
+    results, _ = run_engine(engine, jobs, rng, p_valid=1, p_ready=0.15)
+    check_results(jobs, results, seed)
+
+
+@pytest.mark.parametrize("table_memory", TABLE_MEMORIES)
 @pytest.mark.parametrize("shape", [(1, 1, 1), (2, 7, 5), (3, 12, 4), (1, 13, 6), (4, 5, 2)])
 def test_engine_cycles_exact(shape, table_memory):
     m, k, n = shape
