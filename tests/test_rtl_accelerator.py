@@ -157,6 +157,35 @@ def test_rtl_kv260_ddr_profile_is_cycle_exact(rtl, weights):
 
 
 @pytest.mark.xdist_group("rtl_accelerator")
+def test_rtl_outstanding_limits_of_the_ddr(rtl, weights):
+    """A DDR that keeps fewer read bursts outstanding than the ReadDMA's eight (two here)
+    bounds the reads in flight, and the model follows it pass for pass; one that keeps fewer
+    write bursts than the WriteDMA's is refused by the model (the RTL still computes right)."""
+    from ternedge.golden.ddr import TOP_READS_IN_FLIGHT, TOP_WRITES_IN_FLIGHT, DdrTiming
+
+    ids = [40, 41, 42]
+    want = GoldenModel(weights, rtl.accel_config).forward(ids)
+    cycles = {}
+    try:
+        for reads in (2, TOP_READS_IN_FLIGHT):
+            rtl.set_ddr(DdrTiming(50, 25, reads, TOP_WRITES_IN_FLIGHT, None))
+            assert TopTiming.for_ddr(rtl.accel_config, rtl.ddr).reads_in_flight == reads
+            rtl.reset()
+            rtl.cycle_log.clear()
+            np.testing.assert_array_equal(rtl.hidden(ids), want)
+            assert [(c.tokens, c.position, c.cycles) for c in rtl.cycle_log] == _predicted(rtl)
+            cycles[reads] = rtl.cycle_log[-1].cycles
+        assert cycles[2] > cycles[TOP_READS_IN_FLIGHT]
+        rtl.set_ddr(DdrTiming(50, 25, 8, TOP_WRITES_IN_FLIGHT // 2, None))
+        rtl.reset()
+        np.testing.assert_array_equal(rtl.hidden(ids), want)
+        with pytest.raises(ValueError, match="write bursts outstanding"):
+            TopTiming.for_ddr(rtl.accel_config, rtl.ddr)
+    finally:
+        rtl.set_ddr("ideal")
+
+
+@pytest.mark.xdist_group("rtl_accelerator")
 def test_rtl_ddr_error_responses_end_in_error_status(rtl, weights):
     """An SLVERR on a weight read and one on a KV-cache write each end the run with DONE and
     the AXI error code (never a hang); the host reports each in one line, and the next clean
