@@ -84,7 +84,8 @@ def bench_cocotb_tiny(work):
     from ternedge.rtl.accelerator import Accelerator
 
     weights, layout = _tiny_backend_parts()
-    top = Accelerator(config=RTL_CONFIG, model=weights.config, max_tokens=MAX_TOKENS,
+    # the range-scaled model's config (its RMSNorm epsilon), as RTLBackend builds the top
+    top = Accelerator(config=RTL_CONFIG, model=layout.model.config, max_tokens=MAX_TOKENS,
                       max_context=MAX_CONTEXT, gates=(weights.config.hidden_act,))
     build_dir = work / "cocotb-tiny"
     start = time.perf_counter()

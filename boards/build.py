@@ -170,12 +170,23 @@ def resolve_model(model) -> tuple[str, ModelConfig]:
     if str(model) in BUILD_MODELS:
         return str(model), BUILD_MODELS[str(model)]
     if str(model) == "tiny-kjv":
-        return "tiny-kjv", presets.load_model(_TINY_MODEL)
+        return "tiny-kjv", _range_scaled_config(_TINY_MODEL)
+    if Path(str(model)).is_dir() and any(Path(str(model)).glob("*.safetensors")):
+        return str(model), _range_scaled_config(model)
     try:
         return str(model), presets.load_model(model)
     except InputError as exc:
         raise ValueError(f"{exc}; or 'tiny-kjv' (the shipped model) or one of "
                          f"{sorted(BUILD_MODELS)}") from None
+
+
+def _range_scaled_config(directory) -> ModelConfig:
+    """The config of a checkpoint as the host runs it: range-scaled (``golden.scaling``), so
+    the RMSNorm epsilon built into the top is golden's ``eps * c**2``."""
+    from ..golden import scaling
+    from ..host.checkpoint import load_checkpoint
+
+    return scaling.rescale(load_checkpoint(directory)).config
 
 
 def _bank_words_max_job_n(config: AcceleratorConfig, model: ModelConfig, words: int) -> int:

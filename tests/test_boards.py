@@ -146,6 +146,14 @@ def test_accelerator_defaults_per_board():
     assert details["weight_bank"] == {"words": 490, "word_bits": 16 * 28 * 5, "banks": 2}
     # the shipped tiny model and the BitNet presets resolve by name
     assert build.resolve_model("tiny-kjv")[1].intermediate_size == 640
+    # ... range-scaled as the host runs it: the top's RMSNorm epsilon is golden's
+    from ternedge.golden.config import AcceleratorConfig
+    from ternedge.golden.model import GoldenModel
+    from ternedge.host.checkpoint import load_checkpoint
+
+    shipped = GoldenModel(load_checkpoint(build._TINY_MODEL), AcceleratorConfig()).config
+    assert build.resolve_model("tiny-kjv")[1].rms_norm_eps == shipped.rms_norm_eps > 1e-5
+    assert build.resolve_model(str(build._TINY_MODEL))[1] == shipped
     assert build.resolve_model("bitnet-b1.58-large")[1].intermediate_size == 4096
 
 
