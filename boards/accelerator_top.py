@@ -33,7 +33,7 @@ from amaranth.lib.wiring import Flow
 
 from ..golden.config import AcceleratorConfig, ModelConfig
 from ..rtl import accelerator as rtl_accelerator
-from .tops import Lfsr
+from .tops import Lfsr, observe
 
 __all__ = ["AcceleratorTestTop", "ecp5_pll_dividers"]
 
@@ -165,10 +165,5 @@ class AcceleratorTestTop(Elaboratable):
             m.d.comb += value.eq(bits)
 
         # observation: every output bit into an XOR accumulator, its parity to the LED
-        observed = Cat(*(v for _, v in self.outputs))
-        acc = Signal(len(observed))
-        m.d.sync += [acc.eq(acc ^ observed), self.checksum.eq(acc.xor())]
-        if platform is not None:
-            m.submodules.led = led = io.Buffer("o", platform.request("led", 0, dir="-"))
-            m.d.comb += led.o.eq(self.checksum)
+        observe(m, self.outputs, self.checksum, platform)
         return m

@@ -12,6 +12,17 @@ from ..rtl import tlmm
 __all__ = ["Lfsr", "TlmmTestTop", "UNITS", "unit_parameters", "unit_component", "UnitTestTop"]
 
 
+def observe(m, outputs, checksum, platform):
+    """Every bit of ``outputs`` ((name, value) pairs) into an XOR accumulator whose parity is
+    ``checksum``, driven to the board's LED (so synthesis keeps all the logic behind them)."""
+    observed = Cat(*(value for _, value in outputs))
+    acc = Signal(len(observed))
+    m.d.sync += [acc.eq(acc ^ observed), checksum.eq(acc.xor())]
+    if platform is not None:
+        m.submodules.led = led = io.Buffer("o", platform.request("led", 0, dir="-"))
+        m.d.comb += led.o.eq(checksum)
+
+
 class Lfsr(Elaboratable):
     """A ``width``-bit Fibonacci shift register (taps at the top four bits), advancing on ``en``.
 
@@ -156,10 +167,5 @@ class UnitTestTop(Elaboratable):
         stimulus = Cat(*(value for _, value in self.inputs))
         m.submodules.lfsr = lfsr = Lfsr(max(8, len(stimulus)), seed=0x5EED_0417_C0DE)
         m.d.comb += stimulus.eq(lfsr.value[:len(stimulus)])
-        observed = Cat(*(value for _, value in self.outputs))
-        acc = Signal(len(observed))
-        m.d.sync += [acc.eq(acc ^ observed), self.checksum.eq(acc.xor())]
-        if platform is not None:
-            m.submodules.led = led = io.Buffer("o", platform.request("led", 0, dir="-"))
-            m.d.comb += led.o.eq(self.checksum)
+        observe(m, self.outputs, self.checksum, platform)
         return m

@@ -231,6 +231,11 @@ def bursts(addr: int, beats: int, *, data_width: int = 128, max_burst: int = 16,
 TOP_READS_IN_FLIGHT = 8
 
 
+def _check_in_flight(in_flight):
+    if not isinstance(in_flight, int) or isinstance(in_flight, bool) or in_flight < 1:
+        raise ValueError(f"in_flight must be a positive integer (bursts), got {in_flight!r}")
+
+
 def read_schedule(plan, *, start: int, latency: int, in_flight: int = 1) -> list:
     """Cycle of every R beat of a read whose bursts are ``plan`` (``bursts``' list), when the
     master issues its first AR in cycle ``start``, keeps at most ``in_flight`` bursts
@@ -242,8 +247,7 @@ def read_schedule(plan, *, start: int, latency: int, in_flight: int = 1) -> list
     ``rtl.axi.ReadDMA`` does, and the harness's memory with ``min(in_flight, max_reads)``
     bursts outstanding).
     """
-    if not isinstance(in_flight, int) or isinstance(in_flight, bool) or in_flight < 1:
-        raise ValueError(f"in_flight must be a positive integer (bursts), got {in_flight!r}")
+    _check_in_flight(in_flight)
     out, ends = [], []
     ar, free = start - 1, start
     for k, (_, n) in enumerate(plan):
@@ -269,8 +273,7 @@ def write_schedule(plan, available, *, start: int, latency: int, in_flight: int 
     the memory answers ``latency`` cycles after the burst's last W beat (what
     ``rtl.axi.WriteDMA`` and the harness's memory do, with ``min(in_flight, max_writes)``).
     """
-    if not isinstance(in_flight, int) or isinstance(in_flight, bool) or in_flight < 1:
-        raise ValueError(f"in_flight must be a positive integer (bursts), got {in_flight!r}")
+    _check_in_flight(in_flight)
     out, j = [], 0
     aw, w = start - 1, start - 1
     for k, (_, n) in enumerate(plan):
