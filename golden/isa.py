@@ -30,7 +30,8 @@ Per op, for token t and head h (``a + t*stride_t + h*stride_h`` unless said othe
 - ``NORM``: RMSNorm of a row with gamma from source 1 (same address every token); the row is
   gathered from ``heads`` segments of source 0 (``stride_h`` apart, ``beats`` each) and
   written as one row.
-- ``LINEAR``: the weights once (``k_steps * n_blocks * N`` entries, one per beat), then per
+- ``LINEAR``: the weights once (``k_steps * n_blocks * N`` entries, the weight stream below,
+  ``weight_stream_beats`` beats), then per
   token source 0's row quantized, multiplied and dequantized; the token's outputs go to
   ``heads`` destination segments. With the epilogue (one segment only), the outputs stream
   through the Pointwise unit first: ``pointwise(a, y)`` with ``a`` the epilogue operand's row
@@ -43,18 +44,43 @@ Per op, for token t and head h (``a + t*stride_t + h*stride_h`` unless said othe
   queries, which must then be contiguous (``stride_t = beats * 16``) in source 0 and in the
   destination: one job per tile and head, its output one write.
 - ``POINTWISE``: ``pointwise(a, b)`` of source 0's and source 1's rows.
+
+The LINEAR weight stream
+------------------------
+A LINEAR's weights are ``k_steps * n_blocks * N`` entries, K-step-major then column (the order
+the engine consumes them). Entry ``e`` holds the T table indices of one column for one
+K-step, ``entry_bits = T * b`` bits (``b = tlmm.index_bits(G)``; table ``t``'s index at entry
+bits ``[t*b, (t+1)*b)``, least significant bit first). Entry ``e`` starts at stream bit
+``e * entry_pitch(entry_bits)``:
+
+- an entry wider than a beat (the KV260's 28 x 5 = 140 bits) follows the one before it
+  directly, so entries straddle beats (140 bits: 1.67 bits per weight, not the 3.05 of an
+  entry padded to two beats). The RTL's gearbox then yields at most one entry per beat, which
+  the engine's bank takes every cycle: the weight read never waits;
+- an entry of at most a beat (the tiny top's 24 x 5 = 120 bits) takes a beat of its own (bits
+  ``[0, entry_bits)`` of it): packed tighter, a beat would hold parts of two entries, more than
+  the bank takes in a cycle.
+
+The stream is little-endian (stream bit ``i`` is bit ``i % 8`` of byte ``i // 8``) and
+zero-padded to whole 128-bit beats. ``pack_weight_stream`` / ``unpack_weight_stream`` are the
+host's and the reference semantics' sides of it; ``rtl.accelerator`` unpacks it at line rate.
 """
 
 import enum
 import struct
 
-__all__ = ["Op", "WORDS", "BEAT_BYTES", "LANES", "INSTRUCTION_BYTES", "Source", "Instruction",
-           "encode", "decode"]
+import numpy as np
+
+__all__ = ["Op", "WORDS", "BEAT_BYTES", "BEAT_BITS", "LANES", "INSTRUCTION_BYTES", "Source",
+           "Instruction", "encode", "decode", "entry_pitch", "weight_stream_beats",
+           "pack_weight_stream", "unpack_weight_stream"]
 
 #: 32-bit words per instruction
 WORDS = 16
 #: bytes per DDR beat (128-bit AXI data)
 BEAT_BYTES = 16
+#: bits per DDR beat
+BEAT_BITS = 8 * BEAT_BYTES
 #: Q16 int32 lanes per DDR beat
 LANES = BEAT_BYTES // 4
 INSTRUCTION_BYTES = 4 * WORDS
@@ -160,3 +186,50 @@ def decode(image: bytes) -> list:
                                pointwise=(w[0] >> 8) & 3, src0=Source(*w[4:8]),
                                src1=src1, dst=Source(*w[12:16]), **fields))
     return out
+
+
+def entry_pitch(entry_bits: int) -> int:
+    """Stream bits from one weight entry's start to the next's: the entry itself when it is
+    wider than a beat (packed back to back), else a whole beat."""
+    if entry_bits <= 0:
+        raise ValueError(f"entry_bits must be positive, got {entry_bits}")
+    return max(entry_bits, BEAT_BITS)
+
+
+def weight_stream_beats(entries: int, entry_bits: int) -> int:
+    """128-bit beats of a LINEAR's weight stream of ``entries`` entries."""
+    return -(-entries * entry_pitch(entry_bits) // BEAT_BITS)
+
+
+def pack_weight_stream(indices, index_bits: int) -> bytes:
+    """The weight stream of ``indices`` (entries, T): table indices below ``2**index_bits``,
+    in stream order (K-step-major, then column)."""
+    idx = np.asarray(indices, dtype=np.int64)
+    if idx.ndim != 2 or idx.size == 0:
+        raise ValueError(f"indices must be a non-empty (entries, T) array, got shape {idx.shape}")
+    if idx.min() < 0 or idx.max() >= 1 << index_bits:
+        raise ValueError(f"table indices must lie in [0, {1 << index_bits}), got "
+                         f"[{idx.min()}, {idx.max()}]")
+    entries, tables = idx.shape
+    width = tables * index_bits
+    pitch = entry_pitch(width)
+    bits = ((idx[..., None] >> np.arange(index_bits)) & 1).reshape(entries, width)
+    stream = np.zeros((weight_stream_beats(entries, width) * BEAT_BITS,), dtype=np.uint8)
+    rows = stream[:entries * pitch].reshape(entries, pitch)
+    rows[:, :width] = bits
+    return np.packbits(stream, bitorder="little").tobytes()
+
+
+def unpack_weight_stream(data, entries: int, tables: int, index_bits: int) -> np.ndarray:
+    """The (entries, tables) table indices of a weight stream (the inverse of
+    ``pack_weight_stream``)."""
+    width = tables * index_bits
+    expected = weight_stream_beats(entries, width) * BEAT_BYTES
+    if len(data) != expected:
+        raise ValueError(f"a weight stream of {entries} entries of {width} bits is "
+                         f"{expected} bytes, got {len(data)}")
+    bits = np.unpackbits(np.frombuffer(bytes(data), dtype=np.uint8), bitorder="little")
+    pitch = entry_pitch(width)
+    rows = bits[:entries * pitch].reshape(entries, pitch)[:, :width]
+    rows = rows.reshape(entries, tables, index_bits).astype(np.int64)
+    return (rows << np.arange(index_bits)).sum(-1)

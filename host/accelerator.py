@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """Host side of the RTL accelerator (``rtl.accelerator``): DDR layout, programs, reference.
 
-``Layout`` places everything the accelerator reads in its DDR window: the program, one weight
-entry per 128-bit beat for every linear, the norm weights, the RoPE table (per position and
+``Layout`` places everything the accelerator reads in its DDR window: the program, every
+linear's weight stream (``golden.isa``'s layout: entries wider than a beat back to back, others
+a beat each), the norm weights, the RoPE table (per position and
 RoPE beat: a cos beat, then a sin beat), the KV cache (per layer and KV head, ``max_context``
 keys of ``head_dim`` Q16 values; values at ``v_offset`` from the keys) and scratch buffers of
 ``max_tokens`` rows. ``Layout.image()`` is the initial DDR contents; ``Layout.program(tokens,
@@ -43,20 +44,11 @@ def read_q16(memory, addr, count):
     return np.frombuffer(bytes(memory[addr:addr + 4 * count]), dtype="<i4").astype(np.int64)
 
 
-def entry_beats(config: AcceleratorConfig) -> int:
-    """DDR beats per weight entry: ``ceil(T * index_bits / 128)``."""
-    return -(-config.entry_bits // (8 * B))
-
-
-def weight_entries(packed, beats: int = 1) -> bytes:
-    """Weight entries of ``beats`` 128-bit beats each (least significant beat first),
-    K-step-major then column (the order of ``host.weight_image``)."""
+def weight_stream(packed) -> bytes:
+    """A linear's ``golden.isa`` weight stream: its entries K-step-major then column (the
+    order of ``host.weight_image``)."""
     idx = _indices(packed).reshape(-1, packed.tables_per_step)         # (entries, T)
-    bits = (idx[..., None] >> np.arange(packed.index_bits)) & 1        # (entries, T, b)
-    bits = bits.reshape(idx.shape[0], -1).astype(np.uint8)
-    padded = np.zeros((idx.shape[0], 8 * B * beats), dtype=np.uint8)
-    padded[:, :bits.shape[1]] = bits
-    return np.packbits(padded, axis=1, bitorder="little").tobytes()
+    return isa.pack_weight_stream(idx, packed.index_bits)
 
 
 class Layout:
@@ -91,7 +83,6 @@ class Layout:
         self._next = 0
         self.program_addr = self._take(max_instructions * isa.INSTRUCTION_BYTES)
         self.max_instructions = max_instructions
-        self.entry_beats = entry_beats(config)
         self.linears = []           # per layer {name: [(addr, packed, first column), ...]}
         self.norms = []             # per layer {name: addr}
         self._blocks = []           # (addr, bytes) of the initial image
@@ -105,9 +96,9 @@ class Layout:
                     part = TernaryLinear(ternary=linear.ternary[first:first + tile],
                                          scale=linear.scale)
                     packed = pack_linear(part, config)
-                    entries = weight_entries(packed, self.entry_beats)
-                    addr = self._take(len(entries))
-                    self._blocks.append((addr, entries))
+                    stream = weight_stream(packed)
+                    addr = self._take(len(stream))
+                    self._blocks.append((addr, stream))
                     tiles.append((addr, packed, first))
                 linears[name] = tiles
             self.linears.append(linears)
@@ -206,7 +197,8 @@ class Layout:
                          "epilogue": Source(rows.addr + 4 * first, rows.stride_t)}
             out.append(Instruction(
                 Op.LINEAR, tokens=tokens, heads=heads, src0=src,
-                src1=Source(addr, 0, 0, packed.num_entries * self.entry_beats), dst=target,
+                src1=Source(addr, 0, 0, isa.weight_stream_beats(packed.num_entries,
+                                                               packed.entry_bits)), dst=target,
                 k_steps=packed.k_steps, n_blocks=n_blocks, w_m=packed.scale_m,
                 w_e=packed.scale_e, **extra))
         return out
@@ -306,11 +298,10 @@ def execute(program, memory, *, eps: int, config: AcceleratorConfig, head_dim: i
             write_q16(memory, d.addr + t * d.stride_t + h * d.stride_h, values)
 
         if ins.op is Op.LINEAR:
-            entry_bytes = s1.beats * B // (ins.k_steps * ins.n_blocks * n_per)
-            entries = np.frombuffer(bytes(memory[s1.addr:s1.addr + s1.beats * B]), np.uint8)
-            bits = np.unpackbits(entries.reshape(-1, entry_bytes), axis=1, bitorder="little")
-            bits = bits[:, :t_per * b].reshape(ins.k_steps, ins.n_blocks * n_per, t_per, b)
-            idx = (bits.astype(np.int64) << np.arange(b)).sum(-1)         # (ks, N, T)
+            entries = ins.k_steps * ins.n_blocks * n_per
+            idx = isa.unpack_weight_stream(memory[s1.addr:s1.addr + s1.beats * B], entries,
+                                           t_per, b)
+            idx = idx.reshape(ins.k_steps, ins.n_blocks * n_per, t_per)   # (ks, N, T)
             indices = idx.transpose(1, 0, 2).reshape(ins.n_blocks * n_per, -1)
             seg = d.beats * isa.LANES
             for t in range(ins.tokens):

@@ -8,7 +8,7 @@ Blocks::
     DDR (AXI4) ── ReadDMA ── router ─┬─ instruction words
                                      ├─ RMSNorm (x, gamma)          ─┐
                                      ├─ Quantizer ─ gearbox ─ Engine ─ Dequantizer
-                                     ├─ weights ──────────── Engine  │
+                                     ├─ WeightUnpacker ───── Engine  │
                                      ├─ FIFO ─ RoPE (x, table)       ├─ WriteDMA ── DDR
                                      ├─ PrefillUnit (q, k, v)        │
                                      └─ FIFO ─ Pointwise (a, b)     ─┘
@@ -27,12 +27,13 @@ the units, so a faulted run leaves nothing behind.
 
 Constraints of this top (checked at construction): 128-bit DDR beats of four Q16 lanes, so
 the engine's ``cols_per_cycle`` and ``G*T`` must be multiples of 4; each engine result goes to
-the dequantizer as ``cols_per_cycle / 4`` beats; a weight entry takes ``ceil(T * index_bits /
-128)`` beats. One engine job holds at most ``max_job_n`` columns (its double-buffered weight
-banks are sized by it); the host splits wider linears into column tiles. Attention runs on a
-``PrefillUnit`` of ``attention_tile`` queries: a tile of up to that many consecutive queries of
-one head shares one pass over the keys and one over the values (a decode step is a tile of
-one).
+the dequantizer as ``cols_per_cycle / 4`` beats; the weights arrive as ``golden.isa``'s weight
+stream (entries wider than a beat back to back), which ``WeightUnpacker`` turns into entries
+at line rate, at most one a beat, so the engine's bank never holds the read up. One engine
+job holds at most ``max_job_n`` columns (its double-buffered weight banks are sized by it);
+the host splits wider linears into column tiles. Attention runs on a ``PrefillUnit`` of
+``attention_tile`` queries: a tile of up to that many consecutive queries of one head shares
+one pass over the keys and one over the values (a decode step is a tile of one).
 """
 
 import enum
@@ -50,6 +51,7 @@ from .elementwise import Pointwise, PointwiseOp, RMSNorm, RoPE
 from .quant import Dequantizer, Quantizer
 from .regs import ErrorCode, Registers
 from .tlmm import Engine
+from .weight_stream import WeightUnpacker
 
 __all__ = ["Route", "COUNTERS", "GATE_OPS", "ddr_signature", "Accelerator"]
 
@@ -152,8 +154,6 @@ class Accelerator(wiring.Component):
         if not 0 < self.max_job_n <= self.max_dim or self.max_job_n % config.cols_per_cycle:
             raise ValueError(f"max_job_n={max_job_n} must be a multiple of cols_per_cycle="
                              f"{config.cols_per_cycle} and at most {self.max_dim}")
-        #: DDR beats per weight entry
-        self.entry_beats = -(-config.entry_bits // DATA_WIDTH)
         self._MustUse__silence = False
         super().__init__({
             "ctrl": In(axilite_signature(addr_width=8)),
@@ -164,6 +164,13 @@ class Accelerator(wiring.Component):
     def pointwise_ops(self) -> tuple:
         """The ``PointwiseOp``s built: the residual add and the gates."""
         return (PointwiseOp.ADD, *(GATE_OPS[g] for g in self.gates))
+
+    def _weight_stream_beats(self, blocks):
+        """Beats of the weight stream of ``blocks`` K-step x N-block pairs
+        (``golden.isa.weight_stream_beats``)."""
+        cfg = self.config
+        bits = blocks * (cfg.cols_per_cycle * isa.entry_pitch(cfg.entry_bits))
+        return (bits + (DATA_WIDTH - 1)) >> (DATA_WIDTH.bit_length() - 1)
 
     def elaborate(self, platform):
         m = Module()
@@ -194,6 +201,7 @@ class Accelerator(wiring.Component):
             "norm": RMSNorm(lanes=lanes, max_h=self.max_dim,
                             eps=ops.eps_q16(self.model.rms_norm_eps)),
             "quant": Quantizer(lanes=lanes, max_k=self.max_dim),
+            "unpacker": WeightUnpacker(entry_bits=cfg.entry_bits, data_width=DATA_WIDTH),
             "engine": Engine(config=cfg, max_k=self.max_dim, max_n=self.max_job_n,
                              max_tokens=self.max_tokens),
             "dequant": Dequantizer(lanes=lanes, acc_width=cfg.acc_width),
@@ -211,6 +219,8 @@ class Accelerator(wiring.Component):
         for name, unit in units.items():
             m.submodules[name] = ResetInserter(unit_reset)(unit)
         norm, quant, engine, dequant = (units[n] for n in ("norm", "quant", "engine", "dequant"))
+        unpacker = units["unpacker"]
+        wiring.connect(m, unpacker.entries, engine.weights)
         rope, attn, pw = units["rope"], units["attention"], units["pointwise"]
         rope_fifo, a_fifo = units["rope_fifo"], units["a_fifo"]
         gamma_fifo, out_fifo = units["gamma_fifo"], units["out_fifo"]
@@ -271,9 +281,6 @@ class Accelerator(wiring.Component):
             m.d.sync += remaining.eq(remaining - 1)
 
         instr_beat = Signal(3)
-        entry_parts = [Signal(DATA_WIDTH, name=f"entry_part{i}")
-                       for i in range(self.entry_beats - 1)]
-        entry_part = Signal(range(self.entry_beats))
         cos_beat = Signal(DATA_WIDTH)
         cos_held = Signal()
 
@@ -298,17 +305,10 @@ class Accelerator(wiring.Component):
                 m.d.comb += [quant.x.valid.eq(valid), quant.x.payload.x.eq(beat),
                              quant.x.payload.last.eq(last), sink_ready.eq(quant.x.ready)]
             with m.Case(Route.WEIGHTS):
-                # an entry is entry_beats beats, least significant first
-                entry = Cat(*entry_parts, beat)[:cfg.entry_bits]
-                entry_done = entry_part == self.entry_beats - 1
-                m.d.comb += [engine.weights.valid.eq(valid & entry_done),
-                             engine.weights.payload.eq(entry),
-                             sink_ready.eq(~entry_done | engine.weights.ready)]
-                with m.If(valid & sink_ready):
-                    m.d.sync += entry_part.eq(Mux(entry_done, 0, entry_part + 1))
-                    for i, part in enumerate(entry_parts):
-                        with m.If(entry_part == i):
-                            m.d.sync += part.eq(beat)
+                m.d.comb += [unpacker.beats.valid.eq(valid),
+                             unpacker.beats.payload.data.eq(beat),
+                             unpacker.beats.payload.end.eq(remaining == 1),
+                             sink_ready.eq(unpacker.beats.ready)]
             with m.Case(Route.ROPE_X):
                 m.d.comb += [rope_fifo.w_en.eq(valid), rope_fifo.w_data.eq(beat),
                              sink_ready.eq(rope_fifo.w_rdy)]
@@ -467,7 +467,7 @@ class Accelerator(wiring.Component):
                     & (k_steps <= engine.max_k_steps) & (n_blocks != 0)
                     & (n_blocks <= engine.max_n_blocks) & (beats0 <= row_beats)
                     & (beats0 <= k_beats) & (beats0 + steps_per_k > k_beats)
-                    & (beats1 == k_steps * n_blocks * cfg.cols_per_cycle * self.entry_beats)
+                    & (beats1 == self._weight_stream_beats(k_steps * n_blocks))
                     & (heads * beatsd == n_blocks * parts)
                     & (~epilogue | ((heads == 1) & (pw_op != 3))))
             with m.Case(isa.Op.ROPE):
@@ -647,7 +647,7 @@ class Accelerator(wiring.Component):
                              regs.fault.eq(faulted), reader.clear.eq(1), writer.clear.eq(1)]
                 m.d.sync += [remaining.eq(0), cos_held.eq(0), gear_fill.eq(0),
                              gear_full.eq(0), n_block.eq(0), held.eq(0), part.eq(0),
-                             entry_part.eq(0), seg.eq(0), off0.eq(0)]
+                             seg.eq(0), off0.eq(0)]
                 m.next = "IDLE"
 
         # ---- counters ----
