@@ -8,10 +8,10 @@ Blocks::
     DDR (AXI4) ── ReadDMA ── router ─┬─ instruction words
                                      ├─ RMSNorm (x, gamma)          ─┐
                                      ├─ Quantizer ─ gearbox ─ Engine ─ Dequantizer
-                                     ├─ WeightUnpacker ───── Engine  │
                                      ├─ FIFO ─ RoPE (x, table)       ├─ WriteDMA ── DDR
                                      ├─ PrefillUnit (q, k, v)        │
                                      └─ FIFO ─ Pointwise (a, b)     ─┘
+    DDR (AXI4) ── WeightStreamer ── engine jobs and weight entries ── Engine
 
 The sequencer fetches one instruction (four beats), checks it, then iterates over its
 ``tokens`` x ``heads``: it issues the iteration's write command, then its read commands (each
@@ -19,11 +19,18 @@ tagged with the unit input it feeds), and waits until the read stream is consume
 write is acknowledged before the next iteration. Reads and writes are checked against the DDR
 window (``DDR_BASE``, ``DDR_SIZE``) before they are issued.
 
+The weights take a port of their own (``weight_ddr``): the ``WeightStreamer``
+(``rtl.weight_stream``) walks the same program ahead of the sequencer and streams each
+LINEAR's weights into the engine's free bank, so the next linear's weights arrive while the
+engine computes this one and while the instructions in between run. A LINEAR's tokens wait
+for its bank only if its weights are late. The run ends (FINISH) once both the sequencer and
+the streamer's walk are done.
+
 Faults (a bad opcode, an inconsistent or oversized length, an address outside the window, an
-AXI error response) stop the program: issued reads are drained and discarded, issued writes
-completed with zeros, the units reset, and the run ends with DONE and ERROR and the code in
-``STATUS``; the accelerator never hangs on bad input. Every run ends with a one-cycle reset of
-the units, so a faulted run leaves nothing behind.
+AXI error response on either port) stop the program: issued reads (the streamer's too) are
+drained and discarded, issued writes completed with zeros, the units reset, and the run ends
+with DONE and ERROR and the code in ``STATUS``; the accelerator never hangs on bad input.
+Every run ends with a one-cycle reset of the units, so a faulted run leaves nothing behind.
 
 Constraints of this top (checked at construction): 128-bit DDR beats of four Q16 lanes, so
 the engine's ``cols_per_cycle`` and ``G*T`` must be multiples of 4; each engine result goes to
@@ -47,11 +54,12 @@ from ..golden.config import AcceleratorConfig, ModelConfig
 from ..golden.ddr import TOP_READS_IN_FLIGHT, TOP_WRITES_IN_FLIGHT
 from .attention import PrefillUnit
 from .axi import ReadDMA, WriteDMA, axi4_signature, axilite_signature
+from .axi import in_window as command_in_window
 from .elementwise import Pointwise, PointwiseOp, RMSNorm, RoPE
 from .quant import Dequantizer, Quantizer
 from .regs import ErrorCode, Registers
 from .tlmm import Engine
-from .weight_stream import WeightUnpacker
+from .weight_stream import WeightStreamer
 
 __all__ = ["Route", "COUNTERS", "GATE_OPS", "ddr_signature", "Accelerator"]
 
@@ -64,14 +72,13 @@ class Route(enum.IntEnum):
     NORM_X = 1
     NORM_GAMMA = 2
     QUANT_X = 3
-    WEIGHTS = 4
-    ROPE_X = 5
-    ROPE_TABLE = 6
-    ATT_Q = 7
-    ATT_K = 8
-    ATT_V = 9
-    POINTWISE_A = 10
-    POINTWISE_B = 11
+    ROPE_X = 4
+    ROPE_TABLE = 5
+    ATT_Q = 6
+    ATT_K = 7
+    ATT_V = 8
+    POINTWISE_A = 9
+    POINTWISE_B = 10
 
 
 #: ``ModelConfig.hidden_act`` -> the ``Pointwise`` gate that computes it
@@ -118,6 +125,8 @@ class Accelerator(wiring.Component):
         Register block (``rtl.regs``).
     ddr : Out(ddr_signature())
         DDR master: reads from the ``ReadDMA``, writes from the ``WriteDMA``.
+    weight_ddr : Out(ddr_signature())
+        DDR master of the ``WeightStreamer``: reads only (its write channels idle).
     """
 
     def __init__(self, *, config: AcceleratorConfig, model: ModelConfig, max_tokens: int = 64,
@@ -158,19 +167,13 @@ class Accelerator(wiring.Component):
         super().__init__({
             "ctrl": In(axilite_signature(addr_width=8)),
             "ddr": Out(ddr_signature()),
+            "weight_ddr": Out(ddr_signature()),
         })
 
     @property
     def pointwise_ops(self) -> tuple:
         """The ``PointwiseOp``s built: the residual add and the gates."""
         return (PointwiseOp.ADD, *(GATE_OPS[g] for g in self.gates))
-
-    def _weight_stream_beats(self, blocks):
-        """Beats of the weight stream of ``blocks`` K-step x N-block pairs
-        (``golden.isa.weight_stream_beats``)."""
-        cfg = self.config
-        bits = blocks * (cfg.cols_per_cycle * isa.entry_pitch(cfg.entry_bits))
-        return (bits + (DATA_WIDTH - 1)) >> (DATA_WIDTH.bit_length() - 1)
 
     def elaborate(self, platform):
         m = Module()
@@ -197,13 +200,18 @@ class Accelerator(wiring.Component):
 
         # ---- datapath units (reset together at the end of every run) ----
         unit_reset = Signal()
+        engine = Engine(config=cfg, max_k=self.max_dim, max_n=self.max_job_n,
+                        max_tokens=self.max_tokens)
         units = {
             "norm": RMSNorm(lanes=lanes, max_h=self.max_dim,
                             eps=ops.eps_q16(self.model.rms_norm_eps)),
             "quant": Quantizer(lanes=lanes, max_k=self.max_dim),
-            "unpacker": WeightUnpacker(entry_bits=cfg.entry_bits, data_width=DATA_WIDTH),
-            "engine": Engine(config=cfg, max_k=self.max_dim, max_n=self.max_job_n,
-                             max_tokens=self.max_tokens),
+            "engine": engine,
+            "streamer": WeightStreamer(config=cfg, max_tokens=self.max_tokens,
+                                       max_k_steps=engine.max_k_steps,
+                                       max_n_blocks=engine.max_n_blocks,
+                                       max_in_flight=TOP_READS_IN_FLIGHT,
+                                       data_width=DATA_WIDTH),
             "dequant": Dequantizer(lanes=lanes, acc_width=cfg.acc_width),
             "rope": RoPE(lanes=lanes, head_dim=self.head_dim),
             "attention": PrefillUnit(queries=self.attention_tile, lanes=lanes,
@@ -218,9 +226,13 @@ class Accelerator(wiring.Component):
         }
         for name, unit in units.items():
             m.submodules[name] = ResetInserter(unit_reset)(unit)
-        norm, quant, engine, dequant = (units[n] for n in ("norm", "quant", "engine", "dequant"))
-        unpacker = units["unpacker"]
-        wiring.connect(m, unpacker.entries, engine.weights)
+        norm, quant, dequant = (units[n] for n in ("norm", "quant", "dequant"))
+        streamer = units["streamer"]
+        wiring.connect(m, streamer.job, engine.job)
+        wiring.connect(m, streamer.entries, engine.weights)
+        for name, member in streamer.bus.signature.members.items():
+            port, inner = getattr(self.weight_ddr, name), getattr(streamer.bus, name)
+            m.d.comb += (inner.eq(port) if member.flow == In else port.eq(inner))
         rope, attn, pw = units["rope"], units["attention"], units["pointwise"]
         rope_fifo, a_fifo = units["rope_fifo"], units["a_fifo"]
         gamma_fifo, out_fifo = units["gamma_fifo"], units["out_fifo"]
@@ -257,9 +269,8 @@ class Accelerator(wiring.Component):
         m.d.comb += window_hi.eq(regs.ddr_base + regs.ddr_size)
 
         def in_window(addr, beats):
-            end = Signal(34)
-            m.d.comb += end.eq(addr + (beats << 4))
-            return (addr[:4] == 0) & (addr >= window_lo) & (end <= window_hi) & (beats != 0)
+            return command_in_window(m, addr, beats, window_lo, window_hi,
+                                     beat_bytes=isa.BEAT_BYTES)
 
         rd_ok = in_window(rd_addr, rd_beats)
         wr_ok = in_window(wr_addr, wr_beats)
@@ -304,11 +315,6 @@ class Accelerator(wiring.Component):
             with m.Case(Route.QUANT_X):
                 m.d.comb += [quant.x.valid.eq(valid), quant.x.payload.x.eq(beat),
                              quant.x.payload.last.eq(last), sink_ready.eq(quant.x.ready)]
-            with m.Case(Route.WEIGHTS):
-                m.d.comb += [unpacker.beats.valid.eq(valid),
-                             unpacker.beats.payload.data.eq(beat),
-                             unpacker.beats.payload.end.eq(remaining == 1),
-                             sink_ready.eq(unpacker.beats.ready)]
             with m.Case(Route.ROPE_X):
                 m.d.comb += [rope_fifo.w_en.eq(valid), rope_fifo.w_data.eq(beat),
                              sink_ready.eq(rope_fifo.w_rdy)]
@@ -467,7 +473,7 @@ class Accelerator(wiring.Component):
                     & (k_steps <= engine.max_k_steps) & (n_blocks != 0)
                     & (n_blocks <= engine.max_n_blocks) & (beats0 <= row_beats)
                     & (beats0 <= k_beats) & (beats0 + steps_per_k > k_beats)
-                    & (beats1 == self._weight_stream_beats(k_steps * n_blocks))
+                    & (beats1 == streamer.stream_beats(k_steps * n_blocks))
                     & (heads * beatsd == n_blocks * parts)
                     & (~epilogue | ((heads == 1) & (pw_op != 3))))
             with m.Case(isa.Op.ROPE):
@@ -483,6 +489,7 @@ class Accelerator(wiring.Component):
                 m.d.comb += lengths_ok.eq((heads == 1) & (beats0 <= row_beats)
                                           & (beats1 == beats0) & (beatsd == beats0)
                                           & (pw_op != 3))
+        weights_in_window = in_window(src1[0], beats1)         # LINEAR: the streamer's read
         # the op must exist, and so must the Pointwise operation it streams through
         known_op = Signal()
         uses_pointwise = is_op(isa.Op.POINTWISE) | (is_op(isa.Op.LINEAR) & epilogue)
@@ -494,8 +501,12 @@ class Accelerator(wiring.Component):
                      regs.fault_code.eq(fault_code), reader.clear.eq(0), writer.clear.eq(0)]
 
         axi_fault = Signal(8)
-        m.d.comb += axi_fault.eq(Mux(reader.error, ErrorCode.AXI_READ,
+        m.d.comb += axi_fault.eq(Mux(reader.error | streamer.error, ErrorCode.AXI_READ,
                                      Mux(writer.error, ErrorCode.AXI_WRITE, 0)))
+        m.d.comb += [streamer.start.eq(regs.start), streamer.program_addr.eq(regs.program_addr),
+                     streamer.program_len.eq(regs.program_len),
+                     streamer.window_lo.eq(window_lo), streamer.window_hi.eq(window_hi),
+                     streamer.drain.eq(drain)]
 
         def iteration_reads(step):
             """(issue?, addr, beats, route) of read ``step`` of the current iteration."""
@@ -575,20 +586,10 @@ class Accelerator(wiring.Component):
                     raise_fault(ErrorCode.BAD_OPCODE)
                 with m.Elif(~lengths_ok | (tokens == 0) | (heads == 0) | (beats0 == 0)):
                     raise_fault(ErrorCode.BAD_LENGTH)
-                with m.Elif(is_op(isa.Op.LINEAR)):
-                    m.next = "ENGINE_JOB"
+                with m.Elif(is_op(isa.Op.LINEAR) & ~weights_in_window):
+                    raise_fault(ErrorCode.ADDRESS_RANGE)
                 with m.Else():
                     m.next = "UNIT_JOB"
-            with m.State("ENGINE_JOB"):
-                m.d.comb += [regs.busy.eq(1), engine.job.valid.eq(1),
-                             engine.job.payload.tokens.eq(tokens),
-                             engine.job.payload.k_steps.eq(k_steps),
-                             engine.job.payload.n_blocks.eq(n_blocks)]
-                with m.If(engine.job.ready):
-                    m.next = "WEIGHTS"
-            with m.State("WEIGHTS"):
-                m.d.comb += regs.busy.eq(1)
-                issue_read({isa.Op.LINEAR: (C(1, 1), src1[0], beats1, Route.WEIGHTS)}, "UNIT_JOB")
             with m.State("UNIT_JOB"):
                 m.d.comb += regs.busy.eq(1)
                 with m.If(is_op(isa.Op.ATTENTION)):
@@ -634,13 +635,19 @@ class Accelerator(wiring.Component):
                     with m.Else():
                         m.d.comb += retire.eq(1)
                         m.d.sync += pc.eq(pc + 1)
-                        with m.If(pc + 1 == regs.program_len):
+                        with m.If((pc + 1 == regs.program_len) & streamer.done):
                             m.next = "FINISH"
+                        with m.Elif(pc + 1 == regs.program_len):
+                            m.next = "END"
                         with m.Else():
                             m.next = "FETCH"
+            with m.State("END"):                     # the streamer's walk is not over yet
+                m.d.comb += regs.busy.eq(1)
+                with m.If(streamer.done):
+                    m.next = "FINISH"
             with m.State("FAULT"):
                 m.d.comb += [regs.busy.eq(1), drain.eq(1)]
-                with m.If(reader.idle & writer.idle & ~reader.data.valid):
+                with m.If(reader.idle & writer.idle & ~reader.data.valid & streamer.idle):
                     m.next = "FINISH"
             with m.State("FINISH"):
                 m.d.comb += [regs.busy.eq(1), unit_reset.eq(1), regs.done.eq(1),
@@ -669,7 +676,10 @@ class Accelerator(wiring.Component):
                 m.d.sync += count["attention_cycles"].eq(count["attention_cycles"] + 1)
             with m.Else():
                 m.d.sync += count["elementwise_cycles"].eq(count["elementwise_cycles"] + 1)
+        weight_beat = self.weight_ddr.rvalid & self.weight_ddr.rready
         with m.If(reader.data.valid & reader.data.ready):
+            m.d.sync += count["read_beats"].eq(count["read_beats"] + 1 + weight_beat)
+        with m.Elif(weight_beat):
             m.d.sync += count["read_beats"].eq(count["read_beats"] + 1)
         with m.If(writer.data.valid & writer.data.ready):
             m.d.sync += count["write_beats"].eq(count["write_beats"] + 1)

@@ -52,7 +52,17 @@ from ..golden.ddr import (
 from . import arith
 
 __all__ = ["AXIRAM_READ_LATENCY", "AXIRAM_WRITE_LATENCY", "BOUNDARY", "Resp", "axi4_signature",
-           "axilite_signature", "dma_command_layout", "bursts", "ReadDMA", "WriteDMA"]
+           "axilite_signature", "dma_command_layout", "bursts", "in_window", "ReadDMA",
+           "WriteDMA"]
+
+def in_window(m, addr, beats, lo, hi, *, beat_bytes: int = 16):
+    """A DMA command inside the DDR window ``[lo, hi)``: ``addr`` beat-aligned, ``beats``
+    nonzero, the sums taken without wrap-around."""
+    shift = beat_bytes.bit_length() - 1
+    end = Signal(max(len(addr), len(beats) + shift, len(hi)) + 1)
+    m.d.comb += end.eq(addr + (beats << shift))
+    return (addr[:shift] == 0) & (addr >= lo) & (end <= hi) & (beats != 0)
+
 
 class Resp:
     """AXI response codes (``xRESP``)."""

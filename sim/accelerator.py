@@ -18,6 +18,13 @@ builder (``rtl.tlmm``: registered tables, or ``lutram`` tables written P cycles 
 two banks); ``_linear_token`` gives the recurrence, which holds for any ``n_blocks`` (the
 engine waits for the gearbox when a K-step's lookups are shorter than its refill).
 
+The weights come over the ``WeightStreamer``'s port (``_Streamer``): it walks the program
+from cycle 0 like the sequencer (a fetch, ``read_latency + 6`` cycles to its DECODE), and for
+a LINEAR offers the engine its job, which is taken once the bank of the job two back is
+released (the cycle after that job's last issue), then reads the weight stream. A LINEAR's
+first lookup waits for its bank (``BANK_TO_ISSUE`` cycles after the last weight beat), and the
+run ends once the walk is DONE too.
+
 Both DMAs keep several bursts in flight (``TOP_READS_IN_FLIGHT``, ``TOP_WRITES_IN_FLIGHT``).
 The DDR's read limit (``max_reads``) bounds the reads in flight with the ReadDMA's own; a
 write limit below the WriteDMA's (whose W beats may then run ahead of a held AW) and a
@@ -45,12 +52,20 @@ from . import blocks, units
 
 __all__ = ["TopTiming", "program_cycles"]
 
+#: data channels of the top that may each move a beat a cycle: the ReadDMA's, the
+#: WeightStreamer's and the WriteDMA's
+CHANNELS = 3
 #: RMSNorm: cycles from a token's last input beat to its first gamma beat (the mean division,
 #: square root and reciprocal of ``RMSNorm.setup_cycles``, then the step into pass 2)
 NORM_SETUP = units.RMSNorm(lanes=isa.LANES).setup_cycles + 1
 #: DecodeUnit: cycles from the last value beat to the first output beat: the divider start,
 #: ``RatioScale`` (QUOTIENT_WIDTH + 1) and the output register (``DecodeUnit.cycles``)
 ATTENTION_TAIL = units.RATIO_SCALE_QUOTIENT_WIDTH + 4
+#: TLMM engine: cycles from a lookup's issue to its lookup stage (``rtl.tlmm.Engine``)
+ISSUE_TO_LOOKUP = 2
+#: cycles from a job's last weight beat to its bank's first possible issue: the registered
+#: bank write, the bank full, then ``running`` (``rtl.tlmm.WeightBuffer``, ``Engine``)
+BANK_TO_ISSUE = 3
 
 
 @dataclass(frozen=True)
@@ -73,10 +88,11 @@ class TopTiming:
                              f"hold back an AW of the top's {TOP_WRITES_IN_FLIGHT} while its W "
                              "beats go ahead; the top model covers memories that take "
                              f"{TOP_WRITES_IN_FLIGHT} or more")
-        if ddr.caps(beats_per_cycle=2):
+        if ddr.caps(beats_per_cycle=CHANNELS):
             raise ValueError(f"a DDR bandwidth cap of {ddr.bytes_per_cycle:.1f} bytes per cycle "
-                             f"(bucket {ddr.bucket_bytes}) can delay the top's 32 bytes a cycle; "
-                             "the top model covers caps of at least 32 bytes per cycle")
+                             f"(bucket {ddr.bucket_bytes}) can delay the top's "
+                             f"{16 * CHANNELS} bytes a cycle; the top model covers caps of at "
+                             f"least {16 * CHANNELS} bytes per cycle")
         return cls(config, read_latency=ddr.read_latency, write_latency=ddr.write_latency,
                    reads_in_flight=min(TOP_READS_IN_FLIGHT, ddr.max_reads),
                    writes_in_flight=TOP_WRITES_IN_FLIGHT)
@@ -123,6 +139,61 @@ class _Clock:
         return responses[-1] + 1
 
 
+class _Streamer:
+    """The ``WeightStreamer``'s walk over the program on its own port: when each LINEAR's
+    weights are in its bank, given when the engine released the banks of the jobs before."""
+
+    def __init__(self, timing, program):
+        self.t = timing
+        self.program = list(program)
+        self.pc = 0
+        self.fetch = 0                           # cycle of the next FETCH (with the sequencer's)
+        self.jobs = 0                            # LINEAR jobs streamed so far
+        self.last_beats = []                     # per job: its last weight beat
+        self.releases = []                       # per job: the engine's release of its bank
+        self.done = None                         # first cycle of DONE
+
+    def _step(self):
+        """Walk one instruction."""
+        t, ins = self.t, self.program[self.pc]
+        decode = self.fetch + t.read_latency + 6
+        end = decode                             # the state before the next FETCH
+        if ins.op is Op.LINEAR:
+            job = self.jobs
+            accept = decode + 1                  # JOB: the fill bank is free
+            if job >= 2:
+                accept = max(accept, self.releases[job - 2] + 1)
+            beats = read_schedule(bursts(ins.src1.addr, ins.src1.beats), start=accept + 2,
+                                  latency=t.read_latency, in_flight=t.reads_in_flight)
+            self.last_beats.append(beats[-1])
+            self.jobs += 1
+            end = beats[-1]
+        self.pc += 1
+        self.fetch = end + 1
+        if self.pc == len(self.program):
+            self.done = end + 1
+
+    def weights_in(self, job: int) -> int:
+        """Cycle of job ``job``'s last weight beat (its last entry into the bank)."""
+        while self.jobs <= job:
+            if self.jobs >= 2 and len(self.releases) < self.jobs - 1:
+                raise ValueError(f"job {self.jobs} waits for the release of job {self.jobs - 2}")
+            self._step()
+        return self.last_beats[job]
+
+    def release(self, job: int, cycle: int):
+        """The engine's last issue of job ``job`` (its bank is free the cycle after)."""
+        if len(self.releases) != job:
+            raise ValueError(f"releases come in job order: {len(self.releases)}, not {job}")
+        self.releases.append(cycle)
+
+    def finished(self) -> int:
+        """The first cycle the walk is DONE."""
+        while self.done is None:
+            self._step()
+        return self.done
+
+
 def _norm_outputs(x, gamma):
     out, g = [], x[-1] + NORM_SETUP - 1
     for arrival in gamma:
@@ -145,10 +216,11 @@ def _rope_outputs(x, table):
 
 
 def _linear_token(timing: TopTiming, x_last: int, beats: int, k_steps: int,
-                  n_blocks: int) -> int:
+                  n_blocks: int, first_issue: int | None = None) -> int:
     """Cycle of the first lookup (the engine's lookup stage, two cycles after its issue) of a
     token's last K-step, given the cycle its last activation beat entered the quantizer (the
-    engine idle before it, its weights in the bank).
+    engine idle before it) and the first cycle the engine may issue (``first_issue``: the
+    job's bank full and running; None: long before).
 
     The quantizer hands its first INT8 beat over 2 cycles after the token's last input beat,
     then one a cycle while the gearbox takes them. The gearbox is full (valid to the engine) the
@@ -164,33 +236,37 @@ def _linear_token(timing: TopTiming, x_last: int, beats: int, k_steps: int,
     if not 0 < sizes[-1] <= steps:
         raise ValueError(f"{beats} activation beats do not make {k_steps} K-steps of {steps}")
     never = -(1 << 62)
+    running = never if first_issue is None else first_issue + ISSUE_TO_LOOKUP
     full = x_last + 2 + sizes[0]                 # gearbox valid to the engine
     look, look_before, write = never, never, never
     for s in range(k_steps):
         if p is None:
             take = max(full, look - 1)
-            first = max(take + 2, look + n_blocks)
+            first = max(take + 2, look + n_blocks, running)
         else:
             write = max(full, write + p, look_before + n_blocks - 1)
             take = write + p - 1
-            first = max(write + p, look + n_blocks)
+            first = max(write + p, look + n_blocks, running)
         look_before, look = look, first
         if s + 1 < k_steps:
             full = take + sizes[s + 1] + 1
     return look
 
 
-def instruction_cycles(ins, timing: TopTiming, clock: _Clock, start: int) -> int:
-    """Run one instruction whose FETCH is accepted at ``start``; the cycle its last WAIT
-    settles (the next FETCH or FINISH is the cycle after)."""
+def instruction_cycles(ins, timing: TopTiming, clock: _Clock, start: int,
+                       streamer: _Streamer, job: int) -> int:
+    """Run one instruction whose FETCH is accepted at ``start`` (a LINEAR: the engine's job
+    ``job``); the cycle its last WAIT settles (the next FETCH or FINISH is the cycle after)."""
     t = timing
     decode = start + t.read_latency + 6
     clock.read(start, 0, isa.WORDS // 4)
     u = decode + 1
     pending = []                                # output FIFO: cycle each beat is readable
-    if ins.op is Op.LINEAR:
-        clock.read(decode + 2, ins.src1.addr, ins.src1.beats)
-        u = decode + 3
+    first_issue = None
+    if ins.op is Op.LINEAR:                     # its weights come over the streamer's port
+        first_issue = streamer.weights_in(job) + BANK_TO_ISSUE
+        if job >= 1:
+            first_issue = max(first_issue, streamer.releases[job - 1] + 2)
     settled = u
     tok = 0
     while tok < ins.tokens:
@@ -220,7 +296,9 @@ def instruction_cycles(ins, timing: TopTiming, clock: _Clock, start: int) -> int
                 if h == 0:
                     state = read(row0, s0.beats, state)
                     last_step = _linear_token(t, reads[0][-1], s0.beats, ins.k_steps,
-                                              ins.n_blocks)
+                                              ins.n_blocks, first_issue if tok == 0 else None)
+                    if tok == ins.tokens - 1:       # the bank is released at the last issue
+                        streamer.release(job, last_step - ISSUE_TO_LOOKUP + ins.n_blocks - 1)
                     # result parts reach the dequantizer one a cycle from the cycle after the
                     # first result's handshake (issue = last_step - 2, then the result latency)
                     parts = t.config.cols_per_cycle // isa.LANES
@@ -275,7 +353,11 @@ def instruction_cycles(ins, timing: TopTiming, clock: _Clock, start: int) -> int
 def program_cycles(program, timing: TopTiming) -> int:
     """Cycles of the top's ``CYCLES`` register for a whole program (FETCH to FINISH)."""
     clock = _Clock(timing)
-    fetch = 0
+    streamer = _Streamer(timing, program)
+    fetch, job, settled = 0, 0, 0
     for ins in program:
-        fetch = instruction_cycles(ins, timing, clock, fetch) + 1
-    return fetch + 1                            # the FINISH cycle, counted from 0
+        settled = instruction_cycles(ins, timing, clock, fetch, streamer, job)
+        fetch = settled + 1
+        job += ins.op is Op.LINEAR
+    finish = max(settled, streamer.finished()) + 1     # END waits for the streamer's walk
+    return finish + 1                                  # the FINISH cycle, counted from 0

@@ -96,11 +96,12 @@ def test_cycle_model_refuses_a_binding_bandwidth_cap():
     from ternedge.golden.ddr import DdrTiming, profile
 
     config = AcceleratorConfig(group_size=3, tables_per_step=24, cols_per_cycle=4)
-    # the KV260's 65 bytes a cycle at 250 MHz never delay the top's 32
+    # the KV260's 65 bytes a cycle at 250 MHz never delay the top's 48 (two read channels,
+    # one write channel)
     timing = TopTiming.for_ddr(config, profile("kv260").timing(250.0))
     assert (timing.read_latency, timing.write_latency) == (50, 25)
-    with pytest.raises(ValueError, match="can delay the top's 32 bytes a cycle"):
-        TopTiming.for_ddr(config, DdrTiming(50, 25, 8, 8, bytes_per_cycle=20.0))
+    with pytest.raises(ValueError, match="can delay the top's 48 bytes a cycle"):
+        TopTiming.for_ddr(config, DdrTiming(50, 25, 8, 8, bytes_per_cycle=40.0))
 
 
 # ---- on the Verilator-simulated accelerator ----

@@ -32,16 +32,20 @@ def run(dut, ddr: bytearray, program: list, max_cycles: int = 5000) -> dict:
     beat = isa.BEAT_BYTES
     words = {i: int.from_bytes(ddr[i * beat:(i + 1) * beat], "little")
              for i in range(len(ddr) // beat)}
-    mem = Memory(dut.ddr, 8 * beat, 2, words)
+    # one memory behind both DDR ports (the WeightStreamer's only reads)
+    ports = [Memory(dut.ddr, 8 * beat, 2, words), Memory(dut.weight_ddr, 8 * beat, 2, words)]
+    mem = ports[0]
     result = {}
 
     async def memory(ctx):
         now = 0
         while True:
-            mem.drive(ctx, now)
-            events = mem.sample(ctx, now)
+            for port in ports:
+                port.drive(ctx, now)
+            events = [port.sample(ctx, now) for port in ports]
             await ctx.tick()
-            mem.update(events, now)
+            for port, sampled in zip(ports, events, strict=True):
+                port.update(sampled, now)
             now += 1
 
     async def host(ctx):

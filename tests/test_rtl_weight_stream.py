@@ -106,3 +106,103 @@ def test_unpacker_never_holds_the_stream_up(entry_bits):
             expected.append(beat_cycles[first + last_bit // isa.BEAT_BITS])
         first += isa.weight_stream_beats(len(idx), entry_bits)
     assert [cycle for _, cycle in got] == expected
+
+
+# ---- WeightStreamer: the walk over a program, on a Python AXI memory ----
+
+def _streamer_run(program, memory_words, releases, config, max_cycles=4000):
+    """Run a WeightStreamer over ``program`` (at address 0); the engine side takes a job when
+    the job two back has been released (``releases``: cycle of each job's release, counted
+    from the first FETCH) and every entry at once. Returns (jobs, entries, last beat cycles,
+    done cycle), cycles counted from the first FETCH."""
+    from amaranth.sim import Simulator
+    from test_rtl_axi import Memory
+
+    from ternedge.rtl.weight_stream import WeightStreamer
+
+    dut = WeightStreamer(config=config, max_tokens=8, max_k_steps=4, max_n_blocks=4,
+                         max_in_flight=8)
+    image = isa.encode(program)
+    words = dict(memory_words)
+    for i in range(0, len(image), 16):
+        words[i // 16] = int.from_bytes(image[i:i + 16], "little")
+    mem = Memory(dut.bus, 128, 2, words, max_reads=8)
+    jobs, entries, last_beat, out = [], [], [], {}
+
+    async def bench(ctx):
+        ctx.set(dut.program_addr, 0)
+        ctx.set(dut.program_len, len(program))
+        ctx.set(dut.window_lo, 0)
+        ctx.set(dut.window_hi, 1 << 20)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        ctx.set(dut.entries.ready, 1)
+        for now in range(max_cycles):           # now: cycles from the first FETCH
+            job = len(jobs)
+            ctx.set(dut.job.ready, job < 2 or (job - 2 < len(releases)
+                                               and now >= releases[job - 2] + 1))
+            mem.drive(ctx, now)
+            events = mem.sample(ctx, now)
+            if ctx.get(dut.job.valid) and ctx.get(dut.job.ready):
+                jobs.append((ctx.get(dut.job.payload.tokens), ctx.get(dut.job.payload.k_steps),
+                             ctx.get(dut.job.payload.n_blocks)))
+            if ctx.get(dut.entries.valid):
+                entries.append(ctx.get(dut.entries.payload))
+                last_beat.append(now)
+            if ctx.get(dut.done):
+                out["done"] = now
+                return
+            await ctx.tick()
+            mem.update(events, now)
+        raise AssertionError("the streamer's walk did not end")
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return jobs, entries, last_beat, out["done"]
+
+
+def test_streamer_walks_the_program_and_matches_its_model():
+    """Only LINEARs are streamed, in order, each after the bank two jobs back is released; the
+    walk stops at a LINEAR it cannot stream; the timing is ``sim.accelerator``'s."""
+    from ternedge.golden.config import AcceleratorConfig
+    from ternedge.golden.isa import Instruction, Op, Source
+    from ternedge.sim.accelerator import TopTiming, _Streamer
+
+    config = AcceleratorConfig(group_size=3, tables_per_step=28, cols_per_cycle=4)
+    rng = np.random.default_rng(11)
+    words, program, want = {}, [], []
+    addr = 4096
+    for k_steps, n_blocks, tokens in ((2, 1, 3), (1, 3, 1), (3, 2, 8)):
+        idx = _indices(rng, k_steps * n_blocks * 4, 28, 5)
+        data = isa.pack_weight_stream(idx, 5)
+        for i in range(0, len(data), 16):
+            words[(addr + i) // 16] = int.from_bytes(data[i:i + 16], "little")
+        beats = isa.weight_stream_beats(len(idx), 140)
+        program.append(Instruction(Op.NORM, src0=Source(0, 0, 0, 4)))       # skipped
+        program.append(Instruction(Op.LINEAR, tokens=tokens, k_steps=k_steps,
+                                   n_blocks=n_blocks, src1=Source(addr, 0, 0, beats)))
+        want.append(((tokens, k_steps, n_blocks), idx))
+        addr += len(data) + 4096
+    program.append(Instruction(Op.LINEAR, tokens=1, k_steps=5, n_blocks=1,   # too many K-steps
+                               src1=Source(addr, 0, 0, 4)))
+    program.append(Instruction(Op.NORM))
+    releases = [400, 900]                       # the engine frees job 0's bank, then job 1's
+    jobs, entries, last_beat, done = _streamer_run(program, words, releases, config)
+    assert jobs == [job for job, _ in want]
+    assert entries == [sum(int(t) << (5 * j) for j, t in enumerate(row))
+                       for _, idx in want for row in idx]
+    model = _Streamer(TopTiming(config, read_latency=2, write_latency=2, reads_in_flight=8),
+                      program)
+    ends = []
+    for job, (_, idx) in enumerate(want):
+        ends.append(model.weights_in(job))
+        if job < len(releases):
+            model.release(job, releases[job])
+    lasts = np.cumsum([len(idx) for _, idx in want]) - 1
+    assert [last_beat[i] for i in lasts] == ends
+    assert ends[2] > releases[0]                # job 2 waited for job 0's bank
+    # the bad LINEAR is fetched after the last stream and not streamed: DONE after its DECODE
+    assert done == ends[-1] + 1 + 2 + 6 + 1
