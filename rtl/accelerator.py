@@ -352,22 +352,37 @@ class Accelerator(wiring.Component):
                          source.r_en.eq(sink.ready & source.r_rdy)]
 
         # ---- the linear chain: quantizer -> gearbox -> engine -> dequantizer ----
+        # Two K-step registers: ``gear`` fills from the quantizer while ``gear_out`` waits for
+        # the engine (LUTRAM tables hold it for their P writes), so the quantizer never waits
+        # for the table writes of the K-step before. A completed K-step goes straight to
+        # ``gear_out`` when that is free (or being taken), else waits in ``gear`` (``gear_ready``,
+        # the quantizer held) and moves in the cycle ``gear_out`` is taken.
         gear = Signal(data.ArrayLayout(signed(8), cfg.k_per_step))
+        gear_next = Signal.like(gear)                # ``gear`` with this cycle's beat in
         gear_fill = Signal(range(steps_per_k + 1))
-        gear_full = Signal()
-        m.d.comb += [quant.q.ready.eq(~gear_full), engine.activations.valid.eq(gear_full),
-                     engine.activations.payload.eq(gear)]
-        with m.If(engine.activations.valid & engine.activations.ready):
-            m.d.sync += gear_full.eq(0)
-        with m.If(quant.q.valid & quant.q.ready):
+        gear_ready = Signal()
+        gear_out = Signal.like(gear)
+        gear_full = Signal()                         # ``gear_out`` valid to the engine
+        beat_in = quant.q.valid & quant.q.ready
+        completes = beat_in & (quant.q.payload.last | (gear_fill == steps_per_k - 1))
+        out_free = ~gear_full | engine.activations.ready
+        m.d.comb += [quant.q.ready.eq(~gear_ready), engine.activations.valid.eq(gear_full),
+                     engine.activations.payload.eq(gear_out), gear_next.eq(gear)]
+        with m.If(beat_in):
             for i in range(steps_per_k):
                 with m.If(gear_fill == i):
                     for j in range(lanes):
-                        m.d.sync += gear[i * lanes + j].eq(quant.q.payload.q[j])
-            with m.If(quant.q.payload.last | (gear_fill == steps_per_k - 1)):
-                m.d.sync += [gear_full.eq(1), gear_fill.eq(0)]
-            with m.Else():
-                m.d.sync += gear_fill.eq(gear_fill + 1)
+                        m.d.comb += gear_next[i * lanes + j].eq(quant.q.payload.q[j])
+        with m.If(engine.activations.valid & engine.activations.ready):
+            m.d.sync += gear_full.eq(0)
+        with m.If(gear_ready & out_free):
+            m.d.sync += [gear_out.eq(gear), gear_full.eq(1), gear_ready.eq(0)]
+        with m.Elif(completes & out_free):
+            m.d.sync += [gear_out.eq(gear_next), gear_full.eq(1), gear_fill.eq(0)]
+        with m.Elif(completes):
+            m.d.sync += [gear.eq(gear_next), gear_ready.eq(1), gear_fill.eq(0)]
+        with m.Elif(beat_in):
+            m.d.sync += [gear.eq(gear_next), gear_fill.eq(gear_fill + 1)]
 
         m.d.comb += [dequant.scale.valid.eq(quant.amax.valid),
                      dequant.scale.payload.amax.eq(quant.amax.payload),
@@ -653,7 +668,7 @@ class Accelerator(wiring.Component):
                 m.d.comb += [regs.busy.eq(1), unit_reset.eq(1), regs.done.eq(1),
                              regs.fault.eq(faulted), reader.clear.eq(1), writer.clear.eq(1)]
                 m.d.sync += [remaining.eq(0), cos_held.eq(0), gear_fill.eq(0),
-                             gear_full.eq(0), n_block.eq(0), held.eq(0), part.eq(0),
+                             gear_full.eq(0), gear_ready.eq(0), n_block.eq(0), held.eq(0), part.eq(0),
                              seg.eq(0), off0.eq(0)]
                 m.next = "IDLE"
 

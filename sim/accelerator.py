@@ -13,7 +13,8 @@ beat a cycle, ``write_latency`` cycles to each B response). Cycle 0 is the first
 count ends with the FINISH cycle, like the top's ``CYCLES`` register.
 
 A LINEAR token runs K-step by K-step through the gearbox (the quantizer's beats collected
-into one K-step, refilled only after the engine took the previous one) and the engine's table
+into one K-step; two K-step registers, so the next K-step fills while the engine still holds
+the one before) and the engine's table
 builder (``rtl.tlmm``: registered tables, or ``lutram`` tables written P cycles per K-step into
 two banks); ``_linear_token`` gives the recurrence, which holds for any ``n_blocks`` (the
 engine waits for the gearbox when a K-step's lookups are shorter than its refill).
@@ -224,7 +225,8 @@ def _linear_token(timing: TopTiming, x_last: int, beats: int, k_steps: int,
 
     The quantizer hands its first INT8 beat over 2 cycles after the token's last input beat,
     then one a cycle while the gearbox takes them. The gearbox is full (valid to the engine) the
-    cycle after its K-step's last beat, and refills from the cycle after the engine took it.
+    cycle after its K-step's last beat, or, if the K-step before is still held, the cycle
+    after the engine took that one; the next K-step's beats come from the cycle it is full.
     Registered tables take a K-step (A) once the previous one has moved on to the lookup
     register, in the bank-read cycle of its first lookup (the lookup cycle - 1), and are looked
     up from A + 2. ``lutram`` tables write a K-step for P cycles from W (the gearbox full, the
@@ -249,7 +251,9 @@ def _linear_token(timing: TopTiming, x_last: int, beats: int, k_steps: int,
             first = max(write + p, look + n_blocks, running)
         look_before, look = look, first
         if s + 1 < k_steps:
-            full = take + sizes[s + 1] + 1
+            # the next K-step fills from the cycle this one left the filling register (its
+            # gearbox full), and waits there until this one is taken
+            full = max(full + sizes[s + 1] - 1, take) + 1
     return look
 
 
