@@ -424,10 +424,12 @@ class Dequantizer(wiring.Component):
             in_range = stage(f"round{i}_in_range", 1, (high == 0) | (high == (1 << len(high)) - 1))
             negative = stage(f"round{i}_neg", 1, z[-1])
             rounded = stage(f"round{i}", signed(34), (z[:34].as_signed() + 1) >> 1)
-            clamped = arith.sat32(m, rounded, name=f"sat{i}_in")
+            # int32 iff bits 31..33 agree: one LUT instead of two 34-bit compares; out of
+            # range either way, the sign is z's
+            fits = (rounded[31:] == 0) | (rounded[31:] == 0b111)
             results.append(arith.wire(m, signed(32), Mux(
-                in_range, clamped, Mux(negative, fixed.INT32_MIN, fixed.INT32_MAX)),
-                name=f"sat{i}"))
+                in_range & fits, rounded[:32],
+                Mux(negative, fixed.INT32_MIN, fixed.INT32_MAX)), name=f"sat{i}"))
         for name in names:
             v = stage(f"{name}_valid", 1, v)
             lst = stage(f"{name}_last", 1, lst)
