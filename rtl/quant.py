@@ -346,29 +346,43 @@ class Dequantizer(wiring.Component):
             value, lz, valid = nv, nlz, nvalid
         m.d.comb += [divider.i.valid.eq(valid), divider.i.payload.num.eq(value[7:]),
                      divider.i.payload.den.eq(127), divider.o.ready.eq(1)]
+        # The shift s = e_x + e_w - 16 of the Q16 product, done as one right shift of
+        # product << 34 by t = 33 + s clamped to [-33, 63] (where scale_sat32 clamps it). Each
+        # of golden's three exponents e_x - 16 = lz - 9 - j has its t precomputed in two
+        # registered steps while the divider runs (lz and w_e stay put until the next token).
+        t_pre = []
+        for j in range(3):
+            s_j = Signal(signed(10), name=f"shift{j}")
+            t_j = Signal(range(97), name=f"t{j}")
+            m.d.sync += s_j.eq(lz + w_e - (9 + j))
+            with m.If(s_j > 63):
+                m.d.sync += t_j.eq(96)
+            with m.Elif(s_j < -33):
+                m.d.sync += t_j.eq(0)
+            with m.Else():
+                m.d.sync += t_j.eq(33 + s_j)
+            t_pre.append(t_j)
         # golden lowers e at most twice: the first j with a 16-bit rounded mantissa
         quotient = divider.o.payload.quotient
         m_x = Signal(16)
-        e_x = Signal(signed(8))                    # e_x - 16 of golden.quant.activation_scale
+        t_x = Signal(range(97))
         have_scale = Signal()
         candidates = [arith.wire(m, 18, ((quotient >> (1 + j)) + 1) >> 1, name=f"m{j}")
                       for j in range(3)]
         with m.If(divider.o.valid):
             m.d.sync += have_scale.eq(1)
             with m.If(candidates[0] < (1 << 16)):
-                m.d.sync += [m_x.eq(candidates[0]), e_x.eq(lz - 9)]
+                m.d.sync += [m_x.eq(candidates[0]), t_x.eq(t_pre[0])]
             with m.Elif(candidates[1] < (1 << 16)):
-                m.d.sync += [m_x.eq(candidates[1]), e_x.eq(lz - 10)]
+                m.d.sync += [m_x.eq(candidates[1]), t_x.eq(t_pre[1])]
             with m.Else():
-                m.d.sync += [m_x.eq(candidates[2]), e_x.eq(lz - 11)]
+                m.d.sync += [m_x.eq(candidates[2]), t_x.eq(t_pre[2])]
 
         # ---- per element: product, rounding shift, saturation; stalls as a whole ----
         advance = ~self.y.valid | self.y.ready
         m.d.comb += self.acc.ready.eq(streaming & advance)
         accept = self.acc.valid & self.acc.ready
         product_m = Signal(32)                     # m_x * m_w
-        # the shift s = e_x + e_w - 16 of the Q16 product, as one right shift of product << 34:
-        # t = 33 + s clamped to [-33, 63] (as the single-shift scale_sat32 clamps it)
         t = Signal(range(97))
         valids = []
 
@@ -381,16 +395,9 @@ class Dequantizer(wiring.Component):
         # a token's product and shift may replace the previous token's once no element of
         # that one is still before the stages that use them
         idle = Signal()
-        shift = arith.wire(m, signed(9), e_x + w_e, name="shift")
         with m.If(have_scale & idle):
             m.d.sync += [have_scale.eq(0), busy.eq(0), streaming.eq(1),
-                         product_m.eq(Mux(zero, 0, m_x) * w_m)]
-            with m.If(shift > 63):
-                m.d.sync += t.eq(96)
-            with m.Elif(shift < -33):
-                m.d.sync += t.eq(0)
-            with m.Else():
-                m.d.sync += t.eq(33 + shift)
+                         product_m.eq(Mux(zero, 0, m_x) * w_m), t.eq(t_x)]
         with m.If(accept & self.acc.payload.last):
             m.d.sync += streaming.eq(0)
 
