@@ -325,14 +325,13 @@ class Dequantizer(wiring.Component):
                                                        quotient_width=qw)
         busy = Signal()                            # from the scale beat to the product
         streaming = Signal()
-        zero = Signal()
-        w_m = Signal(16)
+        w_m = Signal(16)                           # 0 for an all-zero token: its outputs are 0
         w_e = Signal(signed(8))
         take_scale = self.scale.valid & self.scale.ready
         m.d.comb += self.scale.ready.eq(~busy & ~streaming)
         with m.If(take_scale):
-            m.d.sync += [busy.eq(1), zero.eq(self.scale.payload.amax == 0),
-                         w_m.eq(self.scale.payload.w_m), w_e.eq(self.scale.payload.w_e)]
+            m.d.sync += [busy.eq(1), w_e.eq(self.scale.payload.w_e),
+                         w_m.eq(Mux(self.scale.payload.amax == 0, 0, self.scale.payload.w_m))]
         value, lz, valid = self.scale.payload.amax, 0, take_scale
         for step in self.NORMALIZE_STEPS:
             shifts = value[32 - step:] == 0
@@ -397,7 +396,7 @@ class Dequantizer(wiring.Component):
         idle = Signal()
         with m.If(have_scale & idle):
             m.d.sync += [have_scale.eq(0), busy.eq(0), streaming.eq(1),
-                         product_m.eq(Mux(zero, 0, m_x) * w_m), t.eq(t_x)]
+                         product_m.eq(m_x * w_m), t.eq(t_x)]
         with m.If(accept & self.acc.payload.last):
             m.d.sync += streaming.eq(0)
 
