@@ -5,9 +5,10 @@ Both are pipelined so that no register-to-register path has more than one carry 
 small multiplier) and a few LUTs (issue #12): every per-element step has its own register.
 
 ``Quantizer``
-    Two passes over one token. Pass 1 stores the token's beats in a buffer (block RAM: written
-    on acceptance, read synchronously) and finds ``amax = max |x|`` through a pipeline (the
-    magnitudes, a tree of pairwise maxima with one level a stage, the running maximum). Pass 2
+    Two passes over one token. Pass 1 stores the token's beats in a buffer (read synchronously,
+    so block RAM where it is deep enough for one) and finds ``amax = max |x|`` through a
+    pipeline (the magnitudes, a tree of pairwise maxima with one level a stage, the running
+    maximum). Pass 2
     reads the beats back and emits ``q = sign(x) * floor((254 |x| + amax) / (2 amax))``
     (``golden.quant.quantize_activations``) through a per-lane pipelined restoring divider: one
     compare/subtract row a stage, seven rows (``|x| <= amax`` bounds the quotient by 127).
@@ -15,9 +16,9 @@ small multiplier) and a few LUTs (issue #12): every per-element step has its own
     Per token, ``amax`` is normalized (five one-step leading-zero shifts), one sequential
     ``arith.Divider`` gives ``floor(2**e0 * 4 amax / 127)``, and its rounding picks the
     activation Scale ``(m_x, e_x)`` of ``amax / 127`` exactly as ``golden.fixed.ratio_scale``;
-    then each accumulator goes ``acc * (m_x * m_w)`` (four partial products, two sums, the
-    product) -> a rounding shift (coarse, fine, the rounding increment) -> int32 saturation,
-    one step a stage (``golden.quant.dequantize``).
+    then each accumulator goes ``acc * (m_x * m_w)`` (partial products of at most 18 x 18
+    bits, two sums, the product) -> a rounding shift (coarse, fine, the rounding increment)
+    -> int32 saturation, one step a stage (``golden.quant.dequantize``).
 
 Both stream ``lanes`` elements per beat with a ``last`` flag on a token's final beat; a token
 of K elements is ``ceil(K / lanes)`` beats, the lanes past K in the final beat being zero (a
@@ -129,7 +130,7 @@ class Quantizer(wiring.Component):
         m.submodules.buffer = buffer = memory.Memory(
             shape=data.ArrayLayout(signed(32), lanes), depth=self.depth, init=[])
         write = buffer.write_port()
-        read = buffer.read_port()                  # synchronous: block RAM
+        read = buffer.read_port()                  # synchronous: block RAM where deep enough
 
         count = Signal(range(self.depth + 1))      # beats stored in pass 1
         index = Signal(range(self.depth + 1))      # next beat to read in pass 2
