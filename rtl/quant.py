@@ -301,9 +301,9 @@ class Dequantizer(wiring.Component):
     @property
     def latency(self) -> int:
         """Cycles from accepting an accumulator beat to its output beat (stall-free): the
-        input register, partial products, their sums, the product, the coarse and fine
-        shifts, the rounding increment, the saturation."""
-        return 8
+        input register, partial products, their sums, the product's two halves, the coarse
+        and fine shifts, the rounding increment, the saturation."""
+        return 9
 
     def cycles(self, tokens: int, n: int) -> int:
         """Stall-free cycles, from the first scale beat to the last output, for ``tokens``
@@ -348,19 +348,17 @@ class Dequantizer(wiring.Component):
                      divider.i.payload.den.eq(127), divider.o.ready.eq(1)]
         # The shift s = e_x + e_w - 16 of the Q16 product, done as one right shift of
         # product << 34 by t = 33 + s clamped to [-33, 63] (where scale_sat32 clamps it). Each
-        # of golden's three exponents e_x - 16 = lz - 9 - j has its t precomputed in two
+        # of golden's three exponents e_x - 16 = lz - 9 - j has its t precomputed in three
         # registered steps while the divider runs (lz and w_e stay put until the next token).
         t_pre = []
         for j in range(3):
             s_j = Signal(signed(10), name=f"shift{j}")
+            above, below = Signal(name=f"shift{j}_above"), Signal(name=f"shift{j}_below")
+            biased = Signal(signed(11), name=f"shift{j}_biased")
             t_j = Signal(range(97), name=f"t{j}")
-            m.d.sync += s_j.eq(lz + w_e - (9 + j))
-            with m.If(s_j > 63):
-                m.d.sync += t_j.eq(96)
-            with m.Elif(s_j < -33):
-                m.d.sync += t_j.eq(0)
-            with m.Else():
-                m.d.sync += t_j.eq(33 + s_j)
+            m.d.sync += [s_j.eq(lz + w_e - (9 + j)), above.eq(s_j > 63), below.eq(s_j < -33),
+                         biased.eq(33 + s_j),
+                         t_j.eq(Mux(above, 96, Mux(below, 0, biased[:7])))]
             t_pre.append(t_j)
         # golden lowers e at most twice: the first j with a 16-bit rounded mantissa
         quotient = divider.o.payload.quotient
@@ -411,7 +409,7 @@ class Dequantizer(wiring.Component):
         for i in range(self.lanes):
             a = stage(f"acc{i}", signed(width), self.acc.payload.acc[i])
             lanes_out.append(a)
-        names = ("pp", "sum", "prod", "coarse", "fine", "round")
+        names = ("pp", "sum", "prod_lo", "prod", "coarse", "fine", "round")
         results = []
         for i, a in enumerate(lanes_out):
             parts = []
@@ -423,7 +421,20 @@ class Dequantizer(wiring.Component):
             for h in range(2):
                 total = sum((p[h][0] << p[h][1] for p in parts), start=0)
                 sums.append(stage(f"sum{i}_{h}", signed(width + 17), total))
-            product = stage(f"prod{i}", signed(width + 33), sums[0] + (sums[1] << 16))
+            # product = sums[0] + (sums[1] << 16) as two carry chains of half its width, a
+            # stage each: the low half's carry goes into the high half's sum as its LSB
+            total = width + 17
+            split = total // 2
+            upper = arith.wire(m, signed(total), sums[0] >> 16, name=f"prod{i}_upper")
+            low16 = stage(f"prod_lo{i}_16", 16, sums[0][:16])
+            low = stage(f"prod_lo{i}", split + 1, upper[:split] + sums[1][:split])
+            upper_hi = stage(f"prod_lo{i}_a", signed(total - split), upper[split:].as_signed())
+            sums_hi = stage(f"prod_lo{i}_b", signed(total - split),
+                            sums[1][split:].as_signed())
+            high_sum = (Cat(Const(1, 1), upper_hi).as_signed()
+                        + Cat(low[split], sums_hi).as_signed()) >> 1
+            product = stage(f"prod{i}", signed(width + 33),
+                            Cat(low16, low[:split], high_sum)[:width + 33].as_signed())
             wide = product << 34
             coarse = stage(f"coarse{i}", signed(len(wide)), wide >> Cat(Const(0, 3), t[3:]))
             z = stage(f"fine{i}", signed(len(wide)), coarse >> t[:3])
@@ -442,7 +453,8 @@ class Dequantizer(wiring.Component):
             lst = stage(f"{name}_last", 1, lst)
             valids.append(v)
         # product_m feeds the partial products, t the coarse and fine shifts
-        m.d.comb += idle.eq(~(valids[0] | valids[1] | valids[2] | valids[3] | valids[4]))
+        m.d.comb += idle.eq(~(valids[0] | valids[1] | valids[2] | valids[3] | valids[4]
+                              | valids[5]))
         with m.If(advance):
             m.d.sync += [self.y.valid.eq(v), self.y.payload.last.eq(lst)]
             for i, out in enumerate(results):

@@ -19,7 +19,7 @@ model              RTL unit                            formula
 ``Isqrt``          ``rtl.arith.Isqrt``                 ``latency = width / 2 + 1``
 ``RatioScale``     ``rtl.arith.RatioScale``            ``latency = 19 + 1``
 ``Quantizer``      ``rtl.quant.Quantizer``             ``M (2 ceil(K / lanes) + 3) + 12`` (4 lanes)
-``Dequantizer``    ``rtl.quant.Dequantizer``           ``M * (27 + ceil(N / lanes)) + 8``
+``Dequantizer``    ``rtl.quant.Dequantizer``           ``M * (27 + ceil(N / lanes)) + 9``
 ``RMSNorm``        ``rtl.elementwise.RMSNorm``         ``M * (2 * H / lanes + 102) + 1``
 ``RoPE``           ``rtl.elementwise.RoPE``            ``3 * heads * head_dim / (2 lanes) + 1``
 ``Pointwise``      ``rtl.elementwise.Pointwise``       ``beats + 1``
@@ -229,12 +229,13 @@ class Dequantizer:
     @property
     def latency(self) -> int:
         """Accumulator beat to its output beat: the input register, partial products, their
-        sums, the product, the coarse and fine shifts, the rounding, the saturation."""
-        return 8
+        sums, the product's two halves, the coarse and fine shifts, the rounding, the
+        saturation."""
+        return 9
 
     def cycles(self, tokens: int, n: int) -> int:
         """``tokens * (setup_cycles + ceil(n / lanes)) + latency`` = ``tokens * (27 + ceil(n
-        / lanes)) + 8``: the next token's scale beat is accepted right after the previous
+        / lanes)) + 9``: the next token's scale beat is accepted right after the previous
         token's last accumulator."""
         _check_positive("tokens", tokens)
         _check_positive("n", n)
