@@ -1,29 +1,40 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """Per-token activation quantizer and the linear-layer dequantizer, bit-exact to golden.quant.
 
+Both are pipelined so that no register-to-register path has more than one carry chain (or a
+small multiplier) and a few LUTs (issue #12): every per-element step has its own register.
+
 ``Quantizer``
-    Two passes over one token: pass 1 stores the token's beats in a buffer and tracks
-    ``amax = max |x|``; pass 2 reads them back and emits
-    ``q = sign(x) * floor((254 |x| + amax) / (2 amax))`` (``golden.quant.quantize_activations``)
-    with one 7-row array divider per lane: ``|x| <= amax`` bounds the quotient by 127.
+    Two passes over one token. Pass 1 stores the token's beats in a buffer (read synchronously,
+    so block RAM where it is deep enough for one) and finds ``amax = max |x|`` through a
+    pipeline (the magnitudes, a tree of pairwise maxima with one level a stage, the running
+    maximum). Pass 2
+    reads the beats back and emits ``q = sign(x) * floor((254 |x| + amax) / (2 amax))``
+    (``golden.quant.quantize_activations``) through a per-lane pipelined restoring divider: one
+    compare/subtract row a stage, seven rows (``|x| <= amax`` bounds the quotient by 127).
 ``Dequantizer``
-    Per token, one ``RatioScale`` (a leading-zero count and a 19-bit sequential division) turns
-    ``amax`` into the activation Scale ``(m_x, e_x)`` of ``amax / 127`` (``e_x`` += 16: Q16); then
-    each accumulator is ``sat32(round(acc * m_x * m_w * 2**-(e_x + e_w - 16)))``
-    (``golden.quant.dequantize``).
+    Per token, ``amax`` is normalized (five one-step leading-zero shifts), one sequential
+    ``arith.Divider`` gives ``floor(2**e0 * 4 amax / 127)``, and its rounding picks the
+    activation Scale ``(m_x, e_x)`` of ``amax / 127`` exactly as ``golden.fixed.ratio_scale``;
+    then each accumulator goes ``acc * (m_x * m_w)`` (partial products of at most 18 x 18
+    bits, two sums, the product) -> a rounding shift (coarse, fine, the rounding increment)
+    -> int32 saturation, one step a stage (``golden.quant.dequantize``).
 
 Both stream ``lanes`` elements per beat with a ``last`` flag on a token's final beat; a token
 of K elements is ``ceil(K / lanes)`` beats, the lanes past K in the final beat being zero (a
-zero lane changes neither ``amax`` nor any other lane and quantizes to 0).
+zero lane changes neither ``amax`` nor any other lane and quantizes to 0). Their output
+pipelines stall as a whole while the output beat waits (``ready`` low), so back-pressure never
+reorders or drops a beat.
 
 Stall-free timing (``cycles``) counts the cycles from the one accepting a job's first input
 beat to the one accepting its last output beat, both included.
 """
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..golden import fixed
 from . import arith
 
 __all__ = ["token_layout", "token_scale_layout", "Quantizer", "Dequantizer"]
@@ -44,6 +55,10 @@ def token_scale_layout() -> data.StructLayout:
     return data.StructLayout({"amax": unsigned(32), "w_m": unsigned(16), "w_e": signed(8)})
 
 
+def _max(m, a, b, name):
+    return arith.wire(m, len(a), Mux(a > b, a, b), name=name)
+
+
 class Quantizer(wiring.Component):
     """Per-token absmax INT8 quantizer (two passes through a token buffer).
 
@@ -54,7 +69,7 @@ class Quantizer(wiring.Component):
     max_k : int
         Longest token (elements). The token buffer holds ``ceil(max_k / lanes)`` beats of
         ``lanes * 32`` bits: one token, so pass 1 of the next token starts when pass 2 of this
-        one has issued its last beat (no ping-pong; double the buffer to overlap them).
+        one has read its last beat (no ping-pong; double the buffer to overlap them).
 
     Attributes
     ----------
@@ -63,9 +78,13 @@ class Quantizer(wiring.Component):
     q : Out(stream.Signature(token_layout(signed(8), lanes, "q")))
         INT8 activations in [-127, 127], same beat structure as ``x``.
     amax : Out(stream.Signature(unsigned(32)))
-        One beat per token: ``max |x|`` (Q16; 0 for an all-zero token), presented when the
-        token's last input beat has been accepted.
+        One beat per token: ``max |x|`` (Q16; 0 for an all-zero token), presented in the cycle
+        pass 2 starts (``pass2_start`` cycles after the token's last input beat).
     """
+
+    #: pass-2 stages from a buffer read to the output register: the read, ``|x|``, ``254 |x|``,
+    #: ``+ amax``, seven divider rows, the sign
+    DIVIDER_ROWS = 7
 
     def __init__(self, *, lanes: int = 4, max_k: int = 4096):
         self.lanes = arith.check_positive("lanes", lanes)
@@ -77,14 +96,33 @@ class Quantizer(wiring.Component):
             "amax": Out(stream.Signature(unsigned(32))),
         })
 
+    @property
+    def tree_stages(self) -> int:
+        """Stages of the pass-1 tree of pairwise maxima over the lanes: ``ceil(log2(lanes))``,
+        at least one (so that a one-beat token's amax never waits for the previous token's
+        last read to reach the stage that reads amax)."""
+        return max(1, (self.lanes - 1).bit_length())
+
+    @property
+    def pass2_start(self) -> int:
+        """Cycles from accepting a token's last input beat to its first buffer read (and its
+        ``amax`` beat): the magnitude register, the tree, the running-maximum stage."""
+        return self.tree_stages + 2
+
+    @property
+    def latency(self) -> int:
+        """Cycles from a pass-2 buffer read to its output beat (stall-free)."""
+        return 4 + self.DIVIDER_ROWS + 1
+
     def cycles(self, tokens: int, k: int) -> int:
-        """Stall-free cycles for ``tokens`` tokens of ``k`` elements each:
-        ``2 * tokens * ceil(k / lanes) + 1`` (one beat per cycle into the buffer, one out)."""
+        """Stall-free cycles for ``tokens`` tokens of ``k`` elements each (``B = ceil(k /
+        lanes)`` beats): ``tokens * (2 B + pass2_start - 1) + latency`` (one beat a cycle into
+        the buffer, ``pass2_start - 1`` cycles to ``amax``, one beat a cycle out)."""
         arith.check_positive("tokens", tokens)
         arith.check_positive("k", k)
         if k > self.max_k:
             raise ValueError(f"k={k} exceeds this quantizer's max_k={self.max_k}")
-        return 2 * tokens * _ceil_div(k, self.lanes) + 1
+        return tokens * (2 * _ceil_div(k, self.lanes) + self.pass2_start - 1) + self.latency
 
     def elaborate(self, platform):
         m = Module()
@@ -92,57 +130,126 @@ class Quantizer(wiring.Component):
         m.submodules.buffer = buffer = memory.Memory(
             shape=data.ArrayLayout(signed(32), lanes), depth=self.depth, init=[])
         write = buffer.write_port()
-        read = buffer.read_port(domain="comb")
+        read = buffer.read_port()                  # synchronous: block RAM where deep enough
 
         count = Signal(range(self.depth + 1))      # beats stored in pass 1
         index = Signal(range(self.depth + 1))      # next beat to read in pass 2
+        closing = Signal()                         # a last beat is in the pass-1 pipeline
+        emitting = Signal()                        # pass 2 is reading the buffer
         running = Signal(32)
         amax = Signal(32)
-        emitting = Signal()                        # 0: pass 1 (load), 1: pass 2 (emit)
+        amax_zero = Signal()
 
-        magnitudes = [Signal(32, name=f"abs{i}") for i in range(lanes)]
-        for i, mag in enumerate(magnitudes):
-            x = self.x.payload.x[i]
-            m.d.comb += mag.eq(Mux(x < 0, -x, x)[:32])
-        beat_max = magnitudes[0]
-        for i, mag in enumerate(magnitudes[1:], 1):
-            beat_max = arith.wire(m, 32, Mux(mag > beat_max, mag, beat_max), name=f"bmax{i}")
-        new_max = arith.wire(m, 32, Mux(beat_max > running, beat_max, running), name="new_max")
-
-        # pass 1: a new token waits until the previous token's amax has been taken
+        # ---- pass 1: store, and amax through magnitude / tree / running-max stages ----
+        accept = self.x.valid & self.x.ready
         m.d.comb += [
-            self.x.ready.eq(~emitting & ~self.amax.valid),
+            # a new token waits until the previous one has been read and its amax taken
+            self.x.ready.eq(~closing & ~emitting & ~self.amax.valid),
             write.addr.eq(count),
             write.data.eq(self.x.payload.x),
-            write.en.eq(self.x.valid & self.x.ready),
+            write.en.eq(accept),
             self.amax.payload.eq(amax),
         ]
+        with m.If(accept):
+            m.d.sync += count.eq(count + 1)
+            with m.If(self.x.payload.last):
+                m.d.sync += closing.eq(1)
+
+        # pass 2's valid bits before its amax stage: a token's amax may replace the previous
+        # one only once every beat of that one has passed the stage that reads it
+        v_read, v_abs, v_mul = Signal(), Signal(), Signal()
+        advance = ~self.q.valid | self.q.ready
+        hold = Signal()
+        go = ~hold
+
+        level = [Signal(32, name=f"abs{i}") for i in range(lanes)]
+        valid, last = Signal(name="abs_valid"), Signal(name="abs_last")
+        with m.If(go):
+            m.d.sync += [valid.eq(accept), last.eq(self.x.payload.last)]
+            for i, mag in enumerate(level):
+                x = self.x.payload.x[i]
+                m.d.sync += mag.eq(Mux(x < 0, -x, x)[:32])
+        for depth in range(self.tree_stages):
+            pairs = [_max(m, level[j], level[j + 1], name=f"max{depth}_{j}")
+                     for j in range(0, len(level) - 1, 2)]
+            nxt = [Signal(32, name=f"tree{depth}_{j}") for j in range(_ceil_div(len(level), 2))]
+            nxt_valid = Signal(name=f"tree{depth}_valid")
+            nxt_last = Signal(name=f"tree{depth}_last")
+            with m.If(go):
+                m.d.sync += [nxt_valid.eq(valid), nxt_last.eq(last)]
+                m.d.sync += [s.eq(v) for s, v in zip(nxt, pairs + level[len(pairs) * 2:],
+                                                     strict=True)]
+            level, valid, last = nxt, nxt_valid, nxt_last
+        beat_max = level[0]
+        new_max = _max(m, beat_max, running, name="new_max")
+        safe = ~v_read & ~v_abs & (~v_mul | advance)
+        m.d.comb += hold.eq(valid & last & ~safe)
         with m.If(self.amax.valid & self.amax.ready):
             m.d.sync += self.amax.valid.eq(0)
-        with m.If(self.x.valid & self.x.ready):
-            m.d.sync += [count.eq(count + 1), running.eq(new_max)]
-            with m.If(self.x.payload.last):
-                m.d.sync += [amax.eq(new_max), self.amax.valid.eq(1), running.eq(0),
+        with m.If(valid & go):
+            with m.If(last):
+                m.d.sync += [amax.eq(new_max), amax_zero.eq((beat_max == 0) & (running == 0)),
+                             self.amax.valid.eq(1), running.eq(0), closing.eq(0),
                              emitting.eq(1), index.eq(0)]
+            with m.Else():
+                m.d.sync += running.eq(new_max)
 
-        # pass 2: divisor 2*amax, dividend 254|x| + amax < 256 amax, so 7 quotient bits
-        safe = Signal(32)
-        m.d.comb += [safe.eq(Mux(amax == 0, 1, amax)), read.addr.eq(index)]
-        out_free = ~self.q.valid | self.q.ready
-        with m.If(self.q.valid & self.q.ready):
-            m.d.sync += self.q.valid.eq(0)
-        with m.If(emitting & out_free):
-            m.d.sync += [self.q.valid.eq(1), self.q.payload.last.eq(index == count - 1),
-                         index.eq(index + 1)]
-            with m.If(index == count - 1):
+        # ---- pass 2: read, |x|, 254 |x|, + amax, 7 divider rows, sign; stalls as a whole ----
+        issue = emitting & advance
+        final = index == count - 1
+        m.d.comb += [read.addr.eq(index), read.en.eq(advance)]
+        with m.If(issue):
+            m.d.sync += index.eq(index + 1)
+            with m.If(final):
                 m.d.sync += [emitting.eq(0), count.eq(0)]
+
+        def stage(name, shape, value):
+            s = Signal(shape, name=name)
+            with m.If(advance):
+                m.d.sync += s.eq(value)
+            return s
+
+        last_read = stage("read_last", 1, final)
+        m.d.sync += v_read.eq(Mux(advance, issue, v_read))
+        with m.If(advance):
+            m.d.sync += [v_abs.eq(v_read), v_mul.eq(v_abs)]
+        last_abs = stage("mag_last", 1, last_read)
+        last_mul = stage("mul_last", 1, last_abs)
+        v, lst = stage("num_valid", 1, v_mul), stage("num_last", 1, last_mul)
+        # dividing an all-zero token by 1 instead of 0 gives its zeros
+        divisor = stage("num_divisor", 32, Cat(amax[0] | amax_zero, amax[1:]))
+        lane_rest, lane_neg = [], []
         for i in range(lanes):
             x = read.data[i]
-            mag = arith.wire(m, 32, Mux(x < 0, -x, x)[:32], name=f"rabs{i}")
-            quotient = arith.divide_unrolled(m, arith.wire(m, 41, 254 * mag + safe),
-                                             arith.wire(m, 33, safe << 1), 7, name=f"q{i}")
-            with m.If(emitting & out_free):
-                m.d.sync += self.q.payload.q[i].eq(Mux(x < 0, -quotient, quotient))
+            mag = stage(f"mag{i}", 32, Mux(x < 0, -x, x)[:32])
+            neg = stage(f"mag{i}_neg", 1, x < 0)
+            times = stage(f"mul{i}", 39, (mag << 8) - (mag << 1))      # 254 |x| < 2**39
+            neg = stage(f"mul{i}_neg", 1, neg)
+            lane_rest.append(stage(f"num{i}", 39, times + Cat(amax[0] | amax_zero, amax[1:])))
+            lane_neg.append(stage(f"num{i}_neg", 1, neg))
+        quotients = [None] * lanes
+        for row in reversed(range(self.DIVIDER_ROWS)):
+            # the dividend is below (2 amax) << (row + 1): one compare/subtract of 2 amax << row
+            shifted = divisor << (row + 1)
+            for i in range(lanes):
+                rest = lane_rest[i]
+                width = max(len(rest), len(shifted))
+                diff = arith.wire(m, width + 1, rest - shifted, name=f"row{row}_{i}_diff")
+                take = ~diff[width]
+                bits = take if quotients[i] is None else Cat(take, quotients[i])
+                quotients[i] = stage(f"row{row}_{i}_q", len(bits), bits)
+                if row:
+                    lane_rest[i] = stage(f"row{row}_{i}", 32 + row,
+                                         Mux(take, diff, rest)[:32 + row])
+                lane_neg[i] = stage(f"row{row}_{i}_neg", 1, lane_neg[i])
+            v, lst = stage(f"row{row}_valid", 1, v), stage(f"row{row}_last", 1, lst)
+            if row:
+                divisor = stage(f"row{row}_divisor", 32, divisor)
+        with m.If(advance):
+            m.d.sync += [self.q.valid.eq(v), self.q.payload.last.eq(lst)]
+            for i in range(lanes):
+                m.d.sync += self.q.payload.q[i].eq(Mux(lane_neg[i], -quotients[i],
+                                                       quotients[i]))
         return m
 
 
@@ -167,6 +274,11 @@ class Dequantizer(wiring.Component):
         Q16 results, same beat structure.
     """
 
+    #: the leading-zero normalization of amax, one shift a stage
+    NORMALIZE_STEPS = (16, 8, 4, 2, 1)
+    #: quotient bits of ``floor(v / 127)`` for the normalized ``v`` in [2**24, 2**25)
+    QUOTIENT_WIDTH = 19
+
     def __init__(self, *, lanes: int = 4, acc_width: int = 24):
         self.lanes = arith.check_positive("lanes", lanes)
         self.acc_width = arith.check_positive("acc_width", acc_width)
@@ -181,53 +293,170 @@ class Dequantizer(wiring.Component):
 
     @property
     def setup_cycles(self) -> int:
-        """Cycles from accepting a token's scale beat to accepting its first accumulator beat."""
-        return arith.RatioScale.QUOTIENT_WIDTH + 2
+        """Cycles from accepting a token's scale beat to accepting its first accumulator beat:
+        the normalization, the divider (``QUOTIENT_WIDTH + 1``), the Scale's register and the
+        product's."""
+        return len(self.NORMALIZE_STEPS) + self.QUOTIENT_WIDTH + 1 + 2
+
+    @property
+    def latency(self) -> int:
+        """Cycles from accepting an accumulator beat to its output beat (stall-free): the
+        input register, partial products, their sums, the product's two halves, the coarse
+        and fine shifts, the rounding increment, the saturation."""
+        return 9
 
     def cycles(self, tokens: int, n: int) -> int:
         """Stall-free cycles, from the first scale beat to the last output, for ``tokens``
-        tokens of ``n`` outputs each: ``tokens * (21 + ceil(n / lanes)) + 1`` (the next
-        token's scale beat is accepted right after the previous token's last accumulator)."""
+        tokens of ``n`` outputs each: ``tokens * (setup_cycles + ceil(n / lanes)) + latency``
+        (the next token's scale beat is accepted right after the previous token's last
+        accumulator)."""
         arith.check_positive("tokens", tokens)
         arith.check_positive("n", n)
-        return tokens * (self.setup_cycles + _ceil_div(n, self.lanes)) + 1
+        return tokens * (self.setup_cycles + _ceil_div(n, self.lanes)) + self.latency
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.ratio = ratio = arith.RatioScale(num_width=32, den_width=7)
-        zero = Signal()
-        w_m = Signal(16)
-        w_e = Signal(signed(8))
-        product_m = Signal(32)                     # m_x * m_w
-        shift = Signal(signed(9))                  # e_x + e_w - 16 = e + e_w
-        streaming = Signal()
-        amax = self.scale.payload.amax
-        m.d.comb += [
-            ratio.i.valid.eq(self.scale.valid & ~streaming),
-            self.scale.ready.eq(ratio.i.ready & ~streaming),
-            ratio.i.payload.num.eq(Mux(amax == 0, 1, amax)),
-            ratio.i.payload.den.eq(127),
-            ratio.o.ready.eq(1),
-        ]
-        with m.If(self.scale.valid & self.scale.ready):
-            m.d.sync += [zero.eq(amax == 0), w_m.eq(self.scale.payload.w_m),
-                         w_e.eq(self.scale.payload.w_e)]
-        with m.If(ratio.o.valid):
-            m.d.sync += [product_m.eq(Mux(zero, 0, ratio.o.payload.m) * w_m),
-                         shift.eq(ratio.o.payload.e + w_e), streaming.eq(1)]
+        qw = self.QUOTIENT_WIDTH
 
-        out_free = ~self.y.valid | self.y.ready
-        m.d.comb += self.acc.ready.eq(streaming & out_free)
-        with m.If(self.y.valid & self.y.ready):
-            m.d.sync += self.y.valid.eq(0)
-        with m.If(self.acc.valid & self.acc.ready):
-            m.d.sync += [self.y.valid.eq(1), self.y.payload.last.eq(self.acc.payload.last)]
-            with m.If(self.acc.payload.last):
-                m.d.sync += streaming.eq(0)
+        # ---- per token: amax / 127 as a Scale, times the weight's; the shift ----
+        # With v = amax << lz normalized (bit 31 set), golden's e0 = 16 + 7 - bit_length(amax)
+        # = lz - 9 and its quotient floor(amax * 2**(e0 + 2) / 127) is floor((v >> 7) / 127)
+        # whichever sign e0 + 2 has (floor(floor(a / 2**j) / 127) = floor(a / (127 * 2**j))).
+        m.submodules.divider = divider = arith.Divider(num_width=25, den_width=7,
+                                                       quotient_width=qw)
+        busy = Signal()                            # from the scale beat to the product
+        streaming = Signal()
+        w_m = Signal(16)                           # 0 for an all-zero token: its outputs are 0
+        w_e = Signal(signed(8))
+        take_scale = self.scale.valid & self.scale.ready
+        m.d.comb += self.scale.ready.eq(~busy & ~streaming)
+        with m.If(take_scale):
+            m.d.sync += [busy.eq(1), w_e.eq(self.scale.payload.w_e),
+                         w_m.eq(Mux(self.scale.payload.amax == 0, 0, self.scale.payload.w_m))]
+        value, lz, valid = self.scale.payload.amax, 0, take_scale
+        for step in self.NORMALIZE_STEPS:
+            shifts = value[32 - step:] == 0
+            nv = Signal(32, name=f"norm{step}")
+            nlz = Signal(range(32), name=f"norm{step}_lz")
+            nvalid = Signal(name=f"norm{step}_valid")
+            m.d.sync += nvalid.eq(valid)
+            with m.If(valid):                      # held until the divider's result is used
+                m.d.sync += [nv.eq(Mux(shifts, value << step, value)),
+                             nlz.eq(lz + Mux(shifts, step, 0))]
+            value, lz, valid = nv, nlz, nvalid
+        m.d.comb += [divider.i.valid.eq(valid), divider.i.payload.num.eq(value[7:]),
+                     divider.i.payload.den.eq(127), divider.o.ready.eq(1)]
+        # The shift s = e_x + e_w - 16 of the Q16 product, done as one right shift of
+        # product << 34 by t = 33 + s clamped to [-33, 63] (where scale_sat32 clamps it). Each
+        # of golden's three exponents e_x - 16 = lz - 9 - j has its t precomputed in three
+        # registered steps while the divider runs (lz and w_e stay put until the next token).
+        t_pre = []
+        for j in range(3):
+            s_j = Signal(signed(10), name=f"shift{j}")
+            above, below = Signal(name=f"shift{j}_above"), Signal(name=f"shift{j}_below")
+            biased = Signal(signed(11), name=f"shift{j}_biased")
+            t_j = Signal(range(97), name=f"t{j}")
+            m.d.sync += [s_j.eq(lz + w_e - (9 + j)), above.eq(s_j > 63), below.eq(s_j < -33),
+                         biased.eq(33 + s_j),
+                         t_j.eq(Mux(above, 96, Mux(below, 0, biased[:7])))]
+            t_pre.append(t_j)
+        # golden lowers e at most twice: the first j with a 16-bit rounded mantissa
+        quotient = divider.o.payload.quotient
+        m_x = Signal(16)
+        t_x = Signal(range(97))
+        have_scale = Signal()
+        candidates = [arith.wire(m, 18, ((quotient >> (1 + j)) + 1) >> 1, name=f"m{j}")
+                      for j in range(3)]
+        with m.If(divider.o.valid):
+            m.d.sync += have_scale.eq(1)
+            with m.If(candidates[0] < (1 << 16)):
+                m.d.sync += [m_x.eq(candidates[0]), t_x.eq(t_pre[0])]
+            with m.Elif(candidates[1] < (1 << 16)):
+                m.d.sync += [m_x.eq(candidates[1]), t_x.eq(t_pre[1])]
+            with m.Else():
+                m.d.sync += [m_x.eq(candidates[2]), t_x.eq(t_pre[2])]
+
+        # ---- per element: product, rounding shift, saturation; stalls as a whole ----
+        advance = ~self.y.valid | self.y.ready
+        m.d.comb += self.acc.ready.eq(streaming & advance)
+        accept = self.acc.valid & self.acc.ready
+        product_m = Signal(32)                     # m_x * m_w
+        t = Signal(range(97))
+        valids = []
+
+        def stage(name, shape, value):
+            s = Signal(shape, name=name)
+            with m.If(advance):
+                m.d.sync += s.eq(value)
+            return s
+
+        # a token's product and shift may replace the previous token's once no element of
+        # that one is still before the stages that use them
+        idle = Signal()
+        with m.If(have_scale & idle):
+            m.d.sync += [have_scale.eq(0), busy.eq(0), streaming.eq(1),
+                         product_m.eq(m_x * w_m), t.eq(t_x)]
+        with m.If(accept & self.acc.payload.last):
+            m.d.sync += streaming.eq(0)
+
+        v = stage("acc_valid", 1, accept)
+        lst = stage("acc_last", 1, self.acc.payload.last)
+        valids.append(v)
+        width = self.acc_width
+        pieces = [(0, None)] if width <= 18 else [(0, 17), (17, None)]
+        halves = (product_m[:16], product_m[16:])
+        lanes_out = []
         for i in range(self.lanes):
-            product = arith.wire(m, signed(self.acc_width + 32),
-                                 self.acc.payload.acc[i] * product_m, name=f"prod{i}")
-            value = arith.scale_sat32(m, product, shift, name=f"y{i}")
-            with m.If(self.acc.valid & self.acc.ready):
-                m.d.sync += self.y.payload.y[i].eq(value)
+            a = stage(f"acc{i}", signed(width), self.acc.payload.acc[i])
+            lanes_out.append(a)
+        names = ("pp", "sum", "prod_lo", "prod", "coarse", "fine", "round")
+        results = []
+        for i, a in enumerate(lanes_out):
+            parts = []
+            for lo, hi in pieces:
+                piece = a[lo:hi] if hi is not None else (a[lo:].as_signed() if lo else a)
+                parts.append([(stage(f"pp{i}_{lo}_{h}", signed(len(piece) + 18),
+                                     piece * half), lo) for h, half in enumerate(halves)])
+            sums = []
+            for h in range(2):
+                total = sum((p[h][0] << p[h][1] for p in parts), start=0)
+                sums.append(stage(f"sum{i}_{h}", signed(width + 17), total))
+            # product = sums[0] + (sums[1] << 16) as two carry chains of half its width, a
+            # stage each: the low half's carry goes into the high half's sum as its LSB
+            total = width + 17
+            split = total // 2
+            upper = arith.wire(m, signed(total), sums[0] >> 16, name=f"prod{i}_upper")
+            low16 = stage(f"prod_lo{i}_16", 16, sums[0][:16])
+            low = stage(f"prod_lo{i}", split + 1, upper[:split] + sums[1][:split])
+            upper_hi = stage(f"prod_lo{i}_a", signed(total - split), upper[split:].as_signed())
+            sums_hi = stage(f"prod_lo{i}_b", signed(total - split),
+                            sums[1][split:].as_signed())
+            high_sum = (Cat(Const(1, 1), upper_hi).as_signed()
+                        + Cat(low[split], sums_hi).as_signed()) >> 1
+            product = stage(f"prod{i}", signed(width + 33),
+                            Cat(low16, low[:split], high_sum)[:width + 33].as_signed())
+            wide = product << 34
+            coarse = stage(f"coarse{i}", signed(len(wide)), wide >> Cat(Const(0, 3), t[3:]))
+            z = stage(f"fine{i}", signed(len(wide)), coarse >> t[:3])
+            high = z[33:]
+            in_range = stage(f"round{i}_in_range", 1, (high == 0) | (high == (1 << len(high)) - 1))
+            negative = stage(f"round{i}_neg", 1, z[-1])
+            rounded = stage(f"round{i}", signed(34), (z[:34].as_signed() + 1) >> 1)
+            # int32 iff bits 31..33 agree: one LUT instead of two 34-bit compares; out of
+            # range either way, the sign is z's
+            fits = (rounded[31:] == 0) | (rounded[31:] == 0b111)
+            results.append(arith.wire(m, signed(32), Mux(
+                in_range & fits, rounded[:32],
+                Mux(negative, fixed.INT32_MIN, fixed.INT32_MAX)), name=f"sat{i}"))
+        for name in names:
+            v = stage(f"{name}_valid", 1, v)
+            lst = stage(f"{name}_last", 1, lst)
+            valids.append(v)
+        # product_m feeds the partial products, t the coarse and fine shifts
+        m.d.comb += idle.eq(~(valids[0] | valids[1] | valids[2] | valids[3] | valids[4]
+                              | valids[5]))
+        with m.If(advance):
+            m.d.sync += [self.y.valid.eq(v), self.y.payload.last.eq(lst)]
+            for i, out in enumerate(results):
+                m.d.sync += self.y.payload.y[i].eq(out)
         return m

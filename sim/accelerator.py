@@ -62,6 +62,12 @@ NORM_SETUP = units.RMSNorm(lanes=isa.LANES).setup_cycles + 1
 #: DecodeUnit: cycles from the last value beat to the first output beat: the divider start,
 #: ``RatioScale`` (QUOTIENT_WIDTH + 1) and the output register (``DecodeUnit.cycles``)
 ATTENTION_TAIL = units.RATIO_SCALE_QUOTIENT_WIDTH + 4
+#: Quantizer: cycles from a token's last input beat to its first INT8 beat (its first buffer
+#: read ``pass2_start`` cycles after, that beat out of the divider pipeline ``latency`` later)
+QUANT_FIRST_BEAT = (units.Quantizer(lanes=isa.LANES).pass2_start
+                    + units.Quantizer(lanes=isa.LANES).latency)
+#: Dequantizer: cycles from an accumulator beat's handshake to its output beat's
+DEQUANT_LATENCY = units.Dequantizer(lanes=isa.LANES).latency
 #: TLMM engine: cycles from a lookup's issue to its lookup stage (``rtl.tlmm.Engine``)
 ISSUE_TO_LOOKUP = 2
 #: cycles from a job's last weight beat to its bank's first possible issue: the registered
@@ -223,10 +229,11 @@ def _linear_token(timing: TopTiming, x_last: int, beats: int, k_steps: int,
     engine idle before it) and the first cycle the engine may issue (``first_issue``: the
     job's bank full and running; None: long before).
 
-    The quantizer hands its first INT8 beat over 2 cycles after the token's last input beat,
-    then one a cycle while the gearbox takes them. The gearbox is full (valid to the engine) the
-    cycle after its K-step's last beat, or, if the K-step before is still held, the cycle
-    after the engine took that one; the next K-step's beats come from the cycle it is full.
+    The quantizer hands its first INT8 beat over ``QUANT_FIRST_BEAT`` cycles after the token's
+    last input beat, then one a cycle while the gearbox takes them. The gearbox is full (valid
+    to the engine) the cycle after its K-step's last beat, or, if the K-step before is still
+    held, the cycle after the engine took that one; the next K-step's beats come from the
+    cycle it is full.
     Registered tables take a K-step (A) once the previous one has moved on to the lookup
     register, in the bank-read cycle of its first lookup (the lookup cycle - 1), and are looked
     up from A + 2. ``lutram`` tables write a K-step for P cycles from W (the gearbox full, the
@@ -239,7 +246,7 @@ def _linear_token(timing: TopTiming, x_last: int, beats: int, k_steps: int,
         raise ValueError(f"{beats} activation beats do not make {k_steps} K-steps of {steps}")
     never = -(1 << 62)
     running = never if first_issue is None else first_issue + ISSUE_TO_LOOKUP
-    full = x_last + 2 + sizes[0]                 # gearbox valid to the engine
+    full = x_last + QUANT_FIRST_BEAT + sizes[0]  # gearbox valid to the engine
     look, look_before, write = never, never, never
     for s in range(k_steps):
         if p is None:
@@ -309,18 +316,18 @@ def instruction_cycles(ins, timing: TopTiming, clock: _Clock, start: int,
                     first_part = last_step - 2 + t.engine_result_latency + 1
                     acc = [first_part + j for j in range(ins.n_blocks * parts)]
                     if ins.epilogue is None:
-                        pending = [cycle + 2 for cycle in acc]
+                        pending = [cycle + DEQUANT_LATENCY + 1 for cycle in acc]
                         state += 1                  # READ1 skipped
                     else:                           # the a rows, then Pointwise
                         row = ins.epilogue.addr + tok * ins.epilogue.stride_t
                         state = read(row, ins.dst.beats, state)
                         late = [j for j, (a, y) in enumerate(zip(reads[1], acc, strict=True))
-                                if a + 1 > y + 1]
+                                if a + 1 > y + DEQUANT_LATENCY]
                         if late:
                             raise ValueError("the top model needs the epilogue operand in "
                                              "before the linear's outputs (beat "
                                              f"{late[0]} is late)")
-                        pending = [cycle + 3 for cycle in acc]
+                        pending = [cycle + DEQUANT_LATENCY + 2 for cycle in acc]
                 else:
                     state += 2                      # READ0, READ1 skipped
                 state += 1                          # READ2 skipped

@@ -18,8 +18,8 @@ model              RTL unit                            formula
 ``Divider``        ``rtl.arith.Divider``               ``latency = quotient_width + 1``
 ``Isqrt``          ``rtl.arith.Isqrt``                 ``latency = width / 2 + 1``
 ``RatioScale``     ``rtl.arith.RatioScale``            ``latency = 19 + 1``
-``Quantizer``      ``rtl.quant.Quantizer``             ``2 * M * ceil(K / lanes) + 1``
-``Dequantizer``    ``rtl.quant.Dequantizer``           ``M * (21 + ceil(N / lanes)) + 1``
+``Quantizer``      ``rtl.quant.Quantizer``             ``M (2 ceil(K / lanes) + 3) + 12`` (4 lanes)
+``Dequantizer``    ``rtl.quant.Dequantizer``           ``M * (27 + ceil(N / lanes)) + 9``
 ``RMSNorm``        ``rtl.elementwise.RMSNorm``         ``M * (2 * H / lanes + 102) + 1``
 ``RoPE``           ``rtl.elementwise.RoPE``            ``3 * heads * head_dim / (2 lanes) + 1``
 ``Pointwise``      ``rtl.elementwise.Pointwise``       ``beats + 1``
@@ -160,19 +160,41 @@ class Quantizer:
         Longest token.
     """
 
+    #: pass-2 divider rows (seven quotient bits: ``|q| <= 127``), one a stage
+    DIVIDER_ROWS = 7
+
     def __init__(self, *, lanes: int = 4, max_k: int = 4096):
         self.lanes = _check_positive("lanes", lanes)
         self.max_k = _check_positive("max_k", max_k)
 
+    @property
+    def tree_stages(self) -> int:
+        """Pass-1 stages of pairwise maxima over the lanes, one level each:
+        ``ceil(log2(lanes))``, at least one."""
+        return max(1, (self.lanes - 1).bit_length())
+
+    @property
+    def pass2_start(self) -> int:
+        """A token's last input beat to its first buffer read (and its ``amax`` beat): the
+        magnitude register, the tree, the running-maximum stage."""
+        return self.tree_stages + 2
+
+    @property
+    def latency(self) -> int:
+        """A buffer read to its output beat: the read register, ``|x|``, ``254 |x|``,
+        ``+ amax``, the divider rows, the sign (the output register)."""
+        return 4 + self.DIVIDER_ROWS + 1
+
     def cycles(self, tokens: int, k: int) -> int:
-        """``2 * tokens * ceil(k / lanes) + 1``: per token one pass of ``ceil(k / lanes)``
-        beats into the buffer (finding ``amax``) and one out of it; the buffer holds one token,
-        so the passes do not overlap; ``+ 1`` for the output register."""
+        """``tokens * (2 B + pass2_start - 1) + latency`` with ``B = ceil(k / lanes)``: per
+        token one pass of B beats into the buffer, ``pass2_start - 1`` cycles until ``amax``
+        is known, one pass of B reads; the buffer holds one token, so the passes do not
+        overlap; the last read's beat comes out ``latency`` cycles later."""
         _check_positive("tokens", tokens)
         _check_positive("k", k)
         if k > self.max_k:
             raise ValueError(f"k={k} exceeds this quantizer's max_k={self.max_k}")
-        return 2 * tokens * _ceil_div(k, self.lanes) + 1
+        return tokens * (2 * _ceil_div(k, self.lanes) + self.pass2_start - 1) + self.latency
 
 
 class Dequantizer:
@@ -193,19 +215,31 @@ class Dequantizer:
             raise ValueError(f"acc_width must be at most 32 (the product stays below 2**64), "
                              f"got {acc_width}")
 
+    #: amax's leading-zero normalization, one shift a stage (16, 8, 4, 2, 1)
+    NORMALIZE_STAGES = 5
+
     @property
     def setup_cycles(self) -> int:
-        """Scale beat to first accumulator beat: the ``RatioScale`` of ``127 / amax``
-        (``RatioScale(num_width=32, den_width=7).latency``) plus its result's register."""
-        return RatioScale(num_width=32, den_width=7).latency + 1
+        """Scale beat to first accumulator beat: the normalization of amax, the 19-bit
+        division by 127 (``Divider(num_width=25, den_width=7, quotient_width=19).latency``),
+        the Scale's register and the product's."""
+        divider = Divider(num_width=25, den_width=7, quotient_width=RATIO_SCALE_QUOTIENT_WIDTH)
+        return self.NORMALIZE_STAGES + divider.latency + 2
+
+    @property
+    def latency(self) -> int:
+        """Accumulator beat to its output beat: the input register, partial products, their
+        sums, the product's two halves, the coarse and fine shifts, the rounding, the
+        saturation."""
+        return 9
 
     def cycles(self, tokens: int, n: int) -> int:
-        """``tokens * (setup_cycles + ceil(n / lanes)) + 1`` = ``tokens * (21 + ceil(n /
-        lanes)) + 1``: the next token's scale beat is accepted right after the previous
-        token's last accumulator; ``+ 1`` for the output register."""
+        """``tokens * (setup_cycles + ceil(n / lanes)) + latency`` = ``tokens * (27 + ceil(n
+        / lanes)) + 9``: the next token's scale beat is accepted right after the previous
+        token's last accumulator."""
         _check_positive("tokens", tokens)
         _check_positive("n", n)
-        return tokens * (self.setup_cycles + _ceil_div(n, self.lanes)) + 1
+        return tokens * (self.setup_cycles + _ceil_div(n, self.lanes)) + self.latency
 
 
 # -- elementwise (rtl/elementwise.py) --------------------------------------------------------

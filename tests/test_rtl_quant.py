@@ -19,7 +19,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable
 def random_tokens(rng, tokens, k):
     """Q16 tokens with a spread of magnitudes, exact ties, int32 extremes and zero tokens."""
     x = rng.integers(-(1 << 20), 1 << 20, size=(tokens, k)) >> rng.integers(0, 20, (tokens, 1))
-    x[0, :2] = [fixed.INT32_MIN, fixed.INT32_MAX]
+    x[0, :2] = [fixed.INT32_MIN, fixed.INT32_MAX][:k]
     if tokens > 2:
         x[1] = 0
         x[2] = rng.choice([-254, -127, 0, 127, 254], size=k)  # ties of 127 x / amax
@@ -204,3 +204,107 @@ def test_dequantizer_cycles_exact():
     y, cycles = run_dequantizer(dut, acc, amax, w_scale, rng, p_valid=1.0, p_ready=1.0)
     np.testing.assert_array_equal(y, golden.dequantize(acc, amax, w_scale))
     assert dut.cycles(3, 16) == cycles
+
+
+def boundary_tokens(amax_values, max_k):
+    """Tokens that hold every ``|x| <= amax`` of a small ``amax`` (both signs), or for a large
+    one the two values either side of each rounding boundary ``127 |x| / amax = k + 1/2``
+    (and 0, amax), each token led by ``amax`` itself (``-amax`` for ``2**31``)."""
+    tokens = []
+    for a in amax_values:
+        if 2 * a + 1 <= max_k - 1:
+            mags = np.arange(0, a + 1)
+        else:
+            edges = -(-(2 * np.arange(127) + 1) * a // 254)          # ceil((2k + 1) a / 254)
+            mags = np.unique(np.clip(np.concatenate([edges - 1, edges, [0, a]]), 0, a))
+        values = np.concatenate([mags, -mags])
+        lead = -a if a == 1 << 31 else a
+        values = values[np.abs(values) <= (1 << 31) - (values > 0)]   # int32 range
+        for start in range(0, len(values), max_k - 1):
+            tokens.append(np.concatenate([[lead], values[start:start + max_k - 1]]))
+    k = max(len(t) for t in tokens)
+    return np.array([np.pad(t, (0, k - len(t))) for t in tokens], dtype=np.int64)
+
+
+def test_quantizer_boundaries_exact():
+    """The pipelined divider against golden at every rounding boundary: exhaustively for
+    small amax, either side of all 127 boundaries for large ones, the int32 extremes."""
+    rng = seeded(150)
+    amax_values = [1, 2, 3, 127, 128, 254, 255, 256, 1000, 65536, 123457, (1 << 24) + 1,
+                   (1 << 31) - 1, 1 << 31]
+    max_k = 520
+    x = boundary_tokens(amax_values, max_k)
+    dut = quant.Quantizer(lanes=4, max_k=max_k)
+    q, amax, _ = run_quantizer(dut, x, rng, p_valid=0.9, p_ready=0.8)
+    q_ref, amax_ref = golden.quantize_activations(x)
+    np.testing.assert_array_equal(amax, amax_ref)
+    np.testing.assert_array_equal(q, q_ref)
+
+
+@pytest.mark.parametrize("lanes,k", [(1, 1), (2, 2), (4, 3), (5, 11), (8, 8)])
+def test_quantizer_short_tokens_random_stalls(lanes, k):
+    """One- and few-beat tokens back to back: a token's amax waits for the previous token's
+    reads to pass the stage that uses it, whatever the stalls."""
+    seed = 400 + 10 * lanes + k
+    rng = seeded(seed)
+    x = random_tokens(rng, 12, k)
+    dut = quant.Quantizer(lanes=lanes, max_k=16)
+    for p_valid, p_ready in ((0.7, 0.3), (1.0, 0.6)):
+        q, amax, _ = run_quantizer(dut, x, rng, p_valid=p_valid, p_ready=p_ready)
+        q_ref, amax_ref = golden.quantize_activations(x)
+        np.testing.assert_array_equal(q, q_ref, err_msg=f"seed={seed}")
+        np.testing.assert_array_equal(amax, amax_ref, err_msg=f"seed={seed}")
+
+
+@pytest.mark.parametrize("lanes,tokens,k", [(1, 3, 1), (2, 4, 3), (3, 2, 7), (8, 3, 16)])
+def test_quantizer_cycles_exact_lanes(lanes, tokens, k):
+    rng = seeded(500 + lanes)
+    x = random_tokens(rng, tokens, k)
+    dut = quant.Quantizer(lanes=lanes, max_k=16)
+    q, _, cycles = run_quantizer(dut, x, rng, p_valid=1.0, p_ready=1.0)
+    np.testing.assert_array_equal(q, golden.quantize_activations(x)[0])
+    assert dut.cycles(tokens, k) == cycles
+
+
+def test_dequantizer_shift_extremes():
+    """Left shifts into saturation and long right shifts (the weight exponent from -22 to
+    41), for every amax normalization: accumulators of +-1 where golden's int64 left shift
+    would overflow on larger ones."""
+    rng = seeded(310)
+    dut = quant.Dequantizer(lanes=4, acc_width=24)
+    amax = np.array([1 << 31, (1 << 31) - 1, 1 << 16, 127, 1, 0, 3 << 20, 5])
+    for e_w in (-22, -12, -6, 0, 20, 30, 41):
+        w_scale = (int(rng.integers(1 << 15, 1 << 16)), e_w)
+        if e_w < 0:
+            acc = rng.integers(-1, 2, size=(len(amax), 8))
+        else:
+            acc = rng.integers(-(1 << 23), 1 << 23, size=(len(amax), 8))
+            acc[:, 0] = [-(1 << 23), (1 << 23) - 1, 1, -1, 0, 2, -2, 3]
+        shifts = (golden.activation_scale(amax)[1] + e_w - fixed.FRAC)[amax > 0]
+        assert -31 <= shifts.min() and shifts.max() <= 63, shifts
+        y, _ = run_dequantizer(dut, acc, amax, w_scale, rng, p_valid=0.8, p_ready=0.7)
+        np.testing.assert_array_equal(y, golden.dequantize(acc, amax, w_scale),
+                                      err_msg=f"e_w={e_w}")
+
+
+@pytest.mark.parametrize("lanes,acc_width,tokens,n", [(1, 12, 2, 3), (3, 18, 2, 7),
+                                                      (4, 32, 3, 8)])
+def test_dequantizer_cycles_exact_shapes(lanes, acc_width, tokens, n):
+    rng = seeded(320 + acc_width)
+    dut = quant.Dequantizer(lanes=lanes, acc_width=acc_width)
+    acc, amax = random_dequant_job(rng, tokens, n, acc_width)
+    w_scale = golden.weight_scale(0.3)
+    y, cycles = run_dequantizer(dut, acc, amax, w_scale, rng, p_valid=1.0, p_ready=1.0)
+    np.testing.assert_array_equal(y, golden.dequantize(acc, amax, w_scale))
+    assert dut.cycles(tokens, n) == cycles
+
+
+def test_dequantizer_slow_consumer():
+    """Outputs taken rarely: the next token's Scale is ready while the previous token's
+    beats still fill the pipeline, and must wait for them."""
+    rng = seeded(330)
+    dut = quant.Dequantizer(lanes=4, acc_width=24)
+    acc, amax = random_dequant_job(rng, 4, 30, 24)        # 8 beats: more than the pipeline
+    w_scale = golden.weight_scale(1.7)
+    y, _ = run_dequantizer(dut, acc, amax, w_scale, rng, p_valid=1.0, p_ready=0.03)
+    np.testing.assert_array_equal(y, golden.dequantize(acc, amax, w_scale))

@@ -62,12 +62,15 @@ def test_quantizer_and_dequantizer():
     for _ in range(CASES):
         lanes, max_k = draw(rng, 1, 16), draw(rng, 1, 4096)
         tokens, k = draw(rng, 1, 64), draw(rng, 1, max_k)
-        assert (units.Quantizer(lanes=lanes, max_k=max_k).cycles(tokens, k)
-                == quant.Quantizer(lanes=lanes, max_k=max_k).cycles(tokens, k)), (lanes, k)
+        model, rtl = units.Quantizer(lanes=lanes, max_k=max_k), quant.Quantizer(lanes=lanes,
+                                                                                max_k=max_k)
+        assert (model.pass2_start, model.latency) == (rtl.pass2_start, rtl.latency), lanes
+        assert model.cycles(tokens, k) == rtl.cycles(tokens, k), (lanes, k)
         acc_width, n = draw(rng, 1, 32), draw(rng, 1, 8192)
         model = units.Dequantizer(lanes=lanes, acc_width=acc_width)
         rtl = quant.Dequantizer(lanes=lanes, acc_width=acc_width)
         assert model.setup_cycles == rtl.setup_cycles
+        assert model.latency == rtl.latency
         assert model.cycles(tokens, n) == rtl.cycles(tokens, n), (lanes, tokens, n)
 
 
