@@ -11,9 +11,18 @@
 //   (ports in order, reads before writes). Faults: reads or writes whose beat address lies in
 //   a range answer SLVERR / DECERR (writes there are dropped), or are stalled for extra cycles.
 // - Host: an AXI4-Lite master on `ctrl` for register reads and writes.
-// - A cycle: drive every input from the models' state, evaluate (clk low), take the
-//   handshakes (valid & ready as the DUT sees them), rising edge, update the models. The
-//   models' outputs depend only on their state, so one evaluation settles the cycle.
+// - A cycle: the DUT is settled (its state and this cycle's inputs); take the handshakes
+//   (valid & ready as the DUT sees them), update the models, drive every input of the next
+//   cycle from the models' state, rising edge. The models' outputs depend only on their
+//   state, so the inputs of the next cycle are known before its edge.
+// - The Verilated top is rtl/harness.py's wrapper of the DUT: the DUT's inputs come from
+//   registers the wrapper loads from its own inputs at the rising edge (`harness_latch`
+//   loads them too, between edges). So the DUT's logic never depends combinationally on a
+//   top-level input, Verilator's input-combinational region (which it runs on every
+//   eval(), inputs changed or not) is empty, and one evaluation a cycle, at the rising edge,
+//   computes the new state and settles it with the next cycle's inputs. Whatever changes
+//   the inputs between cycles (an AXI-Lite access starting, rst, a DDR load or a DDR model
+//   setting) calls relatch(): the DUT sees exactly what it would see without the wrapper.
 //
 // Python binds the extern "C" functions below with ctypes (rtl/harness.py); no Python runs
 // per cycle.
@@ -240,27 +249,33 @@ struct Harness {
         }
     }
 
-    void eval_edge() {
-        top->clk = 0;
+    // the DUT's inputs of this cycle changed between edges: drive and load them again
+    void relatch() {
+        drive();
+        lite_drive();
+        top->harness_latch = 1;
         top->eval();
-#if HARNESS_TRACE
-        if (trace) trace->dump(2 * ticks);
-#endif
+        top->harness_latch = 0;
+        top->eval();
     }
 
     void tick() {
-        drive();
-        eval_edge();
         lite_sample();
         update();
+        ++cycle;
+        ++ticks;
+        lite_apply();
+        drive();
         top->clk = 1;
         top->eval();
 #if HARNESS_TRACE
-        if (trace) trace->dump(2 * ticks + 1);
+        if (trace) trace->dump(2 * ticks - 1);
 #endif
-        lite_apply();
-        ++cycle;
-        ++ticks;
+        top->clk = 0;
+        top->eval();        // no edge: only so that the next rising edge is one
+#if HARNESS_TRACE
+        if (trace) trace->dump(2 * ticks);
+#endif
     }
 
     // ---- AXI-Lite master: one transaction at a time, driven across cycles ----
@@ -317,12 +332,12 @@ struct Harness {
         top->HARNESS_CTRL(wstrb) = 0xF;
         lite = LITE_AW_W;
         lite_aw_done = lite_w_done = false;
-        lite_drive();
+        relatch();
     }
     void lite_start_read(uint32_t offset) {
         top->HARNESS_CTRL(araddr) = offset;
         lite = LITE_AR;
-        lite_drive();
+        relatch();
     }
     bool lite_finish(uint64_t limit) {
         for (uint64_t i = 0; lite != LITE_IDLE; ++i) {
@@ -385,11 +400,13 @@ TE_API Harness *te_new(uint64_t ddr_bytes, const char *fst_path) {
     h->ddr.assign(ddr_bytes, 0);
     h->ports.resize(HARNESS_PORT_COUNT);
     HARNESS_PORTS(HARNESS_BIND)
-    h->lite_drive();
+    h->top->eval();         // initial values settled: the first relatch() is an edge
     h->top->rst = 1;
+    h->relatch();
     for (int i = 0; i < 4; ++i) h->tick();
     h->top->rst = 0;
     h->cycle = 0;
+    h->relatch();
     return h;
 }
 
@@ -419,6 +436,7 @@ TE_API void te_port_config(Harness *h, int port, uint32_t read_latency, uint32_t
     p.write_latency = write_latency;
     p.max_reads = max_reads;
     p.max_writes = max_writes;
+    h->relatch();
 }
 
 // rate: micro-bytes per cycle (0: no cap); bucket: bytes the bucket holds (starts full)
@@ -426,17 +444,23 @@ TE_API void te_bandwidth(Harness *h, int64_t rate, int64_t bucket) {
     h->rate = rate;
     h->bucket = bucket * MICRO;
     h->credit = h->bucket;
+    h->relatch();
 }
 
 TE_API void te_fault(Harness *h, int write, uint64_t lo, uint64_t hi, int resp, uint64_t stall) {
     h->faults.push_back({write != 0, lo, hi, resp, stall});
+    h->relatch();
 }
 
-TE_API void te_clear_faults(Harness *h) { h->faults.clear(); }
+TE_API void te_clear_faults(Harness *h) {
+    h->faults.clear();
+    h->relatch();
+}
 
 TE_API int te_ddr_write(Harness *h, uint64_t addr, const uint8_t *data, uint64_t n) {
     if (addr > h->ddr.size() || n > h->ddr.size() - addr) return -1;
     std::memcpy(&h->ddr[addr], data, n);
+    h->relatch();           // a read beat offered next may come from these bytes
     return 0;
 }
 
