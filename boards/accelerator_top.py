@@ -155,7 +155,11 @@ class AcceleratorTestTop(Elaboratable):
         # stimulus: one LFSR bit per input bit, four per response-code bit
         widths = [len(v) * (4 if name.split(".")[-1] in _RESPONSE_FIELDS else 1)
                   for name, v in self.inputs]
-        m.submodules.lfsr = lfsr = Lfsr(max(8, sum(widths)), seed=0x5EED_1234_ABCD)
+        # the seed fills the whole register, so every input bit toggles from the first cycles
+        # (the register shifts one bit a cycle: a narrow seed would take its width in cycles)
+        width = max(8, sum(widths))
+        seed = sum(0x5EED_1234_ABCD_9876 << (64 * i) for i in range(-(-width // 64)))
+        m.submodules.lfsr = lfsr = Lfsr(width, seed=seed)
         offset = 0
         for (name, value), width in zip(self.inputs, widths, strict=True):
             bits = lfsr.value[offset:offset + width]
