@@ -31,8 +31,9 @@ every tensor a factor multiplies; each factor is the largest power of two (at mo
 ``MAX_FACTOR``) that keeps those peaks ``HEADROOM`` times (``V_HEADROOM`` for v, which the
 attention unit saturates to +-128.0, ``attention.OPERAND_LIMIT``) inside the ranges that
 saturate: int32 Q16 (+-32768.0) for every Q16 value and for RMSNorm's ``x * gamma`` product,
-+-128.0 for v; and ``eps * c**2`` at most 1/4 (``ops.rms_eps`` takes epsilons below one). A model whose values are already
-large (the shipped model) gets small factors; a random-init model gets c = 32-64.
++-128.0 for v; and ``eps * c**2`` at most 1/4 (``ops.rms_eps`` takes epsilons below one). A
+model whose values are already large (the shipped model) gets small factors; a random-init
+model gets c = 32-64.
 
 Measured effect (README, "Golden numerics"): on six random-init transformers models
 (``benchmarks/eval_numerics_random.py``, 256 positions each) top-1 agreement with transformers

@@ -668,8 +668,8 @@ class Accelerator(wiring.Component):
                 m.d.comb += [regs.busy.eq(1), unit_reset.eq(1), regs.done.eq(1),
                              regs.fault.eq(faulted), reader.clear.eq(1), writer.clear.eq(1)]
                 m.d.sync += [remaining.eq(0), cos_held.eq(0), gear_fill.eq(0),
-                             gear_full.eq(0), gear_ready.eq(0), n_block.eq(0), held.eq(0), part.eq(0),
-                             seg.eq(0), off0.eq(0)]
+                             gear_full.eq(0), gear_ready.eq(0), n_block.eq(0), held.eq(0),
+                             part.eq(0), seg.eq(0), off0.eq(0)]
                 m.next = "IDLE"
 
         # ---- counters ----

@@ -25,8 +25,9 @@
 With one burst in flight (``max_in_flight=1``, the default) the memory's latency is paid per
 burst; with several, a long transfer streams a beat a cycle. Either way every transfer's
 timing is a function of the memory latency (``cycles``, ``golden.ddr.read_schedule`` and
-``write_schedule``), which the accelerator's schedule relies on. The latencies of cocotbext-axi's ``AxiRam`` (no pauses) on Verilator are
-``AXIRAM_READ_LATENCY`` and ``AXIRAM_WRITE_LATENCY``.
+``write_schedule``), which the accelerator's schedule relies on. The latencies of
+cocotbext-axi's ``AxiRam`` (no pauses) on Verilator are ``AXIRAM_READ_LATENCY`` and
+``AXIRAM_WRITE_LATENCY``.
 
 A command's ``addr`` is a byte address aligned to ``data_width / 8`` (the low bits are
 ignored); ``beats`` is the number of data beats. A command with ``beats == 0`` is accepted
