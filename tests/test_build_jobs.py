@@ -265,12 +265,18 @@ def test_an_interrupted_tool_is_killed_and_its_outputs_removed(tmp_path):
             time.sleep(0.05)
         os.kill(os.getpid(), signal.SIGINT)
 
+    # Python keeps SIGINT ignored when it starts ignored (a background job of a
+    # non-interactive shell): install the KeyboardInterrupt handler for this test
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Thread(target=interrupt)
     timer.start()
-    with pytest.raises(KeyboardInterrupt):
-        jobs.run_tool([sys.executable, "-c", HANG], tmp_path, stage="synthesis",
-                      limit_s=120, outputs=[tmp_path / "top.config"])
-    timer.join()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            jobs.run_tool([sys.executable, "-c", HANG], tmp_path, stage="synthesis",
+                          limit_s=120, outputs=[tmp_path / "top.config"])
+    finally:
+        timer.join()
+        signal.signal(signal.SIGINT, previous)
     child = int((tmp_path / "child.pid").read_text())
     for _ in range(50):
         if not _alive(child):
