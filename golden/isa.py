@@ -63,7 +63,8 @@ bits ``[t*b, (t+1)*b)``, least significant bit first). Entry ``e`` starts at str
 
 The stream is little-endian (stream bit ``i`` is bit ``i % 8`` of byte ``i // 8``) and
 zero-padded to whole 128-bit beats. ``pack_weight_stream`` / ``unpack_weight_stream`` are the
-host's and the reference semantics' sides of it; ``rtl.accelerator`` unpacks it at line rate.
+host's and the reference semantics' sides of it; ``rtl.weight_stream`` unpacks it at line
+rate.
 """
 
 import enum

@@ -650,10 +650,11 @@ class Accelerator(wiring.Component):
                     with m.Else():
                         m.d.comb += retire.eq(1)
                         m.d.sync += pc.eq(pc + 1)
-                        with m.If((pc + 1 == regs.program_len) & streamer.done):
-                            m.next = "FINISH"
-                        with m.Elif(pc + 1 == regs.program_len):
-                            m.next = "END"
+                        with m.If(pc + 1 == regs.program_len):
+                            with m.If(streamer.done):
+                                m.next = "FINISH"
+                            with m.Else():
+                                m.next = "END"
                         with m.Else():
                             m.next = "FETCH"
             with m.State("END"):                     # the streamer's walk is not over yet
@@ -691,11 +692,10 @@ class Accelerator(wiring.Component):
                 m.d.sync += count["attention_cycles"].eq(count["attention_cycles"] + 1)
             with m.Else():
                 m.d.sync += count["elementwise_cycles"].eq(count["elementwise_cycles"] + 1)
+        read_beat = reader.data.valid & reader.data.ready
         weight_beat = self.weight_ddr.rvalid & self.weight_ddr.rready
-        with m.If(reader.data.valid & reader.data.ready):
-            m.d.sync += count["read_beats"].eq(count["read_beats"] + 1 + weight_beat)
-        with m.Elif(weight_beat):
-            m.d.sync += count["read_beats"].eq(count["read_beats"] + 1)
+        with m.If(read_beat | weight_beat):
+            m.d.sync += count["read_beats"].eq(count["read_beats"] + read_beat + weight_beat)
         with m.If(writer.data.valid & writer.data.ready):
             m.d.sync += count["write_beats"].eq(count["write_beats"] + 1)
         m.d.comb += regs.cycles.eq(cycles)

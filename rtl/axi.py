@@ -56,6 +56,7 @@ __all__ = ["AXIRAM_READ_LATENCY", "AXIRAM_WRITE_LATENCY", "BOUNDARY", "Resp", "a
            "axilite_signature", "dma_command_layout", "bursts", "in_window", "ReadDMA",
            "WriteDMA"]
 
+
 def in_window(m, addr, beats, lo, hi, *, beat_bytes: int = 16):
     """A DMA command inside the DDR window ``[lo, hi)``: ``addr`` beat-aligned, ``beats``
     nonzero, the sums taken without wrap-around."""

@@ -125,7 +125,7 @@ class WeightStreamer(wiring.Component):
     done : Out(1)
         The walk is over (the program's end, or a LINEAR it does not stream).
     error : Out(1)
-        Sticky: some R beat had an error response. ``clear`` clears it.
+        Sticky: some R beat had an error response (until the streamer is reset).
     """
 
     def __init__(self, *, config, max_tokens: int, max_k_steps: int, max_n_blocks: int,
@@ -144,7 +144,7 @@ class WeightStreamer(wiring.Component):
             "window_lo": In(32), "window_hi": In(33),
             "job": Out(stream.Signature(layout)),
             "entries": Out(stream.Signature(config.entry_bits)),
-            "drain": In(1), "idle": Out(1), "done": Out(1), "error": Out(1), "clear": In(1),
+            "drain": In(1), "idle": Out(1), "done": Out(1), "error": Out(1),
         })
 
     def stream_beats(self, blocks):
@@ -160,7 +160,7 @@ class WeightStreamer(wiring.Component):
         m.submodules.unpacker = unpacker = self._unpacker
         wiring.connect(m, wiring.flipped(self.bus), reader.bus)
         wiring.connect(m, unpacker.entries, wiring.flipped(self.entries))
-        m.d.comb += [self.error.eq(reader.error), reader.clear.eq(self.clear)]
+        m.d.comb += self.error.eq(reader.error)
 
         # the fields of the fetched instruction it needs (``golden.isa``'s word layout)
         op = Signal(8)
@@ -205,8 +205,7 @@ class WeightStreamer(wiring.Component):
                 with m.If(reader.cmd.valid & reader.cmd.ready):
                     m.next = "FETCH_WAIT"
             with m.State("FETCH_WAIT"):
-                with m.If(~self.drain):
-                    m.d.comb += reader.data.ready.eq(1)
+                m.d.comb += reader.data.ready.eq(1)
                 with m.If(reader.data.valid & ~self.drain):
                     m.d.sync += beat_index.eq(beat_index + 1)
                     with m.Switch(beat_index):

@@ -14,10 +14,10 @@ count ends with the FINISH cycle, like the top's ``CYCLES`` register.
 
 A LINEAR token runs K-step by K-step through the gearbox (the quantizer's beats collected
 into one K-step; two K-step registers, so the next K-step fills while the engine still holds
-the one before) and the engine's table
-builder (``rtl.tlmm``: registered tables, or ``lutram`` tables written P cycles per K-step into
-two banks); ``_linear_token`` gives the recurrence, which holds for any ``n_blocks`` (the
-engine waits for the gearbox when a K-step's lookups are shorter than its refill).
+the one before) and the engine's table builder (``rtl.tlmm``: registered tables, or ``lutram``
+tables written P cycles per K-step into two banks); ``_linear_token`` gives the recurrence,
+which holds for any ``n_blocks`` (the engine waits for the gearbox when a K-step's lookups are
+shorter than its refill).
 
 The weights come over the ``WeightStreamer``'s port (``_Streamer``): it walks the program
 from cycle 0 like the sequencer (a fetch, ``read_latency + 6`` cycles to its DECODE), and for
@@ -152,6 +152,7 @@ class _Streamer:
 
     def __init__(self, timing, program):
         self.t = timing
+        self.port = _Clock(timing)               # its own ReadDMA
         self.program = list(program)
         self.pc = 0
         self.fetch = 0                           # cycle of the next FETCH (with the sequencer's)
@@ -170,8 +171,7 @@ class _Streamer:
             accept = decode + 1                  # JOB: the fill bank is free
             if job >= 2:
                 accept = max(accept, self.releases[job - 2] + 1)
-            beats = read_schedule(bursts(ins.src1.addr, ins.src1.beats), start=accept + 2,
-                                  latency=t.read_latency, in_flight=t.reads_in_flight)
+            beats = self.port.read(accept + 1, ins.src1.addr, ins.src1.beats)   # READ
             self.last_beats.append(beats[-1])
             self.jobs += 1
             end = beats[-1]
@@ -311,9 +311,9 @@ def instruction_cycles(ins, timing: TopTiming, clock: _Clock, start: int,
                     if tok == ins.tokens - 1:       # the bank is released at the last issue
                         streamer.release(job, last_step - ISSUE_TO_LOOKUP + ins.n_blocks - 1)
                     # result parts reach the dequantizer one a cycle from the cycle after the
-                    # first result's handshake (issue = last_step - 2, then the result latency)
+                    # first result's handshake (its issue, then the result latency)
                     parts = t.config.cols_per_cycle // isa.LANES
-                    first_part = last_step - 2 + t.engine_result_latency + 1
+                    first_part = last_step - ISSUE_TO_LOOKUP + t.engine_result_latency + 1
                     acc = [first_part + j for j in range(ins.n_blocks * parts)]
                     if ins.epilogue is None:
                         pending = [cycle + DEQUANT_LATENCY + 1 for cycle in acc]
