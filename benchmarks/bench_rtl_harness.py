@@ -127,9 +127,10 @@ if cocotb is not None and os.environ.get("TERNEDGE_BENCH_RESULT"):
         weights, layout = _tiny_backend_parts()
         ctrl = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "ctrl_"), dut.clk, dut.rst)
         ram = AxiRam(AxiBus.from_prefix(dut, "ddr_"), dut.clk, dut.rst, size=layout.size)
-        # the WeightStreamer's port reads the same memory
-        AxiRam(AxiBus.from_prefix(dut, "weight_ddr_"), dut.clk, dut.rst, size=layout.size,
-               mem=ram.mem)
+        # the WeightStreamer's ports read the same memory
+        for port in range(layout.config.fill_entries_per_cycle):
+            AxiRam(AxiBus.from_prefix(dut, f"weight_ddr{port}_"), dut.clk, dut.rst,
+                   size=layout.size, mem=ram.mem)
         for addr, data in layout.blocks():
             ram.write(addr, data)
         Clock(dut.clk, 4, unit="ns").start()

@@ -112,7 +112,9 @@ class AcceleratorConfig:
         ``cols_per_cycle`` columns takes ``ceil(cols_per_cycle / P)`` cycles (TeLLMe: 8).
     double_buffer : two weight banks, the DMA of the next tile overlapping compute (the RTL);
         False: one bank, loaded before each linear (TeLLMe).
-    fill_entries_per_cycle : weight entries one bank accepts per cycle (the RTL: 1).
+    fill_entries_per_cycle : weight entries one bank accepts per cycle. The RTL takes 1, 2 or 4
+        (dividing ``cols_per_cycle``): its ``WeightStreamer`` reads the weights over that many
+        AXI ports, ``golden.isa``'s weight stream split into as many parts.
     tlmm_schedule : ``"overlapped"`` (the RTL: the next K-step's tables are built during the
         current lookups) or ``"sequential"`` (TeLLMe's HLS: G*T activations are read, one per
         cycle, before each K-step's lookups).

@@ -65,6 +65,19 @@ The stream is little-endian (stream bit ``i`` is bit ``i % 8`` of byte ``i // 8`
 zero-padded to whole 128-bit beats. ``pack_weight_stream`` / ``unpack_weight_stream`` are the
 host's and the reference semantics' sides of it; ``rtl.weight_stream`` unpacks it at line
 rate.
+
+Weight ports. The top reads the stream over P AXI ports at once (``AcceleratorConfig.
+fill_entries_per_cycle``: 1, 2 or 4), each beat of every port together making a P-beat row of the
+stream. So the stream is zero-padded to a multiple of P beats and lies in DDR as P *parts*:
+stream beat ``b`` is beat ``b // P`` of part ``b % P``. Part 0 starts at the LINEAR's source
+1 ``addr``, part ``p`` ``p * weight_part_stride(beats, P)`` bytes after it: the parts'
+size rounded up to whole 4 KiB pages, so that every part starts at the same offset in a
+page and splits into the same bursts (``golden.ddr.bursts``), and the P reads run in
+lockstep. Source 1's ``beats`` is the stream's (all parts); each port reads ``beats / P``.
+The P entries of a row are the bank's fill of one cycle: one row completes at most P
+entries (the row is no wider than P entries), so the read still never waits.
+``weight_region`` / ``weight_stream_from_region`` place the stream's parts and gather them
+back.
 """
 
 import enum
@@ -73,8 +86,10 @@ import struct
 import numpy as np
 
 __all__ = ["Op", "WORDS", "BEAT_BYTES", "BEAT_BITS", "LANES", "INSTRUCTION_BYTES", "Source",
-           "Instruction", "encode", "decode", "entry_pitch", "weight_stream_beats",
-           "pack_weight_stream", "unpack_weight_stream"]
+           "Instruction", "encode", "decode", "WEIGHT_PART_ALIGN", "WEIGHT_PORTS",
+           "entry_pitch",
+           "weight_stream_beats", "weight_part_stride", "weight_region_bytes", "weight_region",
+           "weight_stream_from_region", "pack_weight_stream", "unpack_weight_stream"]
 
 #: 32-bit words per instruction
 WORDS = 16
@@ -85,6 +100,10 @@ BEAT_BITS = 8 * BEAT_BYTES
 #: Q16 int32 lanes per DDR beat
 LANES = BEAT_BYTES // 4
 INSTRUCTION_BYTES = 4 * WORDS
+#: bytes a weight stream's parts are apart are a multiple of this (a 4 KiB AXI page)
+WEIGHT_PART_ALIGN = 4096
+#: weight ports the top may have
+WEIGHT_PORTS = (1, 2, 4)
 
 
 class Op(enum.IntEnum):
@@ -197,14 +216,66 @@ def entry_pitch(entry_bits: int) -> int:
     return max(entry_bits, BEAT_BITS)
 
 
-def weight_stream_beats(entries: int, entry_bits: int) -> int:
-    """128-bit beats of a LINEAR's weight stream of ``entries`` entries."""
-    return -(-entries * entry_pitch(entry_bits) // BEAT_BITS)
+def _check_ports(ports):
+    if ports not in WEIGHT_PORTS:
+        raise ValueError(f"weight ports must be one of {WEIGHT_PORTS}, got {ports!r}")
 
 
-def pack_weight_stream(indices, index_bits: int) -> bytes:
+def weight_stream_beats(entries: int, entry_bits: int, ports: int = 1) -> int:
+    """128-bit beats of a LINEAR's weight stream of ``entries`` entries, read over ``ports``
+    ports (padded to a multiple of ``ports``)."""
+    _check_ports(ports)
+    beats = -(-entries * entry_pitch(entry_bits) // BEAT_BITS)
+    return -(-beats // ports) * ports
+
+
+def weight_part_stride(beats: int, ports: int) -> int:
+    """Bytes from one part of a ``beats``-beat weight stream to the next (``ports`` parts):
+    a part's bytes rounded up to ``WEIGHT_PART_ALIGN``."""
+    _check_ports(ports)
+    if beats <= 0 or beats % ports:
+        raise ValueError(f"a weight stream over {ports} ports has a positive multiple of "
+                         f"{ports} beats, got {beats}")
+    return -(-beats // ports * BEAT_BYTES // WEIGHT_PART_ALIGN) * WEIGHT_PART_ALIGN
+
+
+def weight_region_bytes(beats: int, ports: int) -> int:
+    """Bytes from part 0's start to the last part's end."""
+    part = beats // ports * BEAT_BYTES
+    return part if ports == 1 else (ports - 1) * weight_part_stride(beats, ports) + part
+
+
+def weight_region(stream: bytes, ports: int) -> bytes:
+    """A weight stream laid out as its ``ports`` parts (zeros between them)."""
+    beats = len(stream) // BEAT_BYTES
+    if len(stream) % BEAT_BYTES:
+        raise ValueError(f"a weight stream is whole {BEAT_BYTES}-byte beats, got {len(stream)} "
+                         "bytes")
+    stride = weight_part_stride(beats, ports)
+    rows = np.frombuffer(stream, dtype=np.uint8).reshape(beats // ports, ports, BEAT_BYTES)
+    region = np.zeros(weight_region_bytes(beats, ports), dtype=np.uint8)
+    for p in range(ports):
+        part = rows[:, p].reshape(-1)
+        region[p * stride:p * stride + part.size] = part
+    return region.tobytes()
+
+
+def weight_stream_from_region(region, beats: int, ports: int) -> bytes:
+    """The ``beats``-beat weight stream whose parts ``region`` holds (``weight_region``'s
+    inverse)."""
+    expected = weight_region_bytes(beats, ports)
+    if len(region) != expected:
+        raise ValueError(f"a {beats}-beat weight stream over {ports} ports spans {expected} "
+                         f"bytes, got {len(region)}")
+    stride, part = weight_part_stride(beats, ports), beats // ports * BEAT_BYTES
+    data = np.frombuffer(bytes(region), dtype=np.uint8)
+    parts = [data[p * stride:p * stride + part].reshape(-1, BEAT_BYTES) for p in range(ports)]
+    return np.stack(parts, axis=1).tobytes()
+
+
+def pack_weight_stream(indices, index_bits: int, ports: int = 1) -> bytes:
     """The weight stream of ``indices`` (entries, T): table indices below ``2**index_bits``,
-    in stream order (K-step-major, then column)."""
+    in stream order (K-step-major, then column), padded for ``ports`` weight ports."""
     idx = np.asarray(indices, dtype=np.int64)
     if idx.ndim != 2 or idx.size == 0:
         raise ValueError(f"indices must be a non-empty (entries, T) array, got shape {idx.shape}")
@@ -215,17 +286,19 @@ def pack_weight_stream(indices, index_bits: int) -> bytes:
     width = tables * index_bits
     pitch = entry_pitch(width)
     bits = ((idx[..., None] >> np.arange(index_bits)) & 1).reshape(entries, width)
-    stream = np.zeros((weight_stream_beats(entries, width) * BEAT_BITS,), dtype=np.uint8)
+    stream = np.zeros((weight_stream_beats(entries, width, ports) * BEAT_BITS,),
+                      dtype=np.uint8)
     rows = stream[:entries * pitch].reshape(entries, pitch)
     rows[:, :width] = bits
     return np.packbits(stream, bitorder="little").tobytes()
 
 
-def unpack_weight_stream(data, entries: int, tables: int, index_bits: int) -> np.ndarray:
+def unpack_weight_stream(data, entries: int, tables: int, index_bits: int,
+                         ports: int = 1) -> np.ndarray:
     """The (entries, tables) table indices of a weight stream (the inverse of
     ``pack_weight_stream``)."""
     width = tables * index_bits
-    expected = weight_stream_beats(entries, width) * BEAT_BYTES
+    expected = weight_stream_beats(entries, width, ports) * BEAT_BYTES
     if len(data) != expected:
         raise ValueError(f"a weight stream of {entries} entries of {width} bits is "
                          f"{expected} bytes, got {len(data)}")

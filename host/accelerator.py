@@ -3,7 +3,7 @@
 
 ``Layout`` places everything the accelerator reads in its DDR window: the program, every
 linear's weight stream (``golden.isa``'s layout: entries wider than a beat back to back, others
-a beat each), the norm weights, the RoPE table (per position and
+a beat each; one part per weight port), the norm weights, the RoPE table (per position and
 RoPE beat: a cos beat, then a sin beat), the KV cache (per layer and KV head, ``max_context``
 keys of ``head_dim`` Q16 values; values at ``v_offset`` from the keys) and scratch buffers of
 ``max_tokens`` rows. ``Layout.image()`` is the initial DDR contents; ``Layout.program(tokens,
@@ -44,11 +44,11 @@ def read_q16(memory, addr, count):
     return np.frombuffer(bytes(memory[addr:addr + 4 * count]), dtype="<i4").astype(np.int64)
 
 
-def weight_stream(packed) -> bytes:
-    """A linear's ``golden.isa`` weight stream: its entries K-step-major then column (the
-    order of ``host.weight_image``)."""
+def weight_stream(packed, ports: int = 1) -> bytes:
+    """A linear's ``golden.isa`` weight stream for ``ports`` weight ports: its entries
+    K-step-major then column (the order of ``host.weight_image``)."""
     idx = _indices(packed).reshape(-1, packed.tables_per_step)         # (entries, T)
-    return isa.pack_weight_stream(idx, packed.index_bits)
+    return isa.pack_weight_stream(idx, packed.index_bits, ports)
 
 
 class Layout:
@@ -96,9 +96,10 @@ class Layout:
                     part = TernaryLinear(ternary=linear.ternary[first:first + tile],
                                          scale=linear.scale)
                     packed = pack_linear(part, config)
-                    stream = weight_stream(packed)
-                    addr = self._take(len(stream))
-                    self._blocks.append((addr, stream))
+                    ports = config.fill_entries_per_cycle
+                    region = isa.weight_region(weight_stream(packed, ports), ports)
+                    addr = self._take(len(region))
+                    self._blocks.append((addr, region))
                     tiles.append((addr, packed, first))
                 linears[name] = tiles
             self.linears.append(linears)
@@ -197,8 +198,9 @@ class Layout:
                          "epilogue": Source(rows.addr + 4 * first, rows.stride_t)}
             out.append(Instruction(
                 Op.LINEAR, tokens=tokens, heads=heads, src0=src,
-                src1=Source(addr, 0, 0, isa.weight_stream_beats(packed.num_entries,
-                                                               packed.entry_bits)), dst=target,
+                src1=Source(addr, 0, 0, isa.weight_stream_beats(
+                    packed.num_entries, packed.entry_bits, self.config.fill_entries_per_cycle)),
+                dst=target,
                 k_steps=packed.k_steps, n_blocks=n_blocks, w_m=packed.scale_m,
                 w_e=packed.scale_e, **extra))
         return out
@@ -299,8 +301,10 @@ def execute(program, memory, *, eps: int, config: AcceleratorConfig, head_dim: i
 
         if ins.op is Op.LINEAR:
             entries = ins.k_steps * ins.n_blocks * n_per
-            idx = isa.unpack_weight_stream(memory[s1.addr:s1.addr + s1.beats * B], entries,
-                                           t_per, b)
+            ports = config.fill_entries_per_cycle
+            region = memory[s1.addr:s1.addr + isa.weight_region_bytes(s1.beats, ports)]
+            idx = isa.unpack_weight_stream(isa.weight_stream_from_region(region, s1.beats, ports),
+                                           entries, t_per, b, ports)
             idx = idx.reshape(ins.k_steps, ins.n_blocks * n_per, t_per)   # (ks, N, T)
             indices = idx.transpose(1, 0, 2).reshape(ins.n_blocks * n_per, -1)
             seg = d.beats * isa.LANES

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..golden import isa
 from ..golden.config import AcceleratorConfig, ModelConfig
 from ..golden.model import GoldenModel
 from ..golden.weights import LINEAR_NAMES, LayerWeights, ModelWeights, TernaryLinear
@@ -45,8 +46,8 @@ __all__ = ["register", "run", "random_weights", "board_settings", "accelerator_c
 #: vocabulary of the random model: the top never sees the LM head, the host runs it
 BENCH_VOCAB = 256
 #: fields ``--config`` may set (``boards.build.ACCELERATOR_DEFAULTS`` keys)
-CONFIG_KEYS = ("geometry", "table_memory", "max_tokens", "max_context", "max_job_n",
-               "attention_tile", "clock_mhz")
+CONFIG_KEYS = ("geometry", "table_memory", "fill_entries_per_cycle", "max_tokens",
+               "max_context", "max_job_n", "attention_tile", "clock_mhz")
 #: the KV260 fabric clock every modeled number assumes (the board has no Fmax measurement)
 KV260_CLOCK_MHZ = 250.0
 
@@ -110,13 +111,20 @@ def board_settings(board: str, config_file) -> dict:
 
 
 def accelerator_config(settings) -> AcceleratorConfig:
-    """The ``AcceleratorConfig`` of ``board_settings``' geometry and table memory."""
+    """The ``AcceleratorConfig`` of ``board_settings``' geometry, table memory and weight
+    ports (``fill_entries_per_cycle``)."""
     try:
         g, t, n = (int(v) for v in settings["geometry"])
-        return AcceleratorConfig(group_size=g, tables_per_step=t, cols_per_cycle=n,
-                                 table_memory=settings.get("table_memory", "registers"))
+        config = AcceleratorConfig(group_size=g, tables_per_step=t, cols_per_cycle=n,
+                                   table_memory=settings.get("table_memory", "registers"))
     except (TypeError, ValueError) as exc:
         raise InputError(f"bad accelerator geometry {settings['geometry']!r}: {exc}") from None
+    ports = settings.get("fill_entries_per_cycle", 1)
+    if isinstance(ports, bool) or ports not in isa.WEIGHT_PORTS or n % ports:
+        raise InputError(f"fill_entries_per_cycle (the weight ports) must be one of "
+                         f"{', '.join(map(str, isa.WEIGHT_PORTS))} and divide N={n}, got "
+                         f"{ports!r}")
+    return dataclasses.replace(config, fill_entries_per_cycle=ports)
 
 
 def project_cycles(program, cycles: int, timing, *, layers_run: int, layers: int) -> int:
@@ -221,7 +229,9 @@ def bench(model: ModelConfig, *, layers: int, board: str, ddr: str = "kv260",
         "lm_head_s": lm_head_s,
         "clock_mhz": clock_mhz, "ddr": ddr, "board": board,
         "config": {"geometry": [accel.group_size, accel.tables_per_step, accel.cols_per_cycle],
-                   "table_memory": accel.table_memory, "max_tokens": settings["max_tokens"],
+                   "table_memory": accel.table_memory,
+                   "fill_entries_per_cycle": accel.fill_entries_per_cycle,
+                   "max_tokens": settings["max_tokens"],
                    "max_context": max_context, "max_job_n": max_job_n,
                    "attention_tile": settings["attention_tile"]},
         "ddr_timing": dataclasses.asdict(backend.ddr),

@@ -11,7 +11,7 @@ Blocks::
                                      ├─ FIFO ─ RoPE (x, table)       ├─ WriteDMA ── DDR
                                      ├─ PrefillUnit (q, k, v)        │
                                      └─ FIFO ─ Pointwise (a, b)     ─┘
-    DDR (AXI4) ── WeightStreamer ── engine jobs and weight entries ── Engine
+    DDR (AXI4 x P) ── WeightStreamer ── engine jobs and weight entries ── Engine
 
 The sequencer fetches one instruction (four beats), checks it, then iterates over its
 ``tokens`` x ``heads``: it issues the iteration's write command, then its read commands (each
@@ -19,10 +19,11 @@ tagged with the unit input it feeds), and waits until the read stream is consume
 write is acknowledged before the next iteration. Reads and writes are checked against the DDR
 window (``DDR_BASE``, ``DDR_SIZE``) before they are issued.
 
-The weights take a port of their own (``weight_ddr``): the ``WeightStreamer``
-(``rtl.weight_stream``) walks the same program ahead of the sequencer and streams each
-LINEAR's weights into the engine's free bank, so the next linear's weights arrive while the
-engine computes this one and while the instructions in between run. A LINEAR's tokens wait
+The weights take ports of their own (``weight_ddr0`` .. ``weight_ddr{P-1}``, P =
+``config.fill_entries_per_cycle``): the ``WeightStreamer`` (``rtl.weight_stream``) walks the
+same program ahead of the sequencer and streams each LINEAR's weights (one part of the stream
+a port) into the engine's free bank, P entries a cycle, so the next linear's weights arrive
+while the engine computes this one and while the instructions in between run. A LINEAR's tokens wait
 for its bank only if its weights are late. The run ends (FINISH) once both the sequencer and
 the streamer's walk are done.
 
@@ -35,8 +36,9 @@ Every run ends with a one-cycle reset of the units, so a faulted run leaves noth
 Constraints of this top (checked at construction): 128-bit DDR beats of four Q16 lanes, so
 the engine's ``cols_per_cycle`` and ``G*T`` must be multiples of 4; each engine result goes to
 the dequantizer as ``cols_per_cycle / 4`` beats; the weights arrive as ``golden.isa``'s weight
-stream (entries wider than a beat back to back), which ``WeightUnpacker`` turns into entries
-at line rate, at most one a beat, so the engine's bank never holds the read up. One engine
+stream (entries wider than a beat back to back, in P parts), which ``WeightUnpacker`` turns
+into entries at line rate, at most P a row of P beats, so the engine's bank never holds the
+read up. One engine
 job holds at most ``max_job_n`` columns (its double-buffered weight banks are sized by it);
 the host splits wider linears into column tiles. Attention runs on a ``PrefillUnit`` of
 ``attention_tile`` queries: a tile of up to that many consecutive queries of one head shares
@@ -125,8 +127,9 @@ class Accelerator(wiring.Component):
         Register block (``rtl.regs``).
     ddr : Out(ddr_signature())
         DDR master: reads from the ``ReadDMA``, writes from the ``WriteDMA``.
-    weight_ddr : Out(ddr_signature())
-        DDR master of the ``WeightStreamer``: reads only (its write channels idle).
+    weight_ddr0 .. weight_ddr{P-1} : Out(ddr_signature())
+        DDR masters of the ``WeightStreamer``, one per weight port (P =
+        ``config.fill_entries_per_cycle``): reads only (their write channels idle).
     """
 
     def __init__(self, *, config: AcceleratorConfig, model: ModelConfig, max_tokens: int = 64,
@@ -167,8 +170,14 @@ class Accelerator(wiring.Component):
         super().__init__({
             "ctrl": In(axilite_signature(addr_width=8)),
             "ddr": Out(ddr_signature()),
-            "weight_ddr": Out(ddr_signature()),
+            **{f"weight_ddr{p}": Out(ddr_signature())
+               for p in range(config.fill_entries_per_cycle)},
         })
+
+    @property
+    def weight_ports(self) -> list:
+        """The ``WeightStreamer``'s DDR masters, port 0 first."""
+        return [getattr(self, f"weight_ddr{p}") for p in range(self.config.fill_entries_per_cycle)]
 
     @property
     def pointwise_ops(self) -> tuple:
@@ -230,9 +239,10 @@ class Accelerator(wiring.Component):
         streamer = units["streamer"]
         wiring.connect(m, streamer.job, engine.job)
         wiring.connect(m, streamer.entries, engine.weights)
-        for name, member in streamer.bus.signature.members.items():
-            port, inner = getattr(self.weight_ddr, name), getattr(streamer.bus, name)
-            m.d.comb += (inner.eq(port) if member.flow == In else port.eq(inner))
+        for outer, bus in zip(self.weight_ports, streamer.buses, strict=True):
+            for name, member in bus.signature.members.items():
+                port, inner = getattr(outer, name), getattr(bus, name)
+                m.d.comb += (inner.eq(port) if member.flow == In else port.eq(inner))
         rope, attn, pw = units["rope"], units["attention"], units["pointwise"]
         rope_fifo, a_fifo = units["rope_fifo"], units["a_fifo"]
         gamma_fifo, out_fifo = units["gamma_fifo"], units["out_fifo"]
@@ -504,7 +514,8 @@ class Accelerator(wiring.Component):
                 m.d.comb += lengths_ok.eq((heads == 1) & (beats0 <= row_beats)
                                           & (beats1 == beats0) & (beatsd == beats0)
                                           & (pw_op != 3))
-        weights_in_window = in_window(src1[0], beats1)         # LINEAR: the streamer's read
+        # LINEAR: the streamer's reads (all the stream's parts)
+        weights_in_window = in_window(src1[0], streamer.region_beats(beats1))
         # the op must exist, and so must the Pointwise operation it streams through
         known_op = Signal()
         uses_pointwise = is_op(isa.Op.POINTWISE) | (is_op(isa.Op.LINEAR) & epilogue)
@@ -693,9 +704,10 @@ class Accelerator(wiring.Component):
             with m.Else():
                 m.d.sync += count["elementwise_cycles"].eq(count["elementwise_cycles"] + 1)
         read_beat = reader.data.valid & reader.data.ready
-        weight_beat = self.weight_ddr.rvalid & self.weight_ddr.rready
-        with m.If(read_beat | weight_beat):
-            m.d.sync += count["read_beats"].eq(count["read_beats"] + read_beat + weight_beat)
+        weight_beats = [port.rvalid & port.rready for port in self.weight_ports]
+        with m.If(read_beat | Cat(weight_beats).any()):
+            m.d.sync += count["read_beats"].eq(count["read_beats"] + read_beat
+                                               + sum(weight_beats))
         with m.If(writer.data.valid & writer.data.ready):
             m.d.sync += count["write_beats"].eq(count["write_beats"] + 1)
         m.d.comb += regs.cycles.eq(cycles)

@@ -65,10 +65,11 @@ Timing (stall-free: every input valid, the activations no later than the job, ``
 always ready), counted in clock edges from the edge that accepts the job to the edge that
 accepts its last result. ``"registers"``::
 
-    cycles(M, K, N) = k_steps * n_blocks * N  +  M * k_steps * n_blocks  +  7 + tree_stages(T)
+    cycles(M, K, N) = k_steps * n_blocks * N / F  +  M * k_steps * n_blocks  +  7 + tree_stages(T)
 
-with ``k_steps = ceil(K / (G*T))``, ``n_blocks = ceil(N / cols_per_cycle)`` and
-``tree_stages(T) = ceil(log2(T + 1))``: one weight entry per cycle fills the bank, one cycle
+with ``k_steps = ceil(K / (G*T))``, ``n_blocks = ceil(N / cols_per_cycle)``, F =
+``fill_entries_per_cycle`` and ``tree_stages(T) = ceil(log2(T + 1))``: F weight entries per
+cycle fill the bank, one cycle
 writes the last one, one hands the bank to the issue stage (which registers the job's loop
 limits), one issue per (token, K-step, N-block), and ``result_latency`` = 5 + tree_stages(T)
 from the last issue to its result's handshake (bank read, read register, lookup register, the
@@ -97,6 +98,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..golden import isa
 from ..golden import tlmm as golden_tlmm
 from ..golden.config import AcceleratorConfig
 
@@ -162,6 +164,10 @@ def _check_config(config):
     if config.table_memory not in TABLE_MEMORIES:
         raise ValueError(f"table_memory must be one of {', '.join(TABLE_MEMORIES)}, "
                          f"got {config.table_memory!r}")
+    fill = config.fill_entries_per_cycle
+    if fill not in isa.WEIGHT_PORTS or config.cols_per_cycle % fill:
+        raise ValueError(f"fill_entries_per_cycle must be one of {isa.WEIGHT_PORTS} and divide "
+                         f"cols_per_cycle={config.cols_per_cycle}, got {fill}")
     return config
 
 
@@ -593,9 +599,10 @@ class WeightBuffer(wiring.Component):
 
     Fill side: ``job`` is accepted when the fill bank is free; then ``k_steps * n_blocks * N``
     entries (``N = cols_per_cycle``) are written in DMA order (K-step-major, then column, N
-    padded to a multiple of ``cols_per_cycle``), one per cycle, into words of N entries at
-    address ``k_step * n_blocks + n_block``. The bank then becomes *full* and the fill side moves
-    to the other bank.
+    padded to a multiple of ``cols_per_cycle``), F = ``fill_entries_per_cycle`` a cycle (one
+    ``entries`` beat: entry f's T codes at codes ``[f*T, (f+1)*T)``), into words of N entries
+    at address ``k_step * n_blocks + n_block``. The bank then becomes *full* and the fill side
+    moves to the other bank.
 
     Compute side: ``bank`` is valid while the oldest full bank waits or is in use; its payload
     is that job's descriptor and its handshake (``bank.ready``) releases the bank. ``read_addr``
@@ -618,12 +625,14 @@ class WeightBuffer(wiring.Component):
         self.depth = max_k_steps * max_n_blocks
         b = golden_tlmm.index_bits(config.group_size)
         self.entry_layout = data.ArrayLayout(unsigned(b), config.tables_per_step)
+        self.fill_layout = data.ArrayLayout(unsigned(b),
+                                            config.tables_per_step * config.fill_entries_per_cycle)
         self.word_layout = data.ArrayLayout(self.entry_layout, config.cols_per_cycle)
         layout = job_layout(max_tokens=max_tokens, max_k_steps=max_k_steps,
                             max_n_blocks=max_n_blocks)
         super().__init__({
             "job": In(stream.Signature(layout)),
-            "entries": In(stream.Signature(self.entry_layout)),
+            "entries": In(stream.Signature(self.fill_layout)),
             "bank": Out(stream.Signature(layout)),
             "read_addr": In(range(self.depth)),
             "read_data": Out(self.word_layout),
@@ -631,8 +640,9 @@ class WeightBuffer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        cols = self._config.cols_per_cycle
+        cols, fill = self._config.cols_per_cycle, self._config.fill_entries_per_cycle
         entry_width = self.entry_layout.size
+        slots = cols // fill                          # fills per bank word
         layout = self.job.payload.shape()
         banks = [memory.Memory(shape=unsigned(self.word_layout.size), depth=self.depth, init=[])
                  for _ in range(2)]
@@ -645,23 +655,24 @@ class WeightBuffer(wiring.Component):
         fill_sel = Signal()
         comp_sel = Signal()
 
-        lane = Signal(range(cols))
+        lane = Signal(range(slots))                   # the word's next fill: lanes lane * F..
         n_block = Signal.like(self.job.payload.n_blocks)
         k_step = Signal.like(self.job.payload.k_steps)
         blocks_m1 = Signal.like(self.job.payload.n_blocks)   # the job's n_blocks - 1, k_steps - 1
         steps_m1 = Signal.like(self.job.payload.k_steps)
         waddr = Signal(range(self.depth))
-        lane_enable = Signal(cols, init=1)
-        # An accepted entry is written in the next cycle, from registers (the bank's write data
+        first_lanes = (1 << fill) - 1
+        lane_enable = Signal(cols, init=first_lanes)
+        # Accepted entries are written in the next cycle, from registers (the bank's write data
         # fans out to every lane); the bank is full after the last write.
         w_pending, w_last, w_bank = Signal(), Signal(), Signal()
         w_addr = Signal(range(self.depth))
         w_lanes = Signal(cols)
-        w_entry = Signal(self.entry_layout)
+        w_entry = Signal(self.fill_layout)
         for i in range(2):
             m.d.comb += [
                 writes[i].addr.eq(w_addr),
-                writes[i].data.eq(Cat(*[w_entry] * cols)),
+                writes[i].data.eq(Cat(*[w_entry] * slots)),
                 writes[i].en.eq(Mux(w_pending & (w_bank == i), w_lanes, 0)),
             ]
         with m.If(w_pending & w_last):
@@ -669,7 +680,7 @@ class WeightBuffer(wiring.Component):
                 with m.If(w_bank == i):
                     m.d.sync += full[i].eq(1)
 
-        last_entry = (lane == cols - 1) & (n_block == blocks_m1) & (k_step == steps_m1)
+        last_entry = (lane == slots - 1) & (n_block == blocks_m1) & (k_step == steps_m1)
         m.d.sync += w_pending.eq(0)
         with m.FSM(name="fill"):
             with m.State("IDLE"):
@@ -680,7 +691,7 @@ class WeightBuffer(wiring.Component):
                     with m.Else():
                         m.d.sync += desc[0].eq(self.job.payload)
                     m.d.sync += [lane.eq(0), n_block.eq(0), k_step.eq(0), waddr.eq(0),
-                                 lane_enable.eq(1),
+                                 lane_enable.eq(first_lanes),
                                  blocks_m1.eq(self.job.payload.n_blocks - 1),
                                  steps_m1.eq(self.job.payload.k_steps - 1)]
                     m.next = "FILL"
@@ -690,8 +701,9 @@ class WeightBuffer(wiring.Component):
                     m.d.sync += [w_pending.eq(1), w_last.eq(last_entry), w_bank.eq(fill_sel),
                                  w_addr.eq(waddr), w_lanes.eq(lane_enable),
                                  w_entry.eq(self.entries.payload),
-                                 lane.eq(lane + 1), lane_enable.eq(lane_enable.rotate_left(1))]
-                    with m.If(lane == cols - 1):
+                                 lane.eq(lane + 1),
+                                 lane_enable.eq(lane_enable.rotate_left(fill))]
+                    with m.If(lane == slots - 1):
                         m.d.sync += [lane.eq(0), waddr.eq(waddr + 1), n_block.eq(n_block + 1)]
                         with m.If(n_block == blocks_m1):
                             m.d.sync += [n_block.eq(0), k_step.eq(k_step + 1)]
@@ -739,9 +751,10 @@ class Engine(wiring.Component):
     job : In(stream.Signature(job_layout(...)))
         ``tokens`` = M, ``k_steps`` = ceil(K / (G*T)), ``n_blocks`` = ceil(N / cols_per_cycle);
         all >= 1 (see :meth:`job_fields`). Accepted when a weight bank is free.
-    weights : In(stream.Signature(ArrayLayout(unsigned(b), T)))
+    weights : In(stream.Signature(ArrayLayout(unsigned(b), T * F)))
         Per job, ``k_steps * n_blocks * cols_per_cycle`` entries in ``host/weight_image.py``
-        order (K-step-major, then column; padding entries are index 0).
+        order (K-step-major, then column; padding entries are index 0), F =
+        ``config.fill_entries_per_cycle`` a beat (entry f's codes at ``[f*T, (f+1)*T)``).
     activations : In(stream.Signature(ArrayLayout(signed(8), G*T)))
         Per job, M * k_steps beats: token-major, each beat one K-step of G*T activations.
         Lanes beyond K in the last K-step are don't-care (their weights are the zero pattern).
@@ -768,7 +781,8 @@ class Engine(wiring.Component):
             "job": In(stream.Signature(job_layout(max_tokens=max_tokens,
                                                   max_k_steps=self.max_k_steps,
                                                   max_n_blocks=self.max_n_blocks))),
-            "weights": In(stream.Signature(data.ArrayLayout(unsigned(self.index_bits), t))),
+            "weights": In(stream.Signature(data.ArrayLayout(unsigned(self.index_bits),
+                                                            t * config.fill_entries_per_cycle))),
             "activations": In(stream.Signature(data.ArrayLayout(signed(8), g * t))),
             "results": Out(stream.Signature(data.ArrayLayout(signed(config.acc_width), n))),
         })
@@ -808,7 +822,7 @@ class Engine(wiring.Component):
         f = self.job_fields(tokens, k, n)
         nb = f["n_blocks"]
         words = f["k_steps"] * nb
-        fill = words * self.config.cols_per_cycle
+        fill = words * self.config.cols_per_cycle // self.config.fill_entries_per_cycle
         p = (golden_tlmm.table_size(self.config.group_size) - 1) // 2
         if self.config.table_memory == "registers" or nb >= p:
             return fill + 2 + tokens * words + self.result_latency
@@ -842,7 +856,7 @@ class Engine(wiring.Component):
         canonical = (golden_tlmm.table_size(cfg.group_size) - 1) // 2
         m.d.comb += [wb.entries.valid.eq(self.weights.valid),
                      self.weights.ready.eq(wb.entries.ready)]
-        for t in range(cfg.tables_per_step):
+        for t in range(cfg.tables_per_step * cfg.fill_entries_per_cycle):
             code = self.weights.payload[t]
             negate = code > canonical
             m.d.comb += wb.entries.payload[t].eq(

@@ -1,21 +1,23 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """The weight path: a LINEAR's weight stream (``golden.isa``) from DDR into the engine's banks.
 
-``WeightStreamer`` walks the program ahead of the sequencer on a DDR port of its own and
-streams each LINEAR's weights into the engine's free bank; ``WeightUnpacker`` turns the stream's
-beats into engine entries at line rate.
+``WeightStreamer`` walks the program ahead of the sequencer on DDR ports of its own (P =
+``fill_entries_per_cycle`` of them) and streams each LINEAR's weights into the engine's free
+bank; ``WeightUnpacker`` turns the stream's rows (a beat from each port: P beats, P*128 bits)
+into groups of P engine entries at line rate.
 
-An entry that fits a beat is the beat's low ``entry_bits`` bits. A wider one (the KV260's
-140 bits) straddles beats, packed back to back: the unpacker holds the bits of the next entry
-that have arrived (fewer than an entry's worth) and completes the entry with the beat that
-brings its last bit. A beat therefore completes at most one entry, and hands it over in its
-own cycle: ``beats.ready`` waits only for ``entries.ready`` in a beat that completes an entry,
-never otherwise, so an engine bank that takes an entry every cycle never holds the read up.
-The stream's last beat (``end``) leaves nothing held: its padding is dropped and the next
-stream starts on a beat.
+An entry that fits a beat is the beat's low ``entry_bits`` bits, so a row is a group. Wider
+entries (the KV260's 140 bits) straddle beats, packed back to back, and a group of P of them
+straddles rows: the unpacker holds the bits of the next group that have arrived (fewer than a
+group's worth) and completes the group with the row that brings its last bit. A group is
+wider than a row, so a row completes at most one group, and hands it over in its own cycle:
+``rows.ready`` waits only for ``entries.ready`` in a row that completes a group, never
+otherwise, so an engine bank that takes a group every cycle never holds the read up. The
+stream's last row (``end``) leaves nothing held: its padding is dropped and the next stream
+starts on a row.
 """
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -23,32 +25,36 @@ from ..golden import isa
 from .axi import ReadDMA, axi4_signature, in_window
 from .tlmm import job_layout
 
-__all__ = ["beat_layout", "WeightUnpacker", "WeightStreamer"]
+__all__ = ["row_layout", "WeightUnpacker", "WeightStreamer"]
 
 
-def beat_layout(data_width: int) -> data.StructLayout:
-    """A weight stream beat: ``data`` and ``end`` (the stream's last beat)."""
+def row_layout(data_width: int) -> data.StructLayout:
+    """A weight stream row (one beat of each port): ``data`` and ``end`` (the stream's last
+    row)."""
     return data.StructLayout({"data": data_width, "end": 1})
 
 
 class WeightUnpacker(wiring.Component):
-    """Weight stream beats -> entries of ``entry_bits``.
+    """Weight stream rows of ``ports`` beats -> groups of ``ports`` entries of ``entry_bits``
+    (entry f at group bits ``[f*entry_bits, (f+1)*entry_bits)``).
 
     Attributes
     ----------
-    beats : In(stream.Signature(beat_layout(data_width)))
-    entries : Out(stream.Signature(entry_bits))
+    rows : In(stream.Signature(row_layout(ports * 128)))
+    entries : Out(stream.Signature(ports * entry_bits))
     """
 
-    def __init__(self, *, entry_bits: int, data_width: int = isa.BEAT_BITS):
+    def __init__(self, *, entry_bits: int, ports: int = 1, data_width: int = isa.BEAT_BITS):
         if data_width != isa.BEAT_BITS:
             raise ValueError(f"the weight stream is laid out in {isa.BEAT_BITS}-bit beats, got "
                              f"data_width={data_width}")
+        if ports not in isa.WEIGHT_PORTS:
+            raise ValueError(f"ports must be one of {isa.WEIGHT_PORTS}, got {ports!r}")
         isa.entry_pitch(entry_bits)                  # checks entry_bits
-        self.entry_bits, self.data_width = entry_bits, data_width
+        self.entry_bits, self.ports, self.data_width = entry_bits, ports, data_width
         super().__init__({
-            "beats": In(stream.Signature(beat_layout(data_width))),
-            "entries": Out(stream.Signature(entry_bits)),
+            "rows": In(stream.Signature(row_layout(ports * data_width))),
+            "entries": Out(stream.Signature(ports * entry_bits)),
         })
 
     @property
@@ -58,42 +64,47 @@ class WeightUnpacker(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        width, beat = self.entry_bits, self.beats.payload
-        if not self.packed:
-            m.d.comb += [self.entries.valid.eq(self.beats.valid),
-                         self.entries.payload.eq(beat.data[:width]),
-                         self.beats.ready.eq(self.entries.ready)]
+        row = self.rows.payload
+        if not self.packed:                          # an entry a beat: a row is a group
+            beat, entry = self.data_width, self.entry_bits
+            m.d.comb += [self.entries.valid.eq(self.rows.valid),
+                         self.entries.payload.eq(Cat(row.data[f * beat:f * beat + entry]
+                                                     for f in range(self.ports))),
+                         self.rows.ready.eq(self.entries.ready)]
             return m
-        held = Signal(width - 1)                     # the next entry's bits so far, LSB first
+        width, row_bits = self.ports * self.entry_bits, self.ports * self.data_width
+        held = Signal(width - 1)                     # the next group's bits so far, LSB first
         have = Signal(range(width))                  # how many
-        joined = Signal(width - 1 + self.data_width)
+        joined = Signal(width - 1 + row_bits)
         complete = Signal()
-        m.d.comb += [joined.eq(held | (beat.data << have)),
-                     complete.eq(have + self.data_width >= width),
-                     self.entries.valid.eq(self.beats.valid & complete),
+        m.d.comb += [joined.eq(held | (row.data << have)),
+                     complete.eq(have + row_bits >= width),
+                     self.entries.valid.eq(self.rows.valid & complete),
                      self.entries.payload.eq(joined[:width]),
-                     self.beats.ready.eq(~complete | self.entries.ready)]
-        with m.If(self.beats.valid & self.beats.ready):
-            with m.If(beat.end):
+                     self.rows.ready.eq(~complete | self.entries.ready)]
+        with m.If(self.rows.valid & self.rows.ready):
+            with m.If(row.end):
                 m.d.sync += [held.eq(0), have.eq(0)]
             with m.Elif(complete):
-                m.d.sync += [held.eq(joined[width:]), have.eq(have + self.data_width - width)]
+                m.d.sync += [held.eq(joined[width:]), have.eq(have + row_bits - width)]
             with m.Else():
-                m.d.sync += [held.eq(joined), have.eq(have + self.data_width)]
+                m.d.sync += [held.eq(joined), have.eq(have + row_bits)]
         return m
 
 
 class WeightStreamer(wiring.Component):
     """Streams every LINEAR's weights into the engine's weight banks, running ahead of the
-    sequencer over the same program, on a DDR port of its own.
+    sequencer over the same program, on DDR ports of its own (P = ``fill_entries_per_cycle``).
 
     From ``start`` it walks the program (``program_addr``, ``program_len`` instructions): it
-    fetches each instruction (its four beats, like the sequencer), skips all but LINEARs, and
-    for a LINEAR offers the engine its job (``tokens``, ``k_steps``, ``n_blocks``), which the
-    engine accepts when a weight bank is free, then reads its weight stream (source 1) through
-    a ``WeightUnpacker`` into ``entries``. The read starts only once the job is accepted, so the
-    bank takes an entry every cycle and the port never waits; the next fetch follows the
-    stream's last beat. With two banks, the next linear's weights stream while the engine still
+    fetches each instruction (its four beats, like the sequencer, on port 0), skips all but
+    LINEARs, and for a LINEAR offers the engine its job (``tokens``, ``k_steps``, ``n_blocks``),
+    which the engine accepts when a weight bank is free, then reads its weight stream (source
+    1: ``golden.isa``'s P parts, one a port, all at once) through a ``WeightUnpacker`` into
+    ``entries`` (P entries a beat). The read starts only once the job is accepted, so the bank
+    takes P entries every cycle and the ports never wait; a row goes on when the beats of all
+    ports are there, which the parts' layout makes the same cycle. The next fetch follows the
+    stream's last row. With two banks, the next linear's weights stream while the engine still
     computes the current one, and during the instructions in between.
 
     A LINEAR whose job or weight read is out of range (zero or too many K-steps, N-blocks or
@@ -105,19 +116,19 @@ class WeightStreamer(wiring.Component):
     FETCH's command is accepted at once (the port is idle), its DECODE is ``latency + 6``
     cycles later (as the sequencer's); DECODE takes a cycle; a LINEAR's JOB is offered from the
     next cycle, its READ is the cycle after the job's handshake and is accepted at once; the
-    next FETCH is the cycle after the last weight beat. ``done`` is high from the cycle after
-    the last instruction's DECODE (or its stream's last beat).
+    next FETCH is the cycle after the last weight row. ``done`` is high from the cycle after
+    the last instruction's DECODE (or its stream's last row).
 
     Attributes
     ----------
-    bus : Out(axi4_signature())
-        Read channels only.
+    bus0 .. bus{P-1} : Out(axi4_signature())
+        Read channels only (their write channels idle).
     start : In(1)
         A run starts (one-cycle pulse).
     program_addr, program_len, window_lo, window_hi : In(32), In(16), In(32), In(33)
         The program, and the DDR window ``[window_lo, window_hi)`` reads must lie in.
     job : Out(stream.Signature(job_layout))
-    entries : Out(stream.Signature(entry_bits))
+    entries : Out(stream.Signature(P * entry_bits))
     drain : In(1)
         Issue nothing more and discard what arrives.
     idle : Out(1)
@@ -135,32 +146,59 @@ class WeightStreamer(wiring.Component):
                                                                 max_n_blocks)
         layout = job_layout(max_tokens=max_tokens, max_k_steps=max_k_steps,
                             max_n_blocks=max_n_blocks)
-        self._reader = ReadDMA(data_width=data_width, max_in_flight=max_in_flight)
-        self._unpacker = WeightUnpacker(entry_bits=config.entry_bits, data_width=data_width)
+        self.ports = ports = config.fill_entries_per_cycle
+        self._readers = [ReadDMA(data_width=data_width, max_in_flight=max_in_flight)
+                         for _ in range(ports)]
+        self._unpacker = WeightUnpacker(entry_bits=config.entry_bits, ports=ports,
+                                        data_width=data_width)
         self.data_width = data_width
         super().__init__({
-            "bus": Out(axi4_signature(data_width=data_width)),
+            **{f"bus{p}": Out(axi4_signature(data_width=data_width)) for p in range(ports)},
             "start": In(1), "program_addr": In(32), "program_len": In(16),
             "window_lo": In(32), "window_hi": In(33),
             "job": Out(stream.Signature(layout)),
-            "entries": Out(stream.Signature(config.entry_bits)),
+            "entries": Out(stream.Signature(ports * config.entry_bits)),
             "drain": In(1), "idle": Out(1), "done": Out(1), "error": Out(1),
         })
 
+    @property
+    def buses(self) -> list:
+        """The ports' AXI4 masters, port 0 first."""
+        return [getattr(self, f"bus{p}") for p in range(self.ports)]
+
     def stream_beats(self, blocks):
-        """Beats of the weight stream of ``blocks`` K-step x N-block pairs
+        """Beats of the weight stream of ``blocks`` K-step x N-block pairs, all parts
         (``golden.isa.weight_stream_beats``), in hardware."""
-        cfg, width = self.config, self.data_width
+        cfg, row = self.config, self.ports * self.data_width
         bits = blocks * (cfg.cols_per_cycle * isa.entry_pitch(cfg.entry_bits))
-        return (bits + (width - 1)) >> (width.bit_length() - 1)
+        rows = (bits + (row - 1)) >> (row.bit_length() - 1)
+        return rows << (self.ports.bit_length() - 1)
+
+    def part_stride_beats(self, beats):
+        """Beats from one part of a ``beats``-beat stream to the next
+        (``golden.isa.weight_part_stride``), in hardware."""
+        page = isa.WEIGHT_PART_ALIGN // (self.data_width // 8)
+        rows = beats >> (self.ports.bit_length() - 1)
+        return ((rows + (page - 1)) >> (page.bit_length() - 1)) << (page.bit_length() - 1)
+
+    def region_beats(self, beats):
+        """Beats from part 0's start to the last part's end (``golden.isa.
+        weight_region_bytes``), in hardware: what must lie in the DDR window."""
+        rows = beats >> (self.ports.bit_length() - 1)
+        if self.ports == 1:
+            return rows
+        return (self.ports - 1) * self.part_stride_beats(beats) + rows
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.reader = reader = self._reader
+        readers = self._readers
+        for p, reader in enumerate(readers):
+            m.submodules[f"reader{p}"] = reader
+            wiring.connect(m, wiring.flipped(self.buses[p]), reader.bus)
+        reader = readers[0]                          # fetches the program
         m.submodules.unpacker = unpacker = self._unpacker
-        wiring.connect(m, wiring.flipped(self.bus), reader.bus)
         wiring.connect(m, unpacker.entries, wiring.flipped(self.entries))
-        m.d.comb += self.error.eq(reader.error)
+        m.d.comb += self.error.eq(Cat(r.error for r in readers).any())
 
         # the fields of the fetched instruction it needs (``golden.isa``'s word layout)
         op = Signal(8)
@@ -168,22 +206,29 @@ class WeightStreamer(wiring.Component):
         w_addr, w_beats = Signal(32), Signal(32)
         pc = Signal(16)
         beat_index = Signal(range(isa.WORDS // 4 + 1))
-        remaining = Signal(20)                       # weight beats still to come
+        remaining = Signal(20)                       # weight rows still to come
         beat = reader.data.payload
         job_ok = ((tokens != 0) & (tokens <= self.max_tokens)
                   & (k_steps != 0) & (k_steps <= self.max_k_steps)
                   & (n_blocks != 0) & (n_blocks <= self.max_n_blocks)
                   & (w_beats == self.stream_beats(k_steps * n_blocks))
-                  & in_window(m, w_addr, w_beats, self.window_lo, self.window_hi))
+                  & in_window(m, w_addr, self.region_beats(w_beats), self.window_lo,
+                              self.window_hi))
+        rows = w_beats >> (self.ports.bit_length() - 1)
+        stride = Signal(32)                          # bytes from a part to the next
+        m.d.comb += stride.eq(self.part_stride_beats(w_beats) * (self.data_width // 8))
+        all_ready = Cat(r.cmd.ready for r in readers).all()
+        row_valid = Cat(r.data.valid for r in readers).all()
 
         m.d.comb += [
             self.job.payload.tokens.eq(tokens), self.job.payload.k_steps.eq(k_steps),
             self.job.payload.n_blocks.eq(n_blocks),
-            unpacker.beats.payload.data.eq(beat), unpacker.beats.payload.end.eq(remaining == 1),
-            self.idle.eq(reader.idle & ~reader.data.valid),
+            unpacker.rows.payload.data.eq(Cat(r.data.payload for r in readers)),
+            unpacker.rows.payload.end.eq(remaining == 1),
+            self.idle.eq(Cat(r.idle & ~r.data.valid for r in readers).all()),
         ]
         with m.If(self.drain):
-            m.d.comb += reader.data.ready.eq(1)
+            m.d.comb += [r.data.ready.eq(1) for r in readers]
 
         def next_instruction():
             m.d.sync += pc.eq(pc + 1)
@@ -227,18 +272,20 @@ class WeightStreamer(wiring.Component):
                 m.d.comb += self.job.valid.eq(~self.drain)
                 with m.If(self.job.valid & self.job.ready):
                     m.next = "READ"
-            with m.State("READ"):
-                m.d.comb += [reader.cmd.payload.addr.eq(w_addr),
-                             reader.cmd.payload.beats.eq(w_beats),
-                             reader.cmd.valid.eq(~self.drain)]
-                with m.If(reader.cmd.valid & reader.cmd.ready):
-                    m.d.sync += remaining.eq(w_beats)
+            with m.State("READ"):                # every port's part at once
+                for p, r in enumerate(readers):
+                    m.d.comb += [r.cmd.payload.addr.eq(w_addr + p * stride),
+                                 r.cmd.payload.beats.eq(rows),
+                                 r.cmd.valid.eq(~self.drain & all_ready)]
+                with m.If(~self.drain & all_ready):
+                    m.d.sync += remaining.eq(rows)
                     m.next = "STREAM"
             with m.State("STREAM"):
                 with m.If(~self.drain):
-                    m.d.comb += [unpacker.beats.valid.eq(reader.data.valid),
-                                 reader.data.ready.eq(unpacker.beats.ready)]
-                with m.If(reader.data.valid & reader.data.ready & ~self.drain):
+                    m.d.comb += [unpacker.rows.valid.eq(row_valid)]
+                    m.d.comb += [r.data.ready.eq(row_valid & unpacker.rows.ready)
+                                 for r in readers]
+                with m.If(row_valid & unpacker.rows.ready & ~self.drain):
                     m.d.sync += remaining.eq(remaining - 1)
                     with m.If(remaining == 1):
                         next_instruction()

@@ -19,18 +19,21 @@ tables written P cycles per K-step into two banks); ``_linear_token`` gives the 
 which holds for any ``n_blocks`` (the engine waits for the gearbox when a K-step's lookups are
 shorter than its refill).
 
-The weights come over the ``WeightStreamer``'s port (``_Streamer``): it walks the program
+The weights come over the ``WeightStreamer``'s ports (``_Streamer``): it walks the program
 from cycle 0 like the sequencer (a fetch, ``read_latency + 6`` cycles to its DECODE), and for
 a LINEAR offers the engine its job, which is taken once the bank of the job two back is
-released (the cycle after that job's last issue), then reads the weight stream. A LINEAR's
-first lookup waits for its bank (``BANK_TO_ISSUE`` cycles after the last weight beat), and the
+released (the cycle after that job's last issue), then reads the weight stream's P parts
+(``fill_entries_per_cycle`` ports), all at once. The parts split into the same bursts
+(``golden.isa`` places them whole 4 KiB pages apart) and the ports have the same timing, so
+each port's beats come in the same cycles as port 0's: the model follows port 0. A LINEAR's
+first lookup waits for its bank (``BANK_TO_ISSUE`` cycles after the last weight row), and the
 run ends once the walk is DONE too.
 
 Both DMAs keep several bursts in flight (``TOP_READS_IN_FLIGHT``, ``TOP_WRITES_IN_FLIGHT``).
 The DDR's read limit (``max_reads``) bounds the reads in flight with the ReadDMA's own; a
 write limit below the WriteDMA's (whose W beats may then run ahead of a held AW) and a
-bandwidth cap below the two channels' 32 bytes a cycle are not modeled: ``TopTiming``
-refuses them rather than return a wrong number.
+bandwidth cap below the data channels' 16 bytes a cycle each (``TopTiming.channels``) are not
+modeled: ``TopTiming`` refuses them rather than return a wrong number.
 """
 
 from dataclasses import dataclass
@@ -53,9 +56,6 @@ from . import blocks, units
 
 __all__ = ["TopTiming", "program_cycles"]
 
-#: data channels of the top that may each move a beat a cycle: the ReadDMA's, the
-#: WeightStreamer's and the WriteDMA's
-CHANNELS = 3
 #: RMSNorm: cycles from a token's last input beat to its first gamma beat (the mean division,
 #: square root and reciprocal of ``RMSNorm.setup_cycles``, then the step into pass 2)
 NORM_SETUP = units.RMSNorm(lanes=isa.LANES).setup_cycles + 1
@@ -95,14 +95,26 @@ class TopTiming:
                              f"hold back an AW of the top's {TOP_WRITES_IN_FLIGHT} while its W "
                              "beats go ahead; the top model covers memories that take "
                              f"{TOP_WRITES_IN_FLIGHT} or more")
-        if ddr.caps(beats_per_cycle=CHANNELS):
+        channels = cls(config).channels
+        if ddr.caps(beats_per_cycle=channels):
             raise ValueError(f"a DDR bandwidth cap of {ddr.bytes_per_cycle:.1f} bytes per cycle "
                              f"(bucket {ddr.bucket_bytes}) can delay the top's "
-                             f"{16 * CHANNELS} bytes a cycle; the top model covers caps of at "
-                             f"least {16 * CHANNELS} bytes per cycle")
+                             f"{16 * channels} bytes a cycle; the top model covers caps of at "
+                             f"least {16 * channels} bytes per cycle")
         return cls(config, read_latency=ddr.read_latency, write_latency=ddr.write_latency,
                    reads_in_flight=min(TOP_READS_IN_FLIGHT, ddr.max_reads),
                    writes_in_flight=TOP_WRITES_IN_FLIGHT)
+
+    @property
+    def weight_ports(self) -> int:
+        """The ``WeightStreamer``'s DDR ports (``config.fill_entries_per_cycle``)."""
+        return self.config.fill_entries_per_cycle
+
+    @property
+    def channels(self) -> int:
+        """Data channels of the top that may each move a beat a cycle: the ReadDMA's, the
+        WriteDMA's and one per weight port."""
+        return 2 + self.weight_ports
 
     @property
     def steps_per_k(self) -> int:
@@ -147,12 +159,12 @@ class _Clock:
 
 
 class _Streamer:
-    """The ``WeightStreamer``'s walk over the program on its own port: when each LINEAR's
+    """The ``WeightStreamer``'s walk over the program on its own ports: when each LINEAR's
     weights are in its bank, given when the engine released the banks of the jobs before."""
 
     def __init__(self, timing, program):
         self.t = timing
-        self.port = _Clock(timing)               # its own ReadDMA
+        self.port = _Clock(timing)               # its port 0's ReadDMA (the others keep step)
         self.program = list(program)
         self.pc = 0
         self.fetch = 0                           # cycle of the next FETCH (with the sequencer's)
@@ -171,7 +183,8 @@ class _Streamer:
             accept = decode + 1                  # JOB: the fill bank is free
             if job >= 2:
                 accept = max(accept, self.releases[job - 2] + 1)
-            beats = self.port.read(accept + 1, ins.src1.addr, ins.src1.beats)   # READ
+            rows = ins.src1.beats // t.weight_ports                              # READ
+            beats = self.port.read(accept + 1, ins.src1.addr, rows)
             self.last_beats.append(beats[-1])
             self.jobs += 1
             end = beats[-1]
@@ -181,7 +194,7 @@ class _Streamer:
             self.done = end + 1
 
     def weights_in(self, job: int) -> int:
-        """Cycle of job ``job``'s last weight beat (its last entry into the bank)."""
+        """Cycle of job ``job``'s last weight row (its last entries into the bank)."""
         while self.jobs <= job:
             if self.jobs >= 2 and len(self.releases) < self.jobs - 1:
                 raise ValueError(f"job {self.jobs} waits for the release of job {self.jobs - 2}")

@@ -61,7 +61,7 @@ class TlmmEngine:
 
     def fill_cycles(self, k: int, n: int) -> int:
         """Cycles to write one job's ``k_steps * n_blocks * cols_per_cycle`` entries into a
-        bank at ``fill_entries_per_cycle`` (the RTL: one entry per cycle)."""
+        bank at ``fill_entries_per_cycle`` (the RTL: one entry per cycle and weight port)."""
         entries = self.k_steps(k) * self.n_blocks(n) * self.config.cols_per_cycle
         return _ceil_div(entries, self.config.fill_entries_per_cycle)
 

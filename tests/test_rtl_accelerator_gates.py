@@ -32,8 +32,8 @@ def run(dut, ddr: bytearray, program: list, max_cycles: int = 5000) -> dict:
     beat = isa.BEAT_BYTES
     words = {i: int.from_bytes(ddr[i * beat:(i + 1) * beat], "little")
              for i in range(len(ddr) // beat)}
-    # one memory behind both DDR ports (the WeightStreamer's only reads)
-    ports = [Memory(dut.ddr, 8 * beat, 2, words), Memory(dut.weight_ddr, 8 * beat, 2, words)]
+    # one memory behind every DDR port (the WeightStreamer's only read)
+    ports = [Memory(port, 8 * beat, 2, words) for port in (dut.ddr, *dut.weight_ports)]
     mem = ports[0]
     result = {}
 

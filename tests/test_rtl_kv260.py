@@ -2,9 +2,10 @@
 """The KV260 default configuration of the accelerator top ((3,28,16), LUTRAM tables, 160-column
 engine jobs, 128-token passes, a 1024-key KV cache, 4-query attention tiles) end to end on the
 Verilator C++ harness, under the ``kv260`` DDR profile: one layer of bitnet-b1.58-large's shapes
-(hidden 1536, intermediate 4096, 16 heads of 96), seeded random ternary weights, a 16-token
-prefill and two decode steps, bit-exact to golden and cycle-exact to ``sim.accelerator`` (what
-``ternedge rtl-bench ... --layers 1 --prompt-len 16 --decode-tokens 2`` reports)."""
+(hidden 1536, intermediate 4096, 16 heads of 96; two weight ports), seeded random ternary
+weights, a 16-token prefill and two decode steps, bit-exact to golden and cycle-exact to
+``sim.accelerator`` (what ``ternedge rtl-bench ... --layers 1 --prompt-len 16
+--decode-tokens 2`` reports)."""
 
 import pytest
 
@@ -30,6 +31,7 @@ def test_kv260_default_configuration_is_bit_and_cycle_exact(request):
     assert report["config"]["geometry"] == [3, 28, 16]
     assert report["config"]["table_memory"] == "lutram"
     assert report["config"]["max_job_n"] == 160
+    assert report["config"]["fill_entries_per_cycle"] == 2      # two weight ports
     assert report["ddr_timing"]["read_latency"] == 50          # 200 ns at 250 MHz
     assert report["layers_run"] == 1 and report["model"]["layers"] == 24
     # the projection scales the measured layer to 24: a decode step is ~24x the layer's
@@ -66,3 +68,8 @@ def test_rtl_bench_config_file_is_checked(capsys, tmp_path):
             "--config", str(bad)]
     assert main(argv) == 1
     assert "may only set geometry" in capsys.readouterr().err
+    bad.write_text('{"fill_entries_per_cycle": 3}')
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "fill_entries_per_cycle (the weight ports) must be one of 1, 2, 4" in err
+    assert err.count("\n") == 1

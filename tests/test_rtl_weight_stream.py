@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""The LINEAR weight stream: golden.isa's layout and rtl.weight_stream.WeightUnpacker."""
+"""The LINEAR weight stream: golden.isa's layout (over one or several weight ports),
+rtl.weight_stream.WeightUnpacker and WeightStreamer."""
 
 import numpy as np
 import pytest
@@ -43,6 +44,31 @@ def test_stream_layout_bits():
     assert np.flatnonzero(bits).tolist() == [128 + 119]
 
 
+@pytest.mark.parametrize("ports", [1, 2, 4])
+def test_stream_parts_round_trip(ports):
+    """Over P ports: padded to P beats, beat b in part b % P, parts whole 4 KiB pages apart."""
+    rng = np.random.default_rng(ports)
+    for entries in (1, 5, 3040):
+        idx = _indices(rng, entries, 28, 5)
+        stream = isa.pack_weight_stream(idx, 5, ports)
+        beats = len(stream) // isa.BEAT_BYTES
+        assert beats == isa.weight_stream_beats(entries, 140, ports) and beats % ports == 0
+        assert beats - isa.weight_stream_beats(entries, 140) < ports
+        region = isa.weight_region(stream, ports)
+        stride = isa.weight_part_stride(beats, ports)
+        assert stride % isa.WEIGHT_PART_ALIGN == 0 and stride >= beats // ports * 16
+        assert len(region) == isa.weight_region_bytes(beats, ports)
+        for b in (0, beats - 1):
+            at = b % ports * stride + b // ports * 16
+            assert region[at:at + 16] == stream[16 * b:16 * b + 16]
+        assert isa.weight_stream_from_region(region, beats, ports) == stream
+        np.testing.assert_array_equal(isa.unpack_weight_stream(stream, entries, 28, 5, ports),
+                                      idx)
+    assert isa.weight_stream_beats(3040, 140, 2) == 3326
+    assert isa.weight_region_bytes(3326, 1) == 3326 * 16
+    assert isa.weight_region_bytes(3326, 2) == 28672 + 1663 * 16
+
+
 def test_stream_rejects_bad_input():
     with pytest.raises(ValueError, match=r"lie in \[0, 32\)"):
         isa.pack_weight_stream(np.full((2, 3), 32), 5)
@@ -52,25 +78,32 @@ def test_stream_rejects_bad_input():
         isa.unpack_weight_stream(bytes(32), 4, 28, 5)
     with pytest.raises(ValueError, match="entry_bits must be positive"):
         isa.entry_pitch(0)
+    with pytest.raises(ValueError, match="weight ports must be one of"):
+        isa.weight_stream_beats(4, 140, 3)
+    with pytest.raises(ValueError, match="multiple of 2 beats, got 5"):
+        isa.weight_part_stride(5, 2)
+    with pytest.raises(ValueError, match="spans 4112 bytes, got 16"):
+        isa.weight_stream_from_region(bytes(16), 2, 2)
 
 
-def _unpack_on_rtl(entry_bits, streams, seed, p_valid, p_ready):
-    """Entries (value, cycle) and beat handshake cycles of ``streams`` (each a list of
-    entries of ``entry_bits``) through a WeightUnpacker under random stalls."""
-    dut = WeightUnpacker(entry_bits=entry_bits)
+def _unpack_on_rtl(entry_bits, streams, seed, p_valid, p_ready, ports=1):
+    """Entry groups (value, cycle) and row handshake cycles of ``streams`` (each a list of
+    entries of ``entry_bits``, a multiple of ``ports`` of them) through a WeightUnpacker of
+    ``ports`` ports under random stalls."""
+    dut = WeightUnpacker(entry_bits=entry_bits, ports=ports)
     rng_in, rng_out = seeded(seed), seeded(seed + 1)
-    words, total = [], 0
+    words, total, row_bytes = [], 0, ports * isa.BEAT_BYTES
     for idx in streams:
-        data = isa.pack_weight_stream(idx, 5)
-        n = len(data) // isa.BEAT_BYTES
-        words += [int.from_bytes(data[16 * i:16 * i + 16], "little") | (int(i == n - 1) << 128)
-                  for i in range(n)]
-        total += len(idx)
-    got, beat_cycles = [], []
+        data = isa.pack_weight_stream(idx, 5, ports)
+        n = len(data) // row_bytes
+        words += [int.from_bytes(data[row_bytes * i:row_bytes * (i + 1)], "little")
+                  | (int(i == n - 1) << (8 * row_bytes)) for i in range(n)]
+        total += len(idx) // ports
+    got, row_cycles = [], []
 
     async def producer(ctx):
         for word in words:
-            beat_cycles.append(await put(ctx, dut.beats, word, rng_in, p_valid))
+            row_cycles.append(await put(ctx, dut.rows, word, rng_in, p_valid))
 
     async def consumer(ctx):
         for _ in range(total):
@@ -78,33 +111,41 @@ def _unpack_on_rtl(entry_bits, streams, seed, p_valid, p_ready):
 
     simulate(Counted(dut), [producer, consumer])
     values = [v for v, _ in got]
-    want = [sum(int(t) << (5 * j) for j, t in enumerate(row)) for idx in streams for row in idx]
+    entries = [sum(int(t) << (5 * j) for j, t in enumerate(row)) for idx in streams
+               for row in idx]
+    want = [sum(e << (entry_bits * f) for f, e in enumerate(entries[i:i + ports]))
+            for i in range(0, len(entries), ports)]
     assert values == want
-    return got, beat_cycles
+    return got, row_cycles
 
 
-@pytest.mark.parametrize("entry_bits", [140, 120, 280, 130])
-def test_unpacker_is_exact_under_stalls(entry_bits):
+@pytest.mark.parametrize(("entry_bits", "ports"),
+                         [(140, 1), (120, 1), (280, 1), (130, 1), (140, 2), (120, 2), (140, 4)])
+def test_unpacker_is_exact_under_stalls(entry_bits, ports):
     rng = np.random.default_rng(entry_bits)
-    streams = [_indices(rng, n, entry_bits // 5, 5) for n in (9, 1, 17)]
-    _unpack_on_rtl(entry_bits, streams, seed=entry_bits, p_valid=0.6, p_ready=0.5)
+    streams = [_indices(rng, n * ports, entry_bits // 5, 5) for n in (9, 1, 17)]
+    _unpack_on_rtl(entry_bits, streams, seed=entry_bits, p_valid=0.6, p_ready=0.5,
+                   ports=ports)
 
 
-@pytest.mark.parametrize("entry_bits", [140, 120, 280])
-def test_unpacker_never_holds_the_stream_up(entry_bits):
-    """With the engine always ready, every beat goes in the cycle it is offered, and each
-    entry leaves in the cycle of the beat that completes it."""
+@pytest.mark.parametrize(("entry_bits", "ports"), [(140, 1), (120, 1), (280, 1), (140, 2),
+                                                   (120, 2), (140, 4)])
+def test_unpacker_never_holds_the_stream_up(entry_bits, ports):
+    """With the engine always ready, every row goes in the cycle it is offered, and each
+    group leaves in the cycle of the row that completes it."""
     rng = np.random.default_rng(1)
-    streams = [_indices(rng, 23, entry_bits // 5, 5), _indices(rng, 5, entry_bits // 5, 5)]
-    got, beat_cycles = _unpack_on_rtl(entry_bits, streams, seed=5, p_valid=1, p_ready=1)
-    assert np.all(np.diff(beat_cycles) == 1)
-    pitch = isa.entry_pitch(entry_bits)
+    streams = [_indices(rng, 24 * ports, entry_bits // 5, 5),
+               _indices(rng, 5 * ports, entry_bits // 5, 5)]
+    got, row_cycles = _unpack_on_rtl(entry_bits, streams, seed=5, p_valid=1, p_ready=1,
+                                     ports=ports)
+    assert np.all(np.diff(row_cycles) == 1)
+    pitch, row_bits = isa.entry_pitch(entry_bits), ports * isa.BEAT_BITS
     expected, first = [], 0
     for idx in streams:
-        for e in range(len(idx)):
+        for e in range(ports - 1, len(idx), ports):        # a group's last entry
             last_bit = e * pitch + entry_bits - 1
-            expected.append(beat_cycles[first + last_bit // isa.BEAT_BITS])
-        first += isa.weight_stream_beats(len(idx), entry_bits)
+            expected.append(row_cycles[first + last_bit // row_bits])
+        first += isa.weight_stream_beats(len(idx), entry_bits, ports) // ports
     assert [cycle for _, cycle in got] == expected
 
 
@@ -126,7 +167,7 @@ def _streamer_run(program, memory_words, releases, config, max_cycles=4000):
     words = dict(memory_words)
     for i in range(0, len(image), 16):
         words[i // 16] = int.from_bytes(image[i:i + 16], "little")
-    mem = Memory(dut.bus, 128, 2, words, max_reads=8)
+    ports = [Memory(bus, 128, 2, words, max_reads=8) for bus in dut.buses]
     jobs, entries, last_beat, out = [], [], [], {}
 
     async def bench(ctx):
@@ -142,8 +183,9 @@ def _streamer_run(program, memory_words, releases, config, max_cycles=4000):
             job = len(jobs)
             ctx.set(dut.job.ready, job < 2 or (job - 2 < len(releases)
                                                and now >= releases[job - 2] + 1))
-            mem.drive(ctx, now)
-            events = mem.sample(ctx, now)
+            for mem in ports:
+                mem.drive(ctx, now)
+            events = [mem.sample(ctx, now) for mem in ports]
             if ctx.get(dut.job.valid) and ctx.get(dut.job.ready):
                 jobs.append((ctx.get(dut.job.payload.tokens), ctx.get(dut.job.payload.k_steps),
                              ctx.get(dut.job.payload.n_blocks)))
@@ -154,7 +196,8 @@ def _streamer_run(program, memory_words, releases, config, max_cycles=4000):
                 out["done"] = now
                 return
             await ctx.tick()
-            mem.update(events, now)
+            for mem, sampled in zip(ports, events, strict=True):
+                mem.update(sampled, now)
         raise AssertionError("the streamer's walk did not end")
 
     sim = Simulator(dut)
@@ -164,23 +207,27 @@ def _streamer_run(program, memory_words, releases, config, max_cycles=4000):
     return jobs, entries, last_beat, out["done"]
 
 
-def test_streamer_walks_the_program_and_matches_its_model():
-    """Only LINEARs are streamed, in order, each after the bank two jobs back is released; the
-    walk stops at a LINEAR it cannot stream; the timing is ``sim.accelerator``'s."""
+@pytest.mark.parametrize(("tables", "ports"), [(28, 1), (28, 2), (24, 2), (28, 4)])
+def test_streamer_walks_the_program_and_matches_its_model(tables, ports):
+    """Only LINEARs are streamed, in order, each after the bank two jobs back is released, a
+    part of its stream over each port; the walk stops at a LINEAR it cannot stream; the timing
+    is ``sim.accelerator``'s."""
     from ternedge.golden.config import AcceleratorConfig
     from ternedge.golden.isa import Instruction, Op, Source
     from ternedge.sim.accelerator import TopTiming, _Streamer
 
-    config = AcceleratorConfig(group_size=3, tables_per_step=28, cols_per_cycle=4)
+    config = AcceleratorConfig(group_size=3, tables_per_step=tables, cols_per_cycle=4,
+                               fill_entries_per_cycle=ports)
     rng = np.random.default_rng(11)
     words, program, want = {}, [], []
-    addr = 4096
+    addr = 4096 + 48                            # parts start mid-page, all at the same offset
     for k_steps, n_blocks, tokens in ((2, 1, 3), (1, 3, 1), (3, 2, 8)):
-        idx = _indices(rng, k_steps * n_blocks * 4, 28, 5)
-        data = isa.pack_weight_stream(idx, 5)
+        idx = _indices(rng, k_steps * n_blocks * 4, tables, 5)
+        stream = isa.pack_weight_stream(idx, 5, ports)
+        data = isa.weight_region(stream, ports)
         for i in range(0, len(data), 16):
             words[(addr + i) // 16] = int.from_bytes(data[i:i + 16], "little")
-        beats = isa.weight_stream_beats(len(idx), 140)
+        beats = len(stream) // isa.BEAT_BYTES
         program.append(Instruction(Op.NORM, src0=Source(0, 0, 0, 4)))       # skipped
         program.append(Instruction(Op.LINEAR, tokens=tokens, k_steps=k_steps,
                                    n_blocks=n_blocks, src1=Source(addr, 0, 0, beats)))
@@ -192,8 +239,10 @@ def test_streamer_walks_the_program_and_matches_its_model():
     releases = [400, 900]                       # the engine frees job 0's bank, then job 1's
     jobs, entries, last_beat, done = _streamer_run(program, words, releases, config)
     assert jobs == [job for job, _ in want]
-    assert entries == [sum(int(t) << (5 * j) for j, t in enumerate(row))
-                       for _, idx in want for row in idx]
+    codes = [sum(int(t) << (5 * j) for j, t in enumerate(row)) for _, idx in want for row in idx]
+    width = tables * 5
+    assert entries == [sum(c << (width * f) for f, c in enumerate(codes[i:i + ports]))
+                       for i in range(0, len(codes), ports)]
     model = _Streamer(TopTiming(config, read_latency=2, write_latency=2, reads_in_flight=8),
                       program)
     ends = []
@@ -201,7 +250,7 @@ def test_streamer_walks_the_program_and_matches_its_model():
         ends.append(model.weights_in(job))
         if job < len(releases):
             model.release(job, releases[job])
-    lasts = np.cumsum([len(idx) for _, idx in want]) - 1
+    lasts = np.cumsum([len(idx) // ports for _, idx in want]) - 1
     assert [last_beat[i] for i in lasts] == ends
     assert ends[2] > releases[0]                # job 2 waited for job 0's bank
     # the bad LINEAR is fetched after the last stream and not streamed: DONE after its DECODE
