@@ -8,19 +8,18 @@ configuration (the simulated numbers it prints are *modeled*).
 
 import time
 
-from ternedge.sim import presets, system
+from ternedge.sim.cli import build_system
 
 BUDGET_DECODE_TOKEN_S = 1.0
 BUDGET_RUN_S = 60.0
 
 
 def main():
-    model = presets.load_model("bitnet-b1.58-large")
-    board = presets.load_board("kv260")
+    model, board = "bitnet-b1.58-large", "kv260"
     ok = True
     print(f"{'config':<10} {'1 decode token s':>17} {'128+256 run s':>14}   modeled result")
-    for name in ("tellme-v2", "default"):
-        sim = system.System(model, presets.load_config(name), board)
+    for name in ("tellme-v2", "what-if", "default"):        # default: the RTL's cycle model
+        sim = build_system(model, board, name)
         start = time.perf_counter()
         sim.decode_step(129)
         one = time.perf_counter() - start

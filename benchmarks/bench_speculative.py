@@ -13,13 +13,15 @@ accepted drafts over accepted drafts plus rejections).
 Then every measured pass (its draft length and accepted count, in order) is replayed on
 bitnet-b1.58-large on the KV260, twice:
 
-- through ``sim.speculative.from_passes`` on the ``default`` configuration (the
-  transaction-level what-if of ``sim/system.py``): modeled effective decode tokens/s, beside
-  modeled one-token decode over the same positions and the one-token DDR roofline;
-- on the RTL as built: ``sim.accelerator.program_cycles`` (cycle for cycle the RTL's count)
-  of each pass's program for one layer at the KV260's ``ACCELERATOR_DEFAULTS`` under the
-  ``kv260`` DDR profile, projected to 24 layers as ``ternedge rtl-bench`` projects its
-  measurements, plus the host FP16 LM head for every row of the pass (9.0 ms a row).
+- through ``sim.speculative.from_passes`` on the ``what-if`` configuration (the
+  transaction-level design point of ``sim/system.py``, which the RTL does not implement):
+  modeled effective decode tokens/s, beside modeled one-token decode over the same positions
+  and the one-token DDR roofline;
+- the same on the ``default`` configuration, the RTL as built (``sim.rtl_top.RtlSystem``: each
+  pass's program counted by the top's exact cycle model, ``sim.accelerator.program_cycles``,
+  for one layer at the KV260's defaults under the ``kv260`` DDR profile, projected to 24 layers
+  as ``ternedge rtl-bench`` projects its measurements, plus the host's FP16 LM head for every
+  row of the pass and its per-call and per-token work).
 
 The acceptance is the tiny model's; the timing is the large model's: how a model whose drafts
 are accepted as often would run there.
@@ -85,64 +87,6 @@ def modeled_rate(system, results) -> dict:
     return {"modeled": True, "effective_tok_s": tokens / seconds}
 
 
-class RtlAsBuilt:
-    """Seconds of a pass of ``tokens`` at ``past`` on the RTL as built (see the module
-    docstring), memoized; the same projection as ``host.rtl_bench.bench``."""
-
-    def __init__(self):
-        import dataclasses
-
-        from ternedge.boards.build import _BRAM_BANK_WORDS, _bank_words_max_job_n
-        from ternedge.golden import ddr as ddr_profiles
-        from ternedge.golden.model import GoldenModel
-        from ternedge.host.accelerator import Layout
-        from ternedge.host.rtl_bench import accelerator_config, board_settings, random_weights
-        from ternedge.sim.accelerator import TopTiming
-        from ternedge.sim.constants import ARM_LM_HEAD_BYTES_PER_S
-        from ternedge.sim.presets import load_model
-
-        model = load_model("bitnet-b1.58-large")
-        settings = board_settings("kv260", None)
-        accel = accelerator_config(settings)
-        one_layer = dataclasses.replace(model, num_hidden_layers=1, vocab_size=256)
-        max_job_n = settings["max_job_n"]
-        if max_job_n == "bram":
-            max_job_n = _bank_words_max_job_n(accel, one_layer, _BRAM_BANK_WORDS)
-        golden = GoldenModel(random_weights(one_layer, layers=1), accel)
-        self.layout = Layout(golden, accel, max_tokens=settings["max_tokens"],
-                             max_context=settings["max_context"], max_job_n=max_job_n,
-                             attention_tile=settings["attention_tile"])
-        clock_mhz = float(settings["clock_mhz"])
-        self.timing = TopTiming.for_ddr(accel, ddr_profiles.profile("kv260").timing(clock_mhz))
-        self.hz = clock_mhz * 1e6
-        self.layers = model.num_hidden_layers
-        self.lm_head_row_s = model.vocab_size * model.hidden_size * 2 / ARM_LM_HEAD_BYTES_PER_S
-        self._memo = {}
-
-    def seconds(self, tokens: int, past: int) -> float:
-        from ternedge.host.rtl_bench import project_cycles
-        from ternedge.sim.accelerator import program_cycles
-
-        key = (tokens, past)
-        if key not in self._memo:
-            program = self.layout.program(tokens, past)
-            cycles = program_cycles(program, self.timing)
-            projected = project_cycles(program, cycles, self.timing, layers_run=1,
-                                       layers=self.layers)
-            self._memo[key] = projected / self.hz + tokens * self.lm_head_row_s
-        return self._memo[key]
-
-    def rate(self, results) -> float:
-        tokens = seconds = 0.0
-        for result, _ in results:
-            past = result.prompt_tokens
-            for drafted, accepted in result.pass_log:
-                seconds += self.seconds(1 + drafted, past)
-                past += accepted + 1
-                tokens += accepted + 1
-        return tokens / seconds
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--passages", type=int, default=8, help="passages per text")
@@ -154,8 +98,8 @@ def main(argv=None):
     weights = load_checkpoint(DEFAULT_MODEL)
     tokenizer = load_tokenizer(DEFAULT_MODEL)
     backend = GoldenBackend(weights)
-    system = build_system("bitnet-b1.58-large", "kv260", "default")
-    rtl = RtlAsBuilt()
+    system = build_system("bitnet-b1.58-large", "kv260", "what-if")
+    rtl = build_system("bitnet-b1.58-large", "kv260", "default")
     rows = []
     for text_name, path in TEXTS.items():
         prompts = passages(load_text(path), args.passages, args.prompt_bytes)
@@ -178,7 +122,7 @@ def main(argv=None):
                 runs[(drafter, k)].append((got, elapsed))
         prompt_len = len(tokenizer.encode(prompts[0]))
         base = modeled_rate(system, runs[("none", 0)])
-        rtl_base = rtl.rate(runs[("none", 0)])
+        rtl_base = modeled_rate(rtl, runs[("none", 0)])["effective_tok_s"]
         roof = roofline(system, prompt_len + 1)
         for (drafter, k), results in runs.items():
             log = [p for r, _ in results for p in r.pass_log]
@@ -197,7 +141,7 @@ def main(argv=None):
                 "modeled_one_token_tok_s": base["effective_tok_s"],
                 "roofline_peak_tok_s": roof["peak_tok_s"],
                 "roofline_sustained_tok_s": roof["sustained_tok_s"],
-                "rtl_as_built_tok_s": rtl.rate(results),
+                "rtl_as_built_tok_s": modeled_rate(rtl, results)["effective_tok_s"],
                 "rtl_as_built_one_token_tok_s": rtl_base,
                 "pass_logs": [r.pass_log for r, _ in results],
             })
@@ -211,7 +155,7 @@ def main(argv=None):
                   f"; golden CPU {r['golden_cpu_s']:.1f} s", flush=True)
 
     print("\n| text | drafter | K | accepted / pass | tokens / pass | drafted / pass | "
-          "acceptance rate | KV260 `default` modeled tok/s | vs one-token decode | "
+          "acceptance rate | KV260 `what-if` modeled tok/s | vs one-token decode | "
           "RTL as built tok/s | vs one-token decode |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
@@ -222,13 +166,13 @@ def main(argv=None):
               f"{r['modeled_effective_tok_s'] / r['modeled_one_token_tok_s']:.2f}x | "
               f"{r['rtl_as_built_tok_s']:.2f} | "
               f"{r['rtl_as_built_tok_s'] / r['rtl_as_built_one_token_tok_s']:.2f}x |")
-    print(f"\none-token DDR roofline of bitnet-b1.58-large on the KV260 default: "
+    print(f"\none-token DDR roofline of bitnet-b1.58-large on the KV260 what-if: "
           f"{rows[0]['roofline_peak_tok_s']:.1f} tok/s at peak, "
           f"{rows[0]['roofline_sustained_tok_s']:.1f} sustained (modeled)")
 
     baseline = None
     sweep, break_even = [], {}
-    print("\nKV260 `default`, bitnet-b1.58-large, prompt 128 + 256 generated (modeled): "
+    print("\nKV260 `what-if`, bitnet-b1.58-large, prompt 128 + 256 generated (modeled): "
           "effective tok/s by K and per-token acceptance rate")
     print("| K | " + " | ".join(f"A = {a:g}" for a in SWEEP_RATES) + " | break-even A |")
     print("|---|" + "---|" * (len(SWEEP_RATES) + 1))

@@ -49,7 +49,12 @@ import sys
 import time
 from pathlib import Path
 
-from ..golden.config import AcceleratorConfig, ModelConfig
+from ..golden.config import (
+    ACCELERATOR_DEFAULTS,
+    AcceleratorConfig,
+    ModelConfig,
+    bram_max_job_n,
+)
 from . import jobs, logic_levels, platforms, tops
 
 __all__ = ["DESIGNS", "DEFAULT_GEOMETRY", "ACCELERATOR_DEFAULTS", "BUILD_MODELS", "TIMEOUT_MIN",
@@ -75,51 +80,6 @@ BUILD_MODELS = {
                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
                         max_position_embeddings=64),
 }
-
-#: per board, the default configuration of the ``accelerator`` design (``build_design`` keyword
-#: arguments; ``max_job_n`` None: one engine job holds the model's widest linear).
-#:
-#: ULX3S-85F: the smallest configuration, because the accelerator's fixed four-lane units fill
-#: most of the LFE5U-85F on their own (``booth`` moves some multipliers to LUTs to stay within
-#: its 156 MULT18X18D; see ``ECP5_ACCELERATOR_SCRIPT``): geometry (3,4,4), the ``mini`` model
-#: (widest linear 128, ReLU² gate), one-query attention tiles (4 would add about 18k LUTs and
-#: 100 MULT18X18D), max_tokens 32, max_context 64 (``host.rtl_backend``'s defaults). Placed,
-#: it takes 75 % of the LUT4s (91 % with the SiLU gate built too: not routed in an hour);
-#: (3,4,4) tiny-kjv (widest linear 640) was 96 % before place and route, and (3,8,4) tiny-kjv
-#: at attention_tile 4 needed 197 MULT18X18D before ``booth`` and over 100 % of the LUTs.
-#:
-#: KV260: TeLLMe's geometry (3,28,16) with bitnet-b1.58-large's dimensions (hidden 1536,
-#: intermediate 4096, head_dim 96), max_tokens 128, max_context 1024, the RTL's default
-#: attention tile of 4 queries; max_job_n "bram" picks the widest job whose weight bank is at
-#: most 512 words deep (one RAMB36E2 as 512 x 72): 10 N-blocks of 16, i.e. 160 columns, for K
-#: up to 4096 (49 K-steps of 84); LUTRAM TLMM tables (``AcceleratorConfig.table_memory``: with
-#: tables in registers the engine's lookup alone is about 57k LUTs at this geometry, and the
-#: whole top 152k, over the XCK26's 117,120). Estimated: 90,948 LUTs (77.7 %, 17,874 of them
-#: LUTRAM), 6,331 FFs, 267 DSP48E2, 64 RAMB36E2.
-#:
-#: The ULX3S build clocks the accelerator at 25/3 MHz from an EHXPLLL (``clock_mhz``): its
-#: unpipelined units close timing at 10.1 MHz (post-route), not at the board's 25 MHz
-#: oscillator.
-#:
-#: Both builds keep only the model's own MLP gate (``Accelerator(gates=(hidden_act,))``): the
-#: SiLU gate's exponential and divider are most of the Pointwise unit.
-#:
-#: ``fill_entries_per_cycle``: the weight ports (``AcceleratorConfig``). The KV260 takes two:
-#: with the top's read and write channels that is 64 bytes a cycle, inside the ``kv260`` DDR
-#: profile's 65.3 sustained at 250 MHz, so the cap never holds a beat back (four would need
-#: 96 bytes a cycle).
-ACCELERATOR_DEFAULTS = {
-    "ulx3s-85f": {"geometry": (3, 4, 4), "model": "mini", "max_tokens": 32,
-                  "max_context": 64, "max_job_n": None, "attention_tile": 1,
-                  "table_memory": "registers", "fill_entries_per_cycle": 1,
-                  "clock_mhz": 25 / 3},
-    "kv260": {"geometry": (3, 28, 16), "model": "bitnet-b1.58-large", "max_tokens": 128,
-              "max_context": 1024, "max_job_n": "bram", "attention_tile": 4,
-              "table_memory": "lutram", "fill_entries_per_cycle": 2},
-}
-
-#: words of one RAMB36E2 in its widest (512 x 72) mode: the ``max_job_n="bram"`` bank depth
-_BRAM_BANK_WORDS = 512
 
 
 def parse_geometry(geometry) -> AcceleratorConfig:
@@ -195,20 +155,6 @@ def _range_scaled_config(directory) -> ModelConfig:
     return scaling.rescale(load_checkpoint(directory)).config
 
 
-def _bank_words_max_job_n(config: AcceleratorConfig, model: ModelConfig, words: int) -> int:
-    """The widest job (a multiple of ``cols_per_cycle``) whose weight bank, for the model's
-    longest K, is at most ``words`` deep."""
-    max_dim = max(model.hidden_size, model.intermediate_size,
-                  model.num_attention_heads * model.head_dim,
-                  model.num_key_value_heads * model.head_dim)
-    k_steps = -(-max_dim // config.k_per_step)
-    blocks = words // k_steps
-    if blocks == 0:
-        raise ValueError(f"one N-block of {k_steps} K-steps does not fit a {words}-word bank")
-    return min(blocks * config.cols_per_cycle,
-               -(-max_dim // config.cols_per_cycle) * config.cols_per_cycle)
-
-
 def accelerator_top(config: AcceleratorConfig, model, max_tokens: int, max_context: int,
                     max_job_n=None, attention_tile: int | None = None,
                     clock_mhz: float | None = None):
@@ -220,7 +166,7 @@ def accelerator_top(config: AcceleratorConfig, model, max_tokens: int, max_conte
 
     name, model = resolve_model(model)
     if max_job_n == "bram":
-        max_job_n = _bank_words_max_job_n(config, model, _BRAM_BANK_WORDS)
+        max_job_n = bram_max_job_n(config, model)
     elif max_job_n is not None and (not isinstance(max_job_n, int) or isinstance(max_job_n, bool)
                                     or max_job_n <= 0):
         raise ValueError(f"max_job_n must be a positive integer, 'bram' or None, "

@@ -8,7 +8,8 @@ disagree about geometry.
 
 from dataclasses import dataclass, field, fields
 
-__all__ = ["ModelConfig", "AcceleratorConfig", "ConfigError", "FAMILIES"]
+__all__ = ["ModelConfig", "AcceleratorConfig", "ConfigError", "FAMILIES", "ACCELERATOR_DEFAULTS",
+           "BRAM_BANK_WORDS", "bram_max_job_n"]
 
 #: model families: HF ``BitNetForCausalLM`` (GQA, ReLU², ``attn_sub_norm``/``ffn_sub_norm``)
 #: and LLaMA-style 1bitLLM ``BitnetForCausalLM`` (MHA, SiLU, ``inner_attn_ln``/``ffn_layernorm``).
@@ -262,3 +263,68 @@ class AcceleratorConfig:
 
 def _index_bits(group_size: int) -> int:
     return (3 ** group_size - 1).bit_length()
+
+
+#: per board, the default configuration of the accelerator top (``rtl.accelerator``): what
+#: ``ternedge build --design accelerator`` builds (``boards.build.build_design`` keyword
+#: arguments; ``max_job_n`` None: one engine job holds the model's widest linear), what
+#: ``ternedge rtl-bench`` measures and what ``ternedge simulate --config default`` models
+#: (``sim.rtl_top``). ``model`` names a ``sim.presets`` model or a ``boards.build.BUILD_MODELS``
+#: one.
+#:
+#: ULX3S-85F: the smallest configuration, because the accelerator's fixed four-lane units fill
+#: most of the LFE5U-85F on their own (``booth`` moves some multipliers to LUTs to stay within
+#: its 156 MULT18X18D; see ``ECP5_ACCELERATOR_SCRIPT``): geometry (3,4,4), the ``mini`` model
+#: (widest linear 128, ReLU² gate), one-query attention tiles (4 would add about 18k LUTs and
+#: 100 MULT18X18D), max_tokens 32, max_context 64 (``host.rtl_backend``'s defaults). Placed,
+#: it takes 75 % of the LUT4s (91 % with the SiLU gate built too: not routed in an hour);
+#: (3,4,4) tiny-kjv (widest linear 640) was 96 % before place and route, and (3,8,4) tiny-kjv
+#: at attention_tile 4 needed 197 MULT18X18D before ``booth`` and over 100 % of the LUTs.
+#:
+#: KV260: TeLLMe's geometry (3,28,16) with bitnet-b1.58-large's dimensions (hidden 1536,
+#: intermediate 4096, head_dim 96), max_tokens 128, max_context 1024, the RTL's default
+#: attention tile of 4 queries; max_job_n "bram" picks the widest job whose weight bank is at
+#: most 512 words deep (one RAMB36E2 as 512 x 72): 10 N-blocks of 16, i.e. 160 columns, for K
+#: up to 4096 (49 K-steps of 84); LUTRAM TLMM tables (``AcceleratorConfig.table_memory``: with
+#: tables in registers the engine's lookup alone is about 57k LUTs at this geometry, and the
+#: whole top 152k, over the XCK26's 117,120). The README's "Fit of the whole accelerator"
+#: has its Yosys estimate.
+#:
+#: The ULX3S build clocks the accelerator at 25/3 MHz from an EHXPLLL (``clock_mhz``): its
+#: unpipelined units close timing at 10.1 MHz (post-route), not at the board's 25 MHz
+#: oscillator.
+#:
+#: Both builds keep only the model's own MLP gate (``Accelerator(gates=(hidden_act,))``): the
+#: SiLU gate's exponential and divider are most of the Pointwise unit.
+#:
+#: ``fill_entries_per_cycle``: the weight ports (``AcceleratorConfig``). The KV260 takes two:
+#: with the top's read and write channels that is 64 bytes a cycle, inside the ``kv260`` DDR
+#: profile's 65.3 sustained at 250 MHz, so the cap never holds a beat back (four would need
+#: 96 bytes a cycle).
+ACCELERATOR_DEFAULTS = {
+    "ulx3s-85f": {"geometry": (3, 4, 4), "model": "mini", "max_tokens": 32,
+                  "max_context": 64, "max_job_n": None, "attention_tile": 1,
+                  "table_memory": "registers", "fill_entries_per_cycle": 1,
+                  "clock_mhz": 25 / 3},
+    "kv260": {"geometry": (3, 28, 16), "model": "bitnet-b1.58-large", "max_tokens": 128,
+              "max_context": 1024, "max_job_n": "bram", "attention_tile": 4,
+              "table_memory": "lutram", "fill_entries_per_cycle": 2},
+}
+
+#: words of one RAMB36E2 in its widest (512 x 72) mode: the ``max_job_n="bram"`` bank depth
+BRAM_BANK_WORDS = 512
+
+
+def bram_max_job_n(config: AcceleratorConfig, model: ModelConfig,
+                   words: int = BRAM_BANK_WORDS) -> int:
+    """``max_job_n="bram"``: the widest job (a multiple of ``cols_per_cycle``) whose weight
+    bank, for the model's longest K, is at most ``words`` deep."""
+    max_dim = max(model.hidden_size, model.intermediate_size,
+                  model.num_attention_heads * model.head_dim,
+                  model.num_key_value_heads * model.head_dim)
+    k_steps = -(-max_dim // config.k_per_step)
+    blocks = words // k_steps
+    if blocks == 0:
+        raise ValueError(f"one N-block of {k_steps} K-steps does not fit a {words}-word bank")
+    return min(blocks * config.cols_per_cycle,
+               -(-max_dim // config.cols_per_cycle) * config.cols_per_cycle)

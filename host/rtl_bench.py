@@ -11,21 +11,25 @@ golden bit for bit and against the cycle model (``sim.accelerator``) cycle for c
 Reported, at the board clock:
 
 - the measured cycles of every pass on the layers run;
-- their projection to the whole model: per pass, the final norm once plus the per-layer
-  cycles (measured, averaged over the layers run) times the model's layers; plus the LM head
-  on the host as TeLLMe runs it (FP16 on the ARM, ``sim.constants.ARM_LM_HEAD_BYTES_PER_S``),
-  once per generated token;
+- their projection to the whole model (``sim.rtl_top.project_cycles``): per pass, the final
+  norm once plus the per-layer cycles (measured, averaged over the layers run) times the
+  model's layers; plus the host's part (``sim.rtl_top.host_seconds``, modeled): the LM head as
+  TeLLMe runs it (FP16 on the ARM), once per generated token, a call per pass and the
+  per-token host work;
 - decode tokens/s at context P (the first decode step), TTFT (the prefill plus one LM head),
-  prefill tokens/s, and the DDR bandwidth the top used during that decode step.
+  prefill tokens/s, and the DDR bandwidth the top used during that decode step (each pass's
+  read and write beats are also counted from its program, ``sim.rtl_top.program_traffic``);
+- from the exact cycle model of the same top (``sim.rtl_top.RtlSystem``, what ``ternedge
+  simulate --config default`` runs): decode tokens/s at contexts 512 and 1024 (no prefill of
+  that length is run on the harness) and the energy of the decode step (``sim.power``).
 
-Every number is the RTL as built (measured, or projected from measurements as described);
-nothing here is a design target.
+Every number is the RTL as built (measured, projected from measurements as described, or
+from its exact cycle model where said); nothing here is a design target.
 """
 
 import argparse
 import dataclasses
 import json
-import math
 import os
 import sys
 import time
@@ -33,116 +37,28 @@ from pathlib import Path
 
 import numpy as np
 
-from ..golden import isa
-from ..golden.config import AcceleratorConfig, ModelConfig
+from ..golden.config import ModelConfig, bram_max_job_n
 from ..golden.model import GoldenModel
-from ..golden.weights import LINEAR_NAMES, LayerWeights, ModelWeights, TernaryLinear
+from ..sim.rtl_top import (
+    BENCH_VOCAB,
+    CONFIG_KEYS,
+    accelerator_config,
+    board_settings,
+    host_seconds,
+    program_traffic,
+    project_cycles,
+    random_weights,
+)
 from . import argtypes
 from .errors import InputError
 
-__all__ = ["register", "run", "random_weights", "board_settings", "accelerator_config",
-           "project_cycles", "bench"]
-
-#: vocabulary of the random model: the top never sees the LM head, the host runs it
-BENCH_VOCAB = 256
-#: fields ``--config`` may set (``boards.build.ACCELERATOR_DEFAULTS`` keys)
-CONFIG_KEYS = ("geometry", "table_memory", "fill_entries_per_cycle", "max_tokens",
-               "max_context", "max_job_n", "attention_tile", "clock_mhz")
-#: the KV260 fabric clock every modeled number assumes (the board has no Fmax measurement)
-KV260_CLOCK_MHZ = 250.0
-
-
-def random_weights(config: ModelConfig, *, layers: int, seed: int = 0) -> ModelWeights:
-    """Seeded random ternary weights of ``config``'s shapes (``layers`` decoder layers): about
-    a third of each of -1, 0, +1, absmean scales of ``1 / sqrt(in_features)`` (unit-variance
-    outputs), norms near 1, N(0, 1) embeddings."""
-    rng = np.random.default_rng(seed)
-    hd = config.head_dim
-    shapes = {"q_proj": (config.num_attention_heads * hd, config.hidden_size),
-              "k_proj": (config.num_key_value_heads * hd, config.hidden_size),
-              "v_proj": (config.num_key_value_heads * hd, config.hidden_size),
-              "o_proj": (config.hidden_size, config.num_attention_heads * hd),
-              "gate_proj": (config.intermediate_size, config.hidden_size),
-              "up_proj": (config.intermediate_size, config.hidden_size),
-              "down_proj": (config.hidden_size, config.intermediate_size)}
-    norm_sizes = {"input_layernorm": config.hidden_size,
-                  "post_attention_layernorm": config.hidden_size,
-                  "attn_sub_norm": config.num_attention_heads * hd,
-                  "ffn_sub_norm": config.intermediate_size}
-
-    def norm(size):
-        return (1 + 0.1 * rng.standard_normal(size)).astype(np.float32)
-
-    out = []
-    for _ in range(layers):
-        linears = {name: TernaryLinear(
-            ternary=rng.integers(-1, 2, size=shapes[name], dtype=np.int8),
-            scale=float(1.5 / math.sqrt(shapes[name][1]))) for name in LINEAR_NAMES}
-        out.append(LayerWeights(**{name: norm(size) for name, size in norm_sizes.items()},
-                                **linears))
-    embed = rng.standard_normal((config.vocab_size, config.hidden_size)).astype(np.float32)
-    return ModelWeights(config=config, embed_tokens=embed, lm_head=embed,
-                        norm=norm(config.hidden_size), layers=tuple(out))
-
-
-def board_settings(board: str, config_file) -> dict:
-    """The board's default accelerator configuration (``ACCELERATOR_DEFAULTS``, the clock
-    defaulting to 250 MHz), with ``config_file``'s JSON overrides."""
-    from ..boards.build import ACCELERATOR_DEFAULTS
-
-    if board not in ACCELERATOR_DEFAULTS:
-        raise InputError(f"unknown board {board!r}; choose one of "
-                         f"{', '.join(ACCELERATOR_DEFAULTS)}")
-    settings = dict(ACCELERATOR_DEFAULTS[board])
-    settings.setdefault("clock_mhz", KV260_CLOCK_MHZ)
-    if settings["clock_mhz"] is None:
-        settings["clock_mhz"] = KV260_CLOCK_MHZ
-    if config_file:
-        path = Path(config_file)
-        try:
-            extra = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise InputError(f"cannot read --config {path}: {exc}; pass a JSON object of "
-                             f"{', '.join(CONFIG_KEYS)}") from None
-        if not isinstance(extra, dict) or set(extra) - set(CONFIG_KEYS):
-            raise InputError(f"--config {path} may only set {', '.join(CONFIG_KEYS)}")
-        settings.update(extra)
-    return settings
-
-
-def accelerator_config(settings) -> AcceleratorConfig:
-    """The ``AcceleratorConfig`` of ``board_settings``' geometry, table memory and weight
-    ports (``fill_entries_per_cycle``)."""
-    try:
-        g, t, n = (int(v) for v in settings["geometry"])
-        config = AcceleratorConfig(group_size=g, tables_per_step=t, cols_per_cycle=n,
-                                   table_memory=settings.get("table_memory", "registers"))
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"bad accelerator geometry {settings['geometry']!r}: {exc}") from None
-    ports = settings.get("fill_entries_per_cycle", 1)
-    if isinstance(ports, bool) or ports not in isa.WEIGHT_PORTS or n % ports:
-        raise InputError(f"fill_entries_per_cycle (the weight ports) must be one of "
-                         f"{', '.join(map(str, isa.WEIGHT_PORTS))} and divide N={n}, got "
-                         f"{ports!r}")
-    return dataclasses.replace(config, fill_entries_per_cycle=ports)
-
-
-def project_cycles(program, cycles: int, timing, *, layers_run: int, layers: int) -> int:
-    """A pass of ``layers_run`` layers that took ``cycles``, projected to ``layers``: the
-    final norm once (its model cycles run alone) plus the rest, per layer, times ``layers``."""
-    from ..sim.accelerator import program_cycles
-
-    tail = program_cycles(program[-1:], timing)
-    return round(tail + (cycles - tail) / layers_run * layers)
-
+__all__ = ["register", "run", "bench"]
 
 def bench(model: ModelConfig, *, layers: int, board: str, ddr: str = "kv260",
           prompt_len: int = 16, decode_tokens: int = 2, config_file=None, seed: int = 0,
           build_dir=None, waves=None, progress=None) -> dict:
     """Run the benchmark; the report as a dict (see the module docstring)."""
-    from ..boards.build import _BRAM_BANK_WORDS, _bank_words_max_job_n
     from ..sim.accelerator import TopTiming, program_cycles
-    from ..sim.constants import ARM_LM_HEAD_BYTES_PER_S
     from .rtl_backend import RTLBackend
 
     settings = board_settings(board, config_file)
@@ -166,7 +82,7 @@ def bench(model: ModelConfig, *, layers: int, board: str, ddr: str = "kv260",
                          f"{max_context}; lower --prompt-len or --decode-tokens")
     max_job_n = settings["max_job_n"]
     if max_job_n == "bram":
-        max_job_n = _bank_words_max_job_n(accel, run_model, _BRAM_BANK_WORDS)
+        max_job_n = bram_max_job_n(accel, run_model)
     clock_mhz = float(settings["clock_mhz"])
     say = progress or (lambda text: None)
     weights = random_weights(run_model, layers=layers, seed=seed)
@@ -197,8 +113,11 @@ def bench(model: ModelConfig, *, layers: int, board: str, ddr: str = "kv260",
     wall = time.perf_counter() - start
 
     passes = []
+    layout = backend.layout
+    kv = layout.k_cache + layout.v_cache
+    kv_range = (min(kv), max(kv) + layout.head_stride * run_model.num_key_value_heads)
     for c in backend.cycle_log:
-        program = backend.layout.program(c.tokens, c.position)
+        program = layout.program(c.tokens, c.position)
         model_cycles = program_cycles(program, timing)
         passes.append({"kind": c.kind, "tokens": c.tokens, "position": c.position,
                        "rtl_cycles": c.cycles, "model_cycles": model_cycles,
@@ -206,14 +125,21 @@ def bench(model: ModelConfig, *, layers: int, board: str, ddr: str = "kv260",
                                                           layers_run=layers,
                                                           layers=full_layers),
                        "ddr_bytes": 16 * (c.counters["read_beats"] + c.counters["write_beats"]),
+                       "model_ddr_bytes": sum(program_traffic(program, *kv_range).values()),
                        "sim_cycles": c.sim_cycles, "wall_s": round(c.wall_s, 3),
                        "cpu_s": round(c.cpu_s, 3)})
     hz = clock_mhz * 1e6
-    lm_head_s = model.vocab_size * model.hidden_size * 2 / ARM_LM_HEAD_BYTES_PER_S
     prefill = [p for p in passes if p["kind"] == "prefill"]
     decode = [p for p in passes if p["kind"] == "decode"][0]
     prefill_s = sum(p["projected_cycles"] for p in prefill) / hz
     decode_s = decode["projected_cycles"] / hz
+    say("the exact cycle model at contexts 512 and 1024, and the decode step's energy")
+    from ..sim.rtl_top import RtlSystem
+
+    system = RtlSystem(model, accel, None, settings=settings, ddr=ddr)
+    by_context = {str(c): 1 / system.decode_step(c).seconds
+                  for c in (512, 1024) if c <= max_context}
+    step = system.decode_step(prompt_len + 1)
     sim_cycles = sum(p["sim_cycles"] for p in passes)
     sim_cpu = sum(c.cpu_s for c in backend.cycle_log)
     return {
@@ -222,11 +148,14 @@ def bench(model: ModelConfig, *, layers: int, board: str, ddr: str = "kv260",
         "model_cycles": sum(p["model_cycles"] for p in passes),
         "cycle_exact": all(p["rtl_cycles"] == p["model_cycles"] for p in passes),
         "projected_cycles": sum(p["projected_cycles"] for p in passes),
-        "decode_tok_s": 1 / (decode_s + lm_head_s),
-        "ttft_s": prefill_s + lm_head_s,
+        "decode_tok_s": 1 / (decode_s + host_seconds(accel, model)),
+        "ttft_s": prefill_s + host_seconds(accel, model, passes=len(prefill)),
         "prefill_tok_s": prompt_len / prefill_s,
         "ddr_gbps": decode["ddr_bytes"] / (decode["rtl_cycles"] / hz) / 1e9,
-        "lm_head_s": lm_head_s,
+        "host_s": host_seconds(accel, model),
+        "traffic_exact": all(p["ddr_bytes"] == p["model_ddr_bytes"] for p in passes),
+        "model_decode_tok_s_by_context": by_context,
+        "model_decode_energy_j": step.energy_j,
         "clock_mhz": clock_mhz, "ddr": ddr, "board": board,
         "config": {"geometry": [accel.group_size, accel.tables_per_step, accel.cols_per_cycle],
                    "table_memory": accel.table_memory,
@@ -315,10 +244,14 @@ def _table(r) -> str:
                      f"{p['projected_cycles']:14,}")
     lines += [
         f"  decode at context {r['prompt_len']}: {r['decode_tok_s']:.2f} tokens/s "
-        f"(LM head on the host {r['lm_head_s'] * 1e3:.1f} ms of it)",
+        f"(the host's LM head and work {r['host_s'] * 1e3:.1f} ms of it, modeled)",
         f"  TTFT({r['prompt_len']}): {r['ttft_s']:.3f} s; prefill {r['prefill_tok_s']:.1f} "
         f"tokens/s",
         f"  DDR used in decode: {r['ddr_gbps']:.2f} GB/s",
+        "  exact cycle model: decode " + ", ".join(
+            f"{v:.2f} tokens/s at context {c}"
+            for c, v in r["model_decode_tok_s_by_context"].items())
+        + f"; {r['model_decode_energy_j'] * 1e3:.0f} mJ per decode token (sim.power)",
         f"  harness: {r['sim_cycles']:,} cycles in {r['sim_wall_s']:.1f} s "
         f"({r['sim_cycles_per_s']:,} cycles/s of wall time, {r['sim_cycles_per_cpu_s']:,} per "
         f"CPU second)",

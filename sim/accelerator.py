@@ -374,13 +374,16 @@ def instruction_cycles(ins, timing: TopTiming, clock: _Clock, start: int,
     return settled
 
 
-def program_cycles(program, timing: TopTiming) -> int:
-    """Cycles of the top's ``CYCLES`` register for a whole program (FETCH to FINISH)."""
+def program_cycles(program, timing: TopTiming, spans: list | None = None) -> int:
+    """Cycles of the top's ``CYCLES`` register for a whole program (FETCH to FINISH); with
+    ``spans``, each instruction's cycles (its FETCH to the next one's) are appended to it."""
     clock = _Clock(timing)
     streamer = _Streamer(timing, program)
     fetch, job, settled = 0, 0, 0
     for ins in program:
         settled = instruction_cycles(ins, timing, clock, fetch, streamer, job)
+        if spans is not None:
+            spans.append(settled + 1 - fetch)
         fetch = settled + 1
         job += ins.op is Op.LINEAR
     finish = max(settled, streamer.finished()) + 1     # END waits for the streamer's walk

@@ -47,7 +47,13 @@ _TOKENS_MAX = 1 << 20
 
 
 def build_system(model: str, board: str, config: str) -> System:
-    """Resolve names/paths and build the System (validated against the board)."""
+    """Resolve names/paths and build the System (validated against the board): the RTL's
+    exact cycle model for ``presets.RTL_CONFIGS``, else the transaction-level model."""
+    if config in presets.RTL_CONFIGS:
+        from .rtl_top import RtlSystem
+
+        return RtlSystem(presets.load_model(model), presets.load_config(config),
+                         presets.load_board(board))
     return System(presets.load_model(model), presets.load_config(config),
                   presets.load_board(board))
 
@@ -59,15 +65,20 @@ def _summary(system: System, result) -> dict:
                       | {result.prompt_len + 1})
     out["decode_tok_s_by_context"] = {str(c): v for c, v in system.decode_curve(contexts)}
     out["roofline"] = roofline(system, result.prompt_len + 1)
-    out["resources"] = resources.totals(system.config, system.model)
+    rtl = hasattr(system, "top")
+    out["model_of"] = "rtl" if rtl else "transaction-level"
+    # the RTL's resources are measured by its build (``ternedge build --design accelerator``)
+    out["resources"] = None if rtl else resources.totals(system.config, system.model)
     out["energy_components_decode_step_j"] = power.components(result.decode_steps[0])
     return out
 
 
 def _table(system: System, result, summary) -> str:
     step = result.decode_steps[0]
+    what = ("the RTL as built, from its exact cycle model; the host's part modeled"
+            if summary["model_of"] == "rtl" else "all numbers modeled")
     lines = [
-        f"ternedge simulate (all numbers modeled): {system.board.name if system.board else ''}"
+        f"ternedge simulate ({what}) on {system.board.name if system.board else ''}"
         f" @ {system.config.clock_mhz:g} MHz, prompt {result.prompt_len}, gen {result.gen}",
         f"  TTFT                 {result.ttft_s * 1e3:10.1f} ms",
         f"  prefill              {result.prefill_tok_s:10.1f} tokens/s",
@@ -94,7 +105,10 @@ def _table(system: System, result, summary) -> str:
         f"{c}: {v:.1f}" for c, v in summary["decode_tok_s_by_context"].items()))
     used = summary["resources"]
     board = system.board
-    if board is not None:
+    if used is None:
+        lines.append("  resources: measured by `ternedge build --design accelerator --board "
+                     f"{board.name}` (a Yosys estimate)")
+    elif board is not None:
         shown = [k for k in used if system.config.resource_model == "ternedge"
                  or k in ("bram36", "uram")]
         lines.append("  resources: " + ", ".join(

@@ -12,13 +12,22 @@ Configurations:
     P.V at a time, rescale and accumulate as two passes; FP16 LM head on the ARM; one PYNQ
     call per decoder layer.
 ``default``
-    ternedge's KV260 design point, picked by ``sweep.sweep`` (see ``sweep.DEFAULT_SPACE``):
+    The accelerator RTL as built (``rtl.accelerator``) at the board's default configuration
+    (``golden.config.ACCELERATOR_DEFAULTS``; KV260: G=3, T=28, N=16, LUTRAM tables, two weight
+    ports, 160-column engine jobs, 128-token passes, a 1024-key int32 KV cache, 4-query
+    attention tiles, FP16 LM head on the ARM). ``ternedge simulate --config default`` runs
+    its exact cycle model (``sim.rtl_top.RtlSystem``), not the transaction-level ``System``:
+    what ``ternedge rtl-bench`` measures on the RTL.
+``what-if``
+    A design point the RTL does not implement (a what-if), picked by ``sweep.sweep`` (see
+    ``sweep.DEFAULT_SPACE``), modeled transaction-level:
     G=3, T=42, N=16 with the TLMM tables in LUTRAM (``table_memory="lutram"``: 17.7 LUT per
     ternary MAC against 38.2 with register tables); double-buffered BRAM weight banks
     streaming ahead across linears and layers; 1.6-bit (base-243) weights in 4 KB bursts over
     six 128-bit HP ports; the RTL's overlapped TLMM schedule; 4-query tiles with parallel
     P.V; 32-lane decode attention sharing the prefill units; INT4 LM head with argmax on the
-    fabric; one call per token. Every number it produces is *modeled*.
+    fabric; one call per token. Every number it produces is *modeled*, for a design that
+    does not exist as RTL.
 """
 
 import json
@@ -27,8 +36,10 @@ from pathlib import Path
 
 from ..golden.config import AcceleratorConfig, ConfigError, ModelConfig
 from ..host.errors import ConfigurationError, InputError
+from .rtl_top import rtl_config
 
-__all__ = ["Board", "BOARDS", "MODELS", "CONFIGS", "load_board", "load_model", "load_config"]
+__all__ = ["Board", "BOARDS", "MODELS", "CONFIGS", "RTL_CONFIGS", "load_board", "load_model",
+           "load_config"]
 
 
 @dataclass(frozen=True)
@@ -96,7 +107,8 @@ CONFIGS = {
         attention_fused_rescale=False, decode_attention_lanes=16, elementwise_lanes=16,
         max_context=1024,
         lm_head="host-fp16", host_call_scope="layer", resource_model="published"),
-    "default": AcceleratorConfig(
+    "default": rtl_config("kv260"),
+    "what-if": AcceleratorConfig(
         group_size=3, tables_per_step=42, cols_per_cycle=16, clock_mhz=250.0, acc_width=24,
         max_k=16384, table_memory="lutram",
         ddr_peak_gbps=19.2, ddr_ports=6, port_width_bits=128, burst_bytes=4096,
@@ -108,6 +120,8 @@ CONFIGS = {
         max_context=2048,
         lm_head="fabric-int4", host_call_scope="token"),
 }
+#: configurations that are the RTL top (``sim.rtl_top.RtlSystem`` models them, not ``System``)
+RTL_CONFIGS = ("default",)
 
 
 def _names(table) -> str:
@@ -155,9 +169,9 @@ def load_model(name_or_path) -> ModelConfig:
 
 
 def load_config(name_or_path="default") -> AcceleratorConfig:
-    """An accelerator configuration by name (``tellme-v2``, ``default``) or a JSON file of
-    ``AcceleratorConfig`` fields (missing fields take the ``default`` configuration's
-    values)."""
+    """An accelerator configuration by name (``default``, ``tellme-v2``, ``what-if``) or a
+    JSON file of ``AcceleratorConfig`` fields for the transaction-level model (missing fields
+    take the ``what-if`` configuration's values)."""
     if isinstance(name_or_path, AcceleratorConfig):
         return name_or_path
     key = str(name_or_path)
@@ -174,7 +188,7 @@ def load_config(name_or_path="default") -> AcceleratorConfig:
     if unknown:
         raise ConfigurationError(f"accelerator configuration {path} has unknown field "
                                  f"{unknown[0]!r}; known fields: {', '.join(sorted(known))}")
-    base = {f.name: getattr(CONFIGS["default"], f.name) for f in fields(AcceleratorConfig)
+    base = {f.name: getattr(CONFIGS["what-if"], f.name) for f in fields(AcceleratorConfig)
             if f.name != "extra"}
     base.update(raw)
     try:

@@ -11,7 +11,7 @@ decode step at context ``decode_context`` (the middle of a 128 + 256-token run) 
 (the worse of the two targets, so both must be met for a score >= 1). Candidates that meet
 both targets rank first; then scores equal to two decimals are ranked by fewer LUTs, then
 lower TTFT (to the millisecond), then faster decode at the longest context the KV cache
-holds. ``presets.CONFIGS["default"]`` is the winner of
+holds. ``presets.CONFIGS["what-if"]`` is the winner of
 ``sweep(DEFAULT_SPACE)`` on the 0.73B model and the KV260 (tests/test_sim.py checks this with
 a reduced space; the full sweep runs under the ``slow`` marker).
 """
@@ -30,7 +30,7 @@ __all__ = ["Candidate", "sweep", "DEFAULT_SPACE", "DECODE_TARGET_TOK_S", "TTFT_T
 DECODE_TARGET_TOK_S = 75.0
 TTFT_TARGET_S = 0.30
 
-#: the space ``presets.CONFIGS["default"]`` was chosen from (over its own other fields)
+#: the space ``presets.CONFIGS["what-if"]`` was chosen from (over its own other fields)
 DEFAULT_SPACE = {
     "table_memory": ("registers", "lutram"),
     "tables_per_step": (28, 32, 36, 42, 48, 56, 64),

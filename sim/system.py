@@ -161,6 +161,19 @@ class System:
         per_layer = sum(t.dma_bytes for tiles in self._plan.values() for t in tiles)
         return per_layer * self.model.num_hidden_layers
 
+    def roofline(self, context: int) -> dict:
+        """DDR roofline of one decode token: bytes that must cross DDR per token (weights, KV
+        cache, a fabric LM head) against the peak and the sustained bandwidth. *Modeled*."""
+        m = self.model
+        weights = self.weight_bytes_per_token()
+        kv = self.decode_attention.ddr_bytes(m, context) * m.num_hidden_layers
+        head = 0 if self.lm_head.on_host else self.lm_head.weight_bytes(m)
+        total = weights + kv + head
+        peak = self.config.ddr_peak_gbps * 1e9
+        return {"modeled": True, "context": context, "weight_bytes": weights, "kv_bytes": kv,
+                "lm_head_bytes": head, "bytes_per_token": total,
+                "peak_tok_s": peak / total, "sustained_tok_s": self.dma.bytes_per_s / total}
+
     def check_context(self, context: int):
         """Raise ``InputError`` if ``context`` tokens exceed the KV-cache capacity."""
         capacity = self.kv_cache.capacity(self.model)
@@ -341,14 +354,5 @@ class _State:
 
 
 def roofline(system: System, context: int) -> dict:
-    """DDR roofline of one decode token: bytes that must cross DDR per token (weights, KV
-    cache, a fabric LM head) against the peak and the sustained bandwidth. *Modeled*."""
-    m = system.model
-    weights = system.weight_bytes_per_token()
-    kv = system.decode_attention.ddr_bytes(m, context) * m.num_hidden_layers
-    head = 0 if system.lm_head.on_host else system.lm_head.weight_bytes(m)
-    total = weights + kv + head
-    peak = system.config.ddr_peak_gbps * 1e9
-    return {"modeled": True, "context": context, "weight_bytes": weights, "kv_bytes": kv,
-            "lm_head_bytes": head, "bytes_per_token": total,
-            "peak_tok_s": peak / total, "sustained_tok_s": system.dma.bytes_per_s / total}
+    """``system.roofline(context)``."""
+    return system.roofline(context)

@@ -158,6 +158,27 @@ def test_rtl_kv260_ddr_profile_is_cycle_exact(rtl, weights):
 
 
 @pytest.mark.xdist_group("rtl_accelerator")
+def test_rtl_ddr_traffic_equals_the_programs_count(rtl, weights):
+    """The top's read and write beat counters equal ``sim.rtl_top.program_traffic``'s count of
+    each pass's program (what ``simulate --config default`` charges the DDR and the energy
+    model with)."""
+    from ternedge.sim.rtl_top import program_traffic
+
+    layout = rtl.layout
+    kv = layout.k_cache + layout.v_cache
+    kv_range = (min(kv), max(kv) + layout.head_stride * weights.config.num_key_value_heads)
+    rtl.reset()
+    rtl.cycle_log.clear()
+    rtl.hidden([40, 41, 42, 43, 44, 45])
+    rtl.hidden([46])
+    for c in rtl.cycle_log:
+        counted = program_traffic(layout.program(c.tokens, c.position), *kv_range)
+        assert 16 * (c.counters["read_beats"] + c.counters["write_beats"]) == sum(
+            counted.values())
+        assert counted["kv_read"] > 0 and counted["kv_write"] > 0 and counted["weights"] > 0
+
+
+@pytest.mark.xdist_group("rtl_accelerator")
 def test_rtl_two_weight_ports_are_exact(weights, tmp_path_factory):
     """Two weight ports (``fill_entries_per_cycle=2``: the weight stream in two parts, read at
     once, two entries a cycle into the bank) under the ``kv260`` DDR profile: bit-exact, every

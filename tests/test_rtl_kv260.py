@@ -38,6 +38,16 @@ def test_kv260_default_configuration_is_bit_and_cycle_exact(request):
     decode = report["passes"][1]
     assert 20 * decode["rtl_cycles"] < decode["projected_cycles"] < 24 * decode["rtl_cycles"]
     assert 0 < report["decode_tok_s"] < 100 and report["ttft_s"] > 0
+    # every pass's DDR beats are the program's count, and ``simulate --config default`` (the
+    # same top's cycle model) reports the same TTFT and decode rate
+    assert report["traffic_exact"] is True
+    from ternedge.sim.cli import build_system
+
+    system = build_system("bitnet-b1.58-large", "kv260", "default")
+    assert system.prefill(16).seconds == pytest.approx(report["ttft_s"], rel=1e-9)
+    assert 1 / system.decode_step(17).seconds == pytest.approx(report["decode_tok_s"],
+                                                               rel=1e-9)
+    assert set(report["model_decode_tok_s_by_context"]) == {"512", "1024"}
 
 
 @pytest.mark.parametrize("args, phrase", [

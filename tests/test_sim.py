@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""sim/: block models, the TeLLMe v2 reproduction, the default design point, CLI and errors."""
+"""sim/: block models, the TeLLMe v2 reproduction, the what-if design point, the RTL top as
+a system (``--config default``), CLI and errors."""
 
 import argparse
 import dataclasses
@@ -25,8 +26,8 @@ def tellme(kv260):
 
 
 @pytest.fixture(scope="module")
-def default(kv260):
-    return system.System(presets.load_model(LARGE), presets.load_config("default"), kv260)
+def what_if(kv260):
+    return system.System(presets.load_model(LARGE), presets.load_config("what-if"), kv260)
 
 
 def within(value, published, tol=0.15):
@@ -80,28 +81,28 @@ def test_tellme_prefill_attention_matches_ablation(tellme):
     assert within(naive_ms, 14.3)
 
 
-# -- default design point ------------------------------------------------------------------
+# -- what-if design point ------------------------------------------------------------------
 
-def test_default_design_point(default):
+def test_what_if_design_point(what_if):
     """Modeled: both targets met. Decode at least 3x TeLLMe v2 (75 tok/s over a 128 + 256
     run, the sweep's context) and TTFT(128) at most 0.30 s, with the TLMM tables in LUTRAM
     (17.7 LUT/MAC measured; with register tables, 38.2 LUT/MAC, the best fitting engine
     prefills 128 tokens in ~0.35 s). This pins what the README states."""
-    ttft = default.prefill(128).seconds
-    decode = default.run(128, 256).decode_tok_s
+    ttft = what_if.prefill(128).seconds
+    decode = what_if.run(128, 256).decode_tok_s
     assert decode >= sweep.DECODE_TARGET_TOK_S, f"decode modeled {decode:.1f} tok/s"
     assert ttft <= sweep.TTFT_TARGET_S, f"TTFT(128) modeled {ttft:.3f} s"
-    registers = system.System(default.model, dataclasses.replace(
-        default.config, table_memory="registers", tables_per_step=28, ddr_ports=4),
-        default.board)
+    registers = system.System(what_if.model, dataclasses.replace(
+        what_if.config, table_memory="registers", tables_per_step=28, ddr_ports=4),
+        what_if.board)
     assert 0.30 < registers.prefill(128).seconds < 0.36
-    roof = system.roofline(default, 129)
-    assert 1 / default.decode_step(129).seconds < roof["sustained_tok_s"] < roof["peak_tok_s"]
+    roof = system.roofline(what_if, 129)
+    assert 1 / what_if.decode_step(129).seconds < roof["sustained_tok_s"] < roof["peak_tok_s"]
 
 
-def test_default_is_best_of_its_neighbourhood(kv260):
+def test_what_if_is_best_of_its_neighbourhood(kv260):
     model = presets.load_model(LARGE)
-    base = presets.load_config("default")
+    base = presets.load_config("what-if")
     space = {"table_memory": ("registers", "lutram"), "tables_per_step": (36, 42, 48),
              "attention_query_tile": (4, 8), "attention_pv_queries": (2, 4),
              "lm_head": ("fabric-int8", "fabric-int4")}
@@ -112,17 +113,68 @@ def test_default_is_best_of_its_neighbourhood(kv260):
 
 
 @pytest.mark.slow
-def test_default_is_best_of_full_space(kv260):
+def test_what_if_is_best_of_full_space(kv260):
     model = presets.load_model(LARGE)
-    base = presets.load_config("default")
+    base = presets.load_config("what-if")
     ranked = sweep.sweep(model, kv260, base, sweep.DEFAULT_SPACE)
     assert ranked[0].config == base
 
 
-def test_double_buffering_hides_weight_dma(default):
-    single = system.System(default.model,
-                           dataclasses.replace(default.config, double_buffer=False))
-    step_db, step_sb = default.decode_step(65), single.decode_step(65)
+# -- default: the RTL top, from its exact cycle model ---------------------------------------
+
+@pytest.fixture(scope="module")
+def rtl_top_system():
+    from ternedge.sim.cli import build_system
+
+    return build_system(LARGE, "kv260", "default")
+
+
+def test_default_is_the_rtl_top_cycle_model(rtl_top_system):
+    """``--config default`` is ``RtlSystem``: a pass's time is the top's cycle model
+    (``sim.accelerator``) of its program, projected to 24 layers, plus the host's part; a
+    prompt longer than the top's 128-token pass is prefilled in passes."""
+    from ternedge.sim.accelerator import program_cycles
+    from ternedge.sim.rtl_top import RtlSystem, host_seconds, project_cycles
+
+    sim = rtl_top_system
+    assert isinstance(sim, RtlSystem)
+    top = sim.top
+    assert top.config.fill_entries_per_cycle == 2 and top.max_tokens == 128
+    program = top.layout.program(1, 128)
+    cycles = program_cycles(program, top.timing)
+    want = (project_cycles(program, cycles, top.timing, layers_run=1, layers=24) / 250e6
+            + host_seconds(sim.config, sim.model))
+    step = sim.decode_step(129, record=True)
+    assert step.seconds == pytest.approx(want, rel=1e-12)
+    assert sum(step.breakdown.values()) == pytest.approx(step.seconds, rel=1e-12)
+    assert sum(sum(layer.values()) for layer in step.per_layer) == pytest.approx(step.seconds)
+    assert step.breakdown["tlmm"] > step.breakdown["attention"] > 0
+    assert step.ddr_bytes["weights"] == sim.weight_bytes_per_token()
+    assert 0 < step.energy_j and 0 < step.tlmm_busy_s < step.seconds
+    two = sim.prefill(200)                         # 128 + 72 tokens
+    assert two.seconds == pytest.approx(
+        sum(top.pass_cycles(n, p)[1] for n, p in ((128, 0), (72, 128))) / 250e6
+        + host_seconds(sim.config, sim.model, passes=2))
+    with pytest.raises(InputError, match="exceeds the KV-cache capacity of 1024"):
+        sim.run(1000, 100)
+
+
+def test_simulate_default_reports_the_rtl(capsys, rtl_top_system):
+    from ternedge.host.cli import main
+
+    assert main(["simulate", "--model", LARGE, "--config", "default", "--prompt-len", "16",
+                 "--gen", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["model_of"] == "rtl" and out["resources"] is None
+    assert out["ttft_s"] == pytest.approx(rtl_top_system.prefill(16).seconds)
+    assert out["decode_tok_s_by_context"]["17"] == pytest.approx(
+        1 / rtl_top_system.decode_step(17).seconds)
+
+
+def test_double_buffering_hides_weight_dma(what_if):
+    single = system.System(what_if.model,
+                           dataclasses.replace(what_if.config, double_buffer=False))
+    step_db, step_sb = what_if.decode_step(65), single.decode_step(65)
     assert step_db.seconds < step_sb.seconds
     assert step_db.breakdown["weight_dma"] < step_sb.breakdown["weight_dma"]
 
@@ -148,7 +200,7 @@ def test_dense_and_base243_layouts():
 
 
 def test_weight_buffer_tiles_cover_the_linear():
-    cfg = presets.load_config("default")
+    cfg = presets.load_config("what-if")
     buf, dma = blocks.WeightBuffer(cfg), blocks.WeightDma(cfg)
     tiles = buf.tiles(4096, 1536, dma, region=1536)
     assert sum(t.n for t in tiles) == 1536
@@ -166,17 +218,17 @@ def test_decode_attention_grows_with_context(tellme):
     assert times[0] < times[1] < times[2]
 
 
-def test_breakdown_sums_to_total_and_energy_is_consistent(default):
-    step = default.decode_step(200, record=True)
+def test_breakdown_sums_to_total_and_energy_is_consistent(what_if):
+    step = what_if.decode_step(200, record=True)
     assert sum(step.breakdown.values()) == pytest.approx(step.seconds)
-    assert len(step.per_layer) == default.model.num_hidden_layers
+    assert len(step.per_layer) == what_if.model.num_hidden_layers
     assert sum(sum(layer.values()) for layer in step.per_layer) == pytest.approx(step.seconds)
     assert step.energy_j == pytest.approx(sum(power.components(step).values()))
 
 
 def test_other_model_presets_run(kv260):
     for name in ("bitnet-b1.58-2B-4T", "bitnet-b1.58-3B"):
-        sim = system.System(presets.load_model(name), presets.load_config("default"), kv260)
+        sim = system.System(presets.load_model(name), presets.load_config("what-if"), kv260)
         result = sim.run(32, 4)
         assert 0 < result.decode_tok_s < 100 and result.ttft_s > 0
 
@@ -218,7 +270,7 @@ def test_unknown_names(loader, name, needle):
 
 
 def test_config_that_does_not_fit_on_chip_memory(kv260):
-    cfg = dataclasses.replace(presets.load_config("default"), weight_buffer_memory="uram",
+    cfg = dataclasses.replace(presets.load_config("what-if"), weight_buffer_memory="uram",
                               weight_buffer_depth=8192)
     with pytest.raises(ConfigurationError, match=r"needs \d+ URAM but kv260 has 64 usable; "
                                                  "lower weight_buffer_depth"):
@@ -226,20 +278,20 @@ def test_config_that_does_not_fit_on_chip_memory(kv260):
 
 
 def test_config_that_does_not_fit_luts(kv260):
-    cfg = dataclasses.replace(presets.load_config("default"), tables_per_step=84)
+    cfg = dataclasses.replace(presets.load_config("what-if"), tables_per_step=84)
     with pytest.raises(ConfigurationError, match="LUT but kv260 has 93696 usable"):
         system.System(presets.load_model(LARGE), cfg, kv260)
 
 
 def test_geometry_constraint_buffer_too_shallow_for_k():
-    cfg = dataclasses.replace(presets.load_config("default"), weight_buffer_depth=16)
+    cfg = dataclasses.replace(presets.load_config("what-if"), weight_buffer_depth=16)
     with pytest.raises(ConfigurationError, match="weight_buffer_depth 16 cannot hold one column "
                                                  "block of K=4096 .*raise weight_buffer_depth"):
         system.System(presets.load_model(LARGE), cfg)
 
 
 def test_more_ports_than_the_board_has(kv260):
-    cfg = dataclasses.replace(presets.load_config("default"), ddr_ports=8)
+    cfg = dataclasses.replace(presets.load_config("what-if"), ddr_ports=8)
     with pytest.raises(ConfigurationError, match="ddr_ports=8 but kv260 has 6"):
         system.System(presets.load_model(LARGE), cfg, kv260)
 
@@ -255,7 +307,7 @@ def test_config_json_file(tmp_path):
     path.write_text(json.dumps({"tables_per_step": 42, "double_buffer": False}))
     cfg = presets.load_config(path)
     assert cfg.tables_per_step == 42 and not cfg.double_buffer
-    assert cfg.lm_head == presets.CONFIGS["default"].lm_head
+    assert cfg.lm_head == presets.CONFIGS["what-if"].lm_head
     path.write_text(json.dumps({"tables_per_stepp": 42}))
     with pytest.raises(ConfigurationError, match="unknown field 'tables_per_stepp'"):
         presets.load_config(path)

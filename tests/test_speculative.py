@@ -421,7 +421,7 @@ def test_cli_unknown_drafter_is_a_usage_error():
 def large():
     from ternedge.sim.cli import build_system
 
-    return build_system("bitnet-b1.58-large", "kv260", "default")
+    return build_system("bitnet-b1.58-large", "kv260", "what-if")
 
 
 def test_a_pass_computes_every_row_of_logits(large):
