@@ -20,8 +20,10 @@ write is acknowledged before the next iteration. A LINEAR's tokens are pipelined
 sequencer reads token t + 1's row (and its epilogue row) as soon as the ReadDMA is free and the
 quantizer has a bank for it (``Quantizer``'s ping-pong buffer: at most two rows in it), while
 token t is still in pass 2, the engine and the dequantizer; the quantizer starts a token's
-pass 2 when the dequantizer takes its amax, once done with the token before, so the engine and
-the dequantizer still see one token at a time. The LINEAR's write commands go out on their
+pass 2 when the dequantizer takes its amax, once the token before has left the gearbox (the
+engine took its last K-step) and the dequantizer has started on its results, so tokens meet
+only in the engine, which loops over them, and the dequantizer prepares a token's scale while
+it streams the token before. The LINEAR's write commands go out on their
 own, (token, head) in order, each as soon as the WriteDMA is idle, and the instruction ends
 once all are acknowledged. Reads and writes are checked against the DDR window (``DDR_BASE``,
 ``DDR_SIZE``) before they are issued.
@@ -394,10 +396,19 @@ class Accelerator(wiring.Component):
         with m.Elif(beat_in):
             m.d.sync += [gear.eq(gear_next), gear_fill.eq(gear_fill + 1)]
 
-        m.d.comb += [dequant.scale.valid.eq(quant.amax.valid),
+        # A token's amax goes to the dequantizer (and its pass 2 starts) once the token before
+        # has left the quantizer and the gearbox: the engine has taken its last K-step, so the
+        # tokens meet only in the engine, which loops over them.
+        token_open = Signal()
+        gear_clear = ~token_open & ~gear_full & ~gear_ready
+        m.d.comb += [dequant.scale.valid.eq(quant.amax.valid & gear_clear),
                      dequant.scale.payload.amax.eq(quant.amax.payload),
                      dequant.scale.payload.w_m.eq(w_m), dequant.scale.payload.w_e.eq(w_e),
-                     quant.amax.ready.eq(dequant.scale.ready)]
+                     quant.amax.ready.eq(dequant.scale.ready & gear_clear)]
+        with m.If(quant.amax.valid & quant.amax.ready):
+            m.d.sync += token_open.eq(1)
+        with m.If(quant.q.valid & quant.q.ready & quant.q.payload.last):
+            m.d.sync += token_open.eq(0)
         # each engine result (cols_per_cycle accumulators) goes out as parts of 4 lanes
         parts = cfg.cols_per_cycle // lanes
         part_bits = lanes * cfg.acc_width
@@ -724,7 +735,7 @@ class Accelerator(wiring.Component):
                 m.d.sync += [remaining.eq(0), cos_held.eq(0), gear_fill.eq(0),
                              gear_full.eq(0), gear_ready.eq(0), n_block.eq(0), held.eq(0),
                              part.eq(0), seg.eq(0), off0.eq(0), in_quant.eq(0),
-                             w_pending.eq(0)]
+                             w_pending.eq(0), token_open.eq(0)]
                 m.next = "IDLE"
 
         # ---- counters ----

@@ -298,7 +298,8 @@ class Dequantizer(wiring.Component):
     ----------
     scale : In(stream.Signature(token_scale_layout()))
         One beat per token: its ``amax`` (from ``Quantizer.amax``) and the layer's weight Scale
-        ``(m, e)`` (``golden.quant.weight_scale``).
+        ``(m, e)`` (``golden.quant.weight_scale``). Taken once the token before's accumulators
+        have started, so a token's setup overlaps the token before.
     acc : In(stream.Signature(token_layout(signed(acc_width), lanes, "acc")))
         The token's accumulators, ``last`` on its final beat.
     y : Out(stream.Signature(token_layout(signed(32), lanes, "y")))
@@ -336,14 +337,22 @@ class Dequantizer(wiring.Component):
         and fine shifts, the rounding increment, the saturation."""
         return 9
 
+    #: cycles from a token's last accumulator beat to the next token's first: its element
+    #: through the six stages that use the token's product and shift, then the switch
+    TOKEN_GAP = 8
+
     def cycles(self, tokens: int, n: int) -> int:
         """Stall-free cycles, from the first scale beat to the last output, for ``tokens``
-        tokens of ``n`` outputs each: ``tokens * (setup_cycles + ceil(n / lanes)) + latency``
-        (the next token's scale beat is accepted right after the previous token's last
-        accumulator)."""
+        tokens of ``n`` outputs each (B = ``ceil(n / lanes)`` beats): the next token's scale
+        is taken in the cycle this token's accumulators start (its setup overlaps them), so
+        token i + 1's first accumulator beat comes ``max(setup_cycles, B - 1 + TOKEN_GAP)``
+        cycles after token i's: ``setup_cycles + (tokens - 1) * max(setup_cycles, B - 1 +
+        TOKEN_GAP) + B + latency``."""
         arith.check_positive("tokens", tokens)
         arith.check_positive("n", n)
-        return tokens * (self.setup_cycles + _ceil_div(n, self.lanes)) + self.latency
+        b = _ceil_div(n, self.lanes)
+        period = max(self.setup_cycles, b - 1 + self.TOKEN_GAP)
+        return self.setup_cycles + (tokens - 1) * period + b + self.latency
 
     def elaborate(self, platform):
         m = Module()
@@ -355,12 +364,14 @@ class Dequantizer(wiring.Component):
         # whichever sign e0 + 2 has (floor(floor(a / 2**j) / 127) = floor(a / (127 * 2**j))).
         m.submodules.divider = divider = arith.Divider(num_width=25, den_width=7,
                                                        quotient_width=qw)
+        # the next token's scale may be taken once this token's accumulators stream: its setup
+        # overlaps them, and it replaces this token's product and shift after its last one
         busy = Signal()                            # from the scale beat to the product
         streaming = Signal()
         w_m = Signal(16)                           # 0 for an all-zero token: its outputs are 0
         w_e = Signal(signed(8))
         take_scale = self.scale.valid & self.scale.ready
-        m.d.comb += self.scale.ready.eq(~busy & ~streaming)
+        m.d.comb += self.scale.ready.eq(~busy)
         with m.If(take_scale):
             m.d.sync += [busy.eq(1), w_e.eq(self.scale.payload.w_e),
                          w_m.eq(Mux(self.scale.payload.amax == 0, 0, self.scale.payload.w_m))]
@@ -424,7 +435,7 @@ class Dequantizer(wiring.Component):
         # a token's product and shift may replace the previous token's once no element of
         # that one is still before the stages that use them
         idle = Signal()
-        with m.If(have_scale & idle):
+        with m.If(have_scale & idle & ~streaming):
             m.d.sync += [have_scale.eq(0), busy.eq(0), streaming.eq(1),
                          product_m.eq(m_x * w_m), t.eq(t_x)]
         with m.If(accept & self.acc.payload.last):

@@ -20,9 +20,10 @@ which holds for any ``n_blocks`` (the engine waits for the gearbox when a K-step
 shorter than its refill). A LINEAR's tokens are pipelined (``_linear``): a token's row is read
 while the tokens before are still in the quantizer's pass 2, the engine and the dequantizer,
 and its writes go out on their own. The quantizer starts a token's pass 2 only once the
-dequantizer has taken the token before's last accumulator beat, so the engine and the
-dequantizer see each token alone, as the recurrence assumes; the model checks that the FIFOs
-in between never fill (the operands of three tokens, the outputs of two).
+token before has left the gearbox and the dequantizer has started on its results, so the
+recurrence runs on across tokens in the engine alone; the model checks that the dequantizer
+is ready for every token's results and that the FIFOs in between never fill (the operands of
+three tokens, the outputs of two).
 
 The weights come over the ``WeightStreamer``'s port (``_Streamer``): it walks the program
 from cycle 0 like the sequencer (a fetch, ``read_latency + 6`` cycles to its DECODE), and for
@@ -80,6 +81,8 @@ DEQUANT_LATENCY = units.Dequantizer(lanes=isa.LANES).latency
 #: Dequantizer: cycles from taking a token's scale (the quantizer's amax) to taking its first
 #: accumulator beat
 DEQUANT_SETUP = units.Dequantizer(lanes=isa.LANES).setup_cycles
+#: Dequantizer: cycles from a token's last accumulator beat to the next token's first
+DEQUANT_TOKEN_GAP = units.Dequantizer.TOKEN_GAP
 #: TLMM engine: cycles from a lookup's issue to its lookup stage (``rtl.tlmm.Engine``)
 ISSUE_TO_LOOKUP = 2
 #: cycles from a job's last weight beat to its bank's first possible issue: the registered
@@ -235,12 +238,14 @@ def _rope_outputs(x, table):
 
 
 def _linear_token(timing: TopTiming, first_beat: int, beats: int, k_steps: int,
-                  n_blocks: int, first_issue: int | None = None) -> tuple:
+                  n_blocks: int, first_issue: int | None = None, engine=None) -> tuple:
     """A token through the gearbox and the engine: the cycle of the first lookup (the
-    engine's lookup stage, two cycles after its issue) of its last K-step, and the cycle the
-    gearbox took its last INT8 beat, given the cycle the quantizer hands over its first INT8
-    beat (the engine idle before it) and the first cycle the engine may issue
-    (``first_issue``: the job's bank full and running; None: long before).
+    engine's lookup stage, two cycles after its issue) of its last K-step, the cycle the
+    gearbox took its last INT8 beat, the cycle the engine took its last K-step, and the
+    engine's state after it, given the cycle the quantizer hands over its first INT8 beat
+    (the gearbox empty before it), the first cycle the engine may issue (``first_issue``: the
+    job's bank full and running; None: long before) and the engine's state after the token
+    before (``engine``; None: idle).
 
     The quantizer hands over its INT8 beats one a cycle while the gearbox takes them. The
     gearbox is full (valid to the engine) the cycle after its K-step's last beat, or, if the
@@ -260,7 +265,7 @@ def _linear_token(timing: TopTiming, first_beat: int, beats: int, k_steps: int,
     running = never if first_issue is None else first_issue + ISSUE_TO_LOOKUP
     full = first_beat + sizes[0]                 # gearbox valid to the engine
     last_beat = full - 1
-    look, look_before, write = never, never, never
+    look, look_before, write = (never, never, never) if engine is None else engine
     for s in range(k_steps):
         if p is None:
             take = max(full, look - 1)
@@ -275,7 +280,7 @@ def _linear_token(timing: TopTiming, first_beat: int, beats: int, k_steps: int,
             # gearbox full), and waits there until this one is taken
             last_beat = full + sizes[s + 1] - 1
             full = max(last_beat, take) + 1
-    return look, last_beat
+    return look, last_beat, take, (look, look_before, write)
 
 
 def _fifo_level(ins_cycles, outs_cycles) -> int:
@@ -316,10 +321,13 @@ def _linear(ins, timing: TopTiming, clock: _Clock, u: int, streamer: _Streamer, 
     row), READ2, WAIT and on to the next token without waiting for this one: a token's READ0
     is accepted once the ReadDMA is free and the quantizer's bank for it is (the token two
     before has handed its last INT8 beat to the gearbox). The quantizer's pass 2 of a token
-    starts when the dequantizer takes its amax, once it has taken the last accumulator beat
-    of the token before, so the engine and the dequantizer see one token at a time as
-    before. The write commands, (token, head) in order, go out from the first UNIT_JOB on,
-    each in the cycle the WriteDMA is idle again; the last WAIT waits for all of them."""
+    starts when the dequantizer takes its amax: once the dequantizer has started on the
+    token before's accumulators and the engine has taken that token's last K-step. The
+    engine's recurrence runs on across the tokens; the dequantizer's next token follows
+    ``Dequantizer.TOKEN_GAP`` cycles after the last accumulator at the earliest (the model
+    checks that it is ready before the results come). The write commands, (token, head) in
+    order, go out from the first UNIT_JOB on, each in the cycle the WriteDMA is idle again;
+    the last WAIT waits for all of them."""
     t = timing
     s0, d, e = ins.src0, ins.dst, ins.epilogue
     parts = t.config.cols_per_cycle // isa.LANES
@@ -327,6 +335,8 @@ def _linear(ins, timing: TopTiming, clock: _Clock, u: int, streamer: _Streamer, 
     outputs, a_in, a_out = [], [], []           # output FIFO (readable), a_fifo in and out
     emitted = []                                # per token: the gearbox took its last beat
     acc_last = None
+    scale_free = taken = None                   # the token before: dequantizer, engine free
+    engine = None
     first_unit_job, wait = u, u
     for tok in range(ins.tokens):
         if tok:
@@ -345,20 +355,27 @@ def _linear(ins, timing: TopTiming, clock: _Clock, u: int, streamer: _Streamer, 
             state += 1                           # READ1 skipped
         wait = state + 1                         # READ2 skipped
         start = row[-1] + QUANT_PASS2_START      # the amax beat, taken: pass 2 starts
-        if acc_last is not None:
-            start = max(start, acc_last + 1)
-        last_step, last_beat = _linear_token(t, start + QUANT_LATENCY, s0.beats, ins.k_steps,
-                                             ins.n_blocks, first_issue if tok == 0 else None)
+        if tok:
+            start = max(start, scale_free, taken + 1)
+        last_step, last_beat, take, engine = _linear_token(
+            t, start + QUANT_LATENCY, s0.beats, ins.k_steps, ins.n_blocks,
+            first_issue if tok == 0 else None, engine)
         emitted.append(last_beat)
+        taken = take
         if tok == ins.tokens - 1:                # the bank is released at the last issue
             streamer.release(job, last_step - ISSUE_TO_LOOKUP + ins.n_blocks - 1)
         # result parts reach the dequantizer one a cycle from the cycle after the first
         # result's handshake (its issue, then the result latency)
         first_part = last_step - ISSUE_TO_LOOKUP + t.engine_result_latency + 1
-        if first_part < start + DEQUANT_SETUP:
-            raise ValueError("the top model needs the dequantizer's setup done before a "
-                             f"token's first result ({first_part - start} cycles after its "
-                             f"scale, not {DEQUANT_SETUP})")
+        # the dequantizer takes accumulators from ``streams`` (its setup done, the token
+        # before's last accumulator through): the model needs that before the first result
+        streams = start + DEQUANT_SETUP
+        if acc_last is not None:
+            streams = max(streams, acc_last + DEQUANT_TOKEN_GAP)
+        if first_part < streams:
+            raise ValueError("the top model needs the dequantizer ready before a token's "
+                             f"first result (cycle {first_part}, ready from {streams})")
+        scale_free = streams                    # the next scale may be taken from then
         acc = [first_part + j for j in range(token_beats)]
         acc_last = acc[-1]
         if e is None:

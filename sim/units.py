@@ -19,7 +19,7 @@ model              RTL unit                            formula
 ``Isqrt``          ``rtl.arith.Isqrt``                 ``latency = width / 2 + 1``
 ``RatioScale``     ``rtl.arith.RatioScale``            ``latency = 19 + 1``
 ``Quantizer``      ``rtl.quant.Quantizer``             ``(M+1) B + 3 ((M-1) // 2) + 15`` (4 l.)
-``Dequantizer``    ``rtl.quant.Dequantizer``           ``M * (27 + ceil(N / lanes)) + 9``
+``Dequantizer``    ``rtl.quant.Dequantizer``           ``27 + (M-1) max(27, B+7) + B + 9``
 ``RMSNorm``        ``rtl.elementwise.RMSNorm``         ``M * (2 * H / lanes + 102) + 1``
 ``RoPE``           ``rtl.elementwise.RoPE``            ``3 * heads * head_dim / (2 lanes) + 1``
 ``Pointwise``      ``rtl.elementwise.Pointwise``       ``beats + 1``
@@ -246,13 +246,20 @@ class Dequantizer:
         saturation."""
         return 9
 
+    #: a token's last accumulator beat to the next token's first: the six stages that use the
+    #: token's product and shift drained, then the switch
+    TOKEN_GAP = 8
+
     def cycles(self, tokens: int, n: int) -> int:
-        """``tokens * (setup_cycles + ceil(n / lanes)) + latency`` = ``tokens * (27 + ceil(n
-        / lanes)) + 9``: the next token's scale beat is accepted right after the previous
-        token's last accumulator."""
+        """``27 + (tokens - 1) * max(27, B + 7) + B + 9`` with ``B = ceil(n / lanes)``: the
+        next token's scale is taken when this token's accumulators start, its setup (27)
+        overlaps them, and its first accumulator follows this token's last one
+        ``TOKEN_GAP`` cycles later at the earliest."""
         _check_positive("tokens", tokens)
         _check_positive("n", n)
-        return tokens * (self.setup_cycles + _ceil_div(n, self.lanes)) + self.latency
+        b = _ceil_div(n, self.lanes)
+        period = max(self.setup_cycles, b - 1 + self.TOKEN_GAP)
+        return self.setup_cycles + (tokens - 1) * period + b + self.latency
 
 
 # -- elementwise (rtl/elementwise.py) --------------------------------------------------------
