@@ -68,10 +68,6 @@ NORM_SETUP = units.RMSNorm(lanes=isa.LANES).setup_cycles + 1
 #: DecodeUnit: cycles from the last value beat to the first output beat: the divider start,
 #: ``RatioScale`` (QUOTIENT_WIDTH + 1) and the output register (``DecodeUnit.cycles``)
 ATTENTION_TAIL = units.RATIO_SCALE_QUOTIENT_WIDTH + 4
-#: Quantizer: cycles from a token's last input beat to its first INT8 beat (its first buffer
-#: read ``pass2_start`` cycles after, that beat out of the divider pipeline ``latency`` later)
-QUANT_FIRST_BEAT = (units.Quantizer(lanes=isa.LANES).pass2_start
-                    + units.Quantizer(lanes=isa.LANES).latency)
 #: Quantizer: cycles from a token's last input beat to its amax beat (taken at once: its
 #: first buffer read), and from a buffer read to its INT8 beat
 QUANT_PASS2_START = units.Quantizer(lanes=isa.LANES).pass2_start
@@ -375,6 +371,11 @@ def _linear(ins, timing: TopTiming, clock: _Clock, u: int, streamer: _Streamer, 
         if first_part < streams:
             raise ValueError("the top model needs the dequantizer ready before a token's "
                              f"first result (cycle {first_part}, ready from {streams})")
+        # ... and the engine's result credits all back (the token before's last result taken
+        # into the parts register) before this token's first last-K-step issue
+        if acc_last is not None and last_step - ISSUE_TO_LOOKUP < acc_last - parts + 1:
+            raise ValueError("the top model needs the token before's results out of the "
+                             "engine before this token's last K-step")
         scale_free = streams                    # the next scale may be taken from then
         acc = [first_part + j for j in range(token_beats)]
         acc_last = acc[-1]
