@@ -16,8 +16,17 @@ Blocks::
 The sequencer fetches one instruction (four beats), checks it, then iterates over its
 ``tokens`` x ``heads``: it issues the iteration's write command, then its read commands (each
 tagged with the unit input it feeds), and waits until the read stream is consumed and every
-write is acknowledged before the next iteration. Reads and writes are checked against the DDR
-window (``DDR_BASE``, ``DDR_SIZE``) before they are issued.
+write is acknowledged before the next iteration. A LINEAR's tokens are pipelined instead: the
+sequencer reads token t + 1's row (and its epilogue row) as soon as the ReadDMA is free and the
+quantizer has a bank for it (``Quantizer``'s ping-pong buffer: at most two rows in it), while
+token t is still in pass 2, the engine and the dequantizer; the quantizer starts a token's
+pass 2 when the dequantizer takes its amax, once the token before has left the gearbox (the
+engine took its last K-step) and the dequantizer has started on its results, so tokens meet
+only in the engine, which loops over them, and the dequantizer prepares a token's scale while
+it streams the token before. The LINEAR's write commands go out on their
+own, (token, head) in order, each as soon as the WriteDMA is idle, and the instruction ends
+once all are acknowledged. Reads and writes are checked against the DDR window (``DDR_BASE``,
+``DDR_SIZE``) before they are issued.
 
 The weights take ports of their own (``weight_ddr0`` .. ``weight_ddr{P-1}``, P =
 ``config.fill_entries_per_cycle``): the ``WeightStreamer`` (``rtl.weight_stream``) walks the
@@ -189,6 +198,7 @@ class Accelerator(wiring.Component):
         cfg, lanes = self.config, isa.LANES
         row_beats = self.max_dim // lanes
         head_beats = self.head_dim // lanes
+        job_beats = self.max_job_n // lanes           # one token's outputs of one engine job
         steps_per_k = cfg.k_per_step // lanes         # DDR beats per engine K-step
 
         m.submodules.regs = regs = Registers(counters=len(COUNTERS))
@@ -227,11 +237,13 @@ class Accelerator(wiring.Component):
                                      head_dim=self.head_dim, max_keys=self.max_context),
             "pointwise": Pointwise(lanes=lanes, ops=self.pointwise_ops),
             # operands that arrive before their unit takes them, and the unit outputs on their
-            # way to the WriteDMA: deep enough that neither DMA ever waits for a unit
+            # way to the WriteDMA: deep enough that neither DMA ever waits for a unit (a
+            # pipelined LINEAR has the epilogue rows of up to three tokens in ``a_fifo``, and
+            # up to two tokens' outputs wait for their write, see ``sim.accelerator``)
             "rope_fifo": fifo.SyncFIFO(width=DATA_WIDTH, depth=head_beats),
-            "a_fifo": fifo.SyncFIFO(width=DATA_WIDTH, depth=row_beats),
+            "a_fifo": fifo.SyncFIFO(width=DATA_WIDTH, depth=max(row_beats, 3 * job_beats)),
             "gamma_fifo": fifo.SyncFIFO(width=DATA_WIDTH, depth=row_beats),
-            "out_fifo": fifo.SyncFIFO(width=DATA_WIDTH, depth=row_beats),
+            "out_fifo": fifo.SyncFIFO(width=DATA_WIDTH, depth=max(row_beats, 2 * job_beats)),
         }
         for name, unit in units.items():
             m.submodules[name] = ResetInserter(unit_reset)(unit)
@@ -394,10 +406,19 @@ class Accelerator(wiring.Component):
         with m.Elif(beat_in):
             m.d.sync += [gear.eq(gear_next), gear_fill.eq(gear_fill + 1)]
 
-        m.d.comb += [dequant.scale.valid.eq(quant.amax.valid),
+        # A token's amax goes to the dequantizer (and its pass 2 starts) once the token before
+        # has left the quantizer and the gearbox: the engine has taken its last K-step, so the
+        # tokens meet only in the engine, which loops over them.
+        token_open = Signal()
+        gear_clear = ~token_open & ~gear_full & ~gear_ready
+        m.d.comb += [dequant.scale.valid.eq(quant.amax.valid & gear_clear),
                      dequant.scale.payload.amax.eq(quant.amax.payload),
                      dequant.scale.payload.w_m.eq(w_m), dequant.scale.payload.w_e.eq(w_e),
-                     quant.amax.ready.eq(dequant.scale.ready)]
+                     quant.amax.ready.eq(dequant.scale.ready & gear_clear)]
+        with m.If(quant.amax.valid & quant.amax.ready):
+            m.d.sync += token_open.eq(1)
+        with m.If(quant.q.valid & quant.q.ready & quant.q.payload.last):
+            m.d.sync += token_open.eq(0)
         # each engine result (cols_per_cycle accumulators) goes out as parts of 4 lanes
         parts = cfg.cols_per_cycle // lanes
         part_bits = lanes * cfg.acc_width
@@ -479,6 +500,14 @@ class Accelerator(wiring.Component):
         faulted = Signal()
         group_mask = Signal(16)
         m.d.comb += group_mask.eq((1 << group_shift[:4]) - 1)
+        # A LINEAR's tokens are pipelined: the read side issues a token's reads while the
+        # tokens before are still in the quantizer, engine and dequantizer; its write commands
+        # ((token, head) in order) go out on their own, each as soon as the WriteDMA is idle.
+        # ``in_quant``: tokens read into the quantizer not yet handed to the gearbox; a row is
+        # read only while at most one other is, so it always finds a free quantizer bank.
+        in_quant = Signal(2)
+        w_pending, w_t, w_h = Signal(), Signal(16), Signal(16)
+        w_row, w_off = Signal(32), Signal(32)
 
         def raise_fault(code):
             m.d.sync += [fault_code.eq(code), faulted.eq(1)]
@@ -540,7 +569,7 @@ class Accelerator(wiring.Component):
             table = {
                 isa.Op.NORM: [(yes, row0 + off0, beats0, Route.NORM_X),
                               (yes, src1[0], beats1, Route.NORM_GAMMA)],
-                isa.Op.LINEAR: [(h == 0, row0, beats0, Route.QUANT_X),
+                isa.Op.LINEAR: [(h == 0, row0, beats0, Route.QUANT_X, in_quant != 2),
                                 (epilogue & (h == 0), rowe, beatsd, Route.POINTWISE_A)],
                 isa.Op.ROPE: [(yes, row0 + off0, beats0, Route.ROPE_X),
                               (yes, row1, beats1, Route.ROPE_TABLE)],
@@ -556,7 +585,7 @@ class Accelerator(wiring.Component):
             """Offer the op's read; with ``segments`` (op, count) that op's read repeats over
             ``count`` segments ``stride_h`` apart, only the last one ending the token."""
             with m.Switch(op):
-                for o, (when, addr, beats, rt) in options.items():
+                for o, (when, addr, beats, rt, *go) in options.items():
                     with m.Case(o):
                         more = C(0, 1)
                         if segments is not None and segments[0] == o:
@@ -567,7 +596,7 @@ class Accelerator(wiring.Component):
                             m.next = next_state
                         with m.Elif(~rd_ok):
                             raise_fault(ErrorCode.ADDRESS_RANGE)
-                        with m.Else():
+                        with m.Elif(go[0] if go else C(1, 1)):      # else wait
                             m.d.comb += rd_issue.eq(1)
                             with m.If(reader.cmd.ready):
                                 with m.If(more):
@@ -578,6 +607,27 @@ class Accelerator(wiring.Component):
                                         m.d.sync += [seg.eq(0), off0.eq(0)]
                 with m.Default():
                     m.next = next_state
+
+        def linear_writes():
+            """LINEAR: offer the next write command; in every state of the token loop."""
+            with m.If(is_op(isa.Op.LINEAR) & w_pending):
+                m.d.comb += [wr_addr.eq(w_row + w_off), wr_beats.eq(beatsd)]
+                with m.If(~wr_ok):
+                    raise_fault(ErrorCode.ADDRESS_RANGE)
+                with m.Else():
+                    m.d.comb += wr_issue.eq(1)
+                    with m.If(writer.cmd.ready):
+                        with m.If(w_h + 1 < heads):
+                            m.d.sync += [w_h.eq(w_h + 1), w_off.eq(w_off + dst[2])]
+                        with m.Else():
+                            m.d.sync += [w_h.eq(0), w_off.eq(0), w_t.eq(w_t + 1),
+                                         w_row.eq(w_row + dst[1])]
+                            with m.If(w_t + 1 == tokens):
+                                m.d.sync += w_pending.eq(0)
+
+        read_in = reader.cmd.valid & reader.cmd.ready & (rd_route == Route.QUANT_X)
+        handed = quant.q.valid & quant.q.ready & quant.q.payload.last
+        m.d.sync += in_quant.eq(in_quant + read_in - handed)
 
         fetching = Signal()
         retire = Signal()
@@ -607,7 +657,8 @@ class Accelerator(wiring.Component):
                 m.d.sync += [t.eq(0), h.eq(0), row0.eq(src0[0]), row1.eq(src1[0]),
                              rowd.eq(dst[0]), rowe.eq(src1[1]), off0.eq(0), offd.eq(0),
                              kv_off.eq(0),
-                             keys.eq(keys0), seg.eq(0)]
+                             keys.eq(keys0), seg.eq(0), w_pending.eq(is_op(isa.Op.LINEAR)),
+                             w_t.eq(0), w_h.eq(0), w_row.eq(dst[0]), w_off.eq(0)]
                 with m.If(~known_op):
                     raise_fault(ErrorCode.BAD_OPCODE)
                 with m.Elif(~lengths_ok | (tokens == 0) | (heads == 0) | (beats0 == 0)):
@@ -625,27 +676,39 @@ class Accelerator(wiring.Component):
                         m.next = "WRITE"
                 with m.Else():
                     m.next = "WRITE"
+                linear_writes()
             with m.State("WRITE"):
-                m.d.comb += [regs.busy.eq(1), wr_addr.eq(rowd + offd),
-                             wr_beats.eq(Mux(is_attention, beatsd * step_t, beatsd))]
-                with m.If(~wr_ok):
-                    raise_fault(ErrorCode.ADDRESS_RANGE)
+                m.d.comb += regs.busy.eq(1)
+                with m.If(is_op(isa.Op.LINEAR)):
+                    m.next = "READ0"
                 with m.Else():
-                    m.d.comb += wr_issue.eq(1)
-                    with m.If(writer.cmd.ready):
-                        m.next = "READ0"
+                    m.d.comb += [wr_addr.eq(rowd + offd),
+                                 wr_beats.eq(Mux(is_attention, beatsd * step_t, beatsd))]
+                    with m.If(~wr_ok):
+                        raise_fault(ErrorCode.ADDRESS_RANGE)
+                    with m.Else():
+                        m.d.comb += wr_issue.eq(1)
+                        with m.If(writer.cmd.ready):
+                            m.next = "READ0"
+                linear_writes()
             for step in range(3):
                 with m.State(f"READ{step}"):
                     m.d.comb += regs.busy.eq(1)
                     issue_read(iteration_reads(step), f"READ{step + 1}" if step < 2 else "WAIT",
                                segments=(isa.Op.NORM, heads) if step == 0 else None)
+                    linear_writes()
             with m.State("WAIT"):
                 m.d.comb += regs.busy.eq(1)
-                settled = (remaining == 0) & reader.idle & writer.idle & ~writer.cmd.valid
+                settled = ((remaining == 0) & reader.idle & writer.idle & ~writer.cmd.valid
+                           & ~w_pending)
                 with m.If(axi_fault != 0):
                     raise_fault(axi_fault)
+                with m.Elif(is_op(isa.Op.LINEAR) & (t + 1 < tokens)):
+                    # the next token's reads go out while this one is still on its way
+                    m.d.sync += [t.eq(t + 1), row0.eq(row0 + src0[1]), rowe.eq(rowe + src1[2])]
+                    m.next = "UNIT_JOB"
                 with m.Elif(settled):
-                    with m.If(h + 1 < iter_heads):
+                    with m.If((h + 1 < iter_heads) & ~is_op(isa.Op.LINEAR)):
                         advance_kv = ((h + 1) & group_mask) == 0
                         m.d.sync += [h.eq(h + 1), off0.eq(off0 + src0[2]),
                                      offd.eq(offd + dst[2]),
@@ -668,6 +731,7 @@ class Accelerator(wiring.Component):
                                 m.next = "END"
                         with m.Else():
                             m.next = "FETCH"
+                linear_writes()
             with m.State("END"):                     # the streamer's walk is not over yet
                 m.d.comb += regs.busy.eq(1)
                 with m.If(streamer.done):
@@ -681,7 +745,8 @@ class Accelerator(wiring.Component):
                              regs.fault.eq(faulted), reader.clear.eq(1), writer.clear.eq(1)]
                 m.d.sync += [remaining.eq(0), cos_held.eq(0), gear_fill.eq(0),
                              gear_full.eq(0), gear_ready.eq(0), n_block.eq(0), held.eq(0),
-                             part.eq(0), seg.eq(0), off0.eq(0)]
+                             part.eq(0), seg.eq(0), off0.eq(0), in_quant.eq(0),
+                             w_pending.eq(0), token_open.eq(0)]
                 m.next = "IDLE"
 
         # ---- counters ----

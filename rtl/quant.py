@@ -5,10 +5,10 @@ Both are pipelined so that no register-to-register path has more than one carry 
 small multiplier) and a few LUTs (issue #12): every per-element step has its own register.
 
 ``Quantizer``
-    Two passes over one token. Pass 1 stores the token's beats in a buffer (read synchronously,
-    so block RAM where it is deep enough for one) and finds ``amax = max |x|`` through a
-    pipeline (the magnitudes, a tree of pairwise maxima with one level a stage, the running
-    maximum). Pass 2
+    Two passes over each token. Pass 1 stores the token's beats in one bank of a ping-pong
+    buffer (read synchronously, so block RAM where it is deep enough) and finds ``amax = max
+    |x|`` through a pipeline (the magnitudes, a tree of pairwise maxima with one level a stage,
+    the running maximum), while pass 2 of the token before reads the other bank. Pass 2
     reads the beats back and emits ``q = sign(x) * floor((254 |x| + amax) / (2 amax))``
     (``golden.quant.quantize_activations``) through a per-lane pipelined restoring divider: one
     compare/subtract row a stage, seven rows (``|x| <= amax`` bounds the quotient by 127).
@@ -30,7 +30,7 @@ Stall-free timing (``cycles``) counts the cycles from the one accepting a job's 
 beat to the one accepting its last output beat, both included.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -60,26 +60,31 @@ def _max(m, a, b, name):
 
 
 class Quantizer(wiring.Component):
-    """Per-token absmax INT8 quantizer (two passes through a token buffer).
+    """Per-token absmax INT8 quantizer (two passes through a ping-pong token buffer).
 
     Parameters
     ----------
     lanes : int
         Q16 elements per beat (and INT8 results per output beat).
     max_k : int
-        Longest token (elements). The token buffer holds ``ceil(max_k / lanes)`` beats of
-        ``lanes * 32`` bits: one token, so pass 1 of the next token starts when pass 2 of this
-        one has read its last beat (no ping-pong; double the buffer to overlap them).
+        Longest token (elements). The buffer holds two tokens of ``ceil(max_k / lanes)`` beats
+        of ``lanes * 32`` bits (ping-pong banks, tokens alternating): pass 1 of the next token
+        fills one bank while pass 2 of this one reads the other.
 
     Attributes
     ----------
     x : In(stream.Signature(token_layout(signed(32), lanes, "x")))
-        Q16 activations, ``last`` on each token's final beat.
+        Q16 activations, ``last`` on each token's final beat. Taken while the bank the token
+        goes into is free: the next token at once, the one after once this token's pass 2 has
+        read its last beat.
     q : Out(stream.Signature(token_layout(signed(8), lanes, "q")))
         INT8 activations in [-127, 127], same beat structure as ``x``.
     amax : Out(stream.Signature(unsigned(32)))
-        One beat per token: ``max |x|`` (Q16; 0 for an all-zero token), presented in the cycle
-        pass 2 starts (``pass2_start`` cycles after the token's last input beat).
+        One beat per token: ``max |x|`` (Q16; 0 for an all-zero token), offered ``pass2_start``
+        cycles after the token's last input beat, or once the previous token's pass 2 has read
+        its last beat if that is later. The token's pass 2 starts in the cycle the beat is
+        taken, so a consumer that takes the next token's amax only when it is ready for that
+        token's results (the ``Dequantizer``) paces pass 2.
     """
 
     #: pass-2 stages from a buffer read to the output register: the read, ``|x|``, ``254 |x|``,
@@ -99,14 +104,14 @@ class Quantizer(wiring.Component):
     @property
     def tree_stages(self) -> int:
         """Stages of the pass-1 tree of pairwise maxima over the lanes: ``ceil(log2(lanes))``,
-        at least one (so that a one-beat token's amax never waits for the previous token's
-        last read to reach the stage that reads amax)."""
+        at least one."""
         return max(1, (self.lanes - 1).bit_length())
 
     @property
     def pass2_start(self) -> int:
-        """Cycles from accepting a token's last input beat to its first buffer read (and its
-        ``amax`` beat): the magnitude register, the tree, the running-maximum stage."""
+        """Cycles from accepting a token's last input beat to the first cycle its ``amax``
+        beat is offered (and, taken at once, its first buffer read): the magnitude register,
+        the tree, the running-maximum stage."""
         return self.tree_stages + 2
 
     @property
@@ -116,92 +121,113 @@ class Quantizer(wiring.Component):
 
     def cycles(self, tokens: int, k: int) -> int:
         """Stall-free cycles for ``tokens`` tokens of ``k`` elements each (``B = ceil(k /
-        lanes)`` beats): ``tokens * (2 B + pass2_start - 1) + latency`` (one beat a cycle into
-        the buffer, ``pass2_start - 1`` cycles to ``amax``, one beat a cycle out)."""
+        lanes)`` beats), from accepting the first input beat to accepting the last output
+        beat, both included.
+
+        With token i's first and last input beats in cycles ``f[i]`` and ``a[i] = f[i] + B -
+        1`` and its first buffer read in ``p[i]`` (reads one a cycle)::
+
+            f[0] = 0,  f[1] = B,  f[i] = max(a[i-1] + 1, p[i-2] + B)   (its bank free)
+            p[0] = a[0] + pass2_start,  p[i] = max(a[i] + pass2_start, p[i-1] + B)
+            cycles = p[tokens-1] + B + latency
+
+        so a long stream of tokens takes about B cycles a token (the passes overlap)."""
         arith.check_positive("tokens", tokens)
         arith.check_positive("k", k)
         if k > self.max_k:
             raise ValueError(f"k={k} exceeds this quantizer's max_k={self.max_k}")
-        return tokens * (2 * _ceil_div(k, self.lanes) + self.pass2_start - 1) + self.latency
+        b = _ceil_div(k, self.lanes)
+        last, reads = -1, []
+        for i in range(tokens):
+            first = last + 1 if i < 2 else max(last + 1, reads[i - 2] + b)
+            last = first + b - 1
+            reads.append(last + self.pass2_start if i == 0
+                         else max(last + self.pass2_start, reads[i - 1] + b))
+        return reads[-1] + b + self.latency
 
     def elaborate(self, platform):
         m = Module()
-        lanes = self.lanes
+        lanes, depth = self.lanes, self.depth
         m.submodules.buffer = buffer = memory.Memory(
-            shape=data.ArrayLayout(signed(32), lanes), depth=self.depth, init=[])
+            shape=data.ArrayLayout(signed(32), lanes), depth=2 * depth, init=[])
         write = buffer.write_port()
         read = buffer.read_port()                  # synchronous: block RAM where deep enough
 
-        count = Signal(range(self.depth + 1))      # beats stored in pass 1
-        index = Signal(range(self.depth + 1))      # next beat to read in pass 2
-        closing = Signal()                         # a last beat is in the pass-1 pipeline
+        # Tokens alternate between the two banks: pass 1 stores into ``wbank``, pass 2 reads
+        # ``rbank``, and ``cbank`` is the bank of the token whose last beat is at the
+        # running-maximum stage. Per bank: the token's beats, its amax, whether the bank holds
+        # a token not yet read out (``busy``) and whether its amax is waiting to be taken.
+        wbank, rbank, cbank = Signal(), Signal(), Signal()
+        count = Signal(range(depth + 1))           # beats stored of the token in pass 1
+        stored = Array(Signal(range(depth + 1), name=f"stored{b}") for b in range(2))
+        busy = Array(Signal(name=f"busy{b}") for b in range(2))
+        known = Array(Signal(name=f"known{b}") for b in range(2))
+        amaxes = Array(Signal(32, name=f"amax{b}") for b in range(2))
+        zeros = Array(Signal(name=f"amax{b}_zero") for b in range(2))
+        index = Signal(range(depth + 1))           # next beat to read in pass 2
         emitting = Signal()                        # pass 2 is reading the buffer
         running = Signal(32)
-        amax = Signal(32)
-        amax_zero = Signal()
 
         # ---- pass 1: store, and amax through magnitude / tree / running-max stages ----
         accept = self.x.valid & self.x.ready
         m.d.comb += [
-            # a new token waits until the previous one has been read and its amax taken
-            self.x.ready.eq(~closing & ~emitting & ~self.amax.valid),
-            write.addr.eq(count),
+            self.x.ready.eq(~busy[wbank]),
+            write.addr.eq(Mux(wbank, count + depth, count)),
             write.data.eq(self.x.payload.x),
             write.en.eq(accept),
-            self.amax.payload.eq(amax),
         ]
         with m.If(accept):
             m.d.sync += count.eq(count + 1)
             with m.If(self.x.payload.last):
-                m.d.sync += closing.eq(1)
-
-        # pass 2's valid bits before its amax stage: a token's amax may replace the previous
-        # one only once every beat of that one has passed the stage that reads it
-        v_read, v_abs, v_mul = Signal(), Signal(), Signal()
-        advance = ~self.q.valid | self.q.ready
-        hold = Signal()
-        go = ~hold
+                m.d.sync += [stored[wbank].eq(count + 1), count.eq(0), busy[wbank].eq(1),
+                             wbank.eq(~wbank)]
 
         level = [Signal(32, name=f"abs{i}") for i in range(lanes)]
         valid, last = Signal(name="abs_valid"), Signal(name="abs_last")
-        with m.If(go):
-            m.d.sync += [valid.eq(accept), last.eq(self.x.payload.last)]
-            for i, mag in enumerate(level):
-                x = self.x.payload.x[i]
-                m.d.sync += mag.eq(Mux(x < 0, -x, x)[:32])
-        for depth in range(self.tree_stages):
-            pairs = [_max(m, level[j], level[j + 1], name=f"max{depth}_{j}")
+        m.d.sync += [valid.eq(accept), last.eq(self.x.payload.last)]
+        for i, mag in enumerate(level):
+            x = self.x.payload.x[i]
+            m.d.sync += mag.eq(Mux(x < 0, -x, x)[:32])
+        for depth_ in range(self.tree_stages):
+            pairs = [_max(m, level[j], level[j + 1], name=f"max{depth_}_{j}")
                      for j in range(0, len(level) - 1, 2)]
-            nxt = [Signal(32, name=f"tree{depth}_{j}") for j in range(_ceil_div(len(level), 2))]
-            nxt_valid = Signal(name=f"tree{depth}_valid")
-            nxt_last = Signal(name=f"tree{depth}_last")
-            with m.If(go):
-                m.d.sync += [nxt_valid.eq(valid), nxt_last.eq(last)]
-                m.d.sync += [s.eq(v) for s, v in zip(nxt, pairs + level[len(pairs) * 2:],
-                                                     strict=True)]
+            nxt = [Signal(32, name=f"tree{depth_}_{j}")
+                   for j in range(_ceil_div(len(level), 2))]
+            nxt_valid = Signal(name=f"tree{depth_}_valid")
+            nxt_last = Signal(name=f"tree{depth_}_last")
+            m.d.sync += [nxt_valid.eq(valid), nxt_last.eq(last)]
+            m.d.sync += [s.eq(v) for s, v in zip(nxt, pairs + level[len(pairs) * 2:],
+                                                 strict=True)]
             level, valid, last = nxt, nxt_valid, nxt_last
         beat_max = level[0]
         new_max = _max(m, beat_max, running, name="new_max")
-        safe = ~v_read & ~v_abs & (~v_mul | advance)
-        m.d.comb += hold.eq(valid & last & ~safe)
-        with m.If(self.amax.valid & self.amax.ready):
-            m.d.sync += self.amax.valid.eq(0)
-        with m.If(valid & go):
+        with m.If(valid):
             with m.If(last):
-                m.d.sync += [amax.eq(new_max), amax_zero.eq((beat_max == 0) & (running == 0)),
-                             self.amax.valid.eq(1), running.eq(0), closing.eq(0),
-                             emitting.eq(1), index.eq(0)]
+                # the bank's previous token was read out and its amax taken before this
+                # token's first beat could be stored there
+                m.d.sync += [amaxes[cbank].eq(new_max),
+                             zeros[cbank].eq((beat_max == 0) & (running == 0)),
+                             known[cbank].eq(1), cbank.eq(~cbank), running.eq(0)]
             with m.Else():
                 m.d.sync += running.eq(new_max)
 
         # ---- pass 2: read, |x|, 254 |x|, + amax, 7 divider rows, sign; stalls as a whole ----
-        issue = emitting & advance
-        final = index == count - 1
-        m.d.comb += [read.addr.eq(index), read.en.eq(advance)]
+        # A token's pass 2 starts in the cycle its amax beat is taken; each beat carries its
+        # token's amax down to the stage that uses it, so the next token may follow at once.
+        advance = ~self.q.valid | self.q.ready
+        m.d.comb += [self.amax.valid.eq(known[rbank] & ~emitting),
+                     self.amax.payload.eq(amaxes[rbank])]
+        start = self.amax.valid & self.amax.ready
+        issue = (emitting | start) & advance
+        final = index == stored[rbank] - 1
+        m.d.comb += [read.addr.eq(Mux(rbank, index + depth, index)), read.en.eq(advance)]
+        with m.If(start):
+            m.d.sync += [emitting.eq(1), known[rbank].eq(0)]
         with m.If(issue):
             m.d.sync += index.eq(index + 1)
             with m.If(final):
-                m.d.sync += [emitting.eq(0), count.eq(0)]
+                m.d.sync += [emitting.eq(0), index.eq(0), busy[rbank].eq(0),
+                             rbank.eq(~rbank)]
 
         def stage(name, shape, value):
             s = Signal(shape, name=name)
@@ -209,15 +235,20 @@ class Quantizer(wiring.Component):
                 m.d.sync += s.eq(value)
             return s
 
+        # dividing an all-zero token by 1 instead of 0 gives its zeros
+        token_amax = amaxes[rbank]
+        read_amax = stage("read_amax", 32, Cat(token_amax[0] | zeros[rbank], token_amax[1:]))
         last_read = stage("read_last", 1, final)
+        v_read, v_abs, v_mul = Signal(), Signal(), Signal()
         m.d.sync += v_read.eq(Mux(advance, issue, v_read))
         with m.If(advance):
             m.d.sync += [v_abs.eq(v_read), v_mul.eq(v_abs)]
         last_abs = stage("mag_last", 1, last_read)
+        mag_amax = stage("mag_amax", 32, read_amax)
         last_mul = stage("mul_last", 1, last_abs)
+        mul_amax = stage("mul_amax", 32, mag_amax)
         v, lst = stage("num_valid", 1, v_mul), stage("num_last", 1, last_mul)
-        # dividing an all-zero token by 1 instead of 0 gives its zeros
-        divisor = stage("num_divisor", 32, Cat(amax[0] | amax_zero, amax[1:]))
+        divisor = stage("num_divisor", 32, mul_amax)
         lane_rest, lane_neg = [], []
         for i in range(lanes):
             x = read.data[i]
@@ -225,7 +256,7 @@ class Quantizer(wiring.Component):
             neg = stage(f"mag{i}_neg", 1, x < 0)
             times = stage(f"mul{i}", 39, (mag << 8) - (mag << 1))      # 254 |x| < 2**39
             neg = stage(f"mul{i}_neg", 1, neg)
-            lane_rest.append(stage(f"num{i}", 39, times + Cat(amax[0] | amax_zero, amax[1:])))
+            lane_rest.append(stage(f"num{i}", 39, times + mul_amax))
             lane_neg.append(stage(f"num{i}_neg", 1, neg))
         quotients = [None] * lanes
         for row in reversed(range(self.DIVIDER_ROWS)):
@@ -267,7 +298,8 @@ class Dequantizer(wiring.Component):
     ----------
     scale : In(stream.Signature(token_scale_layout()))
         One beat per token: its ``amax`` (from ``Quantizer.amax``) and the layer's weight Scale
-        ``(m, e)`` (``golden.quant.weight_scale``).
+        ``(m, e)`` (``golden.quant.weight_scale``). Taken once the token before's accumulators
+        have started, so a token's setup overlaps the token before.
     acc : In(stream.Signature(token_layout(signed(acc_width), lanes, "acc")))
         The token's accumulators, ``last`` on its final beat.
     y : Out(stream.Signature(token_layout(signed(32), lanes, "y")))
@@ -305,14 +337,22 @@ class Dequantizer(wiring.Component):
         and fine shifts, the rounding increment, the saturation."""
         return 9
 
+    #: cycles from a token's last accumulator beat to the next token's first: its element
+    #: through the six stages that use the token's product and shift, then the switch
+    TOKEN_GAP = 8
+
     def cycles(self, tokens: int, n: int) -> int:
         """Stall-free cycles, from the first scale beat to the last output, for ``tokens``
-        tokens of ``n`` outputs each: ``tokens * (setup_cycles + ceil(n / lanes)) + latency``
-        (the next token's scale beat is accepted right after the previous token's last
-        accumulator)."""
+        tokens of ``n`` outputs each (B = ``ceil(n / lanes)`` beats): the next token's scale
+        is taken in the cycle this token's accumulators start (its setup overlaps them), so
+        token i + 1's first accumulator beat comes ``max(setup_cycles, B - 1 + TOKEN_GAP)``
+        cycles after token i's: ``setup_cycles + (tokens - 1) * max(setup_cycles, B - 1 +
+        TOKEN_GAP) + B + latency``."""
         arith.check_positive("tokens", tokens)
         arith.check_positive("n", n)
-        return tokens * (self.setup_cycles + _ceil_div(n, self.lanes)) + self.latency
+        b = _ceil_div(n, self.lanes)
+        period = max(self.setup_cycles, b - 1 + self.TOKEN_GAP)
+        return self.setup_cycles + (tokens - 1) * period + b + self.latency
 
     def elaborate(self, platform):
         m = Module()
@@ -324,12 +364,14 @@ class Dequantizer(wiring.Component):
         # whichever sign e0 + 2 has (floor(floor(a / 2**j) / 127) = floor(a / (127 * 2**j))).
         m.submodules.divider = divider = arith.Divider(num_width=25, den_width=7,
                                                        quotient_width=qw)
+        # the next token's scale may be taken once this token's accumulators stream: its setup
+        # overlaps them, and it replaces this token's product and shift after its last one
         busy = Signal()                            # from the scale beat to the product
         streaming = Signal()
         w_m = Signal(16)                           # 0 for an all-zero token: its outputs are 0
         w_e = Signal(signed(8))
         take_scale = self.scale.valid & self.scale.ready
-        m.d.comb += self.scale.ready.eq(~busy & ~streaming)
+        m.d.comb += self.scale.ready.eq(~busy)
         with m.If(take_scale):
             m.d.sync += [busy.eq(1), w_e.eq(self.scale.payload.w_e),
                          w_m.eq(Mux(self.scale.payload.amax == 0, 0, self.scale.payload.w_m))]
@@ -393,7 +435,7 @@ class Dequantizer(wiring.Component):
         # a token's product and shift may replace the previous token's once no element of
         # that one is still before the stages that use them
         idle = Signal()
-        with m.If(have_scale & idle):
+        with m.If(have_scale & idle & ~streaming):
             m.d.sync += [have_scale.eq(0), busy.eq(0), streaming.eq(1),
                          product_m.eq(m_x * w_m), t.eq(t_x)]
         with m.If(accept & self.acc.payload.last):

@@ -17,7 +17,13 @@ into one K-step; two K-step registers, so the next K-step fills while the engine
 the one before) and the engine's table builder (``rtl.tlmm``: registered tables, or ``lutram``
 tables written P cycles per K-step into two banks); ``_linear_token`` gives the recurrence,
 which holds for any ``n_blocks`` (the engine waits for the gearbox when a K-step's lookups are
-shorter than its refill).
+shorter than its refill). A LINEAR's tokens are pipelined (``_linear``): a token's row is read
+while the tokens before are still in the quantizer's pass 2, the engine and the dequantizer,
+and its writes go out on their own. The quantizer starts a token's pass 2 only once the
+token before has left the gearbox and the dequantizer has started on its results, so the
+recurrence runs on across tokens in the engine alone; the model checks that the dequantizer
+is ready for every token's results and that the FIFOs in between never fill (the operands of
+three tokens, the outputs of two).
 
 The weights come over the ``WeightStreamer``'s ports (``_Streamer``): it walks the program
 from cycle 0 like the sequencer (a fetch, ``read_latency + 6`` cycles to its DECODE), and for
@@ -62,12 +68,17 @@ NORM_SETUP = units.RMSNorm(lanes=isa.LANES).setup_cycles + 1
 #: DecodeUnit: cycles from the last value beat to the first output beat: the divider start,
 #: ``RatioScale`` (QUOTIENT_WIDTH + 1) and the output register (``DecodeUnit.cycles``)
 ATTENTION_TAIL = units.RATIO_SCALE_QUOTIENT_WIDTH + 4
-#: Quantizer: cycles from a token's last input beat to its first INT8 beat (its first buffer
-#: read ``pass2_start`` cycles after, that beat out of the divider pipeline ``latency`` later)
-QUANT_FIRST_BEAT = (units.Quantizer(lanes=isa.LANES).pass2_start
-                    + units.Quantizer(lanes=isa.LANES).latency)
+#: Quantizer: cycles from a token's last input beat to its amax beat (taken at once: its
+#: first buffer read), and from a buffer read to its INT8 beat
+QUANT_PASS2_START = units.Quantizer(lanes=isa.LANES).pass2_start
+QUANT_LATENCY = units.Quantizer(lanes=isa.LANES).latency
 #: Dequantizer: cycles from an accumulator beat's handshake to its output beat's
 DEQUANT_LATENCY = units.Dequantizer(lanes=isa.LANES).latency
+#: Dequantizer: cycles from taking a token's scale (the quantizer's amax) to taking its first
+#: accumulator beat
+DEQUANT_SETUP = units.Dequantizer(lanes=isa.LANES).setup_cycles
+#: Dequantizer: cycles from a token's last accumulator beat to the next token's first
+DEQUANT_TOKEN_GAP = units.Dequantizer.TOKEN_GAP
 #: TLMM engine: cycles from a lookup's issue to its lookup stage (``rtl.tlmm.Engine``)
 ISSUE_TO_LOOKUP = 2
 #: cycles from a job's last weight beat to its bank's first possible issue: the registered
@@ -235,18 +246,20 @@ def _rope_outputs(x, table):
     return out
 
 
-def _linear_token(timing: TopTiming, x_last: int, beats: int, k_steps: int,
-                  n_blocks: int, first_issue: int | None = None) -> int:
-    """Cycle of the first lookup (the engine's lookup stage, two cycles after its issue) of a
-    token's last K-step, given the cycle its last activation beat entered the quantizer (the
-    engine idle before it) and the first cycle the engine may issue (``first_issue``: the
-    job's bank full and running; None: long before).
+def _linear_token(timing: TopTiming, first_beat: int, beats: int, k_steps: int,
+                  n_blocks: int, first_issue: int | None = None, engine=None) -> tuple:
+    """A token through the gearbox and the engine: the cycle of the first lookup (the
+    engine's lookup stage, two cycles after its issue) of its last K-step, the cycle the
+    gearbox took its last INT8 beat, the cycle the engine took its last K-step, and the
+    engine's state after it, given the cycle the quantizer hands over its first INT8 beat
+    (the gearbox empty before it), the first cycle the engine may issue (``first_issue``: the
+    job's bank full and running; None: long before) and the engine's state after the token
+    before (``engine``; None: idle).
 
-    The quantizer hands its first INT8 beat over ``QUANT_FIRST_BEAT`` cycles after the token's
-    last input beat, then one a cycle while the gearbox takes them. The gearbox is full (valid
-    to the engine) the cycle after its K-step's last beat, or, if the K-step before is still
-    held, the cycle after the engine took that one; the next K-step's beats come from the
-    cycle it is full.
+    The quantizer hands over its INT8 beats one a cycle while the gearbox takes them. The
+    gearbox is full (valid to the engine) the cycle after its K-step's last beat, or, if the
+    K-step before is still held, the cycle after the engine took that one; the next K-step's
+    beats come from the cycle it is full.
     Registered tables take a K-step (A) once the previous one has moved on to the lookup
     register, in the bank-read cycle of its first lookup (the lookup cycle - 1), and are looked
     up from A + 2. ``lutram`` tables write a K-step for P cycles from W (the gearbox full, the
@@ -259,8 +272,9 @@ def _linear_token(timing: TopTiming, x_last: int, beats: int, k_steps: int,
         raise ValueError(f"{beats} activation beats do not make {k_steps} K-steps of {steps}")
     never = -(1 << 62)
     running = never if first_issue is None else first_issue + ISSUE_TO_LOOKUP
-    full = x_last + QUANT_FIRST_BEAT + sizes[0]  # gearbox valid to the engine
-    look, look_before, write = never, never, never
+    full = first_beat + sizes[0]                 # gearbox valid to the engine
+    last_beat = full - 1
+    look, look_before, write = (never, never, never) if engine is None else engine
     for s in range(k_steps):
         if p is None:
             take = max(full, look - 1)
@@ -273,8 +287,139 @@ def _linear_token(timing: TopTiming, x_last: int, beats: int, k_steps: int,
         if s + 1 < k_steps:
             # the next K-step fills from the cycle this one left the filling register (its
             # gearbox full), and waits there until this one is taken
-            full = max(full + sizes[s + 1] - 1, take) + 1
-    return look
+            last_beat = full + sizes[s + 1] - 1
+            full = max(last_beat, take) + 1
+    return look, last_beat, take, (look, look_before, write)
+
+
+def _fifo_level(ins_cycles, outs_cycles) -> int:
+    """The highest level a write sees in a FIFO written in the cycles ``ins_cycles`` and read
+    in ``outs_cycles`` (both in order): the writes and reads before its cycle."""
+    j, level = 0, 0
+    for i, c in enumerate(ins_cycles):
+        while j < len(outs_cycles) and outs_cycles[j] < c:
+            j += 1
+        level = max(level, i - j)
+    return level
+
+
+def _write_beats(timing: TopTiming, accept: int, addr: int, available) -> list:
+    """The W handshake of every beat of a write command accepted at ``accept`` (the W beats
+    of ``golden.ddr.write_schedule``)."""
+    out, responses = [], []
+    start, in_flight = accept + 1, timing.writes_in_flight
+    aw = w = start - 1
+    j = 0
+    for k, (_, n) in enumerate(bursts(addr, len(available))):
+        aw = max(aw + 1, start if k < in_flight else responses[k - in_flight] + 1)
+        w = max(w, aw - 1)
+        for _ in range(n):
+            w = max(w + 1, available[j])
+            out.append(w)
+            j += 1
+        responses.append(w + timing.write_latency)
+    return out
+
+
+def _linear(ins, timing: TopTiming, clock: _Clock, u: int, streamer: _Streamer, job: int,
+            first_issue: int | None) -> int:
+    """The tokens of a LINEAR whose first UNIT_JOB is cycle ``u``, pipelined: the cycle its
+    last WAIT settles.
+
+    The sequencer goes UNIT_JOB, WRITE, READ0 (the token's row), READ1 (the epilogue's ``a``
+    row), READ2, WAIT and on to the next token without waiting for this one: a token's READ0
+    is accepted once the ReadDMA is free and the quantizer's bank for it is (the token two
+    before has handed its last INT8 beat to the gearbox). The quantizer's pass 2 of a token
+    starts when the dequantizer takes its amax: once the dequantizer has started on the
+    token before's accumulators and the engine has taken that token's last K-step. The
+    engine's recurrence runs on across the tokens; the dequantizer's next token follows
+    ``Dequantizer.TOKEN_GAP`` cycles after the last accumulator at the earliest (the model
+    checks that it is ready before the results come). The write commands, (token, head) in
+    order, go out from the first UNIT_JOB on, each in the cycle the WriteDMA is idle again;
+    the last WAIT waits for all of them."""
+    t = timing
+    s0, d, e = ins.src0, ins.dst, ins.epilogue
+    parts = t.config.cols_per_cycle // isa.LANES
+    token_beats = ins.n_blocks * parts          # a token's accumulator (and output) beats
+    outputs, a_in, a_out = [], [], []           # output FIFO (readable), a_fifo in and out
+    emitted = []                                # per token: the gearbox took its last beat
+    acc_last = None
+    scale_free = taken = None                   # the token before: dequantizer, engine free
+    engine = None
+    first_unit_job, wait = u, u
+    for tok in range(ins.tokens):
+        if tok:
+            u = wait + 1                         # WAIT goes on to the next UNIT_JOB
+        ready = u + 2                            # READ0
+        if tok >= 2:
+            ready = max(ready, emitted[tok - 2] + 1)
+        accept = max(ready, clock.reader_free)
+        row = clock.read(accept, s0.addr + tok * s0.stride_t, s0.beats)
+        state = accept + 1                       # READ1
+        if e is not None:
+            a_accept = max(state, clock.reader_free)
+            a_beats = clock.read(a_accept, e.addr + tok * e.stride_t, d.beats)
+            state = a_accept + 1
+        else:
+            state += 1                           # READ1 skipped
+        wait = state + 1                         # READ2 skipped
+        start = row[-1] + QUANT_PASS2_START      # the amax beat, taken: pass 2 starts
+        if tok:
+            start = max(start, scale_free, taken + 1)
+        last_step, last_beat, take, engine = _linear_token(
+            t, start + QUANT_LATENCY, s0.beats, ins.k_steps, ins.n_blocks,
+            first_issue if tok == 0 else None, engine)
+        emitted.append(last_beat)
+        taken = take
+        if tok == ins.tokens - 1:                # the bank is released at the last issue
+            streamer.release(job, last_step - ISSUE_TO_LOOKUP + ins.n_blocks - 1)
+        # result parts reach the dequantizer one a cycle from the cycle after the first
+        # result's handshake (its issue, then the result latency)
+        first_part = last_step - ISSUE_TO_LOOKUP + t.engine_result_latency + 1
+        # the dequantizer takes accumulators from ``streams`` (its setup done, the token
+        # before's last accumulator through): the model needs that before the first result
+        streams = start + DEQUANT_SETUP
+        if acc_last is not None:
+            streams = max(streams, acc_last + DEQUANT_TOKEN_GAP)
+        if first_part < streams:
+            raise ValueError("the top model needs the dequantizer ready before a token's "
+                             f"first result (cycle {first_part}, ready from {streams})")
+        # ... and the engine's result credits all back (the token before's last result taken
+        # into the parts register) before this token's first last-K-step issue
+        if acc_last is not None and last_step - ISSUE_TO_LOOKUP < acc_last - parts + 1:
+            raise ValueError("the top model needs the token before's results out of the "
+                             "engine before this token's last K-step")
+        scale_free = streams                    # the next scale may be taken from then
+        acc = [first_part + j for j in range(token_beats)]
+        acc_last = acc[-1]
+        if e is None:
+            outputs += [cycle + DEQUANT_LATENCY + 1 for cycle in acc]
+        else:                                    # the a rows, then Pointwise
+            late = [j for j, (a, y) in enumerate(zip(a_beats, acc, strict=True))
+                    if a + 1 > y + DEQUANT_LATENCY]
+            if late:
+                raise ValueError("the top model needs the epilogue operand in before the "
+                                 f"linear's outputs (beat {late[0]} is late)")
+            a_in += a_beats
+            a_out += [cycle + DEQUANT_LATENCY for cycle in acc]
+            outputs += [cycle + DEQUANT_LATENCY + 2 for cycle in acc]
+    if _fifo_level(a_in, a_out) >= 3 * token_beats:
+        raise ValueError("the top model needs the epilogue operands of at most three tokens "
+                         "in the a FIFO")
+    idle = None
+    writes = []
+    for tok in range(ins.tokens):
+        for h in range(ins.heads):
+            accept = first_unit_job if idle is None else idle
+            k = tok * ins.heads + h
+            available = outputs[k * d.beats:(k + 1) * d.beats]
+            addr = d.addr + tok * d.stride_t + h * d.stride_h
+            writes += _write_beats(t, accept, addr, available)
+            idle = clock.write(accept, addr, available)
+    if _fifo_level([c - 1 for c in outputs], writes) >= 2 * token_beats:
+        raise ValueError("the top model needs the outputs of at most two tokens waiting in "
+                         "the output FIFO (a WriteDMA slower than the linear)")
+    return max(wait, clock.reader_free, idle)
 
 
 def instruction_cycles(ins, timing: TopTiming, clock: _Clock, start: int,
@@ -286,11 +431,11 @@ def instruction_cycles(ins, timing: TopTiming, clock: _Clock, start: int,
     clock.read(start, 0, isa.WORDS // 4)
     u = decode + 1
     pending = []                                # output FIFO: cycle each beat is readable
-    first_issue = None
     if ins.op is Op.LINEAR:                     # its weights come over the streamer's port
         first_issue = streamer.weights_in(job) + BANK_TO_ISSUE
         if job >= 1:
             first_issue = max(first_issue, streamer.releases[job - 1] + 2)
+        return _linear(ins, t, clock, u, streamer, job, first_issue)
     settled = u
     tok = 0
     while tok < ins.tokens:
@@ -316,34 +461,6 @@ def instruction_cycles(ins, timing: TopTiming, clock: _Clock, start: int,
                 state = read(s1.addr, s1.beats, state)
                 state += 1                          # READ2 skipped
                 pending = _norm_outputs(x, reads[-1])
-            elif ins.op is Op.LINEAR:
-                if h == 0:
-                    state = read(row0, s0.beats, state)
-                    last_step = _linear_token(t, reads[0][-1], s0.beats, ins.k_steps,
-                                              ins.n_blocks, first_issue if tok == 0 else None)
-                    if tok == ins.tokens - 1:       # the bank is released at the last issue
-                        streamer.release(job, last_step - ISSUE_TO_LOOKUP + ins.n_blocks - 1)
-                    # result parts reach the dequantizer one a cycle from the cycle after the
-                    # first result's handshake (its issue, then the result latency)
-                    parts = t.config.cols_per_cycle // isa.LANES
-                    first_part = last_step - ISSUE_TO_LOOKUP + t.engine_result_latency + 1
-                    acc = [first_part + j for j in range(ins.n_blocks * parts)]
-                    if ins.epilogue is None:
-                        pending = [cycle + DEQUANT_LATENCY + 1 for cycle in acc]
-                        state += 1                  # READ1 skipped
-                    else:                           # the a rows, then Pointwise
-                        row = ins.epilogue.addr + tok * ins.epilogue.stride_t
-                        state = read(row, ins.dst.beats, state)
-                        late = [j for j, (a, y) in enumerate(zip(reads[1], acc, strict=True))
-                                if a + 1 > y + DEQUANT_LATENCY]
-                        if late:
-                            raise ValueError("the top model needs the epilogue operand in "
-                                             "before the linear's outputs (beat "
-                                             f"{late[0]} is late)")
-                        pending = [cycle + DEQUANT_LATENCY + 2 for cycle in acc]
-                else:
-                    state += 2                      # READ0, READ1 skipped
-                state += 1                          # READ2 skipped
             elif ins.op is Op.ROPE:
                 state = read(row0 + h * s0.stride_h, s0.beats, state)
                 state = read(row1, s1.beats, state)

@@ -18,8 +18,8 @@ model              RTL unit                            formula
 ``Divider``        ``rtl.arith.Divider``               ``latency = quotient_width + 1``
 ``Isqrt``          ``rtl.arith.Isqrt``                 ``latency = width / 2 + 1``
 ``RatioScale``     ``rtl.arith.RatioScale``            ``latency = 19 + 1``
-``Quantizer``      ``rtl.quant.Quantizer``             ``M (2 ceil(K / lanes) + 3) + 12`` (4 lanes)
-``Dequantizer``    ``rtl.quant.Dequantizer``           ``M * (27 + ceil(N / lanes)) + 9``
+``Quantizer``      ``rtl.quant.Quantizer``             ``(M+1) B + 3 ((M-1) // 2) + 15`` (4 l.)
+``Dequantizer``    ``rtl.quant.Dequantizer``           ``27 + (M-1) max(27, B+7) + B + 9``
 ``RMSNorm``        ``rtl.elementwise.RMSNorm``         ``M * (2 * H / lanes + 102) + 1``
 ``RoPE``           ``rtl.elementwise.RoPE``            ``3 * heads * head_dim / (2 lanes) + 1``
 ``Pointwise``      ``rtl.elementwise.Pointwise``       ``beats + 1``
@@ -150,7 +150,8 @@ class RatioScale:
 # -- quantization (rtl/quant.py) -------------------------------------------------------------
 
 class Quantizer:
-    """Per-token absmax INT8 quantizer through a one-token buffer (``rtl.quant.Quantizer``).
+    """Per-token absmax INT8 quantizer through a ping-pong buffer of two tokens
+    (``rtl.quant.Quantizer``).
 
     Parameters
     ----------
@@ -186,15 +187,27 @@ class Quantizer:
         return 4 + self.DIVIDER_ROWS + 1
 
     def cycles(self, tokens: int, k: int) -> int:
-        """``tokens * (2 B + pass2_start - 1) + latency`` with ``B = ceil(k / lanes)``: per
-        token one pass of B beats into the buffer, ``pass2_start - 1`` cycles until ``amax``
-        is known, one pass of B reads; the buffer holds one token, so the passes do not
-        overlap; the last read's beat comes out ``latency`` cycles later."""
+        """Stall-free, with ``B = ceil(k / lanes)``: token i's beats go into its bank one a
+        cycle from ``f[i]`` to ``a[i] = f[i] + B - 1`` and are read back one a cycle from
+        ``p[i]``; the banks alternate, so a token is stored while the one before is read::
+
+            f[0] = 0,  f[1] = B,  f[i] = max(a[i-1] + 1, p[i-2] + B)   (its bank free)
+            p[0] = a[0] + pass2_start,  p[i] = max(a[i] + pass2_start, p[i-1] + B)
+            cycles = p[tokens-1] + B + latency
+
+        (one token: ``2 B + pass2_start - 1 + latency``; a long stream about B a token)."""
         _check_positive("tokens", tokens)
         _check_positive("k", k)
         if k > self.max_k:
             raise ValueError(f"k={k} exceeds this quantizer's max_k={self.max_k}")
-        return tokens * (2 * _ceil_div(k, self.lanes) + self.pass2_start - 1) + self.latency
+        b = _ceil_div(k, self.lanes)
+        last, reads = -1, []
+        for i in range(tokens):
+            first = last + 1 if i < 2 else max(last + 1, reads[i - 2] + b)
+            last = first + b - 1
+            reads.append(last + self.pass2_start if i == 0
+                         else max(last + self.pass2_start, reads[i - 1] + b))
+        return reads[-1] + b + self.latency
 
 
 class Dequantizer:
@@ -233,13 +246,20 @@ class Dequantizer:
         saturation."""
         return 9
 
+    #: a token's last accumulator beat to the next token's first: the six stages that use the
+    #: token's product and shift drained, then the switch
+    TOKEN_GAP = 8
+
     def cycles(self, tokens: int, n: int) -> int:
-        """``tokens * (setup_cycles + ceil(n / lanes)) + latency`` = ``tokens * (27 + ceil(n
-        / lanes)) + 9``: the next token's scale beat is accepted right after the previous
-        token's last accumulator."""
+        """``27 + (tokens - 1) * max(27, B + 7) + B + 9`` with ``B = ceil(n / lanes)``: the
+        next token's scale is taken when this token's accumulators start, its setup (27)
+        overlaps them, and its first accumulator follows this token's last one
+        ``TOKEN_GAP`` cycles later at the earliest."""
         _check_positive("tokens", tokens)
         _check_positive("n", n)
-        return tokens * (self.setup_cycles + _ceil_div(n, self.lanes)) + self.latency
+        b = _ceil_div(n, self.lanes)
+        period = max(self.setup_cycles, b - 1 + self.TOKEN_GAP)
+        return self.setup_cycles + (tokens - 1) * period + b + self.latency
 
 
 # -- elementwise (rtl/elementwise.py) --------------------------------------------------------

@@ -104,6 +104,46 @@ def test_cycle_model_refuses_a_binding_bandwidth_cap():
         TopTiming.for_ddr(config, DdrTiming(50, 25, 8, 8, bytes_per_cycle=40.0))
 
 
+def _kv260_linear(tokens, *, epilogue=False):
+    """A bitnet-b1.58-large q_proj column tile at the KV260 default: K = 1536 (19 K-steps of
+    84, 384 row beats), 160 columns (10 N-blocks, 40 output beats a token)."""
+    row, out = 1536 * 4, 160 * 4
+    return Instruction(Op.LINEAR, tokens=tokens, k_steps=19, n_blocks=10, w_m=40000, w_e=-3,
+                       src0=Source(0x10000, row, 0, 384), src1=Source(0x400000, 0, 0, 4000),
+                       dst=Source(0x200000, out, 0, 40), pointwise=0,
+                       epilogue=Source(0x300000, out) if epilogue else None)
+
+
+@pytest.mark.parametrize("epilogue", [False, True])
+def test_cycle_model_pipelines_a_linears_tokens(epilogue):
+    """A prefill LINEAR's tokens overlap: at the KV260 default a token costs its row reads
+    (each a cycle to accept, 50 of latency, then its beats: 384, and the epilogue row's 40),
+    or the quantizer's 384 beats of pass 2 and about 80 cycles waiting for the dequantizer to
+    finish the token before, whichever is longer; not the 941 of one token after another."""
+    from ternedge.golden.ddr import profile
+
+    config = AcceleratorConfig(group_size=3, tables_per_step=28, cols_per_cycle=16,
+                               table_memory="lutram")
+    timing = TopTiming.for_ddr(config, profile("kv260").timing(250.0))
+    cycles = {m: program_cycles([_kv260_linear(m, epilogue=epilogue)], timing) for m in (8, 24)}
+    per_token = (cycles[24] - cycles[8]) / 16
+    row_read = 51 + 384 + (51 + 40 if epilogue else 0)
+    assert row_read <= per_token <= max(row_read, 384 + 81), per_token
+
+
+def test_cycle_model_refuses_a_writer_slower_than_the_linear():
+    """Write responses far slower than a pipelined LINEAR's tokens: outputs would pile up in
+    the output FIFO (the units would wait for the WriteDMA), which the model refuses."""
+    from ternedge.golden.ddr import DdrTiming
+
+    config = AcceleratorConfig(group_size=3, tables_per_step=28, cols_per_cycle=16,
+                               table_memory="lutram")
+    timing = TopTiming.for_ddr(config, DdrTiming(50, 2000, 8, 8, None))
+    assert program_cycles([_kv260_linear(2)], timing) > 0
+    with pytest.raises(ValueError, match="outputs of at most two tokens"):
+        program_cycles([_kv260_linear(12)], timing)
+
+
 # ---- on the Verilator-simulated accelerator ----
 
 def _predicted(rtl):

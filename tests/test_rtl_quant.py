@@ -266,6 +266,81 @@ def test_quantizer_cycles_exact_lanes(lanes, tokens, k):
     assert dut.cycles(tokens, k) == cycles
 
 
+def run_quantizer_stamped(dut, x, rng, p_valid, p_ready, p_amax):
+    """Like ``run_quantizer``, the amax consumer stalled on its own (``p_amax``); every
+    handshake's cycle: input beats, output beats, amax beats."""
+    lanes = dut.lanes
+    n_beats = -(-x.shape[1] // lanes)
+    out = {"q": [], "amax": [], "x_at": [], "q_at": [], "amax_at": []}
+
+    async def driver(ctx):
+        for token in x:
+            for beat in beats(token, lanes, 32):
+                out["x_at"].append(await put(ctx, dut.x, beat, rng, p_valid))
+
+    async def q_monitor(ctx):
+        for _ in range(x.shape[0] * n_beats):
+            word, cycle = await get(ctx, dut.q, rng, p_ready)
+            out["q"].append(word)
+            out["q_at"].append(cycle)
+
+    async def amax_monitor(ctx):
+        for _ in range(x.shape[0]):
+            word, cycle = await get(ctx, dut.amax, rng, p_amax)
+            out["amax"].append(word)
+            out["amax_at"].append(cycle)
+
+    simulate(dut, [driver, q_monitor, amax_monitor])
+    q = np.array([unpack_signed(w, 8, lanes) for w in out["q"]]).reshape(x.shape[0], -1)
+    stamps = {key: np.array(out[key]) for key in ("x_at", "q_at", "amax_at")}
+    return q[:, :x.shape[1]], np.array(out["amax"]), stamps
+
+
+@pytest.mark.parametrize("lanes,k,p_amax", [(4, 24, 0.15), (3, 7, 0.5), (4, 4, 1.0)])
+def test_quantizer_back_to_back_rows_ping_pong(lanes, k, p_amax):
+    """Back-to-back rows through the two banks under random stalls on all three streams (the
+    amax consumer on its own): bit-exact; a token's first INT8 beat comes no earlier than
+    ``latency`` cycles after its amax is taken (pass 2 starts then), and the next token's
+    beats are taken before that (pass 1 of the next token overlaps pass 2)."""
+    seed = 600 + 10 * lanes + k
+    rng = seeded(seed)
+    tokens = 10
+    x = random_tokens(rng, tokens, k)
+    dut = quant.Quantizer(lanes=lanes, max_k=32)
+    q, amax, at = run_quantizer_stamped(dut, x, rng, p_valid=0.8, p_ready=0.7, p_amax=p_amax)
+    q_ref, amax_ref = golden.quantize_activations(x)
+    np.testing.assert_array_equal(q, q_ref, err_msg=f"seed={seed}")
+    np.testing.assert_array_equal(amax, amax_ref, err_msg=f"seed={seed}")
+    b = -(-k // lanes)
+    first_q = at["q_at"][::b]
+    assert (first_q >= at["amax_at"] + dut.latency).all(), f"seed={seed}"
+    # token t + 1's first beat went in before token t's amax was taken (a one-bank buffer
+    # takes the next token only after that)
+    assert (at["x_at"][b::b] < at["amax_at"][:-1]).any(), f"seed={seed}"
+
+
+@pytest.mark.parametrize("lanes,k", [(4, 16), (4, 1), (2, 9), (5, 40)])
+def test_quantizer_back_to_back_cycles_equal_model(lanes, k):
+    """Stall-free streams of 1 to 9 tokens: the cycles equal ``sim.units.Quantizer``'s, each
+    token's pass 2 starts as soon as its amax is known and the token before is read out, and
+    the passes overlap (well under one token's two passes a token)."""
+    from ternedge.sim import units
+
+    rng = seeded(700 + 10 * lanes + k)
+    dut = quant.Quantizer(lanes=lanes, max_k=40)
+    model = units.Quantizer(lanes=lanes, max_k=40)
+    b = -(-k // lanes)
+    for tokens in (1, 2, 3, 4, 9):
+        x = random_tokens(rng, tokens, k)
+        q, _, at = run_quantizer_stamped(dut, x, rng, p_valid=1.0, p_ready=1.0, p_amax=1.0)
+        np.testing.assert_array_equal(q, golden.quantize_activations(x)[0])
+        cycles = at["q_at"][-1] - at["x_at"][0] + 1
+        assert cycles == model.cycles(tokens, k) == dut.cycles(tokens, k), tokens
+        np.testing.assert_array_equal(at["q_at"][::b], at["amax_at"] + dut.latency)
+        if tokens == 9 and b > 4:
+            assert cycles < 9 * (b + 2) + 2 * b + dut.latency < 9 * 2 * b
+
+
 def test_dequantizer_shift_extremes():
     """Left shifts into saturation and long right shifts (the weight exponent from -22 to
     41), for every amax normalization: accumulators of +-1 where golden's int64 left shift
@@ -297,6 +372,28 @@ def test_dequantizer_cycles_exact_shapes(lanes, acc_width, tokens, n):
     y, cycles = run_dequantizer(dut, acc, amax, w_scale, rng, p_valid=1.0, p_ready=1.0)
     np.testing.assert_array_equal(y, golden.dequantize(acc, amax, w_scale))
     assert dut.cycles(tokens, n) == cycles
+
+
+@pytest.mark.parametrize("lanes,n", [(1, 40), (4, 100), (2, 41), (4, 8)])
+def test_dequantizer_next_scale_overlaps_the_token(lanes, n):
+    """The next token's scale is taken while this token's accumulators stream (its setup
+    overlaps them): stall-free cycles equal ``sim.units.Dequantizer``'s for tokens longer and
+    shorter than the setup, and bit-exact under stalls with scales offered early."""
+    from ternedge.sim import units
+
+    rng = seeded(340 + 10 * lanes + n)
+    dut = quant.Dequantizer(lanes=lanes, acc_width=24)
+    acc, amax = random_dequant_job(rng, 4, n, 24)
+    w_scale = golden.weight_scale(0.7)
+    y, cycles = run_dequantizer(dut, acc, amax, w_scale, rng, p_valid=1.0, p_ready=1.0)
+    np.testing.assert_array_equal(y, golden.dequantize(acc, amax, w_scale))
+    model = units.Dequantizer(lanes=lanes, acc_width=24)
+    assert cycles == dut.cycles(4, n) == model.cycles(4, n)
+    b = -(-n // lanes)
+    if b > dut.setup_cycles:                     # the setups hide behind the tokens
+        assert cycles < 4 * (dut.setup_cycles + b)
+    y, _ = run_dequantizer(dut, acc, amax, w_scale, rng, p_valid=0.7, p_ready=0.6)
+    np.testing.assert_array_equal(y, golden.dequantize(acc, amax, w_scale))
 
 
 def test_dequantizer_slow_consumer():
