@@ -1,0 +1,222 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""Building blocks for pipelined datapaths (issue #12): register stages, adders split over two
+stages, and a reciprocal Scale whose divider compares no more bits than its denominator has.
+
+The bound they serve: at most about ten levels of logic between registers on the KV260 as
+``boards/logic_levels.py`` counts them, where a carry chain costs one level per four bits
+(Yosys maps carries to ``CARRY4``). A 32-bit add is then nine levels (a LUT and eight
+``CARRY4``), so anything wider is split: ``split_add`` adds the low half in one stage and the
+high half, with the low half's carry, in the next.
+
+``Stages``      register-stage builder for one pipeline (free-running, or all stages enabled
+                together by an ``advance`` signal when the pipeline stalls as a whole).
+``split_add``   ``a + b + carry_in`` over two stages.
+``Reciprocal``  ``golden.fixed.ratio_scale(2**num_log2, den)`` through a normalized denominator
+                and a sequential divider of two cycles a quotient bit.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from . import arith
+
+__all__ = ["Stages", "split_add", "Reciprocal"]
+
+
+class Stages:
+    """Registers of one pipeline, all updated in the same cycles.
+
+    Parameters
+    ----------
+    m : Module
+    enable : Value or None
+        None: every stage is loaded every cycle (a pipeline that never stalls; ``valid`` bits
+        travel with the data). Otherwise stages load only while ``enable`` is high (a pipeline
+        that stalls as a whole while its output waits).
+    """
+
+    def __init__(self, m, enable=None):
+        self.m = m
+        self.enable = enable
+
+    def __call__(self, name, shape, value, *, reset_less=False):
+        """A register ``name`` loaded with ``value`` (``shape`` None: the value's shape).
+        ``reset_less`` data registers cost no reset logic (and let Yosys use SRLs for delay
+        lines)."""
+        if shape is None:
+            shape = value.shape()
+        s = Signal(shape, name=name, reset_less=reset_less)
+        if self.enable is None:
+            self.m.d.sync += s.eq(value)
+        else:
+            with self.m.If(self.enable):
+                self.m.d.sync += s.eq(value)
+        return s
+
+    def delay(self, name, value, cycles, *, reset_less=False):
+        """``value`` delayed by ``cycles`` stages (``cycles`` 0: ``value`` itself)."""
+        for i in range(cycles):
+            value = self(f"{name}_d{i + 1}", None, value, reset_less=reset_less)
+        return value
+
+
+def _carry_add(a, b, carry):
+    """``a + b + carry`` (``carry`` one bit) as one adder: ``(2a + 1 + 2b + carry) >> 1``, so
+    the carry enters the chain's first bit instead of a second adder."""
+    return (Cat(Const(1, 1), a).as_signed() + Cat(carry, b).as_signed()) >> 1 \
+        if (a.shape().signed or b.shape().signed) else \
+        (Cat(Const(1, 1), a) + Cat(carry, b)) >> 1
+
+
+def split_add(st, name, a, b, *, carry_in=0, split=None, reset_less=True):
+    """``a + b + carry_in`` over two stages of ``st``: the low ``split`` bits (half the width
+    by default) and their carry in the first, the high bits in the second. ``carry_in`` is
+    0, 1 or a one-bit Value.
+
+    Returns the sum, valid two stages after ``a`` and ``b``: signed if either operand is,
+    one bit wider than the wider operand.
+    """
+    m = st.m
+    is_signed = a.shape().signed or b.shape().signed
+    width = max(len(a), len(b)) + 1
+    shape = signed(width) if is_signed else unsigned(width)
+    if split is None:
+        split = width // 2
+    aw = arith.wire(m, shape, a, name=f"{name}_a")
+    bw = arith.wire(m, shape, b, name=f"{name}_b")
+    hi_shape = signed(width - split) if is_signed else unsigned(width - split)
+    low = st(f"{name}_lo", split + 1,
+             _carry_add(aw[:split], bw[:split],
+                        Const(carry_in, 1) if isinstance(carry_in, int) else carry_in),
+             reset_less=reset_less)
+    a_hi = st(f"{name}_ah", hi_shape, aw[split:], reset_less=reset_less)
+    b_hi = st(f"{name}_bh", hi_shape, bw[split:], reset_less=reset_less)
+    low_bits = st(f"{name}_lo2", split, low[:split], reset_less=reset_less)
+    a_hi = a_hi.as_signed() if is_signed else a_hi
+    b_hi = b_hi.as_signed() if is_signed else b_hi
+    high = st(f"{name}_hi", hi_shape, _carry_add(a_hi, b_hi, low[split]), reset_less=reset_less)
+    total = Cat(low_bits, high)
+    return total.as_signed() if is_signed else total
+
+
+class Reciprocal(wiring.Component):
+    """``golden.fixed.ratio_scale(2**num_log2, den)`` for ``0 < den < 2**den_width``.
+
+    With ``bl = bit_length(den)``, golden's ``e0 = 16 + bl - (num_log2 + 1)`` and its quotient
+    ``floor(2**num_log2 * 2**(e0 + 2) / den) = floor(2**(bl + 17) / den)``, which for the
+    normalized ``d = den << (den_width - bl)`` is ``Q = floor(2**(den_width + 17) / d)``. The
+    normalization is one shift a stage (``den_width - 1`` at most, by powers of two); the
+    19-bit quotient comes from a restoring divider whose remainder stays below ``d``, so each
+    step compares ``den_width + 1`` bits, split over two cycles (``split_add``'s halves);
+    golden's rounding then picks ``m`` among ``((Q >> (1 + j)) + 1) >> 1`` (j = 0..2) as
+    ``arith.RatioScale`` does.
+
+    Parameters
+    ----------
+    num_log2 : int
+        The numerator's exponent (the numerator is a power of two).
+    den_width : int
+        Denominator width, at most 44 (golden ``ratio_scale``).
+
+    Attributes
+    ----------
+    i : In(stream.Signature(unsigned(den_width)))
+        The denominator (non-zero), accepted when idle.
+    o : Out(stream.Signature(arith.scale_layout()))
+    latency : int
+        Cycles from the accepting cycle to the result's: the normalization, two a quotient
+        bit, the selection.
+    """
+
+    QUOTIENT_WIDTH = 19
+
+    def __init__(self, *, num_log2: int, den_width: int):
+        if not isinstance(num_log2, int) or num_log2 < 0:
+            raise ValueError(f"num_log2 must be a non-negative integer, got {num_log2!r}")
+        arith.check_positive("den_width", den_width)
+        if den_width > 44:
+            raise ValueError(f"den_width must be at most 44 (golden ratio_scale), got {den_width}")
+        self.num_log2 = num_log2
+        self.den_width = den_width
+        super().__init__({
+            "i": In(stream.Signature(unsigned(den_width))),
+            "o": Out(stream.Signature(arith.scale_layout())),
+        })
+
+    @staticmethod
+    def latency_for(den_width: int) -> int:
+        """``latency`` of a ``Reciprocal`` of ``den_width`` (no component built)."""
+        return (den_width - 1).bit_length() + 2 * Reciprocal.QUOTIENT_WIDTH + 2
+
+    @property
+    def normalize_steps(self) -> tuple:
+        """The shift amounts of the normalization stages, largest first."""
+        return tuple(1 << k for k in reversed(range((self.den_width - 1).bit_length())))
+
+    @property
+    def latency(self) -> int:
+        return self.latency_for(self.den_width)
+
+    def elaborate(self, platform):
+        m = Module()
+        w, qw = self.den_width, self.QUOTIENT_WIDTH
+        busy = Signal()                          # from the accepting cycle to the result's
+        done = Signal()
+        m.d.comb += [self.i.ready.eq(~busy & ~done), self.o.valid.eq(done)]
+        start = self.i.valid & self.i.ready
+        with m.If(start):
+            m.d.sync += busy.eq(1)
+
+        value, lz, valid = self.i.payload, Const(0, range(w)), start
+        for step in self.normalize_steps:
+            shifts = value[w - step:] == 0
+            nv = Signal(w, name=f"norm{step}")
+            nlz = Signal(range(w), name=f"norm{step}_lz")
+            nvalid = Signal(name=f"norm{step}_valid")
+            m.d.sync += [nv.eq(Mux(shifts, value << step, value)),
+                         nlz.eq(lz + Mux(shifts, step, 0)), nvalid.eq(valid)]
+            value, lz, valid = nv, nlz, nvalid
+
+        d = Signal(w)
+        e0 = Signal(signed(8))
+        rest = Signal(w)                         # the partial remainder, below d
+        quotient = Signal(qw)
+        count = Signal(range(qw + 1))
+        phase = Signal()                         # 0: low half of 2 rest - d, 1: high half
+        running = Signal()
+        selecting = Signal()
+        s = (w + 2) // 2
+        doubled = Cat(Const(0, 1), rest, Const(0, 1))       # 2 rest, w + 2 bits
+        minus_d = arith.wire(m, w + 2, ~Cat(d, Const(0, 2)), name="minus_d")
+        low = Signal(s + 1)
+        with m.If(valid):
+            # Q = floor(2**(w + 17) / d): the remainder starts at 2**(w + 17) >> 19
+            m.d.sync += [d.eq(value), rest.eq(1 << (w - 2)), quotient.eq(0), count.eq(qw),
+                         running.eq(1), phase.eq(0), e0.eq(15 + w - self.num_log2 - lz)]
+        with m.Elif(running):
+            m.d.sync += phase.eq(~phase)
+            with m.If(~phase):
+                m.d.sync += low.eq(_carry_add(doubled[:s], minus_d[:s], Const(1, 1)))
+            with m.Else():
+                high = arith.wire(m, w + 2 - s, _carry_add(doubled[s:], minus_d[s:], low[s]),
+                                  name="div_high")
+                take = ~high[-1]                 # 2 rest - d >= 0
+                m.d.sync += [rest.eq(Mux(take, Cat(low[:s], high)[:w], doubled[:w])),
+                             quotient.eq(Cat(take, quotient[:-1])), count.eq(count - 1)]
+                with m.If(count == 1):
+                    m.d.sync += [running.eq(0), selecting.eq(1)]
+        # golden lowers e at most twice: the first j with a 16-bit rounded mantissa
+        candidates = [arith.wire(m, 18, ((quotient >> (1 + j)) + 1) >> 1, name=f"m{j}")
+                      for j in range(3)]
+        with m.If(selecting):
+            m.d.sync += [selecting.eq(0), done.eq(1)]
+            with m.If(candidates[0] < (1 << 16)):
+                m.d.sync += [self.o.payload.m.eq(candidates[0]), self.o.payload.e.eq(e0)]
+            with m.Elif(candidates[1] < (1 << 16)):
+                m.d.sync += [self.o.payload.m.eq(candidates[1]), self.o.payload.e.eq(e0 - 1)]
+            with m.Else():
+                m.d.sync += [self.o.payload.m.eq(candidates[2]), self.o.payload.e.eq(e0 - 2)]
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += [done.eq(0), busy.eq(0)]
+        return m
