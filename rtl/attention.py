@@ -7,21 +7,37 @@ consecutive queries at once (one K/V stream shared by the tile, ``queries`` dot 
 units and accumulators in parallel, causal mask by key index):
 
 1. **Scores.** The query is held on chip; each key row streams in ``head_dim / lanes`` beats,
-   ``lanes`` products per beat are summed into the dot product (operands first clipped to
-   +-(2**23 - 1), ``OPERAND_LIMIT``), and on the row's last beat the score
-   ``sat32(round(round(dot / 2^16) * c))`` (``c`` the Scale of 1/sqrt(head_dim)) is written
-   to the score buffer and the exact running maximum updated.
+   the products of each beat (operands first clipped to +-(2**23 - 1), ``OPERAND_LIMIT``)
+   are summed into the dot product, and the score ``sat32(round(round(dot / 2^16) * c))``
+   (``c`` the Scale of 1/sqrt(head_dim)) is written to the score buffer and the exact
+   running maximum updated.
 2. **Weights.** Each value row streams in; its weight ``p = exp_neg(s - max)`` (Q24,
-   ``golden.attention.WEIGHT_FRAC``) comes from the score buffer and the shared ``exp_neg``
-   ROM datapath, ``sum p`` and ``sum p * v`` are accumulated exactly (integers, so key order
-   does not matter).
+   ``golden.attention.WEIGHT_FRAC``) comes from the score buffer, ``sum p`` and
+   ``sum p * v`` are accumulated exactly (integers, so key order does not matter).
 
-Then one ``RatioScale`` per query (the Scale of ``2^24 / sum p``) and the output pass,
-``sat32(round(round(acc / 2^24) * r))`` per element.
+Then one reciprocal per query (the Scale of ``2^24 / sum p``, ``pipeline.Reciprocal``) and
+the output pass, ``sat32(round(round(acc / 2^24) * r))`` per element.
 
 Because every sum is exact, the result does not depend on key order, and a prefill tile gives
-bit-identical rows to decoding its queries one by one (``golden.attention``). Buffers use
-asynchronous-read memories (LUTRAM-style); a BRAM/URAM mapping adds one read-register stage.
+bit-identical rows to decoding its queries one by one (``golden.attention``).
+
+Pipelining (issue #12): every step has its own register, so no register-to-register path has
+more than one carry chain of at most about 32 bits (or a small product) and a few LUTs. The
+24-bit operands are multiplied in 12-bit halves (four products of at most 12 x 12 bits; the
+classes low-low, cross and high-high are summed separately over the lanes, one tree level a
+stage, and over the beats), so the dot product's sums stay near 32 bits; wider sums are
+``pipeline.split_add`` halves, and ``sum p v`` is kept in 24-bit chunks, each chunk's
+read-modify-write of the accumulator buffer a stage after the one below it with the carry
+registered between them. The exponential is the Q30 product in two halves, two ROMs (the
+table and its steps) and a shift. Pass 1 and pass 2 never stall (their inputs come one beat
+a cycle at most, and they end in memories and registers), so they carry ``valid`` bits
+instead of a ready chain; the output pass stalls as a whole while its beat waits.
+
+The inputs are taken as before, one beat a cycle with no back-pressure: ``k`` from the cycle
+after the last ``q`` beat, ``v`` from the cycle after the last ``k`` beat. A value beat's
+score is read ``score_write`` cycles after the beat arrives (a delay line carries the value),
+which is when the last key's score and the maximum are in place even when the values follow
+the keys at once. All buffers are read synchronously (block RAM where deep enough).
 
 Stall-free timing (``cycles``) counts the cycles from the one accepting the job to the one
 accepting the last output beat, both included.
@@ -139,7 +155,7 @@ class _TwoPassAttention(wiring.Component):
         """Stall-free cycles from accepting the last value beat to accepting the first output
         beat: the reciprocal's start and latency, the step into the output pass,
         ``OUTPUT_STAGES``."""
-        return (self.reciprocal_start + pipeline.Reciprocal.latency_for(self.sum_width) + 1
+        return (self.reciprocal_start + pipeline.Reciprocal.LATENCY + 1
                 + self.OUTPUT_STAGES)
 
     def _cycles(self, queries, keys):
@@ -399,7 +415,10 @@ class _TwoPassAttention(wiring.Component):
                 buf = memory.Memory(shape=data.ArrayLayout(shape, lanes), depth=hb, init=[])
                 m.submodules[f"accs{t}_{c}"] = buf
                 a_write = buf.write_port()
-                a_read = buf.read_port(transparent_for=(a_write,))
+                # one-beat rows read a beat in the cycle the key before writes it; longer
+                # rows read it a cycle later at the earliest, so the bypass mux (a level on
+                # the write data's path) is built only for those
+                a_read = buf.read_port(transparent_for=(a_write,) if hb == 1 else ())
                 m.d.comb += [a_read.addr.eq(Mux(outputting, out_addr, c_beat[c])),
                              a_read.en.eq(~outputting | out_advance),
                              a_write.addr.eq(c_beat[c + 1]), a_write.en.eq(c_valid[c])]
@@ -569,9 +588,9 @@ class DecodeUnit(_TwoPassAttention):
                          job_layout=data.StructLayout({"keys": range(max_keys + 1)}))
 
     def cycles(self, keys: int) -> int:
-        """Stall-free cycles for one job of S = ``keys`` keys: ``2*B + 2*S*B + 23`` with
-        ``B = head_dim / lanes``: the job (1), the query (B), keys and values (2*S*B), the
-        divider start and ``RatioScale`` (1 + 20), the output (B) and its register (1)."""
+        """Stall-free cycles for one job of S = ``keys`` keys: ``2*B + 2*S*B + tail`` with
+        ``B = head_dim / lanes``: the job (1), the query (B), keys and values (2*S*B),
+        ``tail`` to the first output beat, the other output beats (B - 1)."""
         return self._cycles(1, keys)
 
 
@@ -616,5 +635,5 @@ class PrefillUnit(_TwoPassAttention):
 
     def cycles(self, queries: int, keys: int) -> int:
         """Stall-free cycles for one job of n = ``queries`` queries and S = ``keys`` keys:
-        ``2*n*B + 2*S*B + 23`` with ``B = head_dim / lanes`` (see ``DecodeUnit.cycles``)."""
+        ``2*n*B + 2*S*B + tail`` with ``B = head_dim / lanes`` (see ``DecodeUnit.cycles``)."""
         return self._cycles(queries, keys)

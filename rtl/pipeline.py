@@ -106,7 +106,8 @@ class Reciprocal(wiring.Component):
     With ``bl = bit_length(den)``, golden's ``e0 = 16 + bl - (num_log2 + 1)`` and its quotient
     ``floor(2**num_log2 * 2**(e0 + 2) / den) = floor(2**(bl + 17) / den)``, which for the
     normalized ``d = den << (den_width - bl)`` is ``Q = floor(2**(den_width + 17) / d)``. The
-    normalization is one shift a stage (``den_width - 1`` at most, by powers of two); the
+    normalization is one shift a stage (by 32, 16, ..., 1, so ``latency`` is the same for
+    every width); the
     19-bit quotient comes from a restoring divider whose remainder stays below ``d``, so each
     step compares ``den_width + 1`` bits, split over two cycles (``split_add``'s halves);
     golden's rounding then picks ``m`` among ``((Q >> (1 + j)) + 1) >> 1`` (j = 0..2) as
@@ -144,19 +145,15 @@ class Reciprocal(wiring.Component):
             "o": Out(stream.Signature(arith.scale_layout())),
         })
 
-    @staticmethod
-    def latency_for(den_width: int) -> int:
-        """``latency`` of a ``Reciprocal`` of ``den_width`` (no component built)."""
-        return (den_width - 1).bit_length() + 2 * Reciprocal.QUOTIENT_WIDTH + 2
-
-    @property
-    def normalize_steps(self) -> tuple:
-        """The shift amounts of the normalization stages, largest first."""
-        return tuple(1 << k for k in reversed(range((self.den_width - 1).bit_length())))
+    #: the normalization's shifts, one a stage, largest first: a fixed count (whatever the
+    #: width, up to golden's 44 bits), so that the latency does not depend on ``den_width``
+    NORMALIZE_STEPS = (32, 16, 8, 4, 2, 1)
+    #: the normalization, two cycles a quotient bit, the selection
+    LATENCY = len(NORMALIZE_STEPS) + 2 * QUOTIENT_WIDTH + 2
 
     @property
     def latency(self) -> int:
-        return self.latency_for(self.den_width)
+        return self.LATENCY
 
     def elaborate(self, platform):
         m = Module()
@@ -169,8 +166,9 @@ class Reciprocal(wiring.Component):
             m.d.sync += busy.eq(1)
 
         value, lz, valid = self.i.payload, Const(0, range(w)), start
-        for step in self.normalize_steps:
-            shifts = value[w - step:] == 0
+        for step in self.NORMALIZE_STEPS:
+            # a shift by at least the width never applies (den > 0): the stage only delays
+            shifts = value[w - step:] == 0 if step < w else Const(0, 1)
             nv = Signal(w, name=f"norm{step}")
             nlz = Signal(range(w), name=f"norm{step}_lz")
             nvalid = Signal(name=f"norm{step}_valid")

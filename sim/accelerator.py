@@ -59,9 +59,9 @@ CHANNELS = 3
 #: RMSNorm: cycles from a token's last input beat to its first gamma beat (the mean division,
 #: square root and reciprocal of ``RMSNorm.setup_cycles``, then the step into pass 2)
 NORM_SETUP = units.RMSNorm(lanes=isa.LANES).setup_cycles + 1
-#: DecodeUnit: cycles from the last value beat to the first output beat: the divider start,
-#: ``RatioScale`` (QUOTIENT_WIDTH + 1) and the output register (``DecodeUnit.cycles``)
-ATTENTION_TAIL = units.RATIO_SCALE_QUOTIENT_WIDTH + 4
+#: PrefillUnit: cycles from the last value beat to the first output beat (its pipelines, the
+#: reciprocal and the output pass: ``tail``, which depends on the lanes alone)
+ATTENTION_TAIL = units.DecodeUnit(lanes=isa.LANES, head_dim=isa.LANES).tail
 #: Quantizer: cycles from a token's last input beat to its first INT8 beat (its first buffer
 #: read ``pass2_start`` cycles after, that beat out of the divider pipeline ``latency`` later)
 QUANT_FIRST_BEAT = (units.Quantizer(lanes=isa.LANES).pass2_start

@@ -23,8 +23,9 @@ model              RTL unit                            formula
 ``RMSNorm``        ``rtl.elementwise.RMSNorm``         ``M * (2 * H / lanes + 102) + 1``
 ``RoPE``           ``rtl.elementwise.RoPE``            ``3 * heads * head_dim / (2 lanes) + 1``
 ``Pointwise``      ``rtl.elementwise.Pointwise``       ``beats + 1``
-``DecodeUnit``     ``rtl.attention.DecodeUnit``        ``2 B + 2 S B + 23``
-``PrefillUnit``    ``rtl.attention.PrefillUnit``       ``2 n B + 2 S B + 23``
+``Reciprocal``     ``rtl.pipeline.Reciprocal``         ``latency = 6 + 2 * 19 + 2``
+``DecodeUnit``     ``rtl.attention.DecodeUnit``        ``2 B + 2 S B + tail`` (tail 90 at 4 lanes)
+``PrefillUnit``    ``rtl.attention.PrefillUnit``       ``2 n B + 2 S B + tail``
 ``Decoder``        ``rtl.snn.Decoder``                 ``2 + sum_l N_l (k_l + 3)`` per bin
 ``CausalFilter``   ``rtl.bessel.CausalFilter``         ``2 + 6 * sections * channels``
 ``BlockFilter``    ``rtl.bessel.BlockFilter``          see ``BlockFilter.cycles_per_sample``
@@ -38,7 +39,7 @@ import numpy as np
 
 from ..golden import bessel as gbessel
 
-__all__ = ["Divider", "Isqrt", "RatioScale", "Quantizer", "Dequantizer", "RMSNorm", "RoPE",
+__all__ = ["Divider", "Isqrt", "RatioScale", "Reciprocal", "Quantizer", "Dequantizer", "RMSNorm", "RoPE",
            "Pointwise", "DecodeUnit", "PrefillUnit", "Decoder", "CausalFilter", "BlockFilter",
            "AmortizedBlockFilter", "amortized_cycles", "filter_cycles",
            "RATIO_SCALE_QUOTIENT_WIDTH", "RMS_MEAN_WIDTH", "RMS_ISQRT_WIDTH", "SECTION_CYCLES",
@@ -145,6 +146,18 @@ class RatioScale:
     def latency(self) -> int:
         return Divider(num_width=self.num_width, den_width=self.den_width,
                        quotient_width=RATIO_SCALE_QUOTIENT_WIDTH).latency
+
+
+class Reciprocal:
+    """``ratio_scale(2**num_log2, den)`` through a normalized denominator
+    (``rtl.pipeline.Reciprocal``): six normalization stages (shifts 32 .. 1, whatever the
+    width), two cycles a quotient bit for 19 bits, the selection."""
+
+    LATENCY = 6 + 2 * RATIO_SCALE_QUOTIENT_WIDTH + 2
+
+    @property
+    def latency(self) -> int:
+        return self.LATENCY
 
 
 # -- quantization (rtl/quant.py) -------------------------------------------------------------
@@ -335,6 +348,19 @@ class Pointwise:
 # -- attention (rtl/attention.py) ------------------------------------------------------------
 
 class _TwoPassAttention:
+    """The pipelined two-pass unit (rtl/attention.py): a key beat's score is written
+    ``score_write`` cycles after the beat (input register, clip, the partial products, the
+    lane tree of ``ceil(log2(2 lanes))`` levels, the dot-product accumulators, then
+    ``SCORE_STAGES``); a value beat waits in a delay line and reads its score as many cycles
+    after its own arrival (so the first value beat may follow the last key beat at once),
+    then ``WEIGHT_STAGES`` to its weight ``p`` and two to ``sum p``; the reciprocal
+    (``Reciprocal.LATENCY``), one cycle into the output pass and ``OUTPUT_STAGES`` to the
+    first output beat. The inputs are taken one beat a cycle with no back-pressure."""
+
+    SCORE_STAGES = 9
+    WEIGHT_STAGES = 14
+    OUTPUT_STAGES = 11
+
     def __init__(self, *, queries, lanes, head_dim, max_keys):
         self.queries = _check_positive("queries", queries)
         self.lanes = _check_positive("lanes", lanes)
@@ -347,6 +373,20 @@ class _TwoPassAttention:
             raise ValueError(f"max_keys={max_keys} must be at least queries={queries}")
         self.beats = head_dim // lanes
 
+    @property
+    def tree_stages(self) -> int:
+        return (2 * self.lanes - 1).bit_length()
+
+    @property
+    def score_write(self) -> int:
+        return 4 + self.tree_stages + self.SCORE_STAGES
+
+    @property
+    def tail(self) -> int:
+        """Cycles from accepting the last value beat to accepting the first output beat."""
+        reciprocal_start = self.score_write + self.WEIGHT_STAGES + 2
+        return reciprocal_start + Reciprocal.LATENCY + 1 + self.OUTPUT_STAGES
+
     def _cycles(self, queries, keys):
         _check_positive("keys", keys)
         if keys > self.max_keys:
@@ -356,9 +396,8 @@ class _TwoPassAttention:
             raise ValueError(f"queries={queries} must be at most the tile size "
                              f"{self.queries} and at most keys={keys}")
         b = self.beats
-        # job, queries in, keys then values, divider start, reciprocal, output, output register
-        reciprocal = RatioScale(num_width=17, den_width=17 + self.max_keys.bit_length()).latency
-        return 1 + queries * b + 2 * keys * b + 1 + reciprocal + queries * b + 1
+        # job, queries in, keys then values, the tail, the output beats
+        return 1 + queries * b + 2 * keys * b + self.tail + queries * b - 1
 
 
 class DecodeUnit(_TwoPassAttention):
@@ -375,9 +414,9 @@ class DecodeUnit(_TwoPassAttention):
         super().__init__(queries=1, lanes=lanes, head_dim=head_dim, max_keys=max_keys)
 
     def cycles(self, keys: int) -> int:
-        """``2*B + 2*S*B + 23`` for S = ``keys``, ``B = head_dim / lanes``: the job beat (1),
-        the query (B), keys and values (2*S*B), the divider start and ``RatioScale`` (1 + 20),
-        the output (B) and its register (1)."""
+        """``2*B + 2*S*B + tail`` for S = ``keys``, ``B = head_dim / lanes``: the job beat
+        (1), the query (B), keys and values (2*S*B), ``tail`` to the first output beat, the
+        other output beats (B - 1)."""
         return self._cycles(1, keys)
 
 
@@ -397,7 +436,7 @@ class PrefillUnit(_TwoPassAttention):
         super().__init__(queries=queries, lanes=lanes, head_dim=head_dim, max_keys=max_keys)
 
     def cycles(self, queries: int, keys: int) -> int:
-        """``2*n*B + 2*S*B + 23`` for n = ``queries``, S = ``keys`` (see
+        """``2*n*B + 2*S*B + tail`` for n = ``queries``, S = ``keys`` (see
         ``DecodeUnit.cycles``): one K and one V pass serve the whole tile."""
         return self._cycles(queries, keys)
 
