@@ -14,9 +14,10 @@
     (cos/sin of the position), ``y1`` goes out and ``y2`` replaces ``x1`` in the buffer, then
     the buffered ``y2`` half drains.
 ``Pointwise``
-    Stateless one-stage pipeline with a per-beat ``PointwiseOp``: residual add
+    Stateless pipeline with a per-beat ``PointwiseOp``: residual add
     (``golden.ops.residual_add``), ReLU² gate (``relu2_gate``) and SiLU gate (``silu_gate``;
-    the sigmoid is ``exp_neg`` from the 257-entry ROM and a 17-row array divider per lane).
+    the sigmoid is ``exp_neg`` from the ROMs and a 17-row divider per lane, one row a stage),
+    every operation ``Pointwise.LATENCY`` cycles long (issue #12).
 
 All dataflow is ``lanes`` int32 Q16 elements per beat. Stall-free timing (``cycles``) counts the
 cycles from the one accepting a job's first input beat to the one accepting its last output
@@ -25,12 +26,12 @@ beat, both included.
 
 
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..golden import fixed, ops
-from . import arith
+from . import arith, pipeline
 from .quant import token_layout
 
 __all__ = ["PointwiseOp", "pointwise_layout", "RMSNorm", "RoPE", "Pointwise"]
@@ -323,8 +324,112 @@ def pointwise_layout(lanes: int) -> data.StructLayout:
     return data.StructLayout({"op": PointwiseOp, "a": _lanes(lanes), "b": _lanes(lanes)})
 
 
+#: stages of ``_q16_product``
+PRODUCT_STAGES = 7
+
+
+def _signed(m, x, name):
+    """``x`` as a signed value (one bit wider if it is unsigned)."""
+    if x.shape().signed:
+        return x
+    return arith.wire(m, signed(len(x) + 1), x, name=name)
+
+
+def _q16_product(st, name, x, y):
+    """``sat32(round(x * y / 2^16))`` for ``x``, ``y`` of at most 33 bits, over
+    ``PRODUCT_STAGES`` stages: four partial products of 16-bit halves; the low product's
+    rounded high half and the two cross products (a split add); their sum (a split add); plus
+    the high product (clamped to 20 bits first: beyond them the result saturates either way,
+    with its sign); the saturation."""
+    m = st.m
+    x, y = _signed(m, x, f"{name}_xs"), _signed(m, y, f"{name}_ys")
+    xl, xh = x[:16], x[16:].as_signed()
+    yl, yh = y[:16], y[16:].as_signed()
+    ll = st(f"{name}_ll", None, xl * yl, reset_less=True)
+    lh = st(f"{name}_lh", None, xl * yh, reset_less=True)
+    hl = st(f"{name}_hl", None, xh * yl, reset_less=True)
+    hh = st(f"{name}_hh", None, xh * yh, reset_less=True)
+    # (ll + 2**15) >> 16 as an increment of ll's top 17 bits
+    low = st(f"{name}_low", 17, (ll[15:] + 1) >> 1, reset_less=True)
+    cross = pipeline.split_add(st, f"{name}_cross", lh, hl)
+    low = st(f"{name}_low2", 17, low, reset_less=True)
+    top = hh[19:]
+    hh = st(f"{name}_hh20", signed(20), Mux(
+        (top == 0) | (top == (1 << len(top)) - 1), hh[:20].as_signed(),
+        Mux(hh[-1], -(1 << 19), (1 << 19) - 1)), reset_less=True)
+    hh = st.delay(f"{name}_hh20", hh, 3, reset_less=True)
+    s1 = pipeline.split_add(st, f"{name}_s1", cross, low)
+    upper = st(f"{name}_upper", signed(22), (s1 >> 16) + hh, reset_less=True)
+    low16 = st(f"{name}_low16", 16, s1[:16], reset_less=True)
+    top = upper[15:]
+    return st(name, signed(32), Mux(
+        (top == 0) | (top == (1 << len(top)) - 1), Cat(low16, upper[:16]).as_signed(),
+        Mux(upper[-1], fixed.INT32_MIN, fixed.INT32_MAX)), reset_less=True)
+
+
+#: ``exp_neg``'s ROMs (``EXP2_LUT`` and its steps) and log2(e) in two parts, as for attention
+_EXP_BASE = [int(v) for v in fixed.EXP2_LUT[:256]]
+_EXP_STEP = [int(fixed.EXP2_LUT[i + 1] - fixed.EXP2_LUT[i]) for i in range(256)]
+_LOG2E_LO = fixed.LOG2E_Q30 & 0x1FFFF
+_LOG2E_HI = fixed.LOG2E_Q30 >> 17
+#: ``exp_neg`` (Q16) is 0 from -12.0 down (the shift is at least 18): ``-|a|`` is clamped to
+#: -16.0, 21 bits
+_EXP_INPUT_BITS = 21
+#: the sigmoid's quotient bits (at most 2**16)
+_SIGMOID_BITS = 17
+
+
+def _exp_neg16(st, name, x):
+    """``golden.fixed.exp_neg(x)`` (Q16) of ``x`` in [-2**20, 0] over ``EXP_STAGES`` = 10
+    stages: the two products with log2(e), the rounding constant, the two halves of their
+    sum, the ROMs, the step product, its rounding, the mantissa, the shift, the rounding."""
+    m = st.m
+    e_lo = st(f"{name}_plo", None, x * _LOG2E_LO, reset_less=True)
+    e_hi = st(f"{name}_phi", None, x * _LOG2E_HI, reset_less=True)
+    e_lo = st(f"{name}_round", None, e_lo + (1 << 29), reset_less=True)
+    e_hi = st(f"{name}_phi2", None, e_hi, reset_less=True)
+    # t = (x * log2e + 2**29) >> 30 = ((A >> 17) + x * hi) >> 13, A = x * lo + 2**29
+    tq = pipeline.split_add(st, f"{name}_t", e_lo >> 17, e_hi) >> 13
+    minus_whole = arith.wire(m, 8, -tq[16:].as_signed(), name=f"{name}_minus_whole")
+    base = st(f"{name}_base", 17, Array(Const(v, 17) for v in _EXP_BASE)[tq[8:16]],
+              reset_less=True)
+    step = st(f"{name}_step", 9, Array(Const(v, 9) for v in _EXP_STEP)[tq[8:16]],
+              reset_less=True)
+    frac_lo = st(f"{name}_lo", 8, tq[:8], reset_less=True)
+    amount = st(f"{name}_amount", range(19), Mux(minus_whole > 18, 18, minus_whole),
+                reset_less=True)
+    interp = st(f"{name}_interp", None, step * frac_lo, reset_less=True)
+    base = st.delay(f"{name}_base_i", base, 1, reset_less=True)
+    amount = st.delay(f"{name}_amount_i", amount, 1, reset_less=True)
+    interp = st(f"{name}_interp_r", 10, (interp + 128) >> 8, reset_less=True)
+    base = st.delay(f"{name}_base_r", base, 1, reset_less=True)
+    amount = st.delay(f"{name}_amount_r", amount, 1, reset_less=True)
+    mant = st(f"{name}_mant", 18, base + interp, reset_less=True)
+    amount = st.delay(f"{name}_amount_m", amount, 1, reset_less=True)
+    # round_shift(mant, amount) = (((mant << 1) >> amount) + 1) >> 1
+    shifted = st(f"{name}_shifted", 19, Cat(Const(0, 1), mant) >> amount, reset_less=True)
+    return st(name, 17, (shifted + 1) >> 1, reset_less=True)
+
+
+EXP_STAGES = 10
+
+
 class Pointwise(wiring.Component):
     """Fused stateless elementwise unit: residual add, ReLU² gate, SiLU gate.
+
+    Pipelined (issue #12) so that no register-to-register path has more than one carry chain
+    of about 32 bits or a small product; the pipeline stalls as a whole while its output
+    waits, and every operation takes ``latency`` cycles (the SiLU gate's; the others are
+    delayed to it), so the op may change from beat to beat:
+
+    - the input register;
+    - ADD: the two halves of ``a + b``, the saturation;
+    - ReLU² gate: ``relu(a)``, then two ``_q16_product`` (``relu^2``, ``* b``);
+    - SiLU gate: ``x = -|a|`` clamped to -16.0, ``exp_neg`` (``EXP_STAGES``), the
+      sigmoid's numerator and denominator, a restoring divider of one quotient bit a stage
+      (``_SIGMOID_BITS`` stages, each a 20-bit compare/subtract), then two ``_q16_product``
+      (``a * sigmoid``, ``* b``);
+    - the output register (the op's result).
 
     Parameters
     ----------
@@ -340,8 +445,13 @@ class Pointwise(wiring.Component):
     i : In(stream.Signature(pointwise_layout(lanes)))
         Operation and operands, one beat per ``lanes`` elements (the op may change per beat).
     o : Out(stream.Signature(ArrayLayout(signed(32), lanes)))
-        Q16 results, one register stage after the inputs.
+        Q16 results, ``latency`` cycles after their inputs (stall-free).
     """
+
+    #: cycles from accepting a beat to its output beat: the input register, the clamp,
+    #: ``EXP_STAGES``, the division's operands, ``_SIGMOID_BITS`` divider rows, two products
+    #: (``PRODUCT_STAGES`` each), the output register
+    LATENCY = 1 + 1 + EXP_STAGES + 1 + _SIGMOID_BITS + 2 * PRODUCT_STAGES + 1
 
     def __init__(self, *, lanes: int = 4, ops=tuple(PointwiseOp)):
         self.lanes = arith.check_positive("lanes", lanes)
@@ -353,42 +463,87 @@ class Pointwise(wiring.Component):
             "o": Out(stream.Signature(_lanes(lanes))),
         })
 
+    @property
+    def latency(self) -> int:
+        return self.LATENCY
+
     def cycles(self, beats: int) -> int:
-        """Stall-free cycles for ``beats`` consecutive beats."""
+        """Stall-free cycles for ``beats`` consecutive beats: ``beats + latency``."""
         arith.check_positive("beats", beats)
-        return beats + 1
+        return beats + self.LATENCY
 
     def elaborate(self, platform):
         m = Module()
-        out_free = ~self.o.valid | self.o.ready
-        m.d.comb += self.i.ready.eq(out_free)
-        with m.If(self.o.valid & self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
+        advance = ~self.o.valid | self.o.ready
+        m.d.comb += self.i.ready.eq(advance)
+        st = pipeline.Stages(m, enable=advance)
         accept = self.i.valid & self.i.ready
-        with m.If(accept):
-            m.d.sync += self.o.valid.eq(1)
-        op = self.i.payload.op
+        last = self.LATENCY - 1                    # the stage of the results, before o
+        valid = st.delay("valid", accept, last)
+        op = st.delay("op", self.i.payload.op, last, reset_less=True)
+        with m.If(advance):
+            m.d.sync += self.o.valid.eq(valid)
         for i in range(self.lanes):
-            a, b = self.i.payload.a[i], self.i.payload.b[i]
-            results = {}
+            a = st(f"a{i}", signed(32), self.i.payload.a[i], reset_less=True)
+            b = st(f"b{i}", signed(32), self.i.payload.b[i], reset_less=True)
+            results = {}                           # op: (result, its stage)
             if PointwiseOp.ADD in self.ops:
-                results[PointwiseOp.ADD] = arith.sat32(m, a + b, name=f"add{i}")
+                total = pipeline.split_add(st, f"add{i}", a, b)
+                high = total[31:]
+                results[PointwiseOp.ADD] = (st(f"add{i}", signed(32), Mux(
+                    (high == 0) | (high == 0b11), total[:32],
+                    Mux(total[-1], fixed.INT32_MIN, fixed.INT32_MAX)), reset_less=True), 4)
             if PointwiseOp.RELU2_GATE in self.ops:
-                relu = arith.wire(m, unsigned(31), Mux(a > 0, a, 0), name=f"relu{i}")
-                relu2 = _product_q16(m, relu, relu, name=f"relu2_{i}")
-                results[PointwiseOp.RELU2_GATE] = _product_q16(m, relu2, b, name=f"relu2g{i}")
+                relu = st(f"relu{i}", unsigned(31), Mux(a[31], 0, a[:31]), reset_less=True)
+                relu2 = _q16_product(st, f"relu2_{i}", relu, relu)
+                b_late = st.delay(f"relu2_b{i}", b, 1 + PRODUCT_STAGES, reset_less=True)
+                results[PointwiseOp.RELU2_GATE] = (
+                    _q16_product(st, f"relu2g{i}", relu2, b_late), 2 + 2 * PRODUCT_STAGES)
             if PointwiseOp.SILU_GATE in self.ops:
-                # sigmoid: e = exp(-|a|); a >= 0: 2^32 / (2^16 + e), else (e << 16) / (2^16 + e),
-                # rounded half up as floor((2n + d) / 2d); the quotient is at most 2^16
-                magnitude = arith.wire(m, signed(34), Mux(a < 0, a, -a), name=f"negabs{i}")
-                e = arith.exp_neg(m, magnitude, name=f"exp{i}")
-                den = arith.wire(m, 18, fixed.ONE + e, name=f"sden{i}")
-                num = arith.wire(m, 33, Mux(a >= 0, 1 << 32, e << fixed.FRAC), name=f"snum{i}")
-                sigmoid = arith.divide_unrolled(m, arith.wire(m, 35, (num << 1) + den),
-                                                arith.wire(m, 19, den << 1), 17, name=f"sig{i}")
-                silu = _product_q16(m, a, sigmoid, name=f"silu{i}")
-                results[PointwiseOp.SILU_GATE] = _product_q16(m, silu, b, name=f"silug{i}")
-            with m.If(accept):
+                # x = -|a| clamped to -2**20 (|a| >= 2**20 from the top bits alone)
+                top = a[20:]
+                big = Mux(a[31], (top != (1 << len(top)) - 1) | (a[:20] == 0), top != 0)
+                x = st(f"silu{i}_x", signed(_EXP_INPUT_BITS), Mux(
+                    big, -(1 << 20), Mux(a[31], a[:21].as_signed(), -a[:21].as_signed())),
+                    reset_less=True)
+                e = _exp_neg16(st, f"exp{i}", x)
+                stage = 2 + EXP_STAGES
+                negative = st.delay(f"silu{i}_neg", a[31], stage - 1, reset_less=True)
+                # sigmoid = floor((2n + d) / (2d)), d = 2**16 + e, n = 2**32 (a >= 0) or
+                # e << 16: N = 2n + d has no carries but e's increment when e = 2**16
+                den = arith.wire(m, 18, e + (1 << 16), name=f"sig{i}_den")
+                num = st(f"sig{i}_num", 34, Mux(
+                    negative, Cat(den[:17], e + den[17]), Cat(den, Const(0, 15), Const(1, 1))),
+                    reset_less=True)
+                divisor = st(f"sig{i}_d", 19, den << 1, reset_less=True)
+                stage += 1
+                # long division: the remainder below the divisor, one numerator bit a row
+                rest = num[_SIGMOID_BITS:]
+                pending = num[:_SIGMOID_BITS]
+                quotient = None
+                for row in range(_SIGMOID_BITS):
+                    bit = pending[-1]
+                    trial = arith.wire(m, 20, Cat(bit, rest), name=f"sig{i}_r{row}_x")
+                    diff = arith.wire(m, 21, trial - divisor, name=f"sig{i}_r{row}_diff")
+                    take = ~diff[20]
+                    q = take if quotient is None else Cat(take, quotient)
+                    quotient = st(f"sig{i}_q{row}", len(q), q, reset_less=True)
+                    rest = st(f"sig{i}_rest{row}", 19, Mux(take, diff[:19], trial[:19]),
+                              reset_less=True)
+                    if len(pending) > 1:
+                        pending = st(f"sig{i}_n{row}", len(pending) - 1, pending[:-1],
+                                     reset_less=True)
+                    divisor = st(f"sig{i}_d{row}", 19, divisor, reset_less=True)
+                stage += _SIGMOID_BITS
+                a_late = st.delay(f"silu{i}_a", a, stage - 1, reset_less=True)
+                silu = _q16_product(st, f"silu{i}", a_late, quotient)
+                b_late = st.delay(f"silu{i}_b", b, stage + PRODUCT_STAGES - 1, reset_less=True)
+                results[PointwiseOp.SILU_GATE] = (
+                    _q16_product(st, f"silug{i}", silu, b_late), stage + 2 * PRODUCT_STAGES)
+            results = {case: st.delay(f"{case.name.lower()}{i}_late", value, last - stage,
+                                      reset_less=True)
+                       for case, (value, stage) in results.items()}
+            with m.If(advance):
                 with m.Switch(op):
                     for case, value in results.items():
                         with m.Case(case):

@@ -68,6 +68,8 @@ QUANT_FIRST_BEAT = (units.Quantizer(lanes=isa.LANES).pass2_start
                     + units.Quantizer(lanes=isa.LANES).latency)
 #: Dequantizer: cycles from an accumulator beat's handshake to its output beat's
 DEQUANT_LATENCY = units.Dequantizer(lanes=isa.LANES).latency
+#: Pointwise: cycles from an input beat's handshake to its output beat's (every operation)
+POINTWISE_LATENCY = units.Pointwise(lanes=isa.LANES).latency
 #: TLMM engine: cycles from a lookup's issue to its lookup stage (``rtl.tlmm.Engine``)
 ISSUE_TO_LOOKUP = 2
 #: cycles from a job's last weight beat to its bank's first possible issue: the registered
@@ -327,7 +329,8 @@ def instruction_cycles(ins, timing: TopTiming, clock: _Clock, start: int,
                             raise ValueError("the top model needs the epilogue operand in "
                                              "before the linear's outputs (beat "
                                              f"{late[0]} is late)")
-                        pending = [cycle + DEQUANT_LATENCY + 2 for cycle in acc]
+                        pending = [cycle + DEQUANT_LATENCY + POINTWISE_LATENCY + 1
+                                   for cycle in acc]
                 else:
                     state += 2                      # READ0, READ1 skipped
                 state += 1                          # READ2 skipped
@@ -348,7 +351,7 @@ def instruction_cycles(ins, timing: TopTiming, clock: _Clock, start: int,
                 state = read(row0, s0.beats, state)
                 state = read(row1, s1.beats, state)
                 state += 1
-                pending = [b + 2 for b in reads[1]]
+                pending = [b + POINTWISE_LATENCY + 1 for b in reads[1]]
             d = ins.dst
             dst = d.addr + tok * d.stride_t + h * d.stride_h
             beats = size * d.beats

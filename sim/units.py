@@ -22,7 +22,7 @@ model              RTL unit                            formula
 ``Dequantizer``    ``rtl.quant.Dequantizer``           ``M * (27 + ceil(N / lanes)) + 9``
 ``RMSNorm``        ``rtl.elementwise.RMSNorm``         ``M * (2 * H / lanes + 102) + 1``
 ``RoPE``           ``rtl.elementwise.RoPE``            ``3 * heads * head_dim / (2 lanes) + 1``
-``Pointwise``      ``rtl.elementwise.Pointwise``       ``beats + 1``
+``Pointwise``      ``rtl.elementwise.Pointwise``       ``beats + 45``
 ``Reciprocal``     ``rtl.pipeline.Reciprocal``         ``latency = 6 + 2 * 19 + 2``
 ``DecodeUnit``     ``rtl.attention.DecodeUnit``        ``2 B + 2 S B + tail`` (tail 90 at 4 lanes)
 ``PrefillUnit``    ``rtl.attention.PrefillUnit``       ``2 n B + 2 S B + tail``
@@ -328,7 +328,8 @@ class RoPE:
 
 
 class Pointwise:
-    """Stateless fused elementwise unit (``rtl.elementwise.Pointwise``).
+    """Stateless fused elementwise unit (``rtl.elementwise.Pointwise``), one pipeline that
+    stalls as a whole; every operation takes the SiLU gate's ``LATENCY``.
 
     Parameters
     ----------
@@ -336,13 +337,21 @@ class Pointwise:
         Element pairs per beat (no effect on timing).
     """
 
+    #: the input register, the clamp of ``-|a|``, ``exp_neg`` (10 stages), the sigmoid's
+    #: operands, 17 divider rows, two Q16 products (7 stages each), the output register
+    LATENCY = 1 + 1 + 10 + 1 + 17 + 2 * 7 + 1
+
     def __init__(self, *, lanes: int = 4):
         self.lanes = _check_positive("lanes", lanes)
 
+    @property
+    def latency(self) -> int:
+        return self.LATENCY
+
     def cycles(self, beats: int) -> int:
-        """``beats + 1``: one beat per cycle through one register stage."""
+        """``beats + LATENCY``: one beat a cycle in, each out ``LATENCY`` cycles later."""
         _check_positive("beats", beats)
-        return beats + 1
+        return beats + self.LATENCY
 
 
 # -- attention (rtl/attention.py) ------------------------------------------------------------

@@ -220,3 +220,25 @@ def test_pointwise_cycles_exact(beats):
     y, cycles = run_pointwise(dut, ops_per_beat, a, b, rng, p_valid=1.0, p_ready=1.0)
     np.testing.assert_array_equal(y, pointwise_reference(ops_per_beat, a, b, 2))
     assert dut.cycles(beats) == cycles
+
+
+def test_pointwise_gate_edges():
+    """Gate operands around every boundary the pipeline has: exp_neg's clamp (|a| = 2**20)
+    and its zero (12.0), a = 0 (the sigmoid's e = 2**16), int32 extremes, products that
+    saturate; one op per beat, all three, under stalls."""
+    seed = 73
+    rng = seeded(seed)
+    lanes = 4
+    specials = [0, 1, -1, 1 << 20, -(1 << 20), (1 << 20) + 1, -(1 << 20) - 1, (1 << 20) - 1,
+                12 << 16, -(12 << 16), (11 << 16) + 0xFFFF, -(11 << 16) - 0xFFFF,
+                fixed.INT32_MAX, fixed.INT32_MIN, 46341 << 8, -(46341 << 8)]
+    a = np.array(specials + list(rng.integers(-(20 << 16), 20 << 16, size=44)))
+    b = np.array([fixed.INT32_MAX, fixed.INT32_MIN, 1 << 16, -(1 << 16)] * 15)
+    b[16:] = rng.integers(fixed.INT32_MIN, fixed.INT32_MAX, size=44) >> rng.integers(0, 24, 44)
+    a, b = np.concatenate([a, a, a]), np.concatenate([b, b, b])
+    n_beats = len(a) // lanes
+    ops_per_beat = [list(elementwise.PointwiseOp)[i * 3 // n_beats] for i in range(n_beats)]
+    dut = elementwise.Pointwise(lanes=lanes)
+    y, _ = run_pointwise(dut, ops_per_beat, a, b, rng, p_valid=0.8, p_ready=0.7)
+    np.testing.assert_array_equal(y, pointwise_reference(ops_per_beat, a, b, lanes),
+                                  err_msg=f"seed={seed}")
