@@ -218,3 +218,155 @@ class Reciprocal(wiring.Component):
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += [done.eq(0), busy.eq(0)]
         return m
+
+
+def chunk_add(st, name, a, b, *, chunk=24, reset_less=True):
+    """``a + b`` over ``ceil(width / chunk)`` stages of ``st``, ``chunk`` bits a stage (the
+    carry of each chunk registered into the next; the chunks below delayed to line up).
+
+    Returns ``(sum, stages)``: the sum (one bit wider than the wider operand, signed if
+    either is) valid ``stages`` stages after ``a`` and ``b``.
+    """
+    m = st.m
+    is_signed = a.shape().signed or b.shape().signed
+    width = max(len(a), len(b)) + 1
+    shape = signed(width) if is_signed else unsigned(width)
+    aw = arith.wire(m, shape, a, name=f"{name}_a")
+    bw = arith.wire(m, shape, b, name=f"{name}_b")
+    bounds = [(lo, min(lo + chunk, width)) for lo in range(0, width, chunk)]
+    done, carry = [], Const(0, 1)
+    for c, (lo, hi) in enumerate(bounds):
+        top = c == len(bounds) - 1
+        a_c = st.delay(f"{name}_a{c}", aw[lo:hi], c, reset_less=reset_less)
+        b_c = st.delay(f"{name}_b{c}", bw[lo:hi], c, reset_less=reset_less)
+        if top and is_signed:
+            a_c, b_c = a_c.as_signed(), b_c.as_signed()
+        total = arith.wire(m, hi - lo + 1, _carry_add(a_c, b_c, carry), name=f"{name}_s{c}")
+        done = [st(f"{name}_r{c}_{j}", len(piece), piece, reset_less=reset_less)
+                for j, piece in enumerate(done)]
+        done.append(st(f"{name}_r{c}", hi - lo, total[:hi - lo], reset_less=reset_less))
+        carry = st(f"{name}_k{c}", 1, total[-1], reset_less=reset_less)
+    result = Cat(*done)
+    return (result.as_signed() if is_signed else result), len(bounds)
+
+
+class LongDivider(wiring.Component):
+    """``floor(num / den)`` for ``den > 0``, one quotient bit a cycle, the remainder kept
+    below ``den`` (so each step compares ``den_width + 1`` bits, however wide ``num`` is).
+
+    Attributes
+    ----------
+    i : In(stream.Signature(StructLayout({"num": unsigned(num_width), "den": unsigned(den_width)})))
+    o : Out(stream.Signature(unsigned(num_width)))
+    latency : int
+        ``num_width + 1``.
+    """
+
+    def __init__(self, *, num_width: int, den_width: int):
+        self.num_width = arith.check_positive("num_width", num_width)
+        self.den_width = arith.check_positive("den_width", den_width)
+        super().__init__({
+            "i": In(stream.Signature(data.StructLayout({
+                "num": unsigned(num_width), "den": unsigned(den_width)}))),
+            "o": Out(stream.Signature(unsigned(num_width))),
+        })
+
+    @property
+    def latency(self) -> int:
+        return self.num_width + 1
+
+    def elaborate(self, platform):
+        m = Module()
+        nw, dw = self.num_width, self.den_width
+        pending = Signal(nw)                     # numerator bits still to bring down, MSB first
+        quotient = Signal(nw)
+        rest = Signal(dw)
+        den = Signal(dw)
+        count = Signal(range(nw + 1))
+        busy = Signal()
+        done = Signal()
+        m.d.comb += [self.i.ready.eq(~busy & ~done), self.o.valid.eq(done),
+                     self.o.payload.eq(quotient)]
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [pending.eq(self.i.payload.num), den.eq(self.i.payload.den),
+                         rest.eq(0), count.eq(nw), busy.eq(1)]
+        with m.If(busy):
+            trial = arith.wire(m, dw + 1, Cat(pending[-1], rest), name="trial")
+            diff = arith.wire(m, dw + 2, trial - den, name="diff")
+            take = ~diff[-1]
+            m.d.sync += [rest.eq(Mux(take, diff[:dw], trial[:dw])),
+                         quotient.eq(Cat(take, quotient[:-1])), pending.eq(pending << 1),
+                         count.eq(count - 1)]
+            with m.If(count == 1):
+                m.d.sync += [busy.eq(0), done.eq(1)]
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += done.eq(0)
+        return m
+
+
+class Isqrt(wiring.Component):
+    """Floor square root, digit by digit (two radicand bits a step), each step's compare and
+    subtract split over two cycles (``split_add``'s halves), as ``arith.Isqrt`` otherwise.
+
+    Attributes
+    ----------
+    i : In(stream.Signature(unsigned(width)))
+    o : Out(stream.Signature(unsigned(width // 2)))
+    latency : int
+        ``width + 1`` (two cycles for each of the ``width / 2`` steps).
+    """
+
+    def __init__(self, *, width: int):
+        arith.check_positive("width", width)
+        if width % 2:
+            raise ValueError(f"width must be even, got {width}")
+        self.width = width
+        super().__init__({
+            "i": In(stream.Signature(unsigned(width))),
+            "o": Out(stream.Signature(unsigned(width // 2))),
+        })
+
+    @property
+    def latency(self) -> int:
+        return self.width + 1
+
+    def elaborate(self, platform):
+        m = Module()
+        n = self.width // 2
+        radicand = Signal(self.width)
+        rest = Signal(n + 2)
+        root = Signal(n)
+        count = Signal(range(n + 1))
+        phase = Signal()
+        busy = Signal()
+        done = Signal()
+        w = n + 5                                 # partial - trial with its sign
+        s = w // 2
+        partial = arith.wire(m, w, Cat(radicand[-2:], rest), name="partial")
+        minus_trial = arith.wire(m, w, ~Cat(Const(1, 2), root, Const(0, w - n - 2)),
+                                 name="minus_trial")
+        low = Signal(s + 1)
+        m.d.comb += [self.i.ready.eq(~busy & ~done), self.o.valid.eq(done),
+                     self.o.payload.eq(root)]
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [radicand.eq(self.i.payload), rest.eq(0), root.eq(0),
+                         count.eq(n), busy.eq(1), phase.eq(0)]
+        with m.If(busy):
+            m.d.sync += phase.eq(~phase)
+            with m.If(~phase):
+                m.d.sync += low.eq(_carry_add(partial[:s], minus_trial[:s], Const(1, 1)))
+            with m.Else():
+                high = arith.wire(m, w - s, _carry_add(partial[s:], minus_trial[s:], low[s]),
+                                  name="high")
+                take = ~high[-1]
+                m.d.sync += [
+                    radicand.eq(radicand << 2),
+                    rest.eq(Mux(take, Cat(low[:s], high)[:n + 2], partial[:n + 2])),
+                    root.eq(Cat(take, root[:-1])),
+                    count.eq(count - 1),
+                ]
+                with m.If(count == 1):
+                    m.d.sync += [busy.eq(0), done.eq(1)]
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += done.eq(0)
+        return m
