@@ -389,9 +389,10 @@ class _TwoPassAttention(wiring.Component):
             carry = st(f"total{t}_carry", 1, low_sum[-1], reset_less=True)
             with m.If(w_valid & w_beat0):
                 m.d.sync += t_lo.eq(low_sum[:-1])
-            with m.If(st.delay(f"total{t}_en", w_valid & w_beat0, 1)):
-                m.d.sync += t_hi.eq(Mux(st.delay(f"total{t}_key0", w_key0, 1,
-                                                 reset_less=True), 0, t_hi) + carry)
+            hi_en = st.delay(f"total{t}_en", w_valid & w_beat0, 1)
+            hi_key0 = st.delay(f"total{t}_key0", w_key0, 1, reset_less=True)
+            with m.If(hi_en):
+                m.d.sync += t_hi.eq(Mux(hi_key0, 0, t_hi) + carry)
             recip = pipeline.Reciprocal(num_log2=WEIGHT_FRAC, den_width=self.sum_width)
             m.submodules[f"recip{t}"] = recip
             m.d.comb += [recip.i.valid.eq(final), recip.i.payload.eq(Cat(t_lo, t_hi))]

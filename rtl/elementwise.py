@@ -54,6 +54,17 @@ def _product_q16(m, a, b, name):
 class RMSNorm(wiring.Component):
     """RMSNorm over one token at a time, exactly ``golden.ops.rmsnorm``.
 
+    Pipelined (issue #12): pass 1 squares each element in 16-bit halves (``x = xh * 2**16 +
+    xl``: ``xh**2``, ``xh * xl`` and ``xl**2``, summed over the lanes one tree level a stage
+    and over the token in accumulators of two chunks, the high one a stage later); once per
+    token, ``S = sum xl**2 + (sum xh xl) << 17 + (sum xh**2) << 32`` in 24-bit chunks
+    (``pipeline.chunk_add``), the leading-zero normalization of S (one shift a stage), the even
+    shift and ``S >> shift``, ``pipeline.LongDivider`` for the mean, the epsilon's add in
+    halves, ``pipeline.Isqrt`` and ``pipeline.Reciprocal``; pass 2 reads the buffer back
+    (synchronously: block RAM where deep enough) and computes ``x * gamma`` in 16-bit halves,
+    its rounding and saturation to 40 bits, the product with 1/rms and the rounding shift,
+    one step a stage, stalling as a whole while its output waits.
+
     Parameters
     ----------
     lanes : int
@@ -74,14 +85,28 @@ class RMSNorm(wiring.Component):
         Q16 outputs, same beat structure as ``x``.
     """
 
-    MEAN_WIDTH = 47    # quotient bits of the mean division (the shifted sum is below 2**45)
     SQUARE_WIDTH = 63  # an exact square of an int32 is at most 2**62
+    #: the normalization of the sum of squares, one shift a stage (the sum is below 2**128)
+    NORMALIZE_STEPS = (64, 32, 16, 8, 4, 2, 1)
+    #: the radicand width of the square root (the mean square, below 2**46, times 2**16)
+    ISQRT_WIDTH = 64
+    #: pass 2, from a gamma beat's handshake (its buffer read) to the output register: the
+    #: read, the partial products, the rounded low product and the cross sum's two halves,
+    #: the sum's two halves, the high part, the 40-bit saturation, the products with 1/rms,
+    #: their two halves, the coarse and fine shifts, the rounding, the saturation
+    LATENCY = 15
+    #: stages of the two adds that make S: with b = ``bit_length(max_h)`` the class sums
+    #: have b + 33 (``xl**2``), b + 32 (``xh xl``) and b + 31 (``xh**2``) bits, the two sums
+    #: b + 50 and b + 64, so 22 and 21 bits a stage up to ``max_h`` = 65535
+    SUM_STAGES = (3, 4)
 
     def __init__(self, *, lanes: int = 4, max_h: int = 4096, eps: int = 1):
         self.lanes = arith.check_positive("lanes", lanes)
         self.max_h = arith.check_positive("max_h", max_h)
         if max_h % lanes:
             raise ValueError(f"max_h={max_h} must be a multiple of lanes={lanes}")
+        if max_h >= 1 << 16:
+            raise ValueError(f"max_h={max_h} must be below 65536")
         arith.check_positive("eps", eps)
         if eps > 1 << 32:
             raise ValueError(f"eps must be at most 2**32 (1.0 in Q32), got {eps}")
@@ -95,119 +120,242 @@ class RMSNorm(wiring.Component):
         })
 
     @property
+    def tree_stages(self) -> int:
+        """Stages of the pass-1 sums over the lanes: ``ceil(log2(lanes))``, at least one."""
+        return max(1, (self.lanes - 1).bit_length())
+
+    @property
     def setup_cycles(self) -> int:
-        """Cycles between a token's last input beat and its first ``gamma`` beat, plus one:
-        the mean division, the square root and the reciprocal, one after the other."""
-        return (1 + (self.MEAN_WIDTH + 1) + (32 + 1)
-                + (arith.RatioScale.QUOTIENT_WIDTH + 1))
+        """Cycles from accepting a token's last input beat to its first ``gamma`` beat (when
+        that is waiting): the input register, the products, the lane tree, the two accumulator
+        chunks, the two adds of S, the normalization, the shift, the mean (``LongDivider``)
+        and its register, the epsilon's add, the square root, the reciprocal, the step into
+        pass 2."""
+        return (1 + 1 + self.tree_stages + 2 + sum(self.SUM_STAGES)
+                + len(self.NORMALIZE_STEPS) + 1 + (ops.MEAN_SQUARE_BITS + 1) + 1 + 2
+                + (self.ISQRT_WIDTH + 1)
+                + pipeline.Reciprocal.LATENCY + 1)
+
+    @property
+    def latency(self) -> int:
+        """Cycles from accepting a ``gamma`` beat to its output beat (stall-free)."""
+        return self.LATENCY
 
     def cycles(self, tokens: int, h: int) -> int:
-        """Stall-free cycles for ``tokens`` tokens of ``h`` elements each:
-        ``tokens * (2 * h / lanes + 102) + 1``, 102 being ``setup_cycles`` (1 + 48 + 33 + 20)."""
+        """Stall-free cycles for ``tokens`` tokens of ``h`` elements each (B = ``h / lanes``
+        beats): ``tokens * (2 B + setup_cycles - 1) + latency``: pass 1, the setup, pass 2
+        (the next token's first beat follows its last gamma beat), the last beat's latency."""
         arith.check_positive("tokens", tokens)
         arith.check_positive("h", h)
         if h > self.max_h or h % self.lanes:
             raise ValueError(f"h={h} must be a multiple of lanes={self.lanes} and at most "
                              f"max_h={self.max_h}")
-        return tokens * (2 * (h // self.lanes) + self.setup_cycles) + 1
+        return tokens * (2 * (h // self.lanes) + self.setup_cycles - 1) + self.latency
 
     def elaborate(self, platform):
         m = Module()
         lanes = self.lanes
+        st = pipeline.Stages(m)
         m.submodules.buffer = buffer = memory.Memory(shape=_lanes(lanes), depth=self.depth,
                                                      init=[])
         write = buffer.write_port()
-        read = buffer.read_port(domain="comb")
-        m.submodules.mean = mean = arith.Divider(num_width=ops.MEAN_SQUARE_BITS,
-                                                 den_width=self.max_h.bit_length(),
-                                                 quotient_width=self.MEAN_WIDTH)
-        m.submodules.sqrt = sqrt = arith.Isqrt(width=64)
-        m.submodules.recip = recip = arith.RatioScale(num_width=17, den_width=32)
+        read = buffer.read_port()                  # synchronous: block RAM where deep enough
+        hw = self.max_h.bit_length()
+        m.submodules.mean = mean = pipeline.LongDivider(num_width=ops.MEAN_SQUARE_BITS,
+                                                        den_width=hw)
+        m.submodules.sqrt = sqrt = pipeline.Isqrt(width=self.ISQRT_WIDTH)
+        m.submodules.recip = recip = pipeline.Reciprocal(num_log2=fixed.FRAC, den_width=32)
 
         count = Signal(range(self.depth + 1))
         index = Signal(range(self.depth + 1))
-        total = Signal(self.sum_width)
-        start = Signal()                           # the mean division has yet to accept
         reducing = Signal()                        # between pass 1 and pass 2
         emitting = Signal()
         inv_m = Signal(16)
-        inv_e = Signal(signed(8))
-        shift = Signal(range(self.sum_width + 2))   # even normalizing shift of the sum
-        held_shift = Signal(range(self.sum_width + 2))
+        inv_s = Signal(range(64))                  # the output's right shift, minus 6
+        h = Signal(hw)
 
-        # pass 1
-        squares = []
-        for i in range(lanes):
-            x = self.x.payload.x[i]
-            product = arith.wire(m, unsigned(63), x * x, name=f"sq{i}")
-            squares.append(product)
+        # ---- pass 1: the buffer, and the exact sum of squares in three classes ----
+        accept = self.x.valid & self.x.ready
         m.d.comb += [
             self.x.ready.eq(~emitting & ~reducing),
             write.addr.eq(count),
             write.data.eq(self.x.payload.x),
-            write.en.eq(self.x.valid & self.x.ready),
+            write.en.eq(accept),
         ]
-        with m.If(self.x.valid & self.x.ready):
-            m.d.sync += [count.eq(count + 1), total.eq(total + sum(squares))]
+        with m.If(accept):
+            m.d.sync += count.eq(count + 1)
             with m.If(self.x.payload.last):
-                m.d.sync += [start.eq(1), reducing.eq(1)]
-
-        # once per token: s = even shift bringing the sum below 2**45, floor mean of the
-        # shifted sum, isqrt((ms + (eps >> s)) << 16), Scale of 2**16 / rms, exponent + s/2 - 8
-        length = arith.bit_length(m, total, name="sum_length")
-        over = arith.wire(m, range(self.sum_width + 1),
-                          Mux(length > ops.MEAN_SQUARE_BITS, length - ops.MEAN_SQUARE_BITS, 0),
-                          name="sum_over")
-        m.d.comb += shift.eq(((over + 1) >> 1) << 1)
-        eps = Const(self.eps, 33)
-        m.d.comb += [
-            mean.i.valid.eq(start),
-            mean.i.payload.num.eq(total >> shift),
-            mean.i.payload.den.eq(count * lanes),
-            sqrt.i.valid.eq(mean.o.valid),
-            mean.o.ready.eq(sqrt.i.ready),
-            sqrt.i.payload.eq((mean.o.payload.quotient + (eps >> held_shift)) << fixed.FRAC),
-            recip.i.valid.eq(sqrt.o.valid),
-            sqrt.o.ready.eq(recip.i.ready),
-            recip.i.payload.num.eq(fixed.ONE),
-            recip.i.payload.den.eq(sqrt.o.payload),
-            recip.o.ready.eq(1),
-        ]
-        with m.If(mean.i.valid & mean.i.ready):
-            m.d.sync += [start.eq(0), total.eq(0), held_shift.eq(shift)]
-        with m.If(recip.o.valid):
-            m.d.sync += [inv_m.eq(recip.o.payload.m),
-                         inv_e.eq(recip.o.payload.e + (held_shift >> 1) - 8),
-                         reducing.eq(0), emitting.eq(1), index.eq(0)]
-
-        # pass 2
-        out_free = ~self.y.valid | self.y.ready
-        m.d.comb += [read.addr.eq(index), self.gamma.ready.eq(emitting & out_free)]
-        with m.If(self.y.valid & self.y.ready):
-            m.d.sync += self.y.valid.eq(0)
-        with m.If(self.gamma.valid & self.gamma.ready):
-            m.d.sync += [self.y.valid.eq(1), self.y.payload.last.eq(index == count - 1),
-                         index.eq(index + 1)]
-            with m.If(index == count - 1):
-                m.d.sync += [emitting.eq(0), count.eq(0)]
-        extra = ops.NORM_PRODUCT_FRAC - fixed.FRAC
-        limit = 1 << (31 + extra)
+                m.d.sync += reducing.eq(1)
+        x1 = st("x1", _lanes(lanes), self.x.payload.x, reset_less=True)
+        valid1 = st("x1_valid", 1, accept)
+        first1 = st("x1_first", 1, count == 0, reset_less=True)
+        last1 = st("x1_last", 1, self.x.payload.last, reset_less=True)
+        classes = {"hh": [], "hl": [], "ll": []}
         for i in range(lanes):
-            # p = sat40(round(x * gamma / 2^8)), Q24 (golden.ops.NORM_PRODUCT_FRAC)
-            product = arith.wire(m, signed(64), read.data[i] * self.gamma.payload[i],
-                                 name=f"xg{i}")
-            rounded = arith.round_shift(m, product, fixed.FRAC - extra, name=f"xg_r{i}")
-            scaled = Signal(signed(40), name=f"p{i}")
-            with m.If(rounded > limit - 1):
-                m.d.comb += scaled.eq(limit - 1)
-            with m.Elif(rounded < -limit):
-                m.d.comb += scaled.eq(-limit)
+            xl, xh = x1[i][:16], x1[i][16:].as_signed()
+            classes["hh"].append(st(f"sq{i}_hh", None, xh * xh, reset_less=True))
+            classes["hl"].append(st(f"sq{i}_hl", None, xh * xl, reset_less=True))
+            classes["ll"].append(st(f"sq{i}_ll", None, xl * xl, reset_less=True))
+        td = self.tree_stages
+        delay = 1 + td                             # x1 to the accumulators
+        valid = st.delay("acc_valid", valid1, delay)
+        first = st.delay("acc_first", first1, delay, reset_less=True)
+        last = st.delay("acc_last", last1, delay, reset_less=True)
+        widths = {"hh": (self.max_h << 30).bit_length() + 1,
+                  "hl": (self.max_h << 31).bit_length() + 1,
+                  "ll": (self.max_h << 32).bit_length() + 1}
+        sums = {}
+        for name, terms in classes.items():
+            for level in range(td):
+                terms = ([st(f"{name}{level}_{j}", None, terms[j] + terms[j + 1],
+                             reset_less=True) for j in range(0, len(terms) - 1, 2)]
+                         + ([st(f"{name}{level}_odd", None, terms[-1], reset_less=True)]
+                            if len(terms) % 2 else []))
+            value = arith.wire(m, signed(widths[name]), terms[0], name=f"{name}_beat")
+            lo = Signal(24, name=f"{name}_lo")
+            hi = Signal(signed(widths[name] - 24), name=f"{name}_hi")
+            low_sum = arith.wire(m, 25, Mux(first, 0, lo) + value[:24], name=f"{name}_lo_sum")
+            carry = st(f"{name}_carry", 1, low_sum[24], reset_less=True)
+            value_hi = st(f"{name}_vhi", signed(widths[name] - 24), value[24:].as_signed(),
+                          reset_less=True)
+            with m.If(valid):
+                m.d.sync += lo.eq(low_sum[:24])
+            # (stage registers are made outside the If: inside it they would load only then)
+            hi_valid = st.delay(f"{name}_valid", valid, 1)
+            hi_first = st.delay(f"{name}_first", first, 1, reset_less=True)
+            with m.If(hi_valid):
+                m.d.sync += hi.eq(pipeline._carry_add(Mux(hi_first, 0, hi), value_hi, carry))
+            sums[name] = Cat(lo, hi).as_signed()
+        # the token's sums are final once its last beat's high chunks are in
+        go = st.delay("sums_done", valid & last, 2)
+
+        # ---- once per token: S, its normalization, the even shift, S >> shift ----
+        w = self.sum_width
+        stages1, stages2 = self.SUM_STAGES
+        first_add, n1 = pipeline.chunk_add(st, "s1", sums["ll"], sums["hl"].shift_left(17),
+                                           stages=stages1)
+        total, n2 = pipeline.chunk_add(st, "s2", first_add, sums["hh"].shift_left(32),
+                                       stages=stages2)
+        assert (n1, n2) == self.SUM_STAGES
+        go = st.delay("s_done", go, stages1 + stages2)
+        value = arith.wire(m, w, total, name="sum_squares")
+        raw = value
+        lz = Const(0, range(128))
+        for step in self.NORMALIZE_STEPS:
+            shifts = value[w - step:] == 0 if step < w else Const(0, 1)
+            value = st(f"norm{step}", w, Mux(shifts, value << step, value), reset_less=True)
+            lz = st(f"norm{step}_lz", range(128), lz + Mux(shifts, step, 0), reset_less=True)
+        raw = st.delay("sum_raw", raw, len(self.NORMALIZE_STEPS), reset_less=True)
+        go = st.delay("norm_done", go, len(self.NORMALIZE_STEPS))
+        bits = ops.MEAN_SQUARE_BITS
+        small = lz >= w - bits                     # bit_length(S) <= 45: no shift
+        over = arith.wire(m, range(128), (w - bits) - lz, name="sum_over")
+        shifted = Signal(bits)
+        shift = Signal(range(w))                    # even
+        eps_shifted = Signal(33)
+        with m.If(go):
+            with m.If(small):
+                m.d.sync += [shifted.eq(raw[:bits]), shift.eq(0)]
+            with m.Elif(over[0]):
+                m.d.sync += [shifted.eq(value[w - bits + 1:]), shift.eq(over + 1)]
             with m.Else():
-                m.d.comb += scaled.eq(rounded)
-            value = arith.scale_sat32(m, arith.wire(m, signed(57), scaled * inv_m),
-                                      inv_e + extra, name=f"y{i}")
-            with m.If(self.gamma.valid & self.gamma.ready):
-                m.d.sync += self.y.payload.y[i].eq(value)
+                m.d.sync += [shifted.eq(value[w - bits:]), shift.eq(over)]
+        go = st("shift_done", 1, go)
+        eps_table = Array(Const(self.eps >> (2 * k), 33) for k in range(w // 2 + 1))
+        m.d.comb += eps_shifted.eq(eps_table[shift[1:]])
+
+        # ---- the mean, + eps >> shift, the square root, the reciprocal ----
+        with m.If(accept & self.x.payload.last):
+            m.d.sync += h.eq((count + 1) * lanes)
+        m.d.comb += [mean.i.valid.eq(go), mean.i.payload.num.eq(shifted),
+                     mean.i.payload.den.eq(h), mean.o.ready.eq(1)]
+        eps_late = st("eps_shifted", 33, eps_shifted, reset_less=True)
+        quotient = st("mean", bits, mean.o.payload, reset_less=True)
+        mean_valid = st("mean_valid", 1, mean.o.valid)
+        mean_square = pipeline.split_add(st, "mean_square", quotient, eps_late)
+        ms_valid = st.delay("ms_valid", mean_valid, 2)
+        # the mean's register and the add's two halves
+        m.d.comb += [sqrt.i.valid.eq(ms_valid),
+                     sqrt.i.payload.eq(mean_square[:bits + 1] << fixed.FRAC),
+                     sqrt.o.ready.eq(recip.i.ready),
+                     recip.i.valid.eq(sqrt.o.valid), recip.i.payload.eq(sqrt.o.payload)]
+
+        # ---- pass 2: x * gamma, rounded and saturated to 40 bits, times 1/rms, shifted ----
+        advance = ~self.y.valid | self.y.ready
+        so = pipeline.Stages(m, enable=advance)
+        take = self.gamma.valid & self.gamma.ready
+        final = index == count - 1
+        m.d.comb += [read.addr.eq(index), read.en.eq(advance),
+                     self.gamma.ready.eq(emitting & advance)]
+        with m.If(take):
+            m.d.sync += index.eq(index + 1)
+            with m.If(final):
+                m.d.sync += [emitting.eq(0), count.eq(0)]
+        valids = [so("p1_valid", 1, take)]
+        lasts = [so("p1_last", 1, final, reset_less=True)]
+        g1 = so("g1", _lanes(lanes), self.gamma.payload, reset_less=True)
+        limit = 1 << (31 + ops.NORM_PRODUCT_FRAC - fixed.FRAC)
+        results = []
+        for i in range(lanes):
+            x, g = read.data[i], g1[i]
+            xl, xh, gl, gh = x[:16], x[16:].as_signed(), g[:16], g[16:].as_signed()
+            ll = so(f"xg{i}_ll", None, xl * gl, reset_less=True)
+            lh = so(f"xg{i}_lh", None, xl * gh, reset_less=True)
+            hl = so(f"xg{i}_hl", None, xh * gl, reset_less=True)
+            hh = so(f"xg{i}_hh", None, xh * gh, reset_less=True)
+            # round(x * gamma / 2**8) = L + (cross << 8) + (hh << 24), L = (ll + 2**7) >> 8
+            low = so(f"xg{i}_low", 25, (ll[7:] + 1) >> 1, reset_less=True)
+            cross = pipeline.split_add(so, f"xg{i}_cross", lh, hl)
+            top = hh[19:]
+            hh = so(f"xg{i}_hh20", signed(20), Mux(
+                (top == 0) | (top == (1 << len(top)) - 1), hh[:20].as_signed(),
+                Mux(hh[-1], -(1 << 19), (1 << 19) - 1)), reset_less=True)
+            low = so(f"xg{i}_low2", 25, low, reset_less=True)
+            t1 = pipeline.split_add(so, f"xg{i}_t1", cross, low >> 8)
+            low8 = so.delay(f"xg{i}_low8", low[:8], 2, reset_less=True)
+            hh = so.delay(f"xg{i}_hh20d", hh, 3, reset_less=True)
+            upper = so(f"xg{i}_upper", signed(22), (t1 >> 16) + hh, reset_less=True)
+            low24 = so(f"xg{i}_low24", 24, Cat(low8, t1[:16]), reset_less=True)
+            top = upper[15:]
+            p = so(f"p{i}", signed(40), Mux(
+                (top == 0) | (top == (1 << len(top)) - 1), Cat(low24, upper[:16]).as_signed(),
+                Mux(upper[-1], -limit, limit - 1)), reset_less=True)
+            mult = so.delay(f"m{i}", inv_m, 8, reset_less=True)
+            q_lo = so(f"q{i}_lo", None, p[:24] * mult, reset_less=True)
+            q_hi = so(f"q{i}_hi", None, p[24:].as_signed() * mult, reset_less=True)
+            prod_hi = pipeline.split_add(so, f"q{i}_sum", q_lo >> 24, q_hi)
+            lo24 = so.delay(f"q{i}_lo24", q_lo[:24], 2, reset_less=True)
+            prod = Cat(lo24, prod_hi).as_signed()
+            shift_out = so.delay(f"s{i}", inv_s, 11, reset_less=True)
+            # round_shift(prod, s) = (((prod >> 5) >> (s - 6)) + 1) >> 1, s - 6 in [0, 57]
+            coarse = so(f"y{i}_coarse", None, (prod >> 5) >> Cat(Const(0, 3), shift_out[3:]),
+                        reset_less=True)
+            fine = so.delay(f"y{i}_s", shift_out[:3], 1, reset_less=True)
+            z = so(f"y{i}_fine", None, coarse >> fine, reset_less=True)
+            high = z[33:]
+            in_range = so(f"y{i}_in_range", 1, (high == 0) | (high == (1 << len(high)) - 1),
+                          reset_less=True)
+            negative = so(f"y{i}_neg", 1, z[-1], reset_less=True)
+            rounded = so(f"y{i}_rounded", signed(34), (z[:34].as_signed() + 1) >> 1,
+                         reset_less=True)
+            fits = (rounded[31:] == 0) | (rounded[31:] == 0b111)
+            results.append(Mux(in_range & fits, rounded[:32],
+                               Mux(negative, fixed.INT32_MIN, fixed.INT32_MAX)))
+        for k in range(self.LATENCY - 2):
+            valids.append(so(f"p{k + 2}_valid", 1, valids[-1]))
+            lasts.append(so(f"p{k + 2}_last", 1, lasts[-1], reset_less=True))
+        with m.If(advance):
+            m.d.sync += [self.y.valid.eq(valids[-1]), self.y.payload.last.eq(lasts[-1])]
+            for i in range(lanes):
+                m.d.sync += self.y.payload.y[i].eq(results[i])
+
+        # a token's 1/rms replaces the previous one's once none of that one is in pass 2
+        busy = Cat(*valids, self.y.valid).any()
+        m.d.comb += recip.o.ready.eq(~busy)
+        with m.If(recip.o.valid & ~busy):
+            m.d.sync += [inv_m.eq(recip.o.payload.m),
+                         inv_s.eq(recip.o.payload.e + (shift >> 1) - 6),
+                         reducing.eq(0), emitting.eq(1), index.eq(0)]
         return m
 
 

@@ -220,9 +220,10 @@ class Reciprocal(wiring.Component):
         return m
 
 
-def chunk_add(st, name, a, b, *, chunk=24, reset_less=True):
+def chunk_add(st, name, a, b, *, chunk=24, stages=None, reset_less=True):
     """``a + b`` over ``ceil(width / chunk)`` stages of ``st``, ``chunk`` bits a stage (the
-    carry of each chunk registered into the next; the chunks below delayed to line up).
+    carry of each chunk registered into the next; the chunks below delayed to line up), or
+    over exactly ``stages`` stages of ``ceil(width / stages)`` bits.
 
     Returns ``(sum, stages)``: the sum (one bit wider than the wider operand, signed if
     either is) valid ``stages`` stages after ``a`` and ``b``.
@@ -233,6 +234,8 @@ def chunk_add(st, name, a, b, *, chunk=24, reset_less=True):
     shape = signed(width) if is_signed else unsigned(width)
     aw = arith.wire(m, shape, a, name=f"{name}_a")
     bw = arith.wire(m, shape, b, name=f"{name}_b")
+    if stages is not None:
+        chunk = -(-width // stages)
     bounds = [(lo, min(lo + chunk, width)) for lo in range(0, width, chunk)]
     done, carry = [], Const(0, 1)
     for c, (lo, hi) in enumerate(bounds):

@@ -56,9 +56,11 @@ __all__ = ["TopTiming", "program_cycles"]
 #: data channels of the top that may each move a beat a cycle: the ReadDMA's, the
 #: WeightStreamer's and the WriteDMA's
 CHANNELS = 3
-#: RMSNorm: cycles from a token's last input beat to its first gamma beat (the mean division,
-#: square root and reciprocal of ``RMSNorm.setup_cycles``, then the step into pass 2)
-NORM_SETUP = units.RMSNorm(lanes=isa.LANES).setup_cycles + 1
+#: RMSNorm: cycles from a token's last input beat to its first gamma beat (its pipelined
+#: sums, the mean division, square root and reciprocal: ``RMSNorm.setup_cycles``)
+NORM_SETUP = units.RMSNorm(lanes=isa.LANES).setup_cycles
+#: RMSNorm: cycles from a gamma beat's handshake to its output beat's
+NORM_LATENCY = units.RMSNorm(lanes=isa.LANES).latency
 #: PrefillUnit: cycles from the last value beat to the first output beat (its pipelines, the
 #: reciprocal and the output pass: ``tail``, which depends on the lanes alone)
 ATTENTION_TAIL = units.DecodeUnit(lanes=isa.LANES, head_dim=isa.LANES).tail
@@ -207,7 +209,7 @@ def _norm_outputs(x, gamma):
     out, g = [], x[-1] + NORM_SETUP - 1
     for arrival in gamma:
         g = max(g + 1, arrival + 1)
-        out.append(g + 2)                       # y register, FIFO write, readable
+        out.append(g + NORM_LATENCY + 1)        # y's handshake (FIFO write), readable
     return out
 
 

@@ -20,7 +20,7 @@ model              RTL unit                            formula
 ``RatioScale``     ``rtl.arith.RatioScale``            ``latency = 19 + 1``
 ``Quantizer``      ``rtl.quant.Quantizer``             ``M (2 ceil(K / lanes) + 3) + 12`` (4 lanes)
 ``Dequantizer``    ``rtl.quant.Dequantizer``           ``M * (27 + ceil(N / lanes)) + 9``
-``RMSNorm``        ``rtl.elementwise.RMSNorm``         ``M * (2 * H / lanes + 102) + 1``
+``RMSNorm``        ``rtl.elementwise.RMSNorm``         ``M * (2 * H / lanes + 181) + 15``
 ``RoPE``           ``rtl.elementwise.RoPE``            ``3 * heads * head_dim / (2 lanes) + 1``
 ``Pointwise``      ``rtl.elementwise.Pointwise``       ``beats + 45``
 ``Reciprocal``     ``rtl.pipeline.Reciprocal``         ``latency = 6 + 2 * 19 + 2``
@@ -258,23 +258,34 @@ class Dequantizer:
 # -- elementwise (rtl/elementwise.py) --------------------------------------------------------
 
 class RMSNorm:
-    """Two-pass RMSNorm through a one-token buffer (``rtl.elementwise.RMSNorm``).
+    """Two-pass RMSNorm through a one-token buffer (``rtl.elementwise.RMSNorm``), pipelined:
+    pass 1 one beat a cycle into the buffer and the chunked sums of squares; a setup chain per
+    token; pass 2 one ``gamma`` beat a cycle, each output ``LATENCY`` cycles later.
 
     Parameters
     ----------
     lanes : int
         Elements per beat.
     max_h : int
-        Longest token (a multiple of ``lanes``).
+        Longest token (a multiple of ``lanes``, below 65536).
     eps : int
         Q32 epsilon in ``[1, 2**32]`` (``golden.ops.rms_eps``; no effect on timing).
     """
+
+    #: pass 2, gamma beat to output beat
+    LATENCY = 15
+    #: the two chunked adds of the sum of squares (3 and 4 stages at every ``max_h``)
+    SUM_STAGES = (3, 4)
+    #: the leading-zero normalization of the sum of squares (shifts 64 .. 1)
+    NORMALIZE_STAGES = 7
 
     def __init__(self, *, lanes: int = 4, max_h: int = 4096, eps: int = 1):
         self.lanes = _check_positive("lanes", lanes)
         self.max_h = _check_positive("max_h", max_h)
         if max_h % lanes:
             raise ValueError(f"max_h={max_h} must be a multiple of lanes={lanes}")
+        if max_h >= 1 << 16:
+            raise ValueError(f"max_h={max_h} must be below 65536")
         _check_positive("eps", eps)
         if eps > 1 << 32:
             raise ValueError(f"eps must be at most 2**32 (1.0 in Q32), got {eps}")
@@ -282,22 +293,28 @@ class RMSNorm:
 
     @property
     def setup_cycles(self) -> int:
-        """Between passes, one after the other: 1 (sum to divider), the mean ``Divider``
-        (``RMS_MEAN_WIDTH + 1`` = 48), ``Isqrt(width=64)`` (33) and ``RatioScale`` (20): 102."""
-        mean = Divider(num_width=RMS_MEAN_WIDTH + self.max_h.bit_length(),
-                       den_width=self.max_h.bit_length(), quotient_width=RMS_MEAN_WIDTH)
-        return (1 + mean.latency + Isqrt(width=RMS_ISQRT_WIDTH).latency
-                + RatioScale(num_width=17, den_width=32).latency)
+        """A token's last input beat to its first gamma beat: the input register, the squares'
+        partial products, the lane tree (``ceil(log2 lanes)``, at least 1), the accumulators'
+        two chunks, the adds of S, the normalization, the shift, the mean ``LongDivider``
+        (``MEAN_SQUARE_BITS + 1`` = 46) and its register, the epsilon's add (2), the square
+        root (``Isqrt(64)``: 65), ``Reciprocal`` (46), the step into pass 2."""
+        tree = max(1, (self.lanes - 1).bit_length())
+        return (1 + 1 + tree + 2 + sum(self.SUM_STAGES) + self.NORMALIZE_STAGES + 1
+                + (45 + 1) + 1 + 2 + (64 + 1) + Reciprocal.LATENCY + 1)
+
+    @property
+    def latency(self) -> int:
+        return self.LATENCY
 
     def cycles(self, tokens: int, h: int) -> int:
-        """``tokens * (2 * h / lanes + setup_cycles) + 1``: pass 1 (``h / lanes`` beats in),
-        the setup chain, pass 2 (``h / lanes`` beats out, one ``gamma`` beat each)."""
+        """``tokens * (2 * h / lanes + setup_cycles - 1) + LATENCY``: pass 1, the setup, pass
+        2 (the next token's first beat follows the last gamma beat), the last output."""
         _check_positive("tokens", tokens)
         _check_positive("h", h)
         if h > self.max_h or h % self.lanes:
             raise ValueError(f"h={h} must be a multiple of lanes={self.lanes} and at most "
                              f"max_h={self.max_h}")
-        return tokens * (2 * (h // self.lanes) + self.setup_cycles) + 1
+        return tokens * (2 * (h // self.lanes) + self.setup_cycles - 1) + self.LATENCY
 
 
 class RoPE:

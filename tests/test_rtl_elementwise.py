@@ -242,3 +242,24 @@ def test_pointwise_gate_edges():
     y, _ = run_pointwise(dut, ops_per_beat, a, b, rng, p_valid=0.8, p_ready=0.7)
     np.testing.assert_array_equal(y, pointwise_reference(ops_per_beat, a, b, lanes),
                                   err_msg=f"seed={seed}")
+
+
+def test_rmsnorm_mini_geometry_shifts():
+    """max_h 128 (the ``mini`` model): tokens whose sum of squares needs no shift, an even
+    and an odd excess over 45 bits, all-extreme rows, and a small row after a huge one (the
+    accumulators' chunks restart), under stalls."""
+    seed = 57
+    rng = seeded(seed)
+    h = 128
+    x = rng.integers(-(1 << 20), 1 << 20, size=(6, h)) >> np.arange(6)[:, None] * 3
+    x[1] = np.where(rng.random(h) < 0.5, fixed.INT32_MAX, fixed.INT32_MIN)
+    x[2] = rng.integers(-(1 << 12), 1 << 12, size=h)
+    x[3, :] = 0
+    x[3, 5] = 1 << 23                              # bit_length(S) = 47: an even excess, 2
+    x[4, :] = 0
+    x[4, 7] = 3 << 22                              # ... 48: an odd excess, 3, made 4
+    gamma = rng.integers(-(1 << 18), 1 << 18, size=h)
+    eps = ops.rms_eps(1e-5)
+    dut = elementwise.RMSNorm(lanes=4, max_h=h, eps=eps)
+    y, _ = run_rmsnorm(dut, x, gamma, rng, p_valid=0.8, p_ready=0.7)
+    np.testing.assert_array_equal(y, ops.rmsnorm(x, gamma, eps), err_msg=f"seed={seed}")
