@@ -3,16 +3,20 @@
 
 ``RMSNorm``
     Two passes over a token (``golden.ops.rmsnorm``): pass 1 buffers the token and sums the
-    exact squares; then, once per token, an even normalizing shift (a leading-one detector),
-    a sequential ``Divider`` (floor mean over H), ``Isqrt`` and ``RatioScale`` (the Scale of
-    1/rms); pass 2 reads the buffer back with one ``gamma`` beat per beat and emits
-    ``sat32(round(sat40(round(x*gamma/2^8)) * inv / 2^8))``.
+    exact squares; then, once per token, an even normalizing shift (a leading-zero
+    normalization), a sequential divider (floor mean over H), a square root and a
+    reciprocal (the Scale of 1/rms); pass 2 reads the buffer back with one ``gamma`` beat per
+    beat and emits ``sat32(round(sat40(round(x*gamma/2^8)) * inv / 2^8))``.
+
+All four are pipelined (issue #12): no register-to-register path has more than one carry
+chain of about 32 bits or a small product (``pipeline``'s split and chunked adds), the
+buffers are read synchronously, and each unit's timing (``cycles``, ``latency``) is exact.
 ``RoPE``
     Rotates one head after another (``golden.ops.rope``, HF ``rotate_half`` pairing: element i
     with i + head_dim/2). Input arrives in natural order, so the first half is buffered;
     while the second half streams in, each beat meets its partner and its ``table`` beat
-    (cos/sin of the position), ``y1`` goes out and ``y2`` replaces ``x1`` in the buffer, then
-    the buffered ``y2`` half drains.
+    (cos/sin of the position), ``y1`` goes out and ``y2`` into a second buffer, which drains
+    once the rotation pipeline is empty.
 ``Pointwise``
     Stateless pipeline with a per-beat ``PointwiseOp``: residual add
     (``golden.ops.residual_add``), ReLU² gate (``relu2_gate``) and SiLU gate (``silu_gate``;
@@ -368,6 +372,13 @@ def rope_table_layout(lanes: int) -> data.StructLayout:
 class RoPE(wiring.Component):
     """Rotary position embedding, one head (``head_dim`` elements) after another.
 
+    Pipelined (issue #12): the first half is buffered; each second-half beat meets its
+    partner (a synchronous buffer read) and its ``table`` beat, and the rotation goes through
+    the products (32-bit elements in 16-bit halves times the 18-bit cos and sin), the two
+    halves of the low and high sums, the rounding of the low sum, the two halves of the total,
+    the saturation: ``y1`` goes out and ``y2`` into a second buffer, which drains once the
+    last ``y1`` is out. The pipeline stalls as a whole while its output waits.
+
     Parameters
     ----------
     lanes : int
@@ -386,6 +397,11 @@ class RoPE(wiring.Component):
         The rotated head, natural order.
     """
 
+    #: cycles from a second-half beat's handshake (with its table beat) to its ``y1`` beat:
+    #: the read, the products, two halves of the sums, the rounding, two halves of the
+    #: total, the saturation, the output register
+    LATENCY = 9
+
     def __init__(self, *, lanes: int = 4, head_dim: int = 64):
         self.lanes = arith.check_positive("lanes", lanes)
         arith.check_positive("head_dim", head_dim)
@@ -399,58 +415,103 @@ class RoPE(wiring.Component):
             "y": Out(stream.Signature(_lanes(lanes))),
         })
 
+    @property
+    def latency(self) -> int:
+        return self.LATENCY
+
     def cycles(self, heads: int) -> int:
-        """Stall-free cycles for ``heads`` consecutive heads: ``3 * heads * head_dim / (2 *
-        lanes) + 1`` (three half-head phases each: first half in, second half in, drain)."""
+        """Stall-free cycles for ``heads`` consecutive heads: ``heads * (3 * head_dim / (2 *
+        lanes) + latency - 1) + 2``: per head the first half in, the second half in, the
+        pipeline's drain (``latency - 1``), the buffered ``y2`` half out; the last beat's
+        read and output register."""
         arith.check_positive("heads", heads)
-        return heads * 3 * self.half_beats + 1
+        return heads * (3 * self.half_beats + self.LATENCY - 1) + 2
 
     def elaborate(self, platform):
         m = Module()
         lanes, hb = self.lanes, self.half_beats
-        m.submodules.buffer = buffer = memory.Memory(shape=_lanes(lanes), depth=hb, init=[])
-        write = buffer.write_port()
-        read = buffer.read_port(domain="comb")
+        m.submodules.x1_buffer = x1_buffer = memory.Memory(shape=_lanes(lanes), depth=hb,
+                                                           init=[])
+        m.submodules.y2_buffer = y2_buffer = memory.Memory(shape=_lanes(lanes), depth=hb,
+                                                           init=[])
+        x1_write, x1_read = x1_buffer.write_port(), x1_buffer.read_port()
+        y2_write, y2_read = y2_buffer.write_port(), y2_buffer.read_port()
         phase = Signal(range(3))       # 0: first half in, 1: second half in, 2: drain y2
         index = Signal(range(hb))
         last = index == hb - 1
-        out_free = ~self.y.valid | self.y.ready
+        advance = ~self.y.valid | self.y.ready
+        so = pipeline.Stages(m, enable=advance)
         pair = Signal()                # second-half beat and its table beat both here
+        drain = Signal()               # a y2 read issued
         m.d.comb += [
-            read.addr.eq(index),
-            write.addr.eq(index),
-            pair.eq((phase == 1) & self.x.valid & self.table.valid & out_free),
+            pair.eq((phase == 1) & self.x.valid & self.table.valid & advance),
             self.x.ready.eq((phase == 0) | pair),
             self.table.ready.eq(pair),
+            x1_write.addr.eq(index), x1_write.data.eq(self.x.payload),
+            x1_write.en.eq((phase == 0) & self.x.valid),
+            x1_read.addr.eq(index), x1_read.en.eq(advance),
+            y2_read.addr.eq(index), y2_read.en.eq(advance),
         ]
-        with m.If(self.y.valid & self.y.ready):
-            m.d.sync += self.y.valid.eq(0)
-        advance = Signal()
+        valids = [so("r1_valid", 1, pair)]
+        index1 = so("r1_index", None, index, reset_less=True)
+        x2 = so("r1_x2", _lanes(lanes), self.x.payload, reset_less=True)
+        table = so("r1_table", rope_table_layout(lanes), self.table.payload, reset_less=True)
+        y1s, y2s = [], []
+        for i in range(lanes):
+            x1 = x1_read.data[i]
+            cos, sin = table.cos[i], table.sin[i]
+            parts = {}
+            for name, x in (("a", x1), ("b", x2[i])):
+                lo, hi = x[:16], x[16:].as_signed()
+                for t_name, t in (("c", cos), ("s", sin)):
+                    parts[name + t_name] = (
+                        so(f"rot{i}_{name}{t_name}_lo", None, lo * t, reset_less=True),
+                        so(f"rot{i}_{name}{t_name}_hi", None, hi * t, reset_less=True))
+            results = []
+            # y1 = x1 cos - x2 sin, y2 = x2 cos + x1 sin, each as low + (high << 16)
+            for out, (p, q, sub) in (("y1", ("ac", "bs", True)), ("y2", ("bc", "as", False))):
+                sums = []
+                for h in range(2):
+                    a, b = parts[p][h], parts[q][h]
+                    sums.append(pipeline.split_add(so, f"rot{i}_{out}_{h}", a,
+                                                   ~b if sub else b, carry_in=int(sub)))
+                low, high = sums
+                # round(total / 2**16) = ((low + 2**15) >> 16) + high
+                rounded = so(f"rot{i}_{out}_round", signed(len(low) - 15),
+                             (low[15:].as_signed() + 1) >> 1, reset_less=True)
+                high = so(f"rot{i}_{out}_high", None, high, reset_less=True)
+                total = pipeline.split_add(so, f"rot{i}_{out}_sum", rounded, high)
+                top = total[31:]
+                results.append(so(f"rot{i}_{out}", signed(32), Mux(
+                    (top == 0) | (top == (1 << len(top)) - 1), total[:32],
+                    Mux(total[-1], fixed.INT32_MIN, fixed.INT32_MAX)), reset_less=True))
+            y1s.append(results[0])
+            y2s.append(results[1])
+        for k in range(self.LATENCY - 2):
+            valids.append(so(f"r{k + 2}_valid", 1, valids[-1]))
+        index_out = so.delay("r_index", index1, self.LATENCY - 2, reset_less=True)
+        drained = so("drain_valid", 1, drain)
+        m.d.comb += [y2_write.addr.eq(index_out), y2_write.en.eq(valids[-1] & advance)]
+        for i in range(lanes):
+            m.d.comb += y2_write.data[i].eq(y2s[i])
+        with m.If(advance):
+            m.d.sync += self.y.valid.eq(valids[-1] | drained)
+            with m.If(drained):
+                m.d.sync += self.y.payload.eq(y2_read.data)
+            with m.Else():
+                for i in range(lanes):
+                    m.d.sync += self.y.payload[i].eq(y1s[i])
+        # the y2 half drains once no y1 beat is left before the output register
+        empty = ~Cat(*valids).any()
+        step = Signal()
         with m.Switch(phase):
             with m.Case(0):
-                m.d.comb += [advance.eq(self.x.valid), write.data.eq(self.x.payload),
-                             write.en.eq(self.x.valid)]
+                m.d.comb += step.eq(self.x.valid)
             with m.Case(1):
-                m.d.comb += [advance.eq(pair), write.en.eq(pair)]
-                with m.If(pair):
-                    m.d.sync += self.y.valid.eq(1)
-                for i in range(lanes):
-                    x1, x2 = read.data[i], self.x.payload[i]
-                    cos, sin = self.table.payload.cos[i], self.table.payload.sin[i]
-                    y1 = arith.wire(m, signed(52), x1 * cos - x2 * sin, name=f"y1_{i}")
-                    y2 = arith.wire(m, signed(52), x2 * cos + x1 * sin, name=f"y2_{i}")
-                    y1 = arith.sat32(m, arith.round_shift(m, y1, fixed.FRAC, name=f"r1_{i}"),
-                                     name=f"s1_{i}")
-                    y2 = arith.sat32(m, arith.round_shift(m, y2, fixed.FRAC, name=f"r2_{i}"),
-                                     name=f"s2_{i}")
-                    m.d.comb += write.data[i].eq(y2)
-                    with m.If(pair):
-                        m.d.sync += self.y.payload[i].eq(y1)
+                m.d.comb += step.eq(pair)
             with m.Case(2):
-                m.d.comb += advance.eq(out_free)
-                with m.If(out_free):
-                    m.d.sync += [self.y.valid.eq(1), self.y.payload.eq(read.data)]
-        with m.If(advance):
+                m.d.comb += [drain.eq(empty & advance), step.eq(empty & advance)]
+        with m.If(step):
             m.d.sync += index.eq(Mux(last, 0, index + 1))
             with m.If(last):
                 m.d.sync += phase.eq(Mux(phase == 2, 0, phase + 1))

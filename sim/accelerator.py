@@ -59,6 +59,8 @@ CHANNELS = 3
 #: RMSNorm: cycles from a token's last input beat to its first gamma beat (its pipelined
 #: sums, the mean division, square root and reciprocal: ``RMSNorm.setup_cycles``)
 NORM_SETUP = units.RMSNorm(lanes=isa.LANES).setup_cycles
+#: RoPE: cycles from a second-half beat's handshake to its y1 beat's
+ROPE_LATENCY = units.RoPE(lanes=isa.LANES).latency
 #: RMSNorm: cycles from a gamma beat's handshake to its output beat's
 NORM_LATENCY = units.RMSNorm(lanes=isa.LANES).latency
 #: PrefillUnit: cycles from the last value beat to the first output beat (its pipelines, the
@@ -221,8 +223,9 @@ def _rope_outputs(x, table):
     out, q = [], p
     for i in range(half):
         q = max(q + 1, x[half + i] + 1, table[2 * i + 1])
-        out.append(q + 2)
-    out.extend(q + 3 + j for j in range(half))
+        out.append(q + ROPE_LATENCY + 1)        # y1's handshake (FIFO write), readable
+    # the y2 half: read from the cycle the pipeline is empty, the read, the output register
+    out.extend(q + ROPE_LATENCY + 3 + j for j in range(half))
     return out
 
 

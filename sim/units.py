@@ -21,7 +21,7 @@ model              RTL unit                            formula
 ``Quantizer``      ``rtl.quant.Quantizer``             ``M (2 ceil(K / lanes) + 3) + 12`` (4 lanes)
 ``Dequantizer``    ``rtl.quant.Dequantizer``           ``M * (27 + ceil(N / lanes)) + 9``
 ``RMSNorm``        ``rtl.elementwise.RMSNorm``         ``M * (2 * H / lanes + 181) + 15``
-``RoPE``           ``rtl.elementwise.RoPE``            ``3 * heads * head_dim / (2 lanes) + 1``
+``RoPE``           ``rtl.elementwise.RoPE``            ``heads (3 head_dim / (2 lanes) + 8) + 2``
 ``Pointwise``      ``rtl.elementwise.Pointwise``       ``beats + 45``
 ``Reciprocal``     ``rtl.pipeline.Reciprocal``         ``latency = 6 + 2 * 19 + 2``
 ``DecodeUnit``     ``rtl.attention.DecodeUnit``        ``2 B + 2 S B + tail`` (tail 90 at 4 lanes)
@@ -318,7 +318,9 @@ class RMSNorm:
 
 
 class RoPE:
-    """Rotary position embedding, head after head (``rtl.elementwise.RoPE``).
+    """Rotary position embedding, head after head (``rtl.elementwise.RoPE``): the first half
+    into a buffer, the second half paired with its table beats through the rotation pipeline
+    (``LATENCY``), the buffered ``y2`` half once the pipeline is empty.
 
     Parameters
     ----------
@@ -328,6 +330,10 @@ class RoPE:
         Head dimension, a multiple of ``2 * lanes``.
     """
 
+    #: a second-half beat to its y1 beat: the buffer read, the products, the sums' two
+    #: halves, the rounding, the total's two halves, the saturation, the output register
+    LATENCY = 9
+
     def __init__(self, *, lanes: int = 4, head_dim: int = 64):
         self.lanes = _check_positive("lanes", lanes)
         _check_positive("head_dim", head_dim)
@@ -336,12 +342,16 @@ class RoPE:
         self.head_dim = head_dim
         self.half_beats = head_dim // 2 // lanes
 
+    @property
+    def latency(self) -> int:
+        return self.LATENCY
+
     def cycles(self, heads: int) -> int:
-        """``3 * heads * head_dim / (2 * lanes) + 1``: three half-head phases per head (first
-        half in, second half in with the table, drain of the buffered half); ``+ 1`` for the
-        output register."""
+        """``heads * (3 * head_dim / (2 * lanes) + LATENCY - 1) + 2``: per head the first
+        half in, the second half paired, the pipeline's drain, the y2 half out (its read and
+        output register after the last)."""
         _check_positive("heads", heads)
-        return heads * 3 * self.half_beats + 1
+        return heads * (3 * self.half_beats + self.LATENCY - 1) + 2
 
 
 class Pointwise:

@@ -263,3 +263,23 @@ def test_rmsnorm_mini_geometry_shifts():
     dut = elementwise.RMSNorm(lanes=4, max_h=h, eps=eps)
     y, _ = run_rmsnorm(dut, x, gamma, rng, p_valid=0.8, p_ready=0.7)
     np.testing.assert_array_equal(y, ops.rmsnorm(x, gamma, eps), err_msg=f"seed={seed}")
+
+
+def test_rope_saturating_extremes():
+    """int32 extremes against the 18-bit table's extremes (both rotations saturate at both
+    ends), the mini head (head_dim 32), under stalls."""
+    seed = 62
+    rng = seeded(seed)
+    tokens, heads, head_dim = 3, 2, 32
+    x = np.where(rng.random((tokens, heads, head_dim)) < 0.5, fixed.INT32_MAX, fixed.INT32_MIN)
+    x[1] = rng.integers(fixed.INT32_MIN, fixed.INT32_MAX, size=(heads, head_dim))
+    positions = np.arange(tokens)
+    limit = 1 << 17
+    cos = rng.integers(-limit, limit, size=(tokens, head_dim // 2))
+    sin = rng.integers(-limit, limit, size=(tokens, head_dim // 2))
+    cos[0], sin[0] = limit - 1, -limit
+    dut = elementwise.RoPE(lanes=4, head_dim=head_dim)
+    y, _ = run_rope(dut, x, positions, cos, sin, rng, p_valid=0.7, p_ready=0.6)
+    expected = ops.rope(x, positions, cos, sin)
+    assert (expected == fixed.INT32_MAX).any() and (expected == fixed.INT32_MIN).any()
+    np.testing.assert_array_equal(y, expected, err_msg=f"seed={seed}")
