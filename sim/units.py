@@ -39,8 +39,9 @@ import numpy as np
 
 from ..golden import bessel as gbessel
 
-__all__ = ["Divider", "Isqrt", "RatioScale", "Reciprocal", "Quantizer", "Dequantizer", "RMSNorm", "RoPE",
-           "Pointwise", "DecodeUnit", "PrefillUnit", "Decoder", "CausalFilter", "BlockFilter",
+__all__ = ["Divider", "Isqrt", "RatioScale", "Reciprocal", "Quantizer", "Dequantizer",
+           "RMSNorm", "RoPE", "Pointwise", "DecodeUnit", "PrefillUnit", "Decoder", "CausalFilter",
+           "BlockFilter",
            "AmortizedBlockFilter", "amortized_cycles", "filter_cycles",
            "RATIO_SCALE_QUOTIENT_WIDTH", "RMS_MEAN_WIDTH", "RMS_ISQRT_WIDTH", "SECTION_CYCLES",
            "causal_cycles", "block_cycles"]
@@ -49,9 +50,10 @@ __all__ = ["Divider", "Isqrt", "RatioScale", "Reciprocal", "Quantizer", "Dequant
 #: ``(2**17, 2**19)`` (rtl/arith.py, ``RatioScale.QUOTIENT_WIDTH``)
 RATIO_SCALE_QUOTIENT_WIDTH = 19
 #: quotient bits of RMSNorm's mean division (the exact sum of squares is shifted below 2**45
-#: first, ``golden.ops.MEAN_SQUARE_BITS``; the width, and so the latency, is unchanged)
-RMS_MEAN_WIDTH = 47
-#: radicand width of RMSNorm's square root (the 47-bit mean, rounded up to an even width)
+#: first, ``golden.ops.MEAN_SQUARE_BITS``; ``rtl.pipeline.LongDivider``, one bit a cycle)
+RMS_MEAN_WIDTH = 45
+#: radicand width of RMSNorm's square root (the mean square, below 2**46, times 2**16, rounded
+#: up to an even width; ``rtl.pipeline.Isqrt``, two cycles a root bit)
 RMS_ISQRT_WIDTH = 64
 #: cycles per Bessel biquad and axis: three multiplies through the shared multiplier's
 #: two-register pipeline, then the write-back (rtl/bessel.py)
@@ -300,7 +302,7 @@ class RMSNorm:
         root (``Isqrt(64)``: 65), ``Reciprocal`` (46), the step into pass 2."""
         tree = max(1, (self.lanes - 1).bit_length())
         return (1 + 1 + tree + 2 + sum(self.SUM_STAGES) + self.NORMALIZE_STAGES + 1
-                + (45 + 1) + 1 + 2 + (64 + 1) + Reciprocal.LATENCY + 1)
+                + (RMS_MEAN_WIDTH + 1) + 1 + 2 + (RMS_ISQRT_WIDTH + 1) + Reciprocal.LATENCY + 1)
 
     @property
     def latency(self) -> int:
