@@ -465,7 +465,8 @@ class _TwoPassAttention(wiring.Component):
         results = []
         for i in range(lanes):
             acc = o2_acc[i * acc_width:(i + 1) * acc_width].as_signed()
-            rounded = pipeline.split_add(so, f"out{i}_round", acc >> WEIGHT_FRAC, Const(0, 1),
+            rounded = pipeline.split_add(so, f"out{i}_round", acc.shift_right(WEIGHT_FRAC),
+                                         Const(0, 1),
                                          carry_in=acc[WEIGHT_FRAC - 1])
             mult = so.delay(f"out{i}_m", o2_m, 2, reset_less=True)
             r_lo = so(f"out{i}_plo", None, rounded[:17] * mult, reset_less=True)
