@@ -99,9 +99,9 @@ class _TwoPassAttention(wiring.Component):
     SCORE_STAGES = 9
     #: pass 2, from the score read to the weight register: the read, the two halves of
     #: ``s - peak``, the clamp, the two products with log2(e), the rounding constant, the two
-    #: halves of their sum, the ROMs, the step product, its rounding, the mantissa, the
-    #: shift, the rounding and mask
-    WEIGHT_STAGES = 14
+    #: halves of their sum, the ROMs and a register after them, the step product, its
+    #: rounding, the mantissa, the shift, the rounding and mask
+    WEIGHT_STAGES = 15
     #: output pass, from an accumulator read to the output register: the read, the row's
     #: select, the two halves of the rounding, the products with 1/sum, their two halves,
     #: the coarse and fine shifts, the rounding, the saturation
@@ -366,6 +366,10 @@ class _TwoPassAttention(wiring.Component):
             frac_lo = st(f"exp{t}_lo", 8, tq[:8], reset_less=True)
             amount = st(f"exp{t}_amount", range(27), Mux(minus_whole > 26, 26, minus_whole),
                         reset_less=True)
+            # a register after the ROMs: Yosys may put them in block RAM, whose output is slow
+            base, step, frac_lo, amount = (st.delay(f"exp{t}_{n}_rom", v, 1, reset_less=True)
+                                           for n, v in (("base", base), ("step", step),
+                                                        ("lo", frac_lo), ("amount", amount)))
             interp = st(f"exp{t}_interp", None, step * frac_lo, reset_less=True)
             base, amount = (st.delay(f"exp{t}_base_i", base, 1, reset_less=True),
                             st.delay(f"exp{t}_amount_i", amount, 1, reset_less=True))

@@ -589,9 +589,10 @@ _SIGMOID_BITS = 17
 
 
 def _exp_neg16(st, name, x):
-    """``golden.fixed.exp_neg(x)`` (Q16) of ``x`` in [-2**20, 0] over ``EXP_STAGES`` = 10
+    """``golden.fixed.exp_neg(x)`` (Q16) of ``x`` in [-2**20, 0] over ``EXP_STAGES`` = 11
     stages: the two products with log2(e), the rounding constant, the two halves of their
-    sum, the ROMs, the step product, its rounding, the mantissa, the shift, the rounding."""
+    sum, the ROMs and a register after them, the step product, its rounding, the mantissa,
+    the shift, the rounding."""
     m = st.m
     e_lo = st(f"{name}_plo", None, x * _LOG2E_LO, reset_less=True)
     e_hi = st(f"{name}_phi", None, x * _LOG2E_HI, reset_less=True)
@@ -607,6 +608,10 @@ def _exp_neg16(st, name, x):
     frac_lo = st(f"{name}_lo", 8, tq[:8], reset_less=True)
     amount = st(f"{name}_amount", range(19), Mux(minus_whole > 18, 18, minus_whole),
                 reset_less=True)
+    # a register after the ROMs: Yosys may put them in block RAM, whose output is slow
+    base, step, frac_lo, amount = (st.delay(f"{name}_{n}_rom", v, 1, reset_less=True)
+                                   for n, v in (("base", base), ("step", step),
+                                                ("lo", frac_lo), ("amount", amount)))
     interp = st(f"{name}_interp", None, step * frac_lo, reset_less=True)
     base = st.delay(f"{name}_base_i", base, 1, reset_less=True)
     amount = st.delay(f"{name}_amount_i", amount, 1, reset_less=True)
@@ -620,7 +625,7 @@ def _exp_neg16(st, name, x):
     return st(name, 17, (shifted + 1) >> 1, reset_less=True)
 
 
-EXP_STAGES = 10
+EXP_STAGES = 11
 
 
 class Pointwise(wiring.Component):
