@@ -96,9 +96,10 @@ class RMSNorm(wiring.Component):
     ISQRT_WIDTH = 64
     #: pass 2, from a gamma beat's handshake (its buffer read) to the output register: the
     #: read, the partial products, the rounded low product and the cross sum's two halves,
-    #: the sum's two halves, the high part, the 40-bit saturation, the products with 1/rms,
-    #: their two halves, the coarse and fine shifts, the rounding, the saturation
-    LATENCY = 15
+    #: the sum's two halves, the high part, the 40-bit saturation, the three products with
+    #: 1/rms, their two sums (two halves each), the coarse and fine shifts, the rounding, the
+    #: saturation
+    LATENCY = 17
     #: stages of the two adds that make S: with b = ``bit_length(max_h)`` the class sums
     #: have b + 33 (``xl**2``), b + 32 (``xh xl``) and b + 31 (``xh**2``) bits, the two sums
     #: b + 50 and b + 64, so 22 and 21 bits a stage up to ``max_h`` = 65535
@@ -325,12 +326,17 @@ class RMSNorm(wiring.Component):
                 (top == 0) | (top == (1 << len(top)) - 1), Cat(low24, upper[:16]).as_signed(),
                 Mux(upper[-1], -limit, limit - 1)), reset_less=True)
             mult = so.delay(f"m{i}", inv_m, 8, reset_less=True)
-            q_lo = so(f"q{i}_lo", None, p[:24] * mult, reset_less=True)
-            q_hi = so(f"q{i}_hi", None, p[24:].as_signed() * mult, reset_less=True)
-            prod_hi = pipeline.split_add(so, f"q{i}_sum", q_lo >> 24, q_hi)
-            lo24 = so.delay(f"q{i}_lo24", q_lo[:24], 2, reset_less=True)
-            prod = Cat(lo24, prod_hi).as_signed()
-            shift_out = so.delay(f"s{i}", inv_s, 11, reset_less=True)
+            # p * m in three products of at most 17 x 16 bits (one MULT18X18D each), then
+            # (q1 + (q2 << 17)) in halves and q0 + (that << 17) in halves
+            q0 = so(f"q{i}_0", None, p[:17] * mult, reset_less=True)
+            q1 = so(f"q{i}_1", None, p[17:34] * mult, reset_less=True)
+            q2 = so(f"q{i}_2", None, p[34:].as_signed() * mult, reset_less=True)
+            upper = pipeline.split_add(so, f"q{i}_upper", q1, q2.shift_left(17))
+            q0 = so.delay(f"q{i}_0d", q0, 2, reset_less=True)
+            prod_hi = pipeline.split_add(so, f"q{i}_sum", q0.shift_right(17), upper)
+            lo17 = so.delay(f"q{i}_lo17", q0[:17], 2, reset_less=True)
+            prod = Cat(lo17, prod_hi).as_signed()
+            shift_out = so.delay(f"s{i}", inv_s, 13, reset_less=True)
             # round_shift(prod, s) = (((prod >> 5) >> (s - 6)) + 1) >> 1, s - 6 in [0, 57]
             coarse = so(f"y{i}_coarse", None, (prod >> 5) >> Cat(Const(0, 3), shift_out[3:]),
                         reset_less=True)

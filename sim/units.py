@@ -20,7 +20,7 @@ model              RTL unit                            formula
 ``RatioScale``     ``rtl.arith.RatioScale``            ``latency = 19 + 1``
 ``Quantizer``      ``rtl.quant.Quantizer``             ``M (2 ceil(K / lanes) + 3) + 12`` (4 lanes)
 ``Dequantizer``    ``rtl.quant.Dequantizer``           ``M * (27 + ceil(N / lanes)) + 9``
-``RMSNorm``        ``rtl.elementwise.RMSNorm``         ``M * (2 * H / lanes + 181) + 15``
+``RMSNorm``        ``rtl.elementwise.RMSNorm``         ``M * (2 * H / lanes + 181) + 17``
 ``RoPE``           ``rtl.elementwise.RoPE``            ``heads (3 head_dim / (2 lanes) + 8) + 2``
 ``Pointwise``      ``rtl.elementwise.Pointwise``       ``beats + 46``
 ``Reciprocal``     ``rtl.pipeline.Reciprocal``         ``latency = 6 + 2 * 19 + 2``
@@ -275,7 +275,7 @@ class RMSNorm:
     """
 
     #: pass 2, gamma beat to output beat
-    LATENCY = 15
+    LATENCY = 17
     #: the two chunked adds of the sum of squares (3 and 4 stages at every ``max_h``)
     SUM_STAGES = (3, 4)
     #: the leading-zero normalization of the sum of squares (shifts 64 .. 1)
