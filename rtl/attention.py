@@ -84,9 +84,6 @@ _EXP_STEP = [int(fixed.EXP2_LUT[i + 1] - fixed.EXP2_LUT[i]) for i in range(256)]
 #: ``exp_neg`` inputs at or below -32.0 give 0 at Q24 (the shift is at least 47 > 26), so the
 #: input is clamped there: 22 bits
 _EXP_INPUT_BITS = 22
-#: log2(e) in Q30, split for two partial products of at most 17 bits of constant
-_LOG2E_LO = fixed.LOG2E_Q30 & 0x1FFFF
-_LOG2E_HI = fixed.LOG2E_Q30 >> 17
 
 
 class _TwoPassAttention(wiring.Component):
@@ -98,10 +95,9 @@ class _TwoPassAttention(wiring.Component):
     #: rounding constant, the two halves of their sum, the saturation
     SCORE_STAGES = 9
     #: pass 2, from the score read to the weight register: the read, the two halves of
-    #: ``s - peak``, the clamp, the two products with log2(e), the rounding constant, the two
-    #: halves of their sum, the ROMs and a register after them, the step product, its
-    #: rounding, the mantissa, the shift, the rounding and mask
-    WEIGHT_STAGES = 15
+    #: ``s - peak``, the clamp, ``pipeline.log2e_times`` (5), the ROMs and a register after
+    #: them, the step product, its rounding, the mantissa, the shift, the rounding and mask
+    WEIGHT_STAGES = 16
     #: output pass, from an accumulator read to the output register: the read, the row's
     #: select, the two halves of the rounding, the products with 1/sum, their two halves,
     #: the coarse and fine shifts, the rounding, the saturation
@@ -330,12 +326,13 @@ class _TwoPassAttention(wiring.Component):
         acc_width = 48 + self.max_keys.bit_length()  # |sum p v| < max_keys * 2**47
         bounds = [(lo, min(lo + chunk, acc_width)) for lo in range(0, acc_width, chunk)]
         n_chunks = len(bounds)
-        # the accumulator chunk i of a beat is read in stage weight_stage + 1 + i and written
-        # in the next (its carry registered for chunk i + 1)
-        c_valid = [st.delay(f"c{i}_valid", w_valid, 2 + i) for i in range(n_chunks)]
-        c_beat = [st.delay(f"c{i}_beat", w_beat, 1 + i, reset_less=True)
+        # p * v is in two operands 3 stages after p (the products, the sums' halves); the
+        # accumulator chunk i of a beat is read in stage weight_stage + 3 + i and written in
+        # the next (its carry registered for chunk i + 1)
+        c_valid = [st.delay(f"c{i}_valid", w_valid, 4 + i) for i in range(n_chunks)]
+        c_beat = [st.delay(f"c{i}_beat", w_beat, 3 + i, reset_less=True)
                   for i in range(n_chunks + 1)]
-        c_key0 = [st.delay(f"c{i}_key0", w_key0, 2 + i, reset_less=True)
+        c_key0 = [st.delay(f"c{i}_key0", w_key0, 4 + i, reset_less=True)
                   for i in range(n_chunks)]
         outputting = Signal()
         out_addr = Signal(range(hb))
@@ -351,12 +348,7 @@ class _TwoPassAttention(wiring.Component):
                 ~diff[-1], 0, Mux(top == (1 << len(top)) - 1,
                                   diff[:_EXP_INPUT_BITS].as_signed(),
                                   -(1 << (_EXP_INPUT_BITS - 1)))), reset_less=True)
-            e_lo = st(f"exp{t}_plo", None, ex * _LOG2E_LO, reset_less=True)
-            e_hi = st(f"exp{t}_phi", None, ex * _LOG2E_HI, reset_less=True)
-            e_lo = st(f"exp{t}_round", None, e_lo + (1 << 29), reset_less=True)
-            e_hi = st(f"exp{t}_phi2", None, e_hi, reset_less=True)
-            # t = (x * log2e + 2**29) >> 30 = ((A >> 17) + x * hi) >> 13, A = x * lo + 2**29
-            tq = pipeline.split_add(st, f"exp{t}_t", e_lo >> 17, e_hi) >> 13
+            tq = pipeline.log2e_times(st, f"exp{t}_t", ex)
             whole = tq[16:].as_signed()
             minus_whole = arith.wire(m, 8, -whole, name=f"exp{t}_minus_whole")
             base = st(f"exp{t}_base", 17, Array(Const(v, 17) for v in _EXP_BASE)[tq[8:16]],
@@ -402,14 +394,20 @@ class _TwoPassAttention(wiring.Component):
             m.d.comb += [recip.i.valid.eq(final), recip.i.payload.eq(Cat(t_lo, t_hi))]
             recips.append(recip)
 
-            # sum p v: p * v in two products (v in 12-bit halves), then chunk by chunk
+            # sum p v: p * v in four products of at most 17 x 12 bits (p in a 17-bit and an
+            # 8-bit part, v in 12-bit halves), two sums (in halves), then chunk by chunk
             pv_terms = []
+            pl, ph = weight[:17], weight[17:]
             for i in range(lanes):
                 vl, vh = w_vc[i][:12], w_vc[i][12:].as_signed()
-                a = st(f"pv{t}_{i}_lo", None, weight * vl, reset_less=True)
-                b = st(f"pv{t}_{i}_hi", None, weight * vh, reset_less=True)
+                ll = st(f"pv{t}_{i}_ll", None, pl * vl, reset_less=True)
+                lh = st(f"pv{t}_{i}_lh", None, pl * vh, reset_less=True)
+                hl = st(f"pv{t}_{i}_hl", None, ph * vl, reset_less=True)
+                hh = st(f"pv{t}_{i}_hh", None, ph * vh, reset_less=True)
+                a = pipeline.split_add(st, f"pv{t}_{i}_a", ll, lh.shift_left(12))
+                b = pipeline.split_add(st, f"pv{t}_{i}_b", hl, hh.shift_left(12))
                 pv_terms.append((arith.wire(m, signed(acc_width), a, name=f"pv{t}_{i}_a"),
-                                 arith.wire(m, signed(acc_width), b << 12,
+                                 arith.wire(m, signed(acc_width), b.shift_left(17),
                                             name=f"pv{t}_{i}_b")))
             reads = []
             carry_pv = [None] * lanes

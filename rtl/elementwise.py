@@ -585,8 +585,6 @@ def _q16_product(st, name, x, y):
 #: ``exp_neg``'s ROMs (``EXP2_LUT`` and its steps) and log2(e) in two parts, as for attention
 _EXP_BASE = [int(v) for v in fixed.EXP2_LUT[:256]]
 _EXP_STEP = [int(fixed.EXP2_LUT[i + 1] - fixed.EXP2_LUT[i]) for i in range(256)]
-_LOG2E_LO = fixed.LOG2E_Q30 & 0x1FFFF
-_LOG2E_HI = fixed.LOG2E_Q30 >> 17
 #: ``exp_neg`` (Q16) is 0 from -12.0 down (the shift is at least 18): ``-|a|`` is clamped to
 #: -16.0, 21 bits
 _EXP_INPUT_BITS = 21
@@ -595,17 +593,11 @@ _SIGMOID_BITS = 17
 
 
 def _exp_neg16(st, name, x):
-    """``golden.fixed.exp_neg(x)`` (Q16) of ``x`` in [-2**20, 0] over ``EXP_STAGES`` = 11
-    stages: the two products with log2(e), the rounding constant, the two halves of their
-    sum, the ROMs and a register after them, the step product, its rounding, the mantissa,
-    the shift, the rounding."""
+    """``golden.fixed.exp_neg(x)`` (Q16) of ``x`` in [-2**20, 0] over ``EXP_STAGES`` = 12
+    stages: ``pipeline.log2e_times`` (5), the ROMs and a register after them, the step
+    product, its rounding, the mantissa, the shift, the rounding."""
     m = st.m
-    e_lo = st(f"{name}_plo", None, x * _LOG2E_LO, reset_less=True)
-    e_hi = st(f"{name}_phi", None, x * _LOG2E_HI, reset_less=True)
-    e_lo = st(f"{name}_round", None, e_lo + (1 << 29), reset_less=True)
-    e_hi = st(f"{name}_phi2", None, e_hi, reset_less=True)
-    # t = (x * log2e + 2**29) >> 30 = ((A >> 17) + x * hi) >> 13, A = x * lo + 2**29
-    tq = pipeline.split_add(st, f"{name}_t", e_lo >> 17, e_hi) >> 13
+    tq = pipeline.log2e_times(st, f"{name}_t", x)
     minus_whole = arith.wire(m, 8, -tq[16:].as_signed(), name=f"{name}_minus_whole")
     base = st(f"{name}_base", 17, Array(Const(v, 17) for v in _EXP_BASE)[tq[8:16]],
               reset_less=True)
@@ -631,7 +623,7 @@ def _exp_neg16(st, name, x):
     return st(name, 17, (shifted + 1) >> 1, reset_less=True)
 
 
-EXP_STAGES = 11
+EXP_STAGES = 12
 
 
 class Pointwise(wiring.Component):

@@ -16,9 +16,11 @@ high half, with the low half's carry, in the next.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..golden import fixed
 from . import arith
 
 __all__ = ["Stages", "split_add", "Reciprocal"]
@@ -373,3 +375,32 @@ class Isqrt(wiring.Component):
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += done.eq(0)
         return m
+
+
+#: log2(e) in Q30 (``golden.fixed.LOG2E_Q30``) in a 17-bit low and a 14-bit high part
+_LOG2E_LO = fixed.LOG2E_Q30 & 0x1FFFF
+_LOG2E_HI = fixed.LOG2E_Q30 >> 17
+#: stages of ``log2e_times``
+LOG2E_STAGES = 5
+
+
+def log2e_times(st, name, x):
+    """``t = round_shift(x * LOG2E_Q30, 30)`` (``golden.fixed.exp_neg``'s first step) for a
+    signed ``x`` of at most 34 bits, over ``LOG2E_STAGES`` stages, every product at most
+    17 x 17 bits (one MULT18X18D, one DSP48E2): ``x = xh * 2**17 + xl``; the four partial
+    products; ``A = xl * lo + 2**29`` (an increment of its top bits) and the cross sum
+    ``M = xh * lo + xl * hi``; ``T = (A >> 17) + M`` in two halves; ``t = (T + (xh * hi <<
+    17)) >> 13`` (only the high part adds)."""
+    xl, xh = x[:17], x[17:].as_signed()
+    ll = st(f"{name}_ll", None, xl * _LOG2E_LO, reset_less=True)
+    hl = st(f"{name}_hl", None, xh * _LOG2E_LO, reset_less=True)
+    lh = st(f"{name}_lh", None, xl * _LOG2E_HI, reset_less=True)
+    hh = st(f"{name}_hh", None, xh * _LOG2E_HI, reset_less=True)
+    a = st(f"{name}_a", len(ll) + 1, Cat(ll[:29], ll[29:] + 1), reset_less=True)
+    cross = st(f"{name}_m", None, hl + lh, reset_less=True)
+    hh = st.delay(f"{name}_hh", hh, 1, reset_less=True)
+    t = split_add(st, f"{name}_t", a.shift_right(17), cross)
+    hh = st.delay(f"{name}_hh2", hh, 2, reset_less=True)
+    upper = st(f"{name}_upper", None, t.shift_right(17) + hh, reset_less=True)
+    low = st(f"{name}_low", 4, t[13:17], reset_less=True)
+    return Cat(low, upper).as_signed()

@@ -22,9 +22,9 @@ model              RTL unit                            formula
 ``Dequantizer``    ``rtl.quant.Dequantizer``           ``M * (27 + ceil(N / lanes)) + 9``
 ``RMSNorm``        ``rtl.elementwise.RMSNorm``         ``M * (2 * H / lanes + 181) + 17``
 ``RoPE``           ``rtl.elementwise.RoPE``            ``heads (3 head_dim / (2 lanes) + 8) + 2``
-``Pointwise``      ``rtl.elementwise.Pointwise``       ``beats + 46``
+``Pointwise``      ``rtl.elementwise.Pointwise``       ``beats + 47``
 ``Reciprocal``     ``rtl.pipeline.Reciprocal``         ``latency = 6 + 2 * 19 + 2``
-``DecodeUnit``     ``rtl.attention.DecodeUnit``        ``2 B + 2 S B + tail`` (tail 91 at 4 lanes)
+``DecodeUnit``     ``rtl.attention.DecodeUnit``        ``2 B + 2 S B + tail`` (tail 92 at 4 lanes)
 ``PrefillUnit``    ``rtl.attention.PrefillUnit``       ``2 n B + 2 S B + tail``
 ``Decoder``        ``rtl.snn.Decoder``                 ``2 + sum_l N_l (k_l + 3)`` per bin
 ``CausalFilter``   ``rtl.bessel.CausalFilter``         ``2 + 6 * sections * channels``
@@ -366,10 +366,10 @@ class Pointwise:
         Element pairs per beat (no effect on timing).
     """
 
-    #: the input register, the clamp of ``-|a|``, ``exp_neg`` (11 stages: its ROMs are
-    #: followed by a register), the sigmoid's operands, 17 divider rows, two Q16 products
-    #: (7 stages each), the output register
-    LATENCY = 1 + 1 + 11 + 1 + 17 + 2 * 7 + 1
+    #: the input register, the clamp of ``-|a|``, ``exp_neg`` (12 stages: the product with
+    #: log2(e) in 17-bit pieces, its ROMs followed by a register), the sigmoid's operands, 17
+    #: divider rows, two Q16 products (7 stages each), the output register
+    LATENCY = 1 + 1 + 12 + 1 + 17 + 2 * 7 + 1
 
     def __init__(self, *, lanes: int = 4):
         self.lanes = _check_positive("lanes", lanes)
@@ -397,7 +397,7 @@ class _TwoPassAttention:
     first output beat. The inputs are taken one beat a cycle with no back-pressure."""
 
     SCORE_STAGES = 9
-    WEIGHT_STAGES = 15
+    WEIGHT_STAGES = 16
     OUTPUT_STAGES = 11
 
     def __init__(self, *, queries, lanes, head_dim, max_keys):
