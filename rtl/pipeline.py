@@ -16,7 +16,6 @@ high half, with the low half's carry, in the next.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
-
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
