@@ -8,11 +8,20 @@ The bound they serve: at most about ten levels of logic between registers on the
 ``CARRY4``), so anything wider is split: ``split_add`` adds the low half in one stage and the
 high half, with the low half's carry, in the next.
 
-``Stages``      register-stage builder for one pipeline (free-running, or all stages enabled
-                together by an ``advance`` signal when the pipeline stalls as a whole).
-``split_add``   ``a + b + carry_in`` over two stages.
-``Reciprocal``  ``golden.fixed.ratio_scale(2**num_log2, den)`` through a normalized denominator
-                and a sequential divider of two cycles a quotient bit.
+``Stages``       register-stage builder for one pipeline (free-running, or all stages enabled
+                 together by an ``advance`` signal when the pipeline stalls as a whole).
+``split_add``    ``a + b + carry_in`` over two stages.
+``chunk_add``    ``a + b`` over as many stages as it has chunks (24 bits, or a set count).
+``log2e_times``  ``round_shift(x * LOG2E_Q30, 30)`` (``exp_neg``'s first step) with no
+                 product wider than 17 x 17 bits.
+``Reciprocal``   ``golden.fixed.ratio_scale(2**num_log2, den)`` through a normalized
+                 denominator and a sequential divider of two cycles a quotient bit.
+``LongDivider``  floor division, one quotient bit a cycle, the remainder below the divisor.
+``Isqrt``        floor square root, two cycles a root bit.
+
+Products are kept to at most 18 x 18 bits because that is one ECP5 MULT18X18D (and fits a
+DSP48E2): Yosys splits a wider one over several and adds their outputs in LUTs after them,
+on the same path.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
@@ -22,7 +31,8 @@ from amaranth.lib.wiring import In, Out
 from ..golden import fixed
 from . import arith
 
-__all__ = ["Stages", "split_add", "Reciprocal"]
+__all__ = ["Stages", "split_add", "chunk_add", "log2e_times", "LOG2E_STAGES", "Reciprocal",
+           "LongDivider", "Isqrt"]
 
 
 class Stages:
