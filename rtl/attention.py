@@ -7,21 +7,37 @@ consecutive queries at once (one K/V stream shared by the tile, ``queries`` dot 
 units and accumulators in parallel, causal mask by key index):
 
 1. **Scores.** The query is held on chip; each key row streams in ``head_dim / lanes`` beats,
-   ``lanes`` products per beat are summed into the dot product (operands first clipped to
-   +-(2**23 - 1), ``OPERAND_LIMIT``), and on the row's last beat the score
-   ``sat32(round(round(dot / 2^16) * c))`` (``c`` the Scale of 1/sqrt(head_dim)) is written
-   to the score buffer and the exact running maximum updated.
+   the products of each beat (operands first clipped to +-(2**23 - 1), ``OPERAND_LIMIT``)
+   are summed into the dot product, and the score ``sat32(round(round(dot / 2^16) * c))``
+   (``c`` the Scale of 1/sqrt(head_dim)) is written to the score buffer and the exact
+   running maximum updated.
 2. **Weights.** Each value row streams in; its weight ``p = exp_neg(s - max)`` (Q24,
-   ``golden.attention.WEIGHT_FRAC``) comes from the score buffer and the shared ``exp_neg``
-   ROM datapath, ``sum p`` and ``sum p * v`` are accumulated exactly (integers, so key order
-   does not matter).
+   ``golden.attention.WEIGHT_FRAC``) comes from the score buffer, ``sum p`` and
+   ``sum p * v`` are accumulated exactly (integers, so key order does not matter).
 
-Then one ``RatioScale`` per query (the Scale of ``2^24 / sum p``) and the output pass,
-``sat32(round(round(acc / 2^24) * r))`` per element.
+Then one reciprocal per query (the Scale of ``2^24 / sum p``, ``pipeline.Reciprocal``) and
+the output pass, ``sat32(round(round(acc / 2^24) * r))`` per element.
 
 Because every sum is exact, the result does not depend on key order, and a prefill tile gives
-bit-identical rows to decoding its queries one by one (``golden.attention``). Buffers use
-asynchronous-read memories (LUTRAM-style); a BRAM/URAM mapping adds one read-register stage.
+bit-identical rows to decoding its queries one by one (``golden.attention``).
+
+Pipelining (issue #12): every step has its own register, so no register-to-register path has
+more than one carry chain of at most about 32 bits (or a small product) and a few LUTs. The
+24-bit operands are multiplied in 12-bit halves (four products of at most 12 x 12 bits; the
+classes low-low, cross and high-high are summed separately over the lanes, one tree level a
+stage, and over the beats), so the dot product's sums stay near 32 bits; wider sums are
+``pipeline.split_add`` halves, and ``sum p v`` is kept in 24-bit chunks, each chunk's
+read-modify-write of the accumulator buffer a stage after the one below it with the carry
+registered between them. The exponential is the Q30 product in two halves, two ROMs (the
+table and its steps) and a shift. Pass 1 and pass 2 never stall (their inputs come one beat
+a cycle at most, and they end in memories and registers), so they carry ``valid`` bits
+instead of a ready chain; the output pass stalls as a whole while its beat waits.
+
+The inputs are taken as before, one beat a cycle with no back-pressure: ``k`` from the cycle
+after the last ``q`` beat, ``v`` from the cycle after the last ``k`` beat. A value beat's
+score is read ``score_write`` cycles after the beat arrives (a delay line carries the value),
+which is when the last key's score and the maximum are in place even when the values follow
+the keys at once. All buffers are read synchronously (block RAM where deep enough).
 
 Stall-free timing (``cycles``) counts the cycles from the one accepting the job to the one
 accepting the last output beat, both included.
@@ -29,29 +45,64 @@ accepting the last output beat, both included.
 
 import math
 
-from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..golden import fixed
 from ..golden.attention import OPERAND_LIMIT, WEIGHT_FRAC
-from . import arith
+from . import arith, pipeline
 
 __all__ = ["DecodeUnit", "PrefillUnit"]
 
 
-def _clip(m, x, name):
-    out = Signal(signed(24), name=name)
-    with m.If(x > OPERAND_LIMIT):
-        m.d.comb += out.eq(OPERAND_LIMIT)
-    with m.Elif(x < -OPERAND_LIMIT):
-        m.d.comb += out.eq(-OPERAND_LIMIT)
-    with m.Else():
-        m.d.comb += out.eq(x)
-    return out
+def _clip(x):
+    """``x`` (int32) saturated to +-OPERAND_LIMIT, as 24 bits: from its top nine bits alone
+    (no comparator carry chain)."""
+    top = x[23:]
+    positive_over = ~x[31] & (top != 0)
+    negative_over = x[31] & ((top != 0x1FF) | (x[:23] == 0))
+    return Mux(positive_over, OPERAND_LIMIT, Mux(negative_over, -OPERAND_LIMIT, x[:24].as_signed()))
+
+
+def _tree(st, name, terms, stages):
+    """Pairwise sums of ``terms``, one level a stage, over exactly ``stages`` stages."""
+    for level in range(stages):
+        nxt = [st(f"{name}{level}_{j // 2}", None, terms[j] + terms[j + 1], reset_less=True)
+               for j in range(0, len(terms) - 1, 2)]
+        if len(terms) % 2:
+            nxt.append(st(f"{name}{level}_{len(terms) // 2}", None, terms[-1], reset_less=True))
+        terms = nxt
+    assert len(terms) == 1
+    return terms[0]
+
+
+#: ``exp_neg``'s ``EXP2_LUT`` and its steps ``EXP2_LUT[i + 1] - EXP2_LUT[i]`` (one ROM each,
+#: so the interpolation needs no subtract)
+_EXP_BASE = [int(v) for v in fixed.EXP2_LUT[:256]]
+_EXP_STEP = [int(fixed.EXP2_LUT[i + 1] - fixed.EXP2_LUT[i]) for i in range(256)]
+#: ``exp_neg`` inputs at or below -32.0 give 0 at Q24 (the shift is at least 47 > 26), so the
+#: input is clamped there: 22 bits
+_EXP_INPUT_BITS = 22
 
 
 class _TwoPassAttention(wiring.Component):
+    #: bits a stage of the wide accumulators (``p * v`` sums): chunks of this many bits,
+    #: each a stage after the one below it, with the carry registered in between
+    CHUNK = 24
+    #: pass 1, from the score's dot-product classes to the score register: the two halves of
+    #: ``LL / 2**12 + X``, ``+ HH * 2**12``, the clamp, the two products with the scale, the
+    #: rounding constant, the two halves of their sum, the saturation
+    SCORE_STAGES = 9
+    #: pass 2, from the score read to the weight register: the read, the two halves of
+    #: ``s - peak``, the clamp, ``pipeline.log2e_times`` (5), the ROMs and a register after
+    #: them, the step product, its rounding, the mantissa, the shift, the rounding and mask
+    WEIGHT_STAGES = 16
+    #: output pass, from an accumulator read to the output register: the read, the row's
+    #: select, the two halves of the rounding, the products with 1/sum, their two halves,
+    #: the coarse and fine shifts, the rounding, the saturation
+    OUTPUT_STAGES = 11
+
     def __init__(self, *, queries, lanes, head_dim, max_keys, job_layout):
         self.queries = arith.check_positive("queries", queries)
         self.lanes = arith.check_positive("lanes", lanes)
@@ -74,6 +125,35 @@ class _TwoPassAttention(wiring.Component):
             "o": Out(stream.Signature(data.ArrayLayout(signed(32), lanes))),
         })
 
+    @property
+    def tree_stages(self) -> int:
+        """Stages of the pass-1 sum over the lanes (the cross products are 2 * lanes terms,
+        one level a stage): ``ceil(log2(2 * lanes))``."""
+        return (2 * self.lanes - 1).bit_length()
+
+    @property
+    def score_write(self) -> int:
+        """Cycles from accepting a key beat to its score's write (and the peak's update): the
+        input register, the clip (with the query read), the products, the lane tree, the
+        dot-product accumulators, ``SCORE_STAGES``. Pass 2 reads a value beat's score this
+        many cycles after accepting the beat (after the last key's write when the first value
+        beat follows the last key beat at once)."""
+        return 4 + self.tree_stages + self.SCORE_STAGES
+
+    @property
+    def reciprocal_start(self) -> int:
+        """Cycles from accepting the last value beat to its ``sum p`` entering the reciprocal:
+        the score read, ``WEIGHT_STAGES``, the two halves of the sum's accumulator."""
+        return self.score_write + self.WEIGHT_STAGES + 2
+
+    @property
+    def tail(self) -> int:
+        """Stall-free cycles from accepting the last value beat to accepting the first output
+        beat: the reciprocal's start and latency, the step into the output pass,
+        ``OUTPUT_STAGES``."""
+        return (self.reciprocal_start + pipeline.Reciprocal.LATENCY + 1
+                + self.OUTPUT_STAGES)
+
     def _cycles(self, queries, keys):
         arith.check_positive("keys", keys)
         if keys > self.max_keys:
@@ -83,8 +163,7 @@ class _TwoPassAttention(wiring.Component):
             raise ValueError(f"queries={queries} must be at most the tile size "
                              f"{self.queries} and at most keys={keys}")
         hb = self.beats
-        return (1 + queries * hb + 2 * keys * hb + 1 + arith.RatioScale.QUOTIENT_WIDTH + 1
-                + queries * hb + 1)
+        return 1 + queries * hb + 2 * keys * hb + self.tail + queries * hb - 1
 
     def _job_queries(self):
         return 1
@@ -92,127 +171,361 @@ class _TwoPassAttention(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         tile, lanes, hb = self.queries, self.lanes, self.beats
-        pv_width = WEIGHT_FRAC + 1 + 24 + 1                  # p (unsigned) times clipped v
-        acc_width = pv_width - 1 + self.max_keys.bit_length()
+        chunk = self.CHUNK
+        st = pipeline.Stages(m)
+        lane_array = data.ArrayLayout(signed(32), lanes)
 
         keys = Signal(range(self.max_keys + 1))
         active = Signal(range(tile + 1))           # queries in this job
+        limits = [Signal(range(self.max_keys + tile), name=f"limit{t}") for t in range(tile)]
         key = Signal(range(self.max_keys + 1))
         beat = Signal(range(hb))
-        row = Signal(range(tile))                  # query being loaded or emitted
+        row = Signal(range(tile))                  # query being loaded
         last_beat = beat == hb - 1
         last_key = key == keys - 1
         last_row = row == active - 1
-        start = Signal()
-        query_clipped = [_clip(m, self.q.payload[i], f"qc{i}") for i in range(lanes)]
-        values_clipped = [_clip(m, self.v.payload[i], f"vc{i}") for i in range(lanes)]
-        keys_clipped = [_clip(m, self.k.payload[i], f"kc{i}") for i in range(lanes)]
-
-        q_writes, s_writes, a_writes, recips, outputs = [], [], [], [], []
-        for t in range(tile):
-            query = memory.Memory(shape=data.ArrayLayout(signed(24), lanes), depth=hb, init=[])
-            score_buf = memory.Memory(shape=signed(32), depth=self.max_keys, init=[])
-            acc_buf = memory.Memory(shape=data.ArrayLayout(signed(acc_width), lanes), depth=hb,
-                                    init=[])
-            recip = arith.RatioScale(num_width=WEIGHT_FRAC + 1, den_width=self.sum_width)
-            m.submodules[f"query{t}"] = query
-            m.submodules[f"scores{t}"] = score_buf
-            m.submodules[f"accs{t}"] = acc_buf
-            m.submodules[f"recip{t}"] = recip
-            q_write, q_read = query.write_port(), query.read_port(domain="comb")
-            s_write, s_read = score_buf.write_port(), score_buf.read_port(domain="comb")
-            a_write, a_read = acc_buf.write_port(), acc_buf.read_port(domain="comb")
-            m.d.comb += [q_read.addr.eq(beat), q_write.addr.eq(beat), a_read.addr.eq(beat),
-                         a_write.addr.eq(beat), s_read.addr.eq(key), s_write.addr.eq(key)]
-            for i in range(lanes):
-                m.d.comb += q_write.data[i].eq(query_clipped[i])
-            # causal mask: this tile's queries sit at positions keys - active .. keys - 1
-            visible = arith.wire(m, 1, key + active <= keys + t, name=f"visible{t}")
-
-            # pass 1: partial dot product per beat, the score on the row's last beat
-            dot = Signal(signed(48 + lanes.bit_length() + hb.bit_length()), name=f"dot{t}")
-            products = [arith.wire(m, signed(48), q_read.data[i] * keys_clipped[i],
-                                   name=f"qk{t}_{i}") for i in range(lanes)]
-            partial = arith.wire(m, signed(len(dot)), sum(products), name=f"partial{t}")
-            full = arith.wire(m, signed(len(dot)), Mux(beat == 0, 0, dot) + partial,
-                              name=f"full{t}")
-            coarse = arith.round_shift(m, full, fixed.FRAC, name=f"coarse{t}")
-            scaled = arith.wire(m, signed(len(coarse) + 17), coarse * self.score_m,
-                                name=f"scaled{t}")
-            score = arith.sat32(m, arith.round_shift(m, scaled, self.score_e,
-                                                     name=f"score_r{t}"), name=f"score{t}")
-            peak = Signal(signed(32), name=f"peak{t}")
-            m.d.comb += s_write.data.eq(score)
-            with m.If(self.k.valid & self.k.ready):
-                m.d.sync += dot.eq(full)
-                with m.If(last_beat & visible & ((key == 0) | (score > peak))):
-                    m.d.sync += peak.eq(score)
-
-            # pass 2: the key's weight (0 when masked) and the exact sums of p and p * v
-            diff = arith.wire(m, signed(34), s_read.data - peak, name=f"diff{t}")
-            weight = arith.wire(m, WEIGHT_FRAC + 1,
-                                Mux(visible, arith.exp_neg(m, diff, frac=WEIGHT_FRAC,
-                                                           name=f"exp{t}"), 0), name=f"p{t}")
-            total = Signal(self.sum_width, name=f"total{t}")
-            for i in range(lanes):
-                pv = arith.wire(m, signed(pv_width), weight * values_clipped[i],
-                                name=f"pv{t}_{i}")
-                m.d.comb += a_write.data[i].eq(Mux(key == 0, 0, a_read.data[i]) + pv)
-            with m.If(self.v.valid & self.v.ready & (beat == 0)):
-                m.d.sync += total.eq(Mux(key == 0, 0, total) + weight)
-
-            # the reciprocal of the sum, then sat32(round(round(acc / 2^24) * r))
-            inv_m = Signal(16, name=f"inv_m{t}")
-            inv_e = Signal(signed(8), name=f"inv_e{t}")
-            m.d.comb += [recip.i.valid.eq(start), recip.i.payload.num.eq(1 << WEIGHT_FRAC),
-                         recip.i.payload.den.eq(total), recip.o.ready.eq(1)]
-            with m.If(recip.o.valid):
-                m.d.sync += [inv_m.eq(recip.o.payload.m), inv_e.eq(recip.o.payload.e)]
-            lanes_out = []
-            for i in range(lanes):
-                rounded = arith.round_shift(m, a_read.data[i], WEIGHT_FRAC, name=f"acc{t}_{i}")
-                product = arith.wire(m, signed(len(rounded) + 17), rounded * inv_m,
-                                     name=f"out{t}_{i}")
-                lanes_out.append(arith.scale_sat32(m, product, inv_e, name=f"o{t}_{i}"))
-            q_writes.append(q_write)
-            s_writes.append(s_write)
-            a_writes.append(a_write)
-            recips.append(recip)
-            outputs.append(Cat(*lanes_out))
-
-        out_free = ~self.o.valid | self.o.ready
-        with m.If(self.o.valid & self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
 
         def step_beat(on_last):
             m.d.sync += beat.eq(Mux(last_beat, 0, beat + 1))
             with m.If(last_beat):
                 on_last()
 
-        def step_row(on_last):
-            def row_done():
-                m.d.sync += row.eq(Mux(last_row, 0, row + 1))
-                with m.If(last_row):
-                    on_last()
-            step_beat(row_done)
+        # ---- queries: registered, clipped into the query buffers ----
+        q_accept = self.q.valid & self.q.ready
+        q1 = st("q1", lane_array, self.q.payload, reset_less=True)
+        q1_valid, q1_row, q1_beat = st("q1_valid", 1, q_accept), st("q1_row", None, row), \
+            st("q1_beat", None, beat)
 
+        # ---- pass 1: q . k in 12-bit halves, per query; the score on a key's last beat ----
+        k_accept = self.k.valid & self.k.ready
+        k1 = st("k1", lane_array, self.k.payload, reset_less=True)
+        k1_valid = st("k1_valid", 1, k_accept)
+        k1_beat = st("k1_beat", None, beat)
+        k1_first, k1_last = st("k1_first", 1, beat == 0), st("k1_last", 1, last_beat)
+        k1_key = st("k1_key", None, key)
+        k1_key0 = st("k1_key0", 1, key == 0)
+        k1_visible = [st(f"k1_visible{t}", 1, key <= limits[t]) for t in range(tile)]
+        kc = [st(f"kc{i}", signed(24), _clip(k1[i]), reset_less=True) for i in range(lanes)]
+        td = self.tree_stages
+        # the flags of a key beat at the dot-product accumulators (stage 3 + td)
+        k_valid = st.delay("k_valid", k1_valid, 2 + td)
+        k_first = st.delay("k_first", k1_first, 2 + td, reset_less=True)
+        k_last = st.delay("k_last", k1_last, 2 + td, reset_less=True)
+        row_done = st("row_done", 1, k_valid & k_last)
+        # the key's index and flags at the score register
+        score_valid = st.delay("score_valid", row_done, self.SCORE_STAGES)
+        score_key = st.delay("score_key", k1_key, 3 + td + self.SCORE_STAGES, reset_less=True)
+        score_key0 = st.delay("score_key0", k1_key0, 3 + td + self.SCORE_STAGES,
+                              reset_less=True)
+        # -OPERAND_LIMIT.. as x = xh * 2**12 + xl: xl in [0, 4095], xh in [-2048, 2047]
+        d = self.head_dim
+        ll_init = 1 << (fixed.FRAC - 1)            # the rounding of dot / 2**16, added up front
+        ll_shape = unsigned((d * (1 << 24) + ll_init).bit_length())
+        x_shape = signed((d * (1 << 24)).bit_length() + 1)
+        hh_shape = signed((d * (1 << 22)).bit_length() + 1)
+        e = self.score_e
+        clamp_bits = 17 + e                         # |coarse| >= 2**(16 + e) saturates anyway
+
+        q_writes, s_writes, peaks, s_reads = [], [], [], []
+        for t in range(tile):
+            query = memory.Memory(shape=data.ArrayLayout(signed(24), lanes), depth=hb, init=[])
+            m.submodules[f"query{t}"] = query
+            q_write, q_read = query.write_port(), query.read_port()
+            m.d.comb += [q_write.addr.eq(q1_beat), q_write.en.eq(q1_valid & (q1_row == t)),
+                         q_read.addr.eq(k1_beat)]
+            for i in range(lanes):
+                m.d.comb += q_write.data[i].eq(_clip(q1[i]))
+            lls, xs, hhs = [], [], []
+            for i in range(lanes):
+                qd = q_read.data[i]
+                ql, qh = qd[:12], qd[12:].as_signed()
+                kl, kh = kc[i][:12], kc[i][12:].as_signed()
+                lls.append(st(f"qk{t}_{i}_ll", None, ql * kl, reset_less=True))
+                xs.append(st(f"qk{t}_{i}_lh", None, ql * kh, reset_less=True))
+                xs.append(st(f"qk{t}_{i}_hl", None, qh * kl, reset_less=True))
+                hhs.append(st(f"qk{t}_{i}_hh", None, qh * kh, reset_less=True))
+            ll_beat = _tree(st, f"ll{t}_", lls, td)
+            x_beat = _tree(st, f"x{t}_", xs, td)
+            hh_beat = _tree(st, f"hh{t}_", hhs, td)
+            ll = Signal(ll_shape, name=f"dot{t}_ll")
+            x = Signal(x_shape, name=f"dot{t}_x")
+            hh = Signal(hh_shape, name=f"dot{t}_hh")
+            with m.If(k_valid):
+                m.d.sync += [ll.eq(Mux(k_first, ll_init, ll) + ll_beat),
+                             x.eq(Mux(k_first, 0, x) + x_beat),
+                             hh.eq(Mux(k_first, 0, hh) + hh_beat)]
+            # coarse = (dot + 2**15) >> 16 = ((LL >> 12) + X + (HH << 12)) >> 4
+            v1 = pipeline.split_add(st, f"dot{t}_v1", ll >> 12, x)
+            hh2 = st.delay(f"dot{t}_hh", hh, 2, reset_less=True)
+            upper = st(f"dot{t}_upper", None, (v1 >> 12) + hh2, reset_less=True)
+            low12 = st(f"dot{t}_low", 12, v1[:12], reset_less=True)
+            coarse = Cat(low12, upper).as_signed() >> 4
+            over = coarse[clamp_bits - 1:]
+            fits = (over == 0) | (over == (1 << len(over)) - 1) if len(over) > 1 else Const(1, 1)
+            clamped = st(f"coarse{t}", signed(clamp_bits), Mux(
+                fits, coarse[:clamp_bits].as_signed(),
+                Mux(coarse[-1], -(1 << (clamp_bits - 1)), (1 << (clamp_bits - 1)) - 1)),
+                reset_less=True)
+            p_lo = st(f"scaled{t}_lo", None, clamped[:17] * self.score_m, reset_less=True)
+            p_hi = st(f"scaled{t}_hi", None, clamped[17:].as_signed() * self.score_m,
+                      reset_less=True)
+            p_lo_r = st(f"scaled{t}_round", None, p_lo + (1 << (e - 1)), reset_less=True)
+            p_hi = st(f"scaled{t}_hi2", None, p_hi, reset_less=True)
+            total = pipeline.split_add(st, f"scaled{t}_sum", p_lo_r >> 17, p_hi)
+            lo17 = st.delay(f"scaled{t}_lo17", p_lo_r[:17], 2, reset_less=True)
+            r = Cat(lo17, total).as_signed() >> e
+            high = r[31:]
+            in_range = (high == 0) | (high == (1 << len(high)) - 1)
+            score = st(f"score{t}", signed(32), Mux(
+                in_range, r[:32], Mux(r[-1], fixed.INT32_MIN, fixed.INT32_MAX)),
+                reset_less=True)
+            score_buf = memory.Memory(shape=signed(32), depth=self.max_keys, init=[])
+            m.submodules[f"scores{t}"] = score_buf
+            s_write, s_read = score_buf.write_port(), score_buf.read_port()
+            visible = st.delay(f"score_visible{t}", k1_visible[t],
+                               3 + td + self.SCORE_STAGES, reset_less=True)
+            m.d.comb += [s_write.addr.eq(score_key), s_write.data.eq(score),
+                         s_write.en.eq(score_valid)]
+            peak = Signal(signed(32), name=f"peak{t}")
+            with m.If(score_valid & visible & (score_key0 | (score > peak))):
+                m.d.sync += peak.eq(score)
+            q_writes.append(q_write)
+            s_writes.append(s_write)
+            peaks.append(peak)
+            s_reads.append(s_read)
+
+        # ---- pass 2: the values wait for the scores; p = exp_neg(s - peak); sums ----
+        v_accept = self.v.valid & self.v.ready
+        v1 = st("v1", lane_array, self.v.payload, reset_less=True)
+        v1_valid = st("v1_valid", 1, v_accept)
+        meta = {"beat": st("v1_beat", None, beat, reset_less=True),
+                "beat0": st("v1_beat0", 1, beat == 0, reset_less=True),
+                "key": st("v1_key", None, key, reset_less=True),
+                "key0": st("v1_key0", 1, key == 0, reset_less=True),
+                "final": st("v1_final", 1, last_beat & last_key, reset_less=True)}
+        for t in range(tile):
+            meta[f"visible{t}"] = st(f"v1_visible{t}", 1, key <= limits[t], reset_less=True)
+        vc = [st(f"vc{i}", signed(24), _clip(v1[i]), reset_less=True) for i in range(lanes)]
+        read_stage = self.score_write              # the score read, in cycles after accept
+        weight_stage = read_stage + self.WEIGHT_STAGES
+
+        def at(name, stage, source_stage=1):
+            """A value beat's meta field (or valid) delayed to ``stage``."""
+            if name == "valid":
+                return st.delay(f"v{stage}_valid", v1_valid, stage - source_stage)
+            return st.delay(f"v{stage}_{name}", meta[name], stage - source_stage,
+                            reset_less=True)
+
+        read_key = at("key", read_stage)
+        w_valid = at("valid", weight_stage)
+        w_beat0, w_key0 = at("beat0", weight_stage), at("key0", weight_stage)
+        w_vc = [st.delay(f"w_vc{i}", vc[i], weight_stage - 2, reset_less=True)
+                for i in range(lanes)]
+        w_beat = at("beat", weight_stage)
+        final = st.delay("final", at("final", weight_stage) & w_valid, 2)
+        acc_width = 48 + self.max_keys.bit_length()  # |sum p v| < max_keys * 2**47
+        bounds = [(lo, min(lo + chunk, acc_width)) for lo in range(0, acc_width, chunk)]
+        n_chunks = len(bounds)
+        # p * v is in two operands 3 stages after p (the products, the sums' halves); the
+        # accumulator chunk i of a beat is read in stage weight_stage + 3 + i and written in
+        # the next (its carry registered for chunk i + 1)
+        c_valid = [st.delay(f"c{i}_valid", w_valid, 4 + i) for i in range(n_chunks)]
+        c_beat = [st.delay(f"c{i}_beat", w_beat, 3 + i, reset_less=True)
+                  for i in range(n_chunks + 1)]
+        c_key0 = [st.delay(f"c{i}_key0", w_key0, 4 + i, reset_less=True)
+                  for i in range(n_chunks)]
+        outputting = Signal()
+        out_addr = Signal(range(hb))
+        out_advance = Signal()
+
+        acc_reads, recips = [], []
+        for t in range(tile):
+            s_read = s_reads[t]
+            m.d.comb += s_read.addr.eq(read_key)
+            diff = pipeline.split_add(st, f"diff{t}", s_read.data, ~peaks[t], carry_in=1)
+            top = diff[_EXP_INPUT_BITS - 1:]
+            ex = st(f"exp{t}_x", signed(_EXP_INPUT_BITS), Mux(
+                ~diff[-1], 0, Mux(top == (1 << len(top)) - 1,
+                                  diff[:_EXP_INPUT_BITS].as_signed(),
+                                  -(1 << (_EXP_INPUT_BITS - 1)))), reset_less=True)
+            tq = pipeline.log2e_times(st, f"exp{t}_t", ex)
+            whole = tq[16:].as_signed()
+            minus_whole = arith.wire(m, 8, -whole, name=f"exp{t}_minus_whole")
+            base = st(f"exp{t}_base", 17, Array(Const(v, 17) for v in _EXP_BASE)[tq[8:16]],
+                      reset_less=True)
+            step = st(f"exp{t}_step", 9, Array(Const(v, 9) for v in _EXP_STEP)[tq[8:16]],
+                      reset_less=True)
+            frac_lo = st(f"exp{t}_lo", 8, tq[:8], reset_less=True)
+            amount = st(f"exp{t}_amount", range(27), Mux(minus_whole > 26, 26, minus_whole),
+                        reset_less=True)
+            # a register after the ROMs: Yosys may put them in block RAM, whose output is slow
+            base, step, frac_lo, amount = (st.delay(f"exp{t}_{n}_rom", v, 1, reset_less=True)
+                                           for n, v in (("base", base), ("step", step),
+                                                        ("lo", frac_lo), ("amount", amount)))
+            interp = st(f"exp{t}_interp", None, step * frac_lo, reset_less=True)
+            base, amount = (st.delay(f"exp{t}_base_i", base, 1, reset_less=True),
+                            st.delay(f"exp{t}_amount_i", amount, 1, reset_less=True))
+            interp = st(f"exp{t}_interp_r", 10, (interp + 128) >> 8, reset_less=True)
+            base, amount = (st.delay(f"exp{t}_base_r", base, 1, reset_less=True),
+                            st.delay(f"exp{t}_amount_r", amount, 1, reset_less=True))
+            mant = st(f"exp{t}_mant", 18, base + interp, reset_less=True)
+            amount = st.delay(f"exp{t}_amount_m", amount, 1, reset_less=True)
+            # round_shift(mant << 8, amount) = (((mant << 9) >> amount) + 1) >> 1
+            shifted = st(f"exp{t}_shifted", 27, Cat(Const(0, 9), mant) >> amount,
+                         reset_less=True)
+            w_visible = at(f"visible{t}", weight_stage - 1)
+            weight = st(f"p{t}", WEIGHT_FRAC + 1,
+                        Mux(w_visible, (shifted + 1) >> 1, 0), reset_less=True)
+
+            # sum p (beat 0 of each key) in two chunks, the high one a stage later
+            t_lo = Signal(WEIGHT_FRAC + 1, name=f"total{t}_lo")
+            t_hi = Signal(self.sum_width - WEIGHT_FRAC - 1, name=f"total{t}_hi")
+            low_sum = arith.wire(m, WEIGHT_FRAC + 2, Mux(w_key0, 0, t_lo) + weight,
+                                 name=f"total{t}_sum")
+            carry = st(f"total{t}_carry", 1, low_sum[-1], reset_less=True)
+            with m.If(w_valid & w_beat0):
+                m.d.sync += t_lo.eq(low_sum[:-1])
+            hi_en = st.delay(f"total{t}_en", w_valid & w_beat0, 1)
+            hi_key0 = st.delay(f"total{t}_key0", w_key0, 1, reset_less=True)
+            with m.If(hi_en):
+                m.d.sync += t_hi.eq(Mux(hi_key0, 0, t_hi) + carry)
+            recip = pipeline.Reciprocal(num_log2=WEIGHT_FRAC, den_width=self.sum_width)
+            m.submodules[f"recip{t}"] = recip
+            m.d.comb += [recip.i.valid.eq(final), recip.i.payload.eq(Cat(t_lo, t_hi))]
+            recips.append(recip)
+
+            # sum p v: p * v in four products of at most 17 x 12 bits (p in a 17-bit and an
+            # 8-bit part, v in 12-bit halves), two sums (in halves), then chunk by chunk
+            pv_terms = []
+            pl, ph = weight[:17], weight[17:]
+            for i in range(lanes):
+                vl, vh = w_vc[i][:12], w_vc[i][12:].as_signed()
+                ll = st(f"pv{t}_{i}_ll", None, pl * vl, reset_less=True)
+                lh = st(f"pv{t}_{i}_lh", None, pl * vh, reset_less=True)
+                hl = st(f"pv{t}_{i}_hl", None, ph * vl, reset_less=True)
+                hh = st(f"pv{t}_{i}_hh", None, ph * vh, reset_less=True)
+                a = pipeline.split_add(st, f"pv{t}_{i}_a", ll, lh.shift_left(12))
+                b = pipeline.split_add(st, f"pv{t}_{i}_b", hl, hh.shift_left(12))
+                pv_terms.append((arith.wire(m, signed(acc_width), a, name=f"pv{t}_{i}_a"),
+                                 arith.wire(m, signed(acc_width), b.shift_left(17),
+                                            name=f"pv{t}_{i}_b")))
+            reads = []
+            carry_pv = [None] * lanes
+            carry_acc = [None] * lanes
+            for c, (lo, hi) in enumerate(bounds):
+                top_chunk = c == n_chunks - 1
+                shape = signed(hi - lo) if top_chunk else unsigned(hi - lo)
+                buf = memory.Memory(shape=data.ArrayLayout(shape, lanes), depth=hb, init=[])
+                m.submodules[f"accs{t}_{c}"] = buf
+                a_write = buf.write_port()
+                # one-beat rows read a beat in the cycle the key before writes it; longer
+                # rows read it a cycle later at the earliest, so the bypass mux (a level on
+                # the write data's path) is built only for those
+                a_read = buf.read_port(transparent_for=(a_write,) if hb == 1 else ())
+                m.d.comb += [a_read.addr.eq(Mux(outputting, out_addr, c_beat[c])),
+                             a_read.en.eq(~outputting | out_advance),
+                             a_write.addr.eq(c_beat[c + 1]), a_write.en.eq(c_valid[c])]
+                for i in range(lanes):
+                    a, b = pv_terms[i]
+                    a_c = st.delay(f"pv{t}_{i}_a{c}", a[lo:hi], c, reset_less=True)
+                    b_c = st.delay(f"pv{t}_{i}_b{c}", b[lo:hi], c, reset_less=True)
+                    if top_chunk:
+                        a_c, b_c = a_c.as_signed(), b_c.as_signed()
+                    cin = Const(0, 1) if carry_pv[i] is None else carry_pv[i]
+                    pv_sum = arith.wire(m, hi - lo + 1, pipeline._carry_add(a_c, b_c, cin),
+                                        name=f"pv{t}_{i}_s{c}")
+                    pv_c = st(f"pv{t}_{i}_c{c}", shape, pv_sum[:hi - lo], reset_less=True)
+                    carry_pv[i] = st(f"pv{t}_{i}_k{c}", 1, pv_sum[-1], reset_less=True)
+                    old = a_read.data[i]
+                    cin = Const(0, 1) if carry_acc[i] is None else carry_acc[i]
+                    new = arith.wire(m, hi - lo + 1, pipeline._carry_add(
+                        Mux(c_key0[c], 0, old).as_signed() if top_chunk else
+                        Mux(c_key0[c], 0, old), pv_c, cin), name=f"acc{t}_{i}_s{c}")
+                    m.d.comb += a_write.data[i].eq(new[:hi - lo])
+                    carry_acc[i] = st(f"acc{t}_{i}_k{c}", 1, new[-1], reset_less=True)
+                reads.append(a_read)
+            acc_reads.append(reads)
+
+        # ---- the output pass: sat32(round(round(acc / 2^24) * r)); stalls as a whole ----
+        advance = ~self.o.valid | self.o.ready
+        m.d.comb += out_advance.eq(advance)
+        so = pipeline.Stages(m, enable=advance)
+        inv_m = [Signal(16, name=f"inv_m{t}") for t in range(tile)]
+        inv_s = [Signal(range(64), name=f"inv_s{t}") for t in range(tile)]   # e - 14
+        out_row = Signal(range(tile))
+        issue = outputting & advance
+        o1_valid = so("o1_valid", 1, issue)
+        o1_row = so("o1_row", None, out_row)
+        accs = []
+        for t in range(tile):
+            chunks = [acc_reads[t][c].data for c in range(n_chunks)]
+            accs.append(Cat(*(Cat(*(ch[i] for ch in chunks)) for i in range(lanes))))
+        o2_acc = so("o2_acc", len(accs[0]), Array(accs)[o1_row], reset_less=True)
+        o2_valid = so("o2_valid", 1, o1_valid)
+        o2_m = so("o2_m", 16, Array(inv_m)[o1_row], reset_less=True)
+        o2_s = so("o2_s", range(64), Array(inv_s)[o1_row], reset_less=True)
+        results = []
+        for i in range(lanes):
+            acc = o2_acc[i * acc_width:(i + 1) * acc_width].as_signed()
+            rounded = pipeline.split_add(so, f"out{i}_round", acc.shift_right(WEIGHT_FRAC),
+                                         Const(0, 1),
+                                         carry_in=acc[WEIGHT_FRAC - 1])
+            mult = so.delay(f"out{i}_m", o2_m, 2, reset_less=True)
+            r_lo = so(f"out{i}_plo", None, rounded[:17] * mult, reset_less=True)
+            r_hi = so(f"out{i}_phi", None, rounded[17:].as_signed() * mult, reset_less=True)
+            prod_hi = pipeline.split_add(so, f"out{i}_prod", r_lo >> 17, r_hi)
+            lo17 = so.delay(f"out{i}_lo17", r_lo[:17], 2, reset_less=True)
+            prod = Cat(lo17, prod_hi).as_signed()
+            shift = so.delay(f"out{i}_s", o2_s, 5, reset_less=True)
+            # round_shift(prod, e) = (((prod >> 13) >> (e - 14)) + 1) >> 1, e - 14 >= 0
+            coarse = so(f"out{i}_coarse", None, (prod >> 13) >> Cat(Const(0, 2), shift[2:]),
+                        reset_less=True)
+            fine_shift = so.delay(f"out{i}_s2", shift[:2], 1, reset_less=True)
+            z = so(f"out{i}_fine", None, coarse >> fine_shift, reset_less=True)
+            high = z[33:]
+            in_range = so(f"out{i}_in_range", 1,
+                          (high == 0) | (high == (1 << len(high)) - 1) if len(high) else 1,
+                          reset_less=True)
+            negative = so(f"out{i}_neg", 1, z[-1], reset_less=True)
+            rounded = so(f"out{i}_rounded", signed(34), (z[:34].as_signed() + 1) >> 1,
+                         reset_less=True)
+            fits = (rounded[31:] == 0) | (rounded[31:] == 0b111)
+            results.append(Mux(in_range & fits, rounded[:32],
+                               Mux(negative, fixed.INT32_MIN, fixed.INT32_MAX)))
+        out_valids = [o1_valid, o2_valid]
+        for i in range(self.OUTPUT_STAGES - 3):
+            out_valids.append(so(f"out_valid{i}", 1, out_valids[-1]))
+        out_valid = out_valids[-1]
+        with m.If(advance):
+            m.d.sync += [self.o.valid.eq(out_valid)]
+            for i in range(lanes):
+                m.d.sync += self.o.payload[i].eq(results[i])
+        out_busy = Signal()                        # the next job waits for the output pass
+        m.d.comb += out_busy.eq(Cat(outputting, self.o.valid, *out_valids).any())
+
+        # ---- control: the job, the three input passes, the reciprocal, the output pass ----
+        out_beat = Signal(range(hb))
+        m.d.comb += out_addr.eq(out_beat)
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += self.job.ready.eq(1)
-                with m.If(self.job.valid):
-                    m.d.sync += [keys.eq(self.job.payload.keys), active.eq(self._job_queries()),
+                m.d.comb += self.job.ready.eq(~out_busy)
+                with m.If(self.job.valid & self.job.ready):
+                    n = self._job_queries()
+                    m.d.sync += [keys.eq(self.job.payload.keys), active.eq(n),
                                  key.eq(0), beat.eq(0), row.eq(0)]
+                    for t in range(tile):
+                        m.d.sync += limits[t].eq(self.job.payload.keys - n + t)
                     m.next = "QUERY"
             with m.State("QUERY"):
                 m.d.comb += self.q.ready.eq(1)
-                for t, q_write in enumerate(q_writes):
-                    m.d.comb += q_write.en.eq(self.q.valid & (row == t))
                 with m.If(self.q.valid):
-                    step_row(lambda: setattr(m, "next", "KEYS"))
+                    def row_done_q():
+                        m.d.sync += row.eq(Mux(last_row, 0, row + 1))
+                        with m.If(last_row):
+                            m.next = "KEYS"
+                    step_beat(row_done_q)
             with m.State("KEYS"):
                 m.d.comb += self.k.ready.eq(1)
-                for s_write in s_writes:
-                    m.d.comb += s_write.en.eq(self.k.valid & last_beat)
                 with m.If(self.k.valid):
                     def key_done():
                         m.d.sync += key.eq(Mux(last_key, 0, key + 1))
@@ -221,26 +534,29 @@ class _TwoPassAttention(wiring.Component):
                     step_beat(key_done)
             with m.State("VALUES"):
                 m.d.comb += self.v.ready.eq(1)
-                for a_write in a_writes:
-                    m.d.comb += a_write.en.eq(self.v.valid)
                 with m.If(self.v.valid):
                     def value_done():
                         m.d.sync += key.eq(key + 1)
                         with m.If(last_key):
-                            m.d.sync += start.eq(1)
-                            m.next = "RECIPROCAL"
+                            m.next = "TAIL"
                     step_beat(value_done)
-            with m.State("RECIPROCAL"):
-                # every query's divider starts and finishes together (fixed latency)
-                with m.If(recips[0].i.ready):
-                    m.d.sync += start.eq(0)
+            with m.State("TAIL"):
+                # every query's reciprocal starts and finishes together (fixed latency)
                 with m.If(recips[0].o.valid):
+                    for t, recip in enumerate(recips):
+                        m.d.comb += recip.o.ready.eq(1)
+                        m.d.sync += [inv_m[t].eq(recip.o.payload.m),
+                                     inv_s[t].eq(recip.o.payload.e - 14)]
+                    m.d.sync += [outputting.eq(1), out_row.eq(0), out_beat.eq(0)]
                     m.next = "OUTPUT"
             with m.State("OUTPUT"):
-                with m.If(out_free):
-                    m.d.sync += [self.o.valid.eq(1),
-                                 self.o.payload.as_value().eq(Array(outputs)[row])]
-                    step_row(lambda: setattr(m, "next", "IDLE"))
+                with m.If(advance):
+                    m.d.sync += out_beat.eq(Mux(out_beat == hb - 1, 0, out_beat + 1))
+                    with m.If(out_beat == hb - 1):
+                        m.d.sync += out_row.eq(out_row + 1)
+                        with m.If(out_row == active - 1):
+                            m.d.sync += outputting.eq(0)
+                            m.next = "IDLE"
         return m
 
 
@@ -276,9 +592,9 @@ class DecodeUnit(_TwoPassAttention):
                          job_layout=data.StructLayout({"keys": range(max_keys + 1)}))
 
     def cycles(self, keys: int) -> int:
-        """Stall-free cycles for one job of S = ``keys`` keys: ``2*B + 2*S*B + 23`` with
-        ``B = head_dim / lanes``: the job (1), the query (B), keys and values (2*S*B), the
-        divider start and ``RatioScale`` (1 + 20), the output (B) and its register (1)."""
+        """Stall-free cycles for one job of S = ``keys`` keys: ``2*B + 2*S*B + tail`` with
+        ``B = head_dim / lanes``: the job (1), the query (B), keys and values (2*S*B),
+        ``tail`` to the first output beat, the other output beats (B - 1)."""
         return self._cycles(1, keys)
 
 
@@ -323,5 +639,5 @@ class PrefillUnit(_TwoPassAttention):
 
     def cycles(self, queries: int, keys: int) -> int:
         """Stall-free cycles for one job of n = ``queries`` queries and S = ``keys`` keys:
-        ``2*n*B + 2*S*B + 23`` with ``B = head_dim / lanes`` (see ``DecodeUnit.cycles``)."""
+        ``2*n*B + 2*S*B + tail`` with ``B = head_dim / lanes`` (see ``DecodeUnit.cycles``)."""
         return self._cycles(queries, keys)

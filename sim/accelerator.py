@@ -62,12 +62,16 @@ from . import blocks, units
 
 __all__ = ["TopTiming", "program_cycles"]
 
-#: RMSNorm: cycles from a token's last input beat to its first gamma beat (the mean division,
-#: square root and reciprocal of ``RMSNorm.setup_cycles``, then the step into pass 2)
-NORM_SETUP = units.RMSNorm(lanes=isa.LANES).setup_cycles + 1
-#: DecodeUnit: cycles from the last value beat to the first output beat: the divider start,
-#: ``RatioScale`` (QUOTIENT_WIDTH + 1) and the output register (``DecodeUnit.cycles``)
-ATTENTION_TAIL = units.RATIO_SCALE_QUOTIENT_WIDTH + 4
+#: RMSNorm: cycles from a token's last input beat to its first gamma beat (its pipelined
+#: sums, the mean division, square root and reciprocal: ``RMSNorm.setup_cycles``)
+NORM_SETUP = units.RMSNorm(lanes=isa.LANES).setup_cycles
+#: RoPE: cycles from a second-half beat's handshake to its y1 beat's
+ROPE_LATENCY = units.RoPE(lanes=isa.LANES).latency
+#: RMSNorm: cycles from a gamma beat's handshake to its output beat's
+NORM_LATENCY = units.RMSNorm(lanes=isa.LANES).latency
+#: PrefillUnit: cycles from the last value beat to the first output beat (its pipelines, the
+#: reciprocal and the output pass: ``tail``, which depends on the lanes alone)
+ATTENTION_TAIL = units.DecodeUnit(lanes=isa.LANES, head_dim=isa.LANES).tail
 #: Quantizer: cycles from a token's last input beat to its amax beat (taken at once: its
 #: first buffer read), and from a buffer read to its INT8 beat
 QUANT_PASS2_START = units.Quantizer(lanes=isa.LANES).pass2_start
@@ -79,6 +83,8 @@ DEQUANT_LATENCY = units.Dequantizer(lanes=isa.LANES).latency
 DEQUANT_SETUP = units.Dequantizer(lanes=isa.LANES).setup_cycles
 #: Dequantizer: cycles from a token's last accumulator beat to the next token's first
 DEQUANT_TOKEN_GAP = units.Dequantizer.TOKEN_GAP
+#: Pointwise: cycles from an input beat's handshake to its output beat's (every operation)
+POINTWISE_LATENCY = units.Pointwise(lanes=isa.LANES).latency
 #: TLMM engine: cycles from a lookup's issue to its lookup stage (``rtl.tlmm.Engine``)
 ISSUE_TO_LOOKUP = 2
 #: cycles from a job's last weight beat to its bank's first possible issue: the registered
@@ -229,7 +235,7 @@ def _norm_outputs(x, gamma):
     out, g = [], x[-1] + NORM_SETUP - 1
     for arrival in gamma:
         g = max(g + 1, arrival + 1)
-        out.append(g + 2)                       # y register, FIFO write, readable
+        out.append(g + NORM_LATENCY + 1)        # y's handshake (FIFO write), readable
     return out
 
 
@@ -241,8 +247,9 @@ def _rope_outputs(x, table):
     out, q = [], p
     for i in range(half):
         q = max(q + 1, x[half + i] + 1, table[2 * i + 1])
-        out.append(q + 2)
-    out.extend(q + 3 + j for j in range(half))
+        out.append(q + ROPE_LATENCY + 1)        # y1's handshake (FIFO write), readable
+    # the y2 half: read from the cycle the pipeline is empty, the read, the output register
+    out.extend(q + ROPE_LATENCY + 3 + j for j in range(half))
     return out
 
 
@@ -402,7 +409,7 @@ def _linear(ins, timing: TopTiming, clock: _Clock, u: int, streamer: _Streamer, 
                                  f"linear's outputs (beat {late[0]} is late)")
             a_in += a_beats
             a_out += [cycle + DEQUANT_LATENCY for cycle in acc]
-            outputs += [cycle + DEQUANT_LATENCY + 2 for cycle in acc]
+            outputs += [cycle + DEQUANT_LATENCY + POINTWISE_LATENCY + 1 for cycle in acc]
     if _fifo_level(a_in, a_out) >= 3 * token_beats:
         raise ValueError("the top model needs the epilogue operands of at most three tokens "
                          "in the a FIFO")
@@ -478,7 +485,7 @@ def instruction_cycles(ins, timing: TopTiming, clock: _Clock, start: int,
                 state = read(row0, s0.beats, state)
                 state = read(row1, s1.beats, state)
                 state += 1
-                pending = [b + 2 for b in reads[1]]
+                pending = [b + POINTWISE_LATENCY + 1 for b in reads[1]]
             d = ins.dst
             dst = d.addr + tok * d.stride_t + h * d.stride_h
             beats = size * d.beats

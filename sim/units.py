@@ -20,11 +20,12 @@ model              RTL unit                            formula
 ``RatioScale``     ``rtl.arith.RatioScale``            ``latency = 19 + 1``
 ``Quantizer``      ``rtl.quant.Quantizer``             ``(M+1) B + 3 ((M-1) // 2) + 15`` (4 l.)
 ``Dequantizer``    ``rtl.quant.Dequantizer``           ``27 + (M-1) max(27, B+7) + B + 9``
-``RMSNorm``        ``rtl.elementwise.RMSNorm``         ``M * (2 * H / lanes + 102) + 1``
-``RoPE``           ``rtl.elementwise.RoPE``            ``3 * heads * head_dim / (2 lanes) + 1``
-``Pointwise``      ``rtl.elementwise.Pointwise``       ``beats + 1``
-``DecodeUnit``     ``rtl.attention.DecodeUnit``        ``2 B + 2 S B + 23``
-``PrefillUnit``    ``rtl.attention.PrefillUnit``       ``2 n B + 2 S B + 23``
+``RMSNorm``        ``rtl.elementwise.RMSNorm``         ``M * (2 * H / lanes + 181) + 17``
+``RoPE``           ``rtl.elementwise.RoPE``            ``heads (3 head_dim / (2 lanes) + 8) + 2``
+``Pointwise``      ``rtl.elementwise.Pointwise``       ``beats + 47``
+``Reciprocal``     ``rtl.pipeline.Reciprocal``         ``latency = 6 + 2 * 19 + 2``
+``DecodeUnit``     ``rtl.attention.DecodeUnit``        ``2 B + 2 S B + tail`` (tail 92 at 4 lanes)
+``PrefillUnit``    ``rtl.attention.PrefillUnit``       ``2 n B + 2 S B + tail``
 ``Decoder``        ``rtl.snn.Decoder``                 ``2 + sum_l N_l (k_l + 3)`` per bin
 ``CausalFilter``   ``rtl.bessel.CausalFilter``         ``2 + 6 * sections * channels``
 ``BlockFilter``    ``rtl.bessel.BlockFilter``          see ``BlockFilter.cycles_per_sample``
@@ -38,8 +39,9 @@ import numpy as np
 
 from ..golden import bessel as gbessel
 
-__all__ = ["Divider", "Isqrt", "RatioScale", "Quantizer", "Dequantizer", "RMSNorm", "RoPE",
-           "Pointwise", "DecodeUnit", "PrefillUnit", "Decoder", "CausalFilter", "BlockFilter",
+__all__ = ["Divider", "Isqrt", "RatioScale", "Reciprocal", "Quantizer", "Dequantizer",
+           "RMSNorm", "RoPE", "Pointwise", "DecodeUnit", "PrefillUnit", "Decoder", "CausalFilter",
+           "BlockFilter",
            "AmortizedBlockFilter", "amortized_cycles", "filter_cycles",
            "RATIO_SCALE_QUOTIENT_WIDTH", "RMS_MEAN_WIDTH", "RMS_ISQRT_WIDTH", "SECTION_CYCLES",
            "causal_cycles", "block_cycles"]
@@ -48,9 +50,10 @@ __all__ = ["Divider", "Isqrt", "RatioScale", "Quantizer", "Dequantizer", "RMSNor
 #: ``(2**17, 2**19)`` (rtl/arith.py, ``RatioScale.QUOTIENT_WIDTH``)
 RATIO_SCALE_QUOTIENT_WIDTH = 19
 #: quotient bits of RMSNorm's mean division (the exact sum of squares is shifted below 2**45
-#: first, ``golden.ops.MEAN_SQUARE_BITS``; the width, and so the latency, is unchanged)
-RMS_MEAN_WIDTH = 47
-#: radicand width of RMSNorm's square root (the 47-bit mean, rounded up to an even width)
+#: first, ``golden.ops.MEAN_SQUARE_BITS``; ``rtl.pipeline.LongDivider``, one bit a cycle)
+RMS_MEAN_WIDTH = 45
+#: radicand width of RMSNorm's square root (the mean square, below 2**46, times 2**16, rounded
+#: up to an even width; ``rtl.pipeline.Isqrt``, two cycles a root bit)
 RMS_ISQRT_WIDTH = 64
 #: cycles per Bessel biquad and axis: three multiplies through the shared multiplier's
 #: two-register pipeline, then the write-back (rtl/bessel.py)
@@ -145,6 +148,18 @@ class RatioScale:
     def latency(self) -> int:
         return Divider(num_width=self.num_width, den_width=self.den_width,
                        quotient_width=RATIO_SCALE_QUOTIENT_WIDTH).latency
+
+
+class Reciprocal:
+    """``ratio_scale(2**num_log2, den)`` through a normalized denominator
+    (``rtl.pipeline.Reciprocal``): six normalization stages (shifts 32 .. 1, whatever the
+    width), two cycles a quotient bit for 19 bits, the selection."""
+
+    LATENCY = 6 + 2 * RATIO_SCALE_QUOTIENT_WIDTH + 2
+
+    @property
+    def latency(self) -> int:
+        return self.LATENCY
 
 
 # -- quantization (rtl/quant.py) -------------------------------------------------------------
@@ -265,23 +280,34 @@ class Dequantizer:
 # -- elementwise (rtl/elementwise.py) --------------------------------------------------------
 
 class RMSNorm:
-    """Two-pass RMSNorm through a one-token buffer (``rtl.elementwise.RMSNorm``).
+    """Two-pass RMSNorm through a one-token buffer (``rtl.elementwise.RMSNorm``), pipelined:
+    pass 1 one beat a cycle into the buffer and the chunked sums of squares; a setup chain per
+    token; pass 2 one ``gamma`` beat a cycle, each output ``LATENCY`` cycles later.
 
     Parameters
     ----------
     lanes : int
         Elements per beat.
     max_h : int
-        Longest token (a multiple of ``lanes``).
+        Longest token (a multiple of ``lanes``, below 65536).
     eps : int
         Q32 epsilon in ``[1, 2**32]`` (``golden.ops.rms_eps``; no effect on timing).
     """
+
+    #: pass 2, gamma beat to output beat
+    LATENCY = 17
+    #: the two chunked adds of the sum of squares (3 and 4 stages at every ``max_h``)
+    SUM_STAGES = (3, 4)
+    #: the leading-zero normalization of the sum of squares (shifts 64 .. 1)
+    NORMALIZE_STAGES = 7
 
     def __init__(self, *, lanes: int = 4, max_h: int = 4096, eps: int = 1):
         self.lanes = _check_positive("lanes", lanes)
         self.max_h = _check_positive("max_h", max_h)
         if max_h % lanes:
             raise ValueError(f"max_h={max_h} must be a multiple of lanes={lanes}")
+        if max_h >= 1 << 16:
+            raise ValueError(f"max_h={max_h} must be below 65536")
         _check_positive("eps", eps)
         if eps > 1 << 32:
             raise ValueError(f"eps must be at most 2**32 (1.0 in Q32), got {eps}")
@@ -289,26 +315,34 @@ class RMSNorm:
 
     @property
     def setup_cycles(self) -> int:
-        """Between passes, one after the other: 1 (sum to divider), the mean ``Divider``
-        (``RMS_MEAN_WIDTH + 1`` = 48), ``Isqrt(width=64)`` (33) and ``RatioScale`` (20): 102."""
-        mean = Divider(num_width=RMS_MEAN_WIDTH + self.max_h.bit_length(),
-                       den_width=self.max_h.bit_length(), quotient_width=RMS_MEAN_WIDTH)
-        return (1 + mean.latency + Isqrt(width=RMS_ISQRT_WIDTH).latency
-                + RatioScale(num_width=17, den_width=32).latency)
+        """A token's last input beat to its first gamma beat: the input register, the squares'
+        partial products, the lane tree (``ceil(log2 lanes)``, at least 1), the accumulators'
+        two chunks, the adds of S, the normalization, the shift, the mean ``LongDivider``
+        (``MEAN_SQUARE_BITS + 1`` = 46) and its register, the epsilon's add (2), the square
+        root (``Isqrt(64)``: 65), ``Reciprocal`` (46), the step into pass 2."""
+        tree = max(1, (self.lanes - 1).bit_length())
+        return (1 + 1 + tree + 2 + sum(self.SUM_STAGES) + self.NORMALIZE_STAGES + 1
+                + (RMS_MEAN_WIDTH + 1) + 1 + 2 + (RMS_ISQRT_WIDTH + 1) + Reciprocal.LATENCY + 1)
+
+    @property
+    def latency(self) -> int:
+        return self.LATENCY
 
     def cycles(self, tokens: int, h: int) -> int:
-        """``tokens * (2 * h / lanes + setup_cycles) + 1``: pass 1 (``h / lanes`` beats in),
-        the setup chain, pass 2 (``h / lanes`` beats out, one ``gamma`` beat each)."""
+        """``tokens * (2 * h / lanes + setup_cycles - 1) + LATENCY``: pass 1, the setup, pass
+        2 (the next token's first beat follows the last gamma beat), the last output."""
         _check_positive("tokens", tokens)
         _check_positive("h", h)
         if h > self.max_h or h % self.lanes:
             raise ValueError(f"h={h} must be a multiple of lanes={self.lanes} and at most "
                              f"max_h={self.max_h}")
-        return tokens * (2 * (h // self.lanes) + self.setup_cycles) + 1
+        return tokens * (2 * (h // self.lanes) + self.setup_cycles - 1) + self.LATENCY
 
 
 class RoPE:
-    """Rotary position embedding, head after head (``rtl.elementwise.RoPE``).
+    """Rotary position embedding, head after head (``rtl.elementwise.RoPE``): the first half
+    into a buffer, the second half paired with its table beats through the rotation pipeline
+    (``LATENCY``), the buffered ``y2`` half once the pipeline is empty.
 
     Parameters
     ----------
@@ -318,6 +352,10 @@ class RoPE:
         Head dimension, a multiple of ``2 * lanes``.
     """
 
+    #: a second-half beat to its y1 beat: the buffer read, the products, the sums' two
+    #: halves, the rounding, the total's two halves, the saturation, the output register
+    LATENCY = 9
+
     def __init__(self, *, lanes: int = 4, head_dim: int = 64):
         self.lanes = _check_positive("lanes", lanes)
         _check_positive("head_dim", head_dim)
@@ -326,16 +364,21 @@ class RoPE:
         self.head_dim = head_dim
         self.half_beats = head_dim // 2 // lanes
 
+    @property
+    def latency(self) -> int:
+        return self.LATENCY
+
     def cycles(self, heads: int) -> int:
-        """``3 * heads * head_dim / (2 * lanes) + 1``: three half-head phases per head (first
-        half in, second half in with the table, drain of the buffered half); ``+ 1`` for the
-        output register."""
+        """``heads * (3 * head_dim / (2 * lanes) + LATENCY - 1) + 2``: per head the first
+        half in, the second half paired, the pipeline's drain, the y2 half out (its read and
+        output register after the last)."""
         _check_positive("heads", heads)
-        return heads * 3 * self.half_beats + 1
+        return heads * (3 * self.half_beats + self.LATENCY - 1) + 2
 
 
 class Pointwise:
-    """Stateless fused elementwise unit (``rtl.elementwise.Pointwise``).
+    """Stateless fused elementwise unit (``rtl.elementwise.Pointwise``), one pipeline that
+    stalls as a whole; every operation takes the SiLU gate's ``LATENCY``.
 
     Parameters
     ----------
@@ -343,18 +386,40 @@ class Pointwise:
         Element pairs per beat (no effect on timing).
     """
 
+    #: the input register, the clamp of ``-|a|``, ``exp_neg`` (12 stages: the product with
+    #: log2(e) in 17-bit pieces, its ROMs followed by a register), the sigmoid's operands, 17
+    #: divider rows, two Q16 products (7 stages each), the output register
+    LATENCY = 1 + 1 + 12 + 1 + 17 + 2 * 7 + 1
+
     def __init__(self, *, lanes: int = 4):
         self.lanes = _check_positive("lanes", lanes)
 
+    @property
+    def latency(self) -> int:
+        return self.LATENCY
+
     def cycles(self, beats: int) -> int:
-        """``beats + 1``: one beat per cycle through one register stage."""
+        """``beats + LATENCY``: one beat a cycle in, each out ``LATENCY`` cycles later."""
         _check_positive("beats", beats)
-        return beats + 1
+        return beats + self.LATENCY
 
 
 # -- attention (rtl/attention.py) ------------------------------------------------------------
 
 class _TwoPassAttention:
+    """The pipelined two-pass unit (rtl/attention.py): a key beat's score is written
+    ``score_write`` cycles after the beat (input register, clip, the partial products, the
+    lane tree of ``ceil(log2(2 lanes))`` levels, the dot-product accumulators, then
+    ``SCORE_STAGES``); a value beat waits in a delay line and reads its score as many cycles
+    after its own arrival (so the first value beat may follow the last key beat at once),
+    then ``WEIGHT_STAGES`` to its weight ``p`` and two to ``sum p``; the reciprocal
+    (``Reciprocal.LATENCY``), one cycle into the output pass and ``OUTPUT_STAGES`` to the
+    first output beat. The inputs are taken one beat a cycle with no back-pressure."""
+
+    SCORE_STAGES = 9
+    WEIGHT_STAGES = 16
+    OUTPUT_STAGES = 11
+
     def __init__(self, *, queries, lanes, head_dim, max_keys):
         self.queries = _check_positive("queries", queries)
         self.lanes = _check_positive("lanes", lanes)
@@ -367,6 +432,20 @@ class _TwoPassAttention:
             raise ValueError(f"max_keys={max_keys} must be at least queries={queries}")
         self.beats = head_dim // lanes
 
+    @property
+    def tree_stages(self) -> int:
+        return (2 * self.lanes - 1).bit_length()
+
+    @property
+    def score_write(self) -> int:
+        return 4 + self.tree_stages + self.SCORE_STAGES
+
+    @property
+    def tail(self) -> int:
+        """Cycles from accepting the last value beat to accepting the first output beat."""
+        reciprocal_start = self.score_write + self.WEIGHT_STAGES + 2
+        return reciprocal_start + Reciprocal.LATENCY + 1 + self.OUTPUT_STAGES
+
     def _cycles(self, queries, keys):
         _check_positive("keys", keys)
         if keys > self.max_keys:
@@ -376,9 +455,8 @@ class _TwoPassAttention:
             raise ValueError(f"queries={queries} must be at most the tile size "
                              f"{self.queries} and at most keys={keys}")
         b = self.beats
-        # job, queries in, keys then values, divider start, reciprocal, output, output register
-        reciprocal = RatioScale(num_width=17, den_width=17 + self.max_keys.bit_length()).latency
-        return 1 + queries * b + 2 * keys * b + 1 + reciprocal + queries * b + 1
+        # job, queries in, keys then values, the tail, the output beats
+        return 1 + queries * b + 2 * keys * b + self.tail + queries * b - 1
 
 
 class DecodeUnit(_TwoPassAttention):
@@ -395,9 +473,9 @@ class DecodeUnit(_TwoPassAttention):
         super().__init__(queries=1, lanes=lanes, head_dim=head_dim, max_keys=max_keys)
 
     def cycles(self, keys: int) -> int:
-        """``2*B + 2*S*B + 23`` for S = ``keys``, ``B = head_dim / lanes``: the job beat (1),
-        the query (B), keys and values (2*S*B), the divider start and ``RatioScale`` (1 + 20),
-        the output (B) and its register (1)."""
+        """``2*B + 2*S*B + tail`` for S = ``keys``, ``B = head_dim / lanes``: the job beat
+        (1), the query (B), keys and values (2*S*B), ``tail`` to the first output beat, the
+        other output beats (B - 1)."""
         return self._cycles(1, keys)
 
 
@@ -417,7 +495,7 @@ class PrefillUnit(_TwoPassAttention):
         super().__init__(queries=queries, lanes=lanes, head_dim=head_dim, max_keys=max_keys)
 
     def cycles(self, queries: int, keys: int) -> int:
-        """``2*n*B + 2*S*B + 23`` for n = ``queries``, S = ``keys`` (see
+        """``2*n*B + 2*S*B + tail`` for n = ``queries``, S = ``keys`` (see
         ``DecodeUnit.cycles``): one K and one V pass serve the whole tile."""
         return self._cycles(queries, keys)
 

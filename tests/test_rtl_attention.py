@@ -137,3 +137,48 @@ def test_prefill_cycles_exact(n, keys, max_keys):
     o, cycles = run_attention(dut, [job], rng, p_valid=1.0, p_ready=1.0)
     np.testing.assert_array_equal(o, reference(*job))
     assert dut.cycles(n, keys) == cycles
+
+
+def test_decode_one_beat_rows_random_stalls():
+    """head_dim == lanes: every beat is a whole row, so the accumulators' read-modify-write
+    meets the previous key's write to the same address in the same cycle."""
+    seed = 800
+    rng = seeded(seed)
+    jobs = [random_job(rng, keys, 4, spread) for keys, spread in ((6, 18), (1, 22), (8, 23))]
+    dut = attention.DecodeUnit(lanes=4, head_dim=4, max_keys=8)
+    o, _ = run_attention(dut, jobs, rng, p_valid=0.7, p_ready=0.6)
+    expected = np.concatenate([reference(*job) for job in jobs])
+    np.testing.assert_array_equal(o, expected, err_msg=f"seed={seed}")
+    job = random_job(rng, 5, 4, 20)
+    o, cycles = run_attention(dut, [job], rng, p_valid=1.0, p_ready=1.0)
+    np.testing.assert_array_equal(o, reference(*job))
+    assert dut.cycles(5) == cycles
+
+
+def test_decode_saturating_scores():
+    """Operands at and beyond the limit: scores saturate at both ends of int32, a peaked
+    softmax (one weight 2**24, the rest 0) and the largest value magnitudes."""
+    seed = 810
+    rng = seeded(seed)
+    d, keys = 8, 7
+    limit = golden.OPERAND_LIMIT
+    q = np.where(rng.random(d) < 0.5, fixed.INT32_MAX, fixed.INT32_MIN)
+    k = np.where(rng.random((keys, d)) < 0.5, limit, -limit)
+    k[0], k[1] = np.sign(q) * limit, -np.sign(q) * limit
+    v = np.where(rng.random((keys, d)) < 0.5, fixed.INT32_MAX, fixed.INT32_MIN)
+    scores, _ = golden.attention_scores(q[None, None, :], k[:, None, :], [keys - 1])
+    assert scores.max() == fixed.INT32_MAX and scores.min() == fixed.INT32_MIN
+    dut = attention.DecodeUnit(lanes=4, head_dim=d, max_keys=8)
+    o, _ = run_attention(dut, [(q, k, v)], rng, p_valid=0.8, p_ready=0.8)
+    np.testing.assert_array_equal(o, reference(q, k, v), err_msg=f"seed={seed}")
+
+
+def test_prefill_mini_geometry():
+    """The ``mini`` accelerator's unit (head_dim 32, 64 keys): a full cache, random stalls."""
+    seed = 820
+    rng = seeded(seed)
+    jobs = [prefill_job(rng, 2, 64, 32, 17), prefill_job(rng, 1, 23, 32, 21)]
+    dut = attention.PrefillUnit(queries=2, lanes=4, head_dim=32, max_keys=64)
+    o, _ = run_attention(dut, jobs, rng, p_valid=0.9, p_ready=0.7)
+    expected = np.concatenate([reference(*job) for job in jobs])
+    np.testing.assert_array_equal(o, expected, err_msg=f"seed={seed}")

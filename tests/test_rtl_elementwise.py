@@ -220,3 +220,66 @@ def test_pointwise_cycles_exact(beats):
     y, cycles = run_pointwise(dut, ops_per_beat, a, b, rng, p_valid=1.0, p_ready=1.0)
     np.testing.assert_array_equal(y, pointwise_reference(ops_per_beat, a, b, 2))
     assert dut.cycles(beats) == cycles
+
+
+def test_pointwise_gate_edges():
+    """Gate operands around every boundary the pipeline has: exp_neg's clamp (|a| = 2**20)
+    and its zero (12.0), a = 0 (the sigmoid's e = 2**16), int32 extremes, products that
+    saturate; one op per beat, all three, under stalls."""
+    seed = 73
+    rng = seeded(seed)
+    lanes = 4
+    specials = [0, 1, -1, 1 << 20, -(1 << 20), (1 << 20) + 1, -(1 << 20) - 1, (1 << 20) - 1,
+                12 << 16, -(12 << 16), (11 << 16) + 0xFFFF, -(11 << 16) - 0xFFFF,
+                fixed.INT32_MAX, fixed.INT32_MIN, 46341 << 8, -(46341 << 8)]
+    a = np.array(specials + list(rng.integers(-(20 << 16), 20 << 16, size=44)))
+    b = np.array([fixed.INT32_MAX, fixed.INT32_MIN, 1 << 16, -(1 << 16)] * 15)
+    b[16:] = rng.integers(fixed.INT32_MIN, fixed.INT32_MAX, size=44) >> rng.integers(0, 24, 44)
+    a, b = np.concatenate([a, a, a]), np.concatenate([b, b, b])
+    n_beats = len(a) // lanes
+    ops_per_beat = [list(elementwise.PointwiseOp)[i * 3 // n_beats] for i in range(n_beats)]
+    dut = elementwise.Pointwise(lanes=lanes)
+    y, _ = run_pointwise(dut, ops_per_beat, a, b, rng, p_valid=0.8, p_ready=0.7)
+    np.testing.assert_array_equal(y, pointwise_reference(ops_per_beat, a, b, lanes),
+                                  err_msg=f"seed={seed}")
+
+
+def test_rmsnorm_mini_geometry_shifts():
+    """max_h 128 (the ``mini`` model): tokens whose sum of squares needs no shift, an even
+    and an odd excess over 45 bits, all-extreme rows, and a small row after a huge one (the
+    accumulators' chunks restart), under stalls."""
+    seed = 57
+    rng = seeded(seed)
+    h = 128
+    x = rng.integers(-(1 << 20), 1 << 20, size=(6, h)) >> np.arange(6)[:, None] * 3
+    x[1] = np.where(rng.random(h) < 0.5, fixed.INT32_MAX, fixed.INT32_MIN)
+    x[2] = rng.integers(-(1 << 12), 1 << 12, size=h)
+    x[3, :] = 0
+    x[3, 5] = 1 << 23                              # bit_length(S) = 47: an even excess, 2
+    x[4, :] = 0
+    x[4, 7] = 3 << 22                              # ... 48: an odd excess, 3, made 4
+    gamma = rng.integers(-(1 << 18), 1 << 18, size=h)
+    eps = ops.rms_eps(1e-5)
+    dut = elementwise.RMSNorm(lanes=4, max_h=h, eps=eps)
+    y, _ = run_rmsnorm(dut, x, gamma, rng, p_valid=0.8, p_ready=0.7)
+    np.testing.assert_array_equal(y, ops.rmsnorm(x, gamma, eps), err_msg=f"seed={seed}")
+
+
+def test_rope_saturating_extremes():
+    """int32 extremes against the 18-bit table's extremes (both rotations saturate at both
+    ends), the mini head (head_dim 32), under stalls."""
+    seed = 62
+    rng = seeded(seed)
+    tokens, heads, head_dim = 3, 2, 32
+    x = np.where(rng.random((tokens, heads, head_dim)) < 0.5, fixed.INT32_MAX, fixed.INT32_MIN)
+    x[1] = rng.integers(fixed.INT32_MIN, fixed.INT32_MAX, size=(heads, head_dim))
+    positions = np.arange(tokens)
+    limit = 1 << 17
+    cos = rng.integers(-limit, limit, size=(tokens, head_dim // 2))
+    sin = rng.integers(-limit, limit, size=(tokens, head_dim // 2))
+    cos[0], sin[0] = limit - 1, -limit
+    dut = elementwise.RoPE(lanes=4, head_dim=head_dim)
+    y, _ = run_rope(dut, x, positions, cos, sin, rng, p_valid=0.7, p_ready=0.6)
+    expected = ops.rope(x, positions, cos, sin)
+    assert (expected == fixed.INT32_MAX).any() and (expected == fixed.INT32_MIN).any()
+    np.testing.assert_array_equal(y, expected, err_msg=f"seed={seed}")

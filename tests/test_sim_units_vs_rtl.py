@@ -13,7 +13,7 @@ from rtl_streams import Counted
 
 from ternedge.golden import bessel as gbessel
 from ternedge.golden import snn as gsnn
-from ternedge.rtl import arith, attention, bessel, elementwise, quant, snn
+from ternedge.rtl import arith, attention, bessel, elementwise, pipeline, quant, snn
 from ternedge.sim import units
 
 # RTL components built only for their timing methods are never elaborated: expected here
@@ -107,6 +107,10 @@ def test_attention_units():
         kwargs = dict(queries=tile, lanes=lanes, head_dim=head_dim, max_keys=max_keys)
         assert (units.PrefillUnit(**kwargs).cycles(n, keys)
                 == attention.PrefillUnit(**kwargs).cycles(n, keys)), (kwargs, n, keys)
+        assert units.PrefillUnit(**kwargs).tail == attention.PrefillUnit(**kwargs).tail
+    den_width = draw(rng, 2, 44)
+    assert (units.Reciprocal().latency
+            == pipeline.Reciprocal(num_log2=16, den_width=den_width).latency)
 
 
 def random_network(rng, sizes):
