@@ -486,9 +486,9 @@ def test_measured_passes_through_the_simulator(large):
                                             + pass_seconds(large, 3, 26))
 
 
-def _simulate(capsys, *args):
+def _simulate(capsys, *args, config="what-if"):
     code = main(["simulate", "--model", "bitnet-b1.58-large", "--board", "kv260",
-                 "--prompt-len", "32", "--gen", "8", *map(str, args)])
+                 "--config", config, "--prompt-len", "32", "--gen", "8", *map(str, args)])
     out = capsys.readouterr()
     return code, out.out, out.err
 
@@ -499,6 +499,14 @@ def test_simulate_cli_speculative(capsys, tmp_path):
     spec = json.loads(out)["speculative"]
     assert spec["modeled"] and spec["k"] == 3 and spec["acceptance"] == 0.8
     assert spec["effective_tok_s"] > spec["decode_tok_s"]
+    # the RTL as built (``--config default``): a verification pass is the top's cycle model
+    # of a K + 1-token pass plus the host's LM head for every row
+    code, out, err = _simulate(capsys, "--speculative-k", 3, "--acceptance", 0.8, "--json",
+                               config="default")
+    assert code == 0, err
+    spec = json.loads(out)["speculative"]
+    assert spec["modeled"] and spec["effective_tok_s"] > 0
+    assert spec["pass_ms"] > 1e3 / spec["decode_tok_s"]          # 4 tokens cost more than 1
     code, out, err = _simulate(capsys, "--speculative-k", 2, "--acceptance", 0.5, "--plots",
                                tmp_path)
     assert code == 0, err
