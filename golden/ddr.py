@@ -27,7 +27,7 @@ __all__ = ["DDR_PEAK_BYTES_PER_S", "DDR_STREAM_EFFICIENCY", "DDR_READ_LATENCY_S"
            "DDR_WRITE_LATENCY_S", "HP_PORT_BURSTS", "DDR_BUCKET_BYTES", "DdrTiming",
            "DdrProfile", "PROFILES", "profile", "BOUNDARY", "MAX_BEATS", "AXIRAM_READ_LATENCY",
            "AXIRAM_WRITE_LATENCY", "check_data_width", "check_addr_width", "check_max_burst",
-           "bursts", "TOP_READS_IN_FLIGHT", "read_schedule",
+           "bursts", "DMA_FIRST_REQUEST", "TOP_READS_IN_FLIGHT", "read_schedule",
            "TOP_WRITES_IN_FLIGHT", "write_schedule"]
 
 #: [P] DDR4-2400 x64 on the KV260: 2400 MT/s x 8 bytes
@@ -225,6 +225,11 @@ def bursts(addr: int, beats: int, *, data_width: int = 128, max_burst: int = 16,
         beats -= n
     return out
 
+
+#: cycles from a DMA's command handshake to its first AR or AW (and first W beat): the cycle
+#: after the handshake its burst walk computes the first burst's length from the registered
+#: address (``rtl.axi``), so no path runs from the command through the burst arithmetic
+DMA_FIRST_REQUEST = 2
 
 #: bursts the accelerator top's ``ReadDMA`` keeps in flight (an HP port buffers eight 16-beat
 #: bursts, ``HP_PORT_BURSTS``; more would only wait for ``arready``)

@@ -25,8 +25,12 @@ engine took its last K-step) and the dequantizer has started on its results, so 
 only in the engine, which loops over them, and the dequantizer prepares a token's scale while
 it streams the token before. The LINEAR's write commands go out on their
 own, (token, head) in order, each as soon as the WriteDMA is idle, and the instruction ends
-once all are acknowledged. Reads and writes are checked against the DDR window (``DDR_BASE``,
-``DDR_SIZE``) before they are issued.
+once all are acknowledged. Before an instruction's first command, ``rtl.checks.InstructionCheck``
+checks its op, its lengths and its whole extent against the DDR window (``DDR_BASE``,
+``DDR_SIZE``): DECODE, then CHECK until its pipelined verdicts hold (``LATENCY`` cycles), so
+no command is issued outside the window and no path between registers runs through the
+checks' products and sums (the KV260's logic-level budget). An ATTENTION instruction's next
+tile waits in TILE for its registered sizes (``TILE_LATENCY``).
 
 The weights take ports of their own (``weight_ddr0`` .. ``weight_ddr{P-1}``, P =
 ``config.fill_entries_per_cycle``): the ``WeightStreamer`` (``rtl.weight_stream``) walks the
@@ -65,7 +69,8 @@ from ..golden.config import AcceleratorConfig, ModelConfig
 from ..golden.ddr import TOP_READS_IN_FLIGHT, TOP_WRITES_IN_FLIGHT
 from .attention import PrefillUnit
 from .axi import ReadDMA, WriteDMA, axi4_signature, axilite_signature
-from .axi import in_window as command_in_window
+from .checks import InstructionCheck
+from .counter import Counter
 from .elementwise import Pointwise, PointwiseOp, RMSNorm, RoPE
 from .quant import Dequantizer, Quantizer
 from .regs import ErrorCode, Registers
@@ -75,6 +80,9 @@ from .weight_stream import WeightStreamer
 __all__ = ["Route", "COUNTERS", "GATE_OPS", "ddr_signature", "Accelerator"]
 
 DATA_WIDTH = 8 * isa.BEAT_BYTES
+#: cycles the sequencer waits in TILE after an ATTENTION instruction moves on to its next
+#: tile: the tile's registered sizes follow ``t`` and ``keys`` four registers deep
+TILE_LATENCY = 4
 
 
 class Route(enum.IntEnum):
@@ -217,6 +225,11 @@ class Accelerator(wiring.Component):
         for name in ("awready", "wready", "bresp", "bvalid"):
             m.d.comb += getattr(writer.bus, name).eq(getattr(self.ddr, name))
 
+        # the sizes the instruction checks need (the sequencer's and the streamer's)
+        check_sizes = dict(row_beats=row_beats, head_beats=head_beats,
+                           max_context=self.max_context, attention_tile=self.attention_tile,
+                           pointwise_ops=self.pointwise_ops)
+
         # ---- datapath units (reset together at the end of every run) ----
         unit_reset = Signal()
         engine = Engine(config=cfg, max_k=self.max_dim, max_n=self.max_job_n,
@@ -230,7 +243,7 @@ class Accelerator(wiring.Component):
                                        max_k_steps=engine.max_k_steps,
                                        max_n_blocks=engine.max_n_blocks,
                                        max_in_flight=TOP_READS_IN_FLIGHT,
-                                       data_width=DATA_WIDTH),
+                                       check=check_sizes, data_width=DATA_WIDTH),
             "dequant": Dequantizer(lanes=lanes, acc_width=cfg.acc_width),
             "rope": RoPE(lanes=lanes, head_dim=self.head_dim),
             "attention": PrefillUnit(queries=self.attention_tile, lanes=lanes,
@@ -243,7 +256,9 @@ class Accelerator(wiring.Component):
             "rope_fifo": fifo.SyncFIFO(width=DATA_WIDTH, depth=head_beats),
             "a_fifo": fifo.SyncFIFO(width=DATA_WIDTH, depth=max(row_beats, 3 * job_beats)),
             "gamma_fifo": fifo.SyncFIFO(width=DATA_WIDTH, depth=row_beats),
-            "out_fifo": fifo.SyncFIFO(width=DATA_WIDTH, depth=max(row_beats, 2 * job_beats)),
+            # (one beat more than it ever holds: its ``ready`` to the units is registered)
+            "out_fifo": fifo.SyncFIFO(width=DATA_WIDTH,
+                                      depth=max(row_beats, 2 * job_beats) + 1),
         }
         for name, unit in units.items():
             m.submodules[name] = ResetInserter(unit_reset)(unit)
@@ -266,7 +281,7 @@ class Accelerator(wiring.Component):
         pw_op = words[0][8:10]
         epilogue = words[0][10]                      # LINEAR: output through Pointwise
         tokens, heads = words[1][:16], words[1][16:]
-        k_steps, n_blocks = words[2][:16], words[2][16:]
+        n_blocks = words[2][16:]
         keys0, group_shift, tile = words[2][:16], words[2][16:24], words[2][24:32]
         w_m, w_e = words[3][:16], words[3][16:24]
         v_offset = words[3]
@@ -274,8 +289,14 @@ class Accelerator(wiring.Component):
         src1 = [words[8 + i] for i in range(4)]
         dst = [words[12 + i] for i in range(4)]
 
+        # the op, decoded into registers: they follow the words by a cycle, which DECODE
+        # already is after the words settle (the words only change in FETCH_WAIT, when no
+        # unit or counter looks at the op)
+        op_flags = {o: Signal(name=f"op_{o.name.lower()}") for o in isa.Op}
+        m.d.sync += [flag.eq(op == int(o)) for o, flag in op_flags.items()]
+
         def is_op(o):
-            return op == int(o)
+            return op_flags[o]
 
         # ---- read commands and the router ----
         rd_addr, rd_beats = Signal(32), Signal(20)
@@ -286,21 +307,15 @@ class Accelerator(wiring.Component):
         wr_issue = Signal()
         drain = Signal()
 
+        # the DDR window (registered: the registers are written long before a START)
         window_lo = regs.ddr_base
         window_hi = Signal(33)
-        m.d.comb += window_hi.eq(regs.ddr_base + regs.ddr_size)
-
-        def in_window(addr, beats):
-            return command_in_window(m, addr, beats, window_lo, window_hi,
-                                     beat_bytes=isa.BEAT_BYTES)
-
-        rd_ok = in_window(rd_addr, rd_beats)
-        wr_ok = in_window(wr_addr, wr_beats)
+        m.d.sync += window_hi.eq(regs.ddr_base + regs.ddr_size)
         m.d.comb += [
             reader.cmd.payload.addr.eq(rd_addr), reader.cmd.payload.beats.eq(rd_beats),
-            reader.cmd.valid.eq(rd_issue & rd_ok),
+            reader.cmd.valid.eq(rd_issue),
             writer.cmd.payload.addr.eq(wr_addr), writer.cmd.payload.beats.eq(wr_beats),
-            writer.cmd.valid.eq(wr_issue & wr_ok),
+            writer.cmd.valid.eq(wr_issue),
         ]
 
         route = Signal(range(len(Route)))
@@ -320,6 +335,17 @@ class Accelerator(wiring.Component):
         sink_ready = Signal()
         m.d.comb += reader.data.ready.eq(drain | sink_ready)
         valid = reader.data.valid & ~drain
+        # every sink sees the beat; the route selects only who takes it (valid and ready),
+        # so no data path runs through the route's decode
+        table = rope.table.payload
+        for i in range(lanes):
+            m.d.comb += [table.cos[i].eq(cos_beat[32 * i:32 * i + 18]),
+                         table.sin[i].eq(beat[32 * i:32 * i + 18])]
+        m.d.comb += [norm.x.payload.x.eq(beat), norm.x.payload.last.eq(last),
+                     quant.x.payload.x.eq(beat), quant.x.payload.last.eq(last),
+                     gamma_fifo.w_data.eq(beat), rope_fifo.w_data.eq(beat),
+                     a_fifo.w_data.eq(beat), attn.q.payload.eq(beat), attn.k.payload.eq(beat),
+                     attn.v.payload.eq(beat)]
         with m.Switch(route):
             with m.Case(Route.INSTRUCTION):
                 m.d.comb += sink_ready.eq(1)
@@ -329,23 +355,15 @@ class Accelerator(wiring.Component):
                             m.d.sync += words[i].eq(beat[32 * (i % 4):32 * (i % 4 + 1)])
                     m.d.sync += instr_beat.eq(instr_beat + 1)
             with m.Case(Route.NORM_X):
-                m.d.comb += [norm.x.valid.eq(valid), norm.x.payload.x.eq(beat),
-                             norm.x.payload.last.eq(last), sink_ready.eq(norm.x.ready)]
+                m.d.comb += [norm.x.valid.eq(valid), sink_ready.eq(norm.x.ready)]
             with m.Case(Route.NORM_GAMMA):
-                m.d.comb += [gamma_fifo.w_en.eq(valid), gamma_fifo.w_data.eq(beat),
-                             sink_ready.eq(gamma_fifo.w_rdy)]
+                m.d.comb += [gamma_fifo.w_en.eq(valid), sink_ready.eq(gamma_fifo.w_rdy)]
             with m.Case(Route.QUANT_X):
-                m.d.comb += [quant.x.valid.eq(valid), quant.x.payload.x.eq(beat),
-                             quant.x.payload.last.eq(last), sink_ready.eq(quant.x.ready)]
+                m.d.comb += [quant.x.valid.eq(valid), sink_ready.eq(quant.x.ready)]
             with m.Case(Route.ROPE_X):
-                m.d.comb += [rope_fifo.w_en.eq(valid), rope_fifo.w_data.eq(beat),
-                             sink_ready.eq(rope_fifo.w_rdy)]
+                m.d.comb += [rope_fifo.w_en.eq(valid), sink_ready.eq(rope_fifo.w_rdy)]
             with m.Case(Route.ROPE_TABLE):
                 # a table beat is a cos beat then a sin beat (Q16, 18 bits used of each lane)
-                table = rope.table.payload
-                for i in range(lanes):
-                    m.d.comb += [table.cos[i].eq(cos_beat[32 * i:32 * i + 18]),
-                                 table.sin[i].eq(beat[32 * i:32 * i + 18])]
                 m.d.comb += [rope.table.valid.eq(valid & cos_held),
                              sink_ready.eq(~cos_held | rope.table.ready)]
                 with m.If(valid & sink_ready):
@@ -353,17 +371,13 @@ class Accelerator(wiring.Component):
                     with m.If(~cos_held):
                         m.d.sync += cos_beat.eq(beat)
             with m.Case(Route.ATT_Q):
-                m.d.comb += [attn.q.valid.eq(valid), attn.q.payload.eq(beat),
-                             sink_ready.eq(attn.q.ready)]
+                m.d.comb += [attn.q.valid.eq(valid), sink_ready.eq(attn.q.ready)]
             with m.Case(Route.ATT_K):
-                m.d.comb += [attn.k.valid.eq(valid), attn.k.payload.eq(beat),
-                             sink_ready.eq(attn.k.ready)]
+                m.d.comb += [attn.k.valid.eq(valid), sink_ready.eq(attn.k.ready)]
             with m.Case(Route.ATT_V):
-                m.d.comb += [attn.v.valid.eq(valid), attn.v.payload.eq(beat),
-                             sink_ready.eq(attn.v.ready)]
+                m.d.comb += [attn.v.valid.eq(valid), sink_ready.eq(attn.v.ready)]
             with m.Case(Route.POINTWISE_A):
-                m.d.comb += [a_fifo.w_en.eq(valid), a_fifo.w_data.eq(beat),
-                             sink_ready.eq(a_fifo.w_rdy)]
+                m.d.comb += [a_fifo.w_en.eq(valid), sink_ready.eq(a_fifo.w_rdy)]
             with m.Case(Route.POINTWISE_B):
                 m.d.comb += [pw.i.valid.eq(valid & a_fifo.r_rdy), pw.i.payload.op.eq(pw_op),
                              pw.i.payload.a.eq(a_fifo.r_data), pw.i.payload.b.eq(beat),
@@ -427,19 +441,21 @@ class Accelerator(wiring.Component):
         part = Signal(range(parts))
         n_block = Signal(16)
         last_part = part == parts - 1
+        last_block = Signal(16)                      # n_blocks - 1 (registered: words held)
+        m.d.sync += last_block.eq(n_blocks - 1)
         emit = dequant.acc.valid & dequant.acc.ready
         take = engine.results.valid & engine.results.ready
         m.d.comb += [dequant.acc.valid.eq(held),
                      dequant.acc.payload.acc.eq(Array(result.as_value()[i * part_bits:
                                                                         (i + 1) * part_bits]
                                                       for i in range(parts))[part]),
-                     dequant.acc.payload.last.eq(last_part & (n_block == n_blocks - 1)),
+                     dequant.acc.payload.last.eq(last_part & (n_block == last_block)),
                      engine.results.ready.eq(~held | (last_part & dequant.acc.ready))]
         with m.If(emit):
             m.d.sync += part.eq(Mux(last_part, 0, part + 1))
             with m.If(last_part):
                 m.d.sync += [held.eq(0),
-                             n_block.eq(Mux(n_block == n_blocks - 1, 0, n_block + 1))]
+                             n_block.eq(Mux(n_block == last_block, 0, n_block + 1))]
         with m.If(take):
             m.d.sync += [result.eq(engine.results.payload), held.eq(1), part.eq(0)]
 
@@ -457,19 +473,23 @@ class Accelerator(wiring.Component):
                    isa.Op.ROPE: (rope.y, rope.y.payload),
                    isa.Op.ATTENTION: (attn.o, attn.o.payload),
                    isa.Op.POINTWISE: (pw.o, pw.o.payload)}
+        # the units' ready into the output FIFO, registered: a free beat as of the cycle
+        # before, so at least one now (its level never comes near; the extra beat of depth)
+        out_ready = Signal()
+        m.d.sync += out_ready.eq(out_fifo.level < out_fifo.depth - 1)
         for o, (port, payload) in sources.items():
             with m.If(is_op(o)):
                 if port is None:                     # LINEAR: the dequantizer or the epilogue
-                    m.d.comb += [out_fifo.w_en.eq(linear_out[0]),
+                    m.d.comb += [out_fifo.w_en.eq(linear_out[0] & out_ready),
                                  out_fifo.w_data.eq(linear_out[1])]
                     with m.If(epilogue):
-                        m.d.comb += [pw.o.ready.eq(out_fifo.w_rdy),
+                        m.d.comb += [pw.o.ready.eq(out_ready),
                                      dequant.y.ready.eq(pw.i.ready & a_fifo.r_rdy)]
                     with m.Else():
-                        m.d.comb += dequant.y.ready.eq(out_fifo.w_rdy)
+                        m.d.comb += dequant.y.ready.eq(out_ready)
                 else:
-                    m.d.comb += [out_fifo.w_en.eq(port.valid), out_fifo.w_data.eq(payload),
-                                 port.ready.eq(out_fifo.w_rdy)]
+                    m.d.comb += [out_fifo.w_en.eq(port.valid & out_ready),
+                                 out_fifo.w_data.eq(payload), port.ready.eq(out_ready)]
         with m.If(drain):
             m.d.comb += [writer.data.valid.eq(1), writer.data.payload.eq(0)]
         with m.Else():
@@ -487,19 +507,36 @@ class Accelerator(wiring.Component):
         keys = Signal(16)                            # keys seen by query t
         seg = Signal(16)                             # NORM: segment of the row being read
         is_attention = is_op(isa.Op.ATTENTION)
+        # The iteration's sizes, registered from ``t`` and ``keys`` (``TILE_LATENCY`` cycles
+        # after they change: the TILE state waits for them): tokens this iteration (a query
+        # tile or 1), the keys of its last query, its query (and output) and key lengths,
+        # and whether a tile follows. No general product: an ATTENTION's rows are
+        # ``head_beats`` long (its checks), and it moves on only from a whole tile, whose
+        # rows are contiguous, so the next tile's rows are ``tile * 16 * head_beats`` bytes on
+        # (a tile of one: ``stride_t``).
         left = Signal(16)
-        m.d.comb += left.eq(tokens - t)
-        step_t = Signal(8)                           # tokens this iteration: a query tile or 1
-        m.d.comb += step_t.eq(Mux(is_attention, Mux(left < tile, left, tile), 1))
-        tile_keys = Signal(16)                       # keys of the tile's last query
-        m.d.comb += tile_keys.eq(keys + step_t - 1)
+        step_t = Signal(8)
+        tile_keys, q_beats = Signal(16), Signal(20)
         key_beats = Signal(32)
-        m.d.comb += key_beats.eq(tile_keys * src1[3])
+        more_tiles = Signal()
+        tile_bytes = Signal(32)
+        m.d.sync += [
+            left.eq(tokens - t),
+            step_t.eq(Mux(is_attention, Mux(left < tile, left, tile), 1)),
+            more_tiles.eq(left > step_t),
+            tile_keys.eq(keys + step_t - 1),
+            q_beats.eq(step_t * head_beats),
+            key_beats.eq(tile_keys * head_beats),
+            tile_bytes.eq(tile * (isa.BEAT_BYTES * head_beats)),
+        ]
+        steps = [Signal(32, name=f"tile_step{i}") for i in range(3)]       # src0, src1, dst
+        m.d.sync += [step.eq(Mux(is_attention & (tile != 1), tile_bytes, stride))
+                     for step, stride in zip(steps, (src0[1], src1[1], dst[1]), strict=True)]
         iter_heads = Mux(is_op(isa.Op.NORM), 1, heads)
         fault_code = Signal(8)
         faulted = Signal()
-        group_mask = Signal(16)
-        m.d.comb += group_mask.eq((1 << group_shift[:4]) - 1)
+        group_mask = Signal(16)                      # (registered: the words are held)
+        m.d.sync += group_mask.eq((1 << group_shift[:4]) - 1)
         # A LINEAR's tokens are pipelined: the read side issues a token's reads while the
         # tokens before are still in the quantizer, engine and dequantizer; its write commands
         # ((token, head) in order) go out on their own, each as soon as the WriteDMA is idle.
@@ -508,49 +545,42 @@ class Accelerator(wiring.Component):
         in_quant = Signal(2)
         w_pending, w_t, w_h = Signal(), Signal(16), Signal(16)
         w_row, w_off = Signal(32), Signal(32)
+        # The commands' addresses, each the registered sum of its row and offset registers: a
+        # sum is a cycle behind its parts, which never matters, because no command is offered
+        # to an idle DMA in the cycle after its parts change (the state after WAIT is never a
+        # READ or WRITE, and the next NORM segment or LINEAR write waits for the busy DMA).
+        v_base = Signal(32)                          # the value cache
+        addr0, addr_k, addr_v, addr_d, addr_w = (Signal(32, name=f"addr_{n}")
+                                                 for n in ("src0", "k", "v", "dst", "w"))
+        m.d.sync += [v_base.eq(src1[0] + v_offset), addr0.eq(row0 + off0),
+                     addr_k.eq(src1[0] + kv_off), addr_v.eq(v_base + kv_off),
+                     addr_d.eq(rowd + offd), addr_w.eq(w_row + w_off)]
+        # the loop conditions, registered the same way (a counter changes a cycle before
+        # its state moves on, and is next looked at several cycles later)
+        last_head, w_last_head, w_last_token = Signal(), Signal(), Signal()
+        advance_kv = Signal()                        # the next head reads the next KV head
+        last_segment = Signal()                      # NORM: the row's last segment
+        m.d.sync += [last_head.eq(h + 1 >= iter_heads), w_last_head.eq(w_h + 1 >= heads),
+                     w_last_token.eq(w_t + 1 == tokens),
+                     advance_kv.eq(((h + 1) & group_mask) == 0),
+                     last_segment.eq(seg + 1 >= heads)]
+        fetch_addr = Signal(32)                      # the instruction at ``pc``
+        final_pc = Signal()                          # ``pc`` is the program's last instruction
+        m.d.sync += final_pc.eq(pc + 1 == regs.program_len)
 
         def raise_fault(code):
             m.d.sync += [fault_code.eq(code), faulted.eq(1)]
             m.next = "FAULT"
 
-        # consistency and size checks of the decoded instruction
+        # the decoded instruction's checks: its op, its lengths, its whole extent in the window
+        m.submodules.check = check = InstructionCheck(
+            config=cfg, max_tokens=self.max_tokens, max_k_steps=engine.max_k_steps,
+            max_n_blocks=engine.max_n_blocks, **check_sizes)
+        m.d.comb += [check.words.eq(Cat(words)), check.window_lo.eq(window_lo),
+                     check.window_hi.eq(window_hi)]
+        check_wait = Signal(range(InstructionCheck.LATENCY))
+        tile_wait = Signal(range(TILE_LATENCY))
         beats0, beats1, beatsd = src0[3], src1[3], dst[3]
-        k_beats = steps_per_k * k_steps             # beats of K covered by k_steps K-steps
-        lengths_ok = Signal()
-        with m.Switch(op):
-            with m.Case(isa.Op.NORM):
-                m.d.comb += lengths_ok.eq((heads * beats0 <= row_beats)
-                                          & (beats1 == heads * beats0) & (beatsd == beats1))
-            with m.Case(isa.Op.LINEAR):
-                m.d.comb += lengths_ok.eq(
-                    (tokens <= self.max_tokens) & (k_steps != 0)
-                    & (k_steps <= engine.max_k_steps) & (n_blocks != 0)
-                    & (n_blocks <= engine.max_n_blocks) & (beats0 <= row_beats)
-                    & (beats0 <= k_beats) & (beats0 + steps_per_k > k_beats)
-                    & (beats1 == streamer.stream_beats(k_steps * n_blocks))
-                    & (heads * beatsd == n_blocks * parts)
-                    & (~epilogue | ((heads == 1) & (pw_op != 3))))
-            with m.Case(isa.Op.ROPE):
-                m.d.comb += lengths_ok.eq((beats0 == head_beats) & (beats1 == head_beats)
-                                          & (beatsd == head_beats))
-            with m.Case(isa.Op.ATTENTION):
-                m.d.comb += lengths_ok.eq((keys0 != 0)
-                                          & (keys0 + tokens - 1 <= self.max_context)
-                                          & (beats0 == head_beats) & (beats1 == head_beats)
-                                          & (beatsd == head_beats) & (group_shift < 16)
-                                          & (tile != 0) & (tile <= self.attention_tile))
-            with m.Case(isa.Op.POINTWISE):
-                m.d.comb += lengths_ok.eq((heads == 1) & (beats0 <= row_beats)
-                                          & (beats1 == beats0) & (beatsd == beats0)
-                                          & (pw_op != 3))
-        # LINEAR: the streamer's reads (all the stream's parts)
-        weights_in_window = in_window(src1[0], streamer.region_beats(beats1))
-        # the op must exist, and so must the Pointwise operation it streams through
-        known_op = Signal()
-        uses_pointwise = is_op(isa.Op.POINTWISE) | (is_op(isa.Op.LINEAR) & epilogue)
-        pointwise_built = Cat(pw_op == op_.value for op_ in self.pointwise_ops).any()
-        m.d.comb += known_op.eq((op >= int(min(isa.Op))) & (op <= int(max(isa.Op)))
-                                & (~uses_pointwise | pointwise_built))
 
         m.d.comb += [regs.busy.eq(0), regs.done.eq(0), regs.fault.eq(0),
                      regs.fault_code.eq(fault_code), reader.clear.eq(0), writer.clear.eq(0)]
@@ -567,15 +597,15 @@ class Accelerator(wiring.Component):
             """(issue?, addr, beats, route) of read ``step`` of the current iteration."""
             yes = C(1, 1)
             table = {
-                isa.Op.NORM: [(yes, row0 + off0, beats0, Route.NORM_X),
+                isa.Op.NORM: [(yes, addr0, beats0, Route.NORM_X),
                               (yes, src1[0], beats1, Route.NORM_GAMMA)],
                 isa.Op.LINEAR: [(h == 0, row0, beats0, Route.QUANT_X, in_quant != 2),
                                 (epilogue & (h == 0), rowe, beatsd, Route.POINTWISE_A)],
-                isa.Op.ROPE: [(yes, row0 + off0, beats0, Route.ROPE_X),
+                isa.Op.ROPE: [(yes, addr0, beats0, Route.ROPE_X),
                               (yes, row1, beats1, Route.ROPE_TABLE)],
-                isa.Op.ATTENTION: [(yes, row0 + off0, beats0 * step_t, Route.ATT_Q),
-                                   (yes, src1[0] + kv_off, key_beats, Route.ATT_K),
-                                   (yes, src1[0] + v_offset + kv_off, key_beats, Route.ATT_V)],
+                isa.Op.ATTENTION: [(yes, addr0, q_beats, Route.ATT_Q),
+                                   (yes, addr_k, key_beats, Route.ATT_K),
+                                   (yes, addr_v, key_beats, Route.ATT_V)],
                 isa.Op.POINTWISE: [(yes, row0, beats0, Route.POINTWISE_A),
                                    (yes, row1, beats1, Route.POINTWISE_B)],
             }
@@ -584,46 +614,39 @@ class Accelerator(wiring.Component):
         def issue_read(options, next_state, segments=None):
             """Offer the op's read; with ``segments`` (op, count) that op's read repeats over
             ``count`` segments ``stride_h`` apart, only the last one ending the token."""
-            with m.Switch(op):
-                for o, (when, addr, beats, rt, *go) in options.items():
-                    with m.Case(o):
-                        more = C(0, 1)
-                        if segments is not None and segments[0] == o:
-                            more = seg + 1 < segments[1]
-                            m.d.comb += rd_final.eq(~more)
-                        m.d.comb += [rd_addr.eq(addr), rd_beats.eq(beats), rd_route.eq(rt)]
-                        with m.If(~when):
-                            m.next = next_state
-                        with m.Elif(~rd_ok):
-                            raise_fault(ErrorCode.ADDRESS_RANGE)
-                        with m.Elif(go[0] if go else C(1, 1)):      # else wait
-                            m.d.comb += rd_issue.eq(1)
-                            with m.If(reader.cmd.ready):
-                                with m.If(more):
-                                    m.d.sync += [seg.eq(seg + 1), off0.eq(off0 + src0[2])]
-                                with m.Else():
-                                    m.next = next_state
-                                    if segments is not None and segments[0] == o:
-                                        m.d.sync += [seg.eq(0), off0.eq(0)]
-                with m.Default():
-                    m.next = next_state
+            for i, (o, (when, addr, beats, rt, *go)) in enumerate(options.items()):
+                with (m.If if i == 0 else m.Elif)(is_op(o)):
+                    more = C(0, 1)
+                    if segments is not None and segments[0] == o:
+                        more = ~last_segment
+                        m.d.comb += rd_final.eq(~more)
+                    m.d.comb += [rd_addr.eq(addr), rd_beats.eq(beats), rd_route.eq(rt)]
+                    with m.If(~when):
+                        m.next = next_state
+                    with m.Elif(go[0] if go else C(1, 1)):      # else wait
+                        m.d.comb += rd_issue.eq(1)
+                        with m.If(reader.cmd.ready):
+                            with m.If(more):
+                                m.d.sync += [seg.eq(seg + 1), off0.eq(off0 + src0[2])]
+                            with m.Else():
+                                m.next = next_state
+                                if segments is not None and segments[0] == o:
+                                    m.d.sync += [seg.eq(0), off0.eq(0)]
+            with m.Else():
+                m.next = next_state
 
         def linear_writes():
             """LINEAR: offer the next write command; in every state of the token loop."""
             with m.If(is_op(isa.Op.LINEAR) & w_pending):
-                m.d.comb += [wr_addr.eq(w_row + w_off), wr_beats.eq(beatsd)]
-                with m.If(~wr_ok):
-                    raise_fault(ErrorCode.ADDRESS_RANGE)
-                with m.Else():
-                    m.d.comb += wr_issue.eq(1)
-                    with m.If(writer.cmd.ready):
-                        with m.If(w_h + 1 < heads):
-                            m.d.sync += [w_h.eq(w_h + 1), w_off.eq(w_off + dst[2])]
-                        with m.Else():
-                            m.d.sync += [w_h.eq(0), w_off.eq(0), w_t.eq(w_t + 1),
-                                         w_row.eq(w_row + dst[1])]
-                            with m.If(w_t + 1 == tokens):
-                                m.d.sync += w_pending.eq(0)
+                m.d.comb += [wr_addr.eq(addr_w), wr_beats.eq(beatsd), wr_issue.eq(1)]
+                with m.If(writer.cmd.ready):
+                    with m.If(~w_last_head):
+                        m.d.sync += [w_h.eq(w_h + 1), w_off.eq(w_off + dst[2])]
+                    with m.Else():
+                        m.d.sync += [w_h.eq(0), w_off.eq(0), w_t.eq(w_t + 1),
+                                     w_row.eq(w_row + dst[1])]
+                        with m.If(w_last_token):
+                            m.d.sync += w_pending.eq(0)
 
         read_in = reader.cmd.valid & reader.cmd.ready & (rd_route == Route.QUANT_X)
         handed = quant.q.valid & quant.q.ready & quant.q.payload.last
@@ -634,18 +657,17 @@ class Accelerator(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(regs.start):
-                    m.d.sync += [pc.eq(0), faulted.eq(0), fault_code.eq(0)]
+                    m.d.sync += [pc.eq(0), fetch_addr.eq(regs.program_addr), faulted.eq(0),
+                                 fault_code.eq(0)]
                     m.next = "FETCH"
             with m.State("FETCH"):
                 m.d.comb += [regs.busy.eq(1), fetching.eq(1),
-                             rd_addr.eq(regs.program_addr + (pc << 6)),
+                             rd_addr.eq(fetch_addr),
                              rd_beats.eq(isa.WORDS // 4), rd_route.eq(Route.INSTRUCTION),
                              rd_issue.eq(1)]
                 m.d.sync += instr_beat.eq(0)
-                with m.If(~rd_ok):
-                    raise_fault(ErrorCode.ADDRESS_RANGE)
-                with m.Elif(reader.cmd.ready):
-                    m.next = "FETCH_WAIT"
+                with m.If(reader.cmd.ready):              # (the program is in the window:
+                    m.next = "FETCH_WAIT"                 # ``Registers`` checks it at START)
             with m.State("FETCH_WAIT"):
                 m.d.comb += [regs.busy.eq(1), fetching.eq(1)]
                 with m.If(axi_fault != 0):
@@ -658,14 +680,25 @@ class Accelerator(wiring.Component):
                              rowd.eq(dst[0]), rowe.eq(src1[1]), off0.eq(0), offd.eq(0),
                              kv_off.eq(0),
                              keys.eq(keys0), seg.eq(0), w_pending.eq(is_op(isa.Op.LINEAR)),
-                             w_t.eq(0), w_h.eq(0), w_row.eq(dst[0]), w_off.eq(0)]
-                with m.If(~known_op):
-                    raise_fault(ErrorCode.BAD_OPCODE)
-                with m.Elif(~lengths_ok | (tokens == 0) | (heads == 0) | (beats0 == 0)):
-                    raise_fault(ErrorCode.BAD_LENGTH)
-                with m.Elif(is_op(isa.Op.LINEAR) & ~weights_in_window):
-                    raise_fault(ErrorCode.ADDRESS_RANGE)
-                with m.Else():
+                             w_t.eq(0), w_h.eq(0), w_row.eq(dst[0]), w_off.eq(0),
+                             check_wait.eq(InstructionCheck.LATENCY - 2)]
+                m.next = "CHECK"
+            with m.State("CHECK"):                   # the checks' verdicts on the words
+                m.d.comb += regs.busy.eq(1)
+                m.d.sync += check_wait.eq(check_wait - 1)
+                with m.If(check_wait == 0):
+                    with m.If(~check.known_op):
+                        raise_fault(ErrorCode.BAD_OPCODE)
+                    with m.Elif(~check.lengths_ok):
+                        raise_fault(ErrorCode.BAD_LENGTH)
+                    with m.Elif(~check.range_ok):
+                        raise_fault(ErrorCode.ADDRESS_RANGE)
+                    with m.Else():
+                        m.next = "UNIT_JOB"
+            with m.State("TILE"):                    # the next tile's sizes, registered
+                m.d.comb += regs.busy.eq(1)
+                m.d.sync += tile_wait.eq(tile_wait - 1)
+                with m.If(tile_wait == 0):
                     m.next = "UNIT_JOB"
             with m.State("UNIT_JOB"):
                 m.d.comb += regs.busy.eq(1)
@@ -682,14 +715,10 @@ class Accelerator(wiring.Component):
                 with m.If(is_op(isa.Op.LINEAR)):
                     m.next = "READ0"
                 with m.Else():
-                    m.d.comb += [wr_addr.eq(rowd + offd),
-                                 wr_beats.eq(Mux(is_attention, beatsd * step_t, beatsd))]
-                    with m.If(~wr_ok):
-                        raise_fault(ErrorCode.ADDRESS_RANGE)
-                    with m.Else():
-                        m.d.comb += wr_issue.eq(1)
-                        with m.If(writer.cmd.ready):
-                            m.next = "READ0"
+                    m.d.comb += [wr_addr.eq(addr_d),
+                                 wr_beats.eq(Mux(is_attention, q_beats, beatsd)), wr_issue.eq(1)]
+                    with m.If(writer.cmd.ready):
+                        m.next = "READ0"
                 linear_writes()
             for step in range(3):
                 with m.State(f"READ{step}"):
@@ -703,28 +732,32 @@ class Accelerator(wiring.Component):
                            & ~w_pending)
                 with m.If(axi_fault != 0):
                     raise_fault(axi_fault)
-                with m.Elif(is_op(isa.Op.LINEAR) & (t + 1 < tokens)):
+                with m.Elif(is_op(isa.Op.LINEAR) & more_tiles):
                     # the next token's reads go out while this one is still on its way
-                    m.d.sync += [t.eq(t + 1), row0.eq(row0 + src0[1]), rowe.eq(rowe + src1[2])]
+                    m.d.sync += [t.eq(t + step_t), row0.eq(row0 + steps[0]),  # (1, stride_t)
+                                 rowe.eq(rowe + src1[2])]
                     m.next = "UNIT_JOB"
                 with m.Elif(settled):
-                    with m.If((h + 1 < iter_heads) & ~is_op(isa.Op.LINEAR)):
-                        advance_kv = ((h + 1) & group_mask) == 0
+                    with m.If(~last_head & ~is_op(isa.Op.LINEAR)):
                         m.d.sync += [h.eq(h + 1), off0.eq(off0 + src0[2]),
                                      offd.eq(offd + dst[2]),
                                      kv_off.eq(Mux(advance_kv, kv_off + src1[2], kv_off))]
                         m.next = "UNIT_JOB"
-                    with m.Elif(t + step_t < tokens):
+                    with m.Elif(more_tiles):
                         m.d.sync += [t.eq(t + step_t), h.eq(0), off0.eq(0), offd.eq(0),
-                                     kv_off.eq(0), row0.eq(row0 + src0[1] * step_t),
-                                     row1.eq(row1 + src1[1] * step_t),
-                                     rowe.eq(rowe + src1[2]),
-                                     rowd.eq(rowd + dst[1] * step_t), keys.eq(keys + step_t)]
-                        m.next = "UNIT_JOB"
+                                     kv_off.eq(0), row0.eq(row0 + steps[0]),
+                                     row1.eq(row1 + steps[1]), rowe.eq(rowe + src1[2]),
+                                     rowd.eq(rowd + steps[2]), keys.eq(keys + step_t),
+                                     tile_wait.eq(TILE_LATENCY - 1)]
+                        with m.If(is_attention):
+                            m.next = "TILE"
+                        with m.Else():
+                            m.next = "UNIT_JOB"
                     with m.Else():
                         m.d.comb += retire.eq(1)
-                        m.d.sync += pc.eq(pc + 1)
-                        with m.If(pc + 1 == regs.program_len):
+                        m.d.sync += [pc.eq(pc + 1),
+                                     fetch_addr.eq(fetch_addr + isa.INSTRUCTION_BYTES)]
+                        with m.If(final_pc):
                             with m.If(streamer.done):
                                 m.next = "FINISH"
                             with m.Else():
@@ -749,32 +782,30 @@ class Accelerator(wiring.Component):
                              w_pending.eq(0), token_open.eq(0)]
                 m.next = "IDLE"
 
-        # ---- counters ----
-        cycles = Signal(64)
-        counters = [Signal(32, name=f"count_{n}") for n in COUNTERS]
-        count = dict(zip(COUNTERS, counters, strict=True))
-        with m.If(regs.start):
-            m.d.sync += [cycles.eq(0)] + [counter.eq(0) for counter in counters]
-        with m.Elif(regs.busy):
-                m.d.sync += cycles.eq(cycles + 1)
-        with m.If(retire):
-            m.d.sync += count["instructions"].eq(count["instructions"] + 1)
-        with m.If(fetching):
-            m.d.sync += count["fetch_cycles"].eq(count["fetch_cycles"] + 1)
-        with m.Elif(regs.busy):
-            with m.If(is_op(isa.Op.LINEAR)):
-                m.d.sync += count["linear_cycles"].eq(count["linear_cycles"] + 1)
-            with m.Elif(is_op(isa.Op.ATTENTION)):
-                m.d.sync += count["attention_cycles"].eq(count["attention_cycles"] + 1)
-            with m.Else():
-                m.d.sync += count["elementwise_cycles"].eq(count["elementwise_cycles"] + 1)
+        # ---- counters (``Counter``: no carry chain wider than 16 bits). Each counts its
+        # event a cycle late (a registered increment, off the FSM's and the
+        # handshakes' paths): a run's counts are complete the cycle after its FINISH, before
+        # the host can see DONE and read them ----
+        ports = len(self.weight_ports)
+        counting = {"cycles": Counter(64)} | {name: Counter(32) for name in COUNTERS}
+        counting["read_beats"] = Counter(32, inc_width=(ports + 1).bit_length())
         read_beat = reader.data.valid & reader.data.ready
         weight_beats = [port.rvalid & port.rready for port in self.weight_ports]
-        with m.If(read_beat | Cat(weight_beats).any()):
-            m.d.sync += count["read_beats"].eq(count["read_beats"] + read_beat
-                                               + sum(weight_beats))
-        with m.If(writer.data.valid & writer.data.ready):
-            m.d.sync += count["write_beats"].eq(count["write_beats"] + 1)
+        m.d.sync += [counting["cycles"].inc.eq(regs.busy),
+                     counting["instructions"].inc.eq(retire),
+                     counting["fetch_cycles"].inc.eq(fetching),
+                     counting["read_beats"].inc.eq(read_beat + sum(weight_beats)),
+                     counting["write_beats"].inc.eq(writer.data.valid & writer.data.ready),
+                     *(counting[f"{kind}_cycles"].inc.eq(regs.busy & ~fetching & flag)
+                       for kind, flag in (("linear", is_op(isa.Op.LINEAR)),
+                                          ("attention", is_op(isa.Op.ATTENTION)),
+                                          ("elementwise", ~is_op(isa.Op.LINEAR)
+                                           & ~is_op(isa.Op.ATTENTION))))]
+        for name, counter in counting.items():
+            m.submodules[f"count_{name}"] = counter
+            m.d.comb += counter.clear.eq(regs.start)
+        cycles = counting["cycles"].value
+        counters = [counting[name].value for name in COUNTERS]
         m.d.comb += regs.cycles.eq(cycles)
         for i, counter in enumerate(counters):
             m.d.comb += regs.counter[i].eq(counter)

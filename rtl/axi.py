@@ -35,7 +35,7 @@ and does nothing. The next command is accepted in the cycle after the previous o
 (``cmd.ready`` is ``idle``), so ``cycles`` is also the period of back-to-back commands.
 """
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -43,6 +43,7 @@ from ..golden.ddr import (
     AXIRAM_READ_LATENCY,
     AXIRAM_WRITE_LATENCY,
     BOUNDARY,
+    DMA_FIRST_REQUEST,
     bursts,
     check_addr_width,
     check_data_width,
@@ -53,17 +54,8 @@ from ..golden.ddr import (
 from . import arith
 
 __all__ = ["AXIRAM_READ_LATENCY", "AXIRAM_WRITE_LATENCY", "BOUNDARY", "Resp", "axi4_signature",
-           "axilite_signature", "dma_command_layout", "bursts", "in_window", "ReadDMA",
+           "axilite_signature", "dma_command_layout", "bursts", "ReadDMA",
            "WriteDMA"]
-
-
-def in_window(m, addr, beats, lo, hi, *, beat_bytes: int = 16):
-    """A DMA command inside the DDR window ``[lo, hi)``: ``addr`` beat-aligned, ``beats``
-    nonzero, the sums taken without wrap-around."""
-    shift = beat_bytes.bit_length() - 1
-    end = Signal(max(len(addr), len(beats) + shift, len(hi)) + 1)
-    m.d.comb += end.eq(addr + (beats << shift))
-    return (addr[:shift] == 0) & (addr >= lo) & (end <= hi) & (beats != 0)
 
 
 class Resp:
@@ -141,6 +133,9 @@ class _DMA(wiring.Component):
         self.addr_width = check_addr_width(addr_width, 12)
         self.data_width = check_data_width(data_width)
         self.max_burst = check_max_burst(max_burst)
+        if max_burst & (max_burst - 1):
+            raise ValueError(f"max_burst must be a power of two (the burst walk relies on it), "
+                             f"got {max_burst!r}")
         self.size_log2 = (data_width // 8).bit_length() - 1
         super().__init__({
             "bus": Out(axi4_signature(addr_width=addr_width, data_width=data_width)),
@@ -156,33 +151,70 @@ class _DMA(wiring.Component):
         return bursts(addr, beats, data_width=self.data_width, max_burst=self.max_burst,
                       addr_width=self.addr_width)
 
-    def _registers(self, m, prefix=""):
-        """Command registers (current burst address, beats left) and the burst length ``n``:
-        ``min(left, max_burst, beats to the next 4 KiB boundary)``."""
-        s = self.size_log2
-        addr = Signal(self.addr_width, name=f"{prefix}addr")
-        left = Signal(20, name=f"{prefix}left")
-        page = BOUNDARY >> s                                    # beats in a 4 KiB page
-        to_page = arith.wire(m, range(page + 1), page - addr[s:12], name=f"{prefix}to_page")
-        cap = arith.wire(m, range(max(page, self.max_burst) + 1),
-                         Mux(to_page < self.max_burst, to_page, self.max_burst),
-                         name=f"{prefix}cap")
-        n = arith.wire(m, range(self.max_burst + 1), Mux(left < cap, left, cap),
-                       name=f"{prefix}n")
-        return addr, left, n
+    def _walker(self, m, prefix=""):
+        """The burst walk of a command: registers of the next burst's address, the beats not
+        requested yet and ``cap``, the longest the next burst may be (``min(max_burst, beats
+        to the next 4 KiB boundary)``), with the next burst's length ``n = min(left, cap)``.
 
-    def _load(self, m, addr, left):
-        """In the cycle a command is accepted: the registers take it (address aligned)."""
+        ``_load`` takes a command; the cycle after (``primed`` low) the walk computes ``cap``
+        from the address; each ``_step`` (a burst requested) moves on by ``cap`` (the whole
+        burst unless it was the last: then ``left`` becomes 0). With ``max_burst`` and the
+        page both powers of two, the beats to the boundary after a full burst are the ones
+        before it less ``max_burst`` (``whole``: full bursts to the boundary, ``part``: the
+        fragment before it), so no step computes a compare of its own result."""
+        s, aw = self.size_log2, self.addr_width
+        page = BOUNDARY >> s                                    # beats in a 4 KiB page
+        burst = min(self.max_burst, page)
+        k = burst.bit_length() - 1
+        walk = {
+            "addr": Signal(aw, name=f"{prefix}addr"),
+            "left": Signal(20, name=f"{prefix}left"),
+            "cap": Signal(range(burst + 1), name=f"{prefix}cap"),
+            "whole": Signal(range(page // burst + 1), name=f"{prefix}whole"),
+            "part": Signal(k, name=f"{prefix}part"),
+            "primed": Signal(name=f"{prefix}primed"),
+        }
+        n = arith.wire(m, range(burst + 1), Mux(walk["left"] < walk["cap"], walk["left"],
+                                                  walk["cap"]), name=f"{prefix}n")
+        walk["n"] = n
+        walk["burst"], walk["page"] = burst, page
+        return walk
+
+    def _load(self, m, walk):
+        """In the cycle a command is accepted: the walk takes it (address aligned)."""
         s = self.size_log2
-        cmd_addr = self.cmd.payload.addr
         aligned = Signal(self.addr_width)
-        m.d.comb += aligned.eq(cmd_addr)
+        m.d.comb += aligned.eq(self.cmd.payload.addr)
         if s:
             m.d.comb += aligned[:s].eq(0)
-        m.d.sync += [addr.eq(aligned), left.eq(self.cmd.payload.beats)]
+        m.d.sync += [walk["addr"].eq(aligned), walk["left"].eq(self.cmd.payload.beats),
+                     walk["primed"].eq(0)]
 
-    def _advance(self, m, addr, left, n):
-        m.d.sync += [addr.eq(addr + (n << self.size_log2)), left.eq(left - n)]
+    def _prime(self, m, walk):
+        """The cycle after a command is taken: ``cap`` of its first burst."""
+        s, burst, page = self.size_log2, walk["burst"], walk["page"]
+        k = burst.bit_length() - 1
+        to_page = arith.wire(m, range(page + 1),
+                             page - walk["addr"][s:s + page.bit_length() - 1])
+        whole = to_page >> k
+        m.d.sync += [walk["whole"].eq(whole), walk["part"].eq(to_page[:k]),
+                     walk["cap"].eq(Mux(whole != 0, burst, to_page[:k])),
+                     walk["primed"].eq(1)]
+
+    def _step(self, m, walk):
+        """A burst of ``n`` beats is requested: on to the next."""
+        s, burst, page = self.size_log2, walk["burst"], walk["page"]
+        addr, left, cap = walk["addr"], walk["left"], walk["cap"]
+        whole, part = walk["whole"], walk["part"]
+        fragment = whole == 0                    # this burst ends at the boundary: cap = part
+        at_boundary = fragment | ((whole == 1) & (part == 0))
+        m.d.sync += [
+            addr.eq(Cat(addr[:s], addr[s:] + cap)),
+            left.eq(Mux(left > cap, left - cap, 0)),
+            whole.eq(Mux(at_boundary, page // burst, whole - 1)),
+            part.eq(Mux(fragment, 0, part)),
+            cap.eq(Mux(fragment | (whole != 1) | (part == 0), burst, part)),
+        ]
 
 
 class ReadDMA(_DMA):
@@ -227,20 +259,21 @@ class ReadDMA(_DMA):
         """Stall-free cycle of every data beat, counted from the cycle that accepts the
         command (cycle 0), against a memory of first-beat ``latency`` that keeps ``max_reads``
         bursts outstanding (None: no limit of its own): ``golden.ddr.read_schedule`` from an
-        AR in cycle 1."""
+        AR in cycle ``DMA_FIRST_REQUEST``."""
         _check_latency(latency)
         in_flight = self.max_in_flight if max_reads is None else min(self.max_in_flight,
                                                                     max_reads)
-        return read_schedule(self.bursts(addr, beats), start=1, latency=latency,
+        return read_schedule(self.bursts(addr, beats), start=DMA_FIRST_REQUEST, latency=latency,
                              in_flight=in_flight)
 
     def cycles(self, addr: int, beats: int, *, latency: int = AXIRAM_READ_LATENCY,
                max_reads: int | None = None) -> int:
         """Stall-free cycles from accepting the command to accepting its last data beat,
         both included (``schedule``'s last beat + 1); with one burst in flight,
-        ``len(bursts) * latency + beats + 1``.
+        ``len(bursts) * latency + beats + 2``.
 
-        The first AR goes out the cycle after the command and is accepted at once (the next
+        The first AR goes out two cycles after the command (``DMA_FIRST_REQUEST``: the
+        cycle between computes its length) and is accepted at once (the next
         ones one a cycle while a slot is free); ``latency`` is the memory's cycles from the AR
         handshake to the first R handshake (``AXIRAM_READ_LATENCY`` for cocotbext-axi's
         ``AxiRam``), then one beat a cycle. The next command is accepted in the cycle after
@@ -251,18 +284,19 @@ class ReadDMA(_DMA):
     def elaborate(self, platform):
         m = Module()
         bus = self.bus
-        addr, left, n = self._registers(m)          # left: beats not requested yet
+        walk = self._walker(m)                      # left: beats not requested yet
         active = Signal()                           # a command in progress
         due = Signal(20)                            # beats of it not received yet
         in_flight = Signal(range(self.max_in_flight + 1))
         beat = Signal()
         ar = Signal()
         m.d.comb += [
-            bus.araddr.eq(addr),
-            bus.arlen.eq(n - 1),
+            bus.araddr.eq(walk["addr"]),
+            bus.arlen.eq(walk["n"] - 1),
             bus.arsize.eq(self.size_log2),
             bus.arburst.eq(1),                     # INCR
-            bus.arvalid.eq(active & (left != 0) & (in_flight != self.max_in_flight)),
+            bus.arvalid.eq(active & walk["primed"] & (walk["left"] != 0)
+                           & (in_flight != self.max_in_flight)),
             ar.eq(bus.arvalid & bus.arready),
             self.data.payload.eq(bus.rdata),
             self.data.valid.eq(active & bus.rvalid),
@@ -271,15 +305,17 @@ class ReadDMA(_DMA):
             self.idle.eq(~active),
             self.cmd.ready.eq(~active),
         ]
+        with m.If(active & ~walk["primed"]):
+            self._prime(m, walk)
         with m.If(ar):
-            self._advance(m, addr, left, n)
+            self._step(m, walk)
         m.d.sync += in_flight.eq(in_flight + ar - (beat & bus.rlast))
         with m.If(beat):
             m.d.sync += due.eq(due - 1)
             with m.If(due == 1):
                 m.d.sync += active.eq(0)
         with m.If(~active & self.cmd.valid):
-            self._load(m, addr, left)
+            self._load(m, walk)
             m.d.sync += [due.eq(self.cmd.payload.beats), active.eq(self.cmd.payload.beats != 0)]
         with m.If(self.clear):
             m.d.sync += self.error.eq(0)
@@ -323,19 +359,21 @@ class WriteDMA(_DMA):
                   latency: int = AXIRAM_WRITE_LATENCY) -> list:
         """Cycle of every B response, counted from the cycle that accepts the command (cycle
         0), when beat ``j`` is available from cycle ``available[j]`` (default: all at once)
-        and the memory takes every AW at once: ``golden.ddr.write_schedule`` from cycle 1."""
+        and the memory takes every AW at once: ``golden.ddr.write_schedule`` from cycle
+        ``DMA_FIRST_REQUEST``."""
         _check_latency(latency)
         if available is None:
             available = [0] * beats
-        return write_schedule(self.bursts(addr, beats), list(available), start=1,
+        return write_schedule(self.bursts(addr, beats), list(available), start=DMA_FIRST_REQUEST,
                               latency=latency, in_flight=self.max_in_flight)
 
     def cycles(self, addr: int, beats: int, *, latency: int = AXIRAM_WRITE_LATENCY) -> int:
         """Stall-free cycles from accepting the command to ``idle`` high again (the cycle
         after its last B handshake), counting the first and not the last (``responses``'
-        last + 1); with one burst in flight, ``len(bursts) * latency + beats + 1``.
+        last + 1); with one burst in flight, ``len(bursts) * latency + beats + 2``.
 
-        The first AW and W beat go out the cycle after the command and are accepted at once,
+        The first AW and W beat go out two cycles after the command (``DMA_FIRST_REQUEST``)
+        and are accepted at once,
         one W beat a cycle; ``latency`` is the memory's cycles from the burst's last W
         handshake to its B handshake (``AXIRAM_WRITE_LATENCY`` for cocotbext-axi's
         ``AxiRam``). ``idle`` is ``cmd.ready``, so this is also the period of back-to-back
@@ -346,29 +384,35 @@ class WriteDMA(_DMA):
     def elaborate(self, platform):
         m = Module()
         bus, limit = self.bus, self.max_in_flight
-        aw_addr, aw_left, aw_n = self._registers(m, "aw_")     # bursts not yet offered
-        w_addr, w_left, w_n = self._registers(m, "w_")         # bursts whose W beats are due
+        walk = self._walker(m, "aw_")                           # bursts not yet offered
+        s, page, burst = self.size_log2, walk["page"], walk["burst"]
         active = Signal()
         in_flight = Signal(range(limit + 1))                    # AWs without their B
         # AWs handshaken minus bursts whose W beats are all sent: the W side runs at most
         # one burst ahead of the AW side (-1), and only while that burst's AW is offered
         aw_ahead = Signal(signed((limit + 1).bit_length() + 1))
-        count = Signal(range(max(self.max_burst, 2)))           # W beats sent in this burst
+        # the W side, beat by beat: a beat ends its burst when it is the command's last, the
+        # burst's ``burst``-th or the page's last (``bursts``' three limits)
+        w_left = Signal(20)                                     # W beats still to send
+        w_last_beat = Signal()                                  # w_left == 1
+        w_page = Signal(page.bit_length() - 1)                  # the next W beat's page beat
+        count = Signal(range(max(burst, 2)))                    # W beats sent in this burst
         last = Signal()
         aw, w, b = Signal(), Signal(), Signal()
         w_open = Signal()
         m.d.comb += [
-            bus.awaddr.eq(aw_addr),
-            bus.awlen.eq(aw_n - 1),
-            bus.awsize.eq(self.size_log2),
+            bus.awaddr.eq(walk["addr"]),
+            bus.awlen.eq(walk["n"] - 1),
+            bus.awsize.eq(s),
             bus.awburst.eq(1),                     # INCR
-            bus.awvalid.eq(active & (aw_left != 0) & (in_flight != limit)),
+            bus.awvalid.eq(active & walk["primed"] & (walk["left"] != 0)
+                           & (in_flight != limit)),
             aw.eq(bus.awvalid & bus.awready),
-            w_open.eq(active & (w_left != 0)
+            w_open.eq(active & walk["primed"] & (w_left != 0)
                       & ((aw_ahead > 0) | ((aw_ahead == 0) & bus.awvalid))),
             bus.wdata.eq(self.data.payload),
             bus.wstrb.eq(-1),
-            last.eq(count == w_n - 1),
+            last.eq(w_last_beat | (count == burst - 1) | (w_page == page - 1)),
             bus.wlast.eq(last),
             bus.wvalid.eq(self.data.valid & w_open),
             self.data.ready.eq(bus.wready & w_open),
@@ -378,22 +422,23 @@ class WriteDMA(_DMA):
             self.idle.eq(~active),
             self.cmd.ready.eq(~active),
         ]
+        with m.If(active & ~walk["primed"]):
+            self._prime(m, walk)
+            m.d.sync += [w_left.eq(walk["left"]), w_last_beat.eq(walk["left"] == 1),
+                         w_page.eq(walk["addr"][s:s + len(w_page)])]
         with m.If(aw):
-            m.d.sync += [aw_addr.eq(aw_addr + (aw_n << self.size_log2)),
-                         aw_left.eq(aw_left - aw_n)]
+            self._step(m, walk)
         m.d.sync += [in_flight.eq(in_flight + aw - b),
                      aw_ahead.eq(aw_ahead + aw - (w & last))]
         with m.If(w):
-            m.d.sync += count.eq(count + 1)
-            with m.If(last):
-                m.d.sync += [count.eq(0), w_addr.eq(w_addr + (w_n << self.size_log2)),
-                             w_left.eq(w_left - w_n)]
-        with m.If(b & (in_flight == 1) & (aw_left == 0)):          # the last burst's B
+            m.d.sync += [count.eq(Mux(last, 0, count + 1)), w_page.eq(w_page + 1),
+                         w_left.eq(w_left - 1), w_last_beat.eq(w_left == 2)]
+        with m.If(b & (in_flight == 1) & (walk["left"] == 0)):  # the last burst's B
             m.d.sync += active.eq(0)
         with m.If(~active & self.cmd.valid):
-            self._load(m, aw_addr, aw_left)
-            self._load(m, w_addr, w_left)
-            m.d.sync += [active.eq(self.cmd.payload.beats != 0), count.eq(0), aw_ahead.eq(0)]
+            self._load(m, walk)
+            m.d.sync += [active.eq(self.cmd.payload.beats != 0), count.eq(0), aw_ahead.eq(0),
+                         w_left.eq(0)]
         with m.If(self.clear):
             m.d.sync += self.error.eq(0)
         with m.If(b & (bus.bresp != Resp.OKAY)):

@@ -116,8 +116,10 @@ class Quantizer(wiring.Component):
 
     @property
     def latency(self) -> int:
-        """Cycles from a pass-2 buffer read to its output beat (stall-free)."""
-        return 4 + self.DIVIDER_ROWS + 1
+        """Cycles from a pass-2 buffer read to its output beat (stall-free): the read
+        register, ``|x|``, ``254 |x|`` and ``+ amax`` over three stages (no carry chain of
+        more than 22 bits), the divider rows, the sign (the output register)."""
+        return 5 + self.DIVIDER_ROWS + 1
 
     def cycles(self, tokens: int, k: int) -> int:
         """Stall-free cycles for ``tokens`` tokens of ``k`` elements each (``B = ceil(k /
@@ -239,34 +241,53 @@ class Quantizer(wiring.Component):
         token_amax = amaxes[rbank]
         read_amax = stage("read_amax", 32, Cat(token_amax[0] | zeros[rbank], token_amax[1:]))
         last_read = stage("read_last", 1, final)
-        v_read, v_abs, v_mul = Signal(), Signal(), Signal()
+        v_read, v_abs, v_mul, v_mul2 = Signal(), Signal(), Signal(), Signal()
         m.d.sync += v_read.eq(Mux(advance, issue, v_read))
         with m.If(advance):
-            m.d.sync += [v_abs.eq(v_read), v_mul.eq(v_abs)]
+            m.d.sync += [v_abs.eq(v_read), v_mul.eq(v_abs), v_mul2.eq(v_mul)]
         last_abs = stage("mag_last", 1, last_read)
         mag_amax = stage("mag_amax", 32, read_amax)
         last_mul = stage("mul_last", 1, last_abs)
         mul_amax = stage("mul_amax", 32, mag_amax)
-        v, lst = stage("num_valid", 1, v_mul), stage("num_last", 1, last_mul)
-        divisor = stage("num_divisor", 32, mul_amax)
+        last_mul2 = stage("mul2_last", 1, last_mul)
+        mul2_amax = stage("mul2_amax", 32, mul_amax)
+        v, lst = stage("num_valid", 1, v_mul2), stage("num_last", 1, last_mul2)
+        divisor = stage("num_divisor", 32, mul2_amax)
+
+        def add(a, b, carry):
+            """``a + b + carry`` (one bit) as one carry chain."""
+            return (Cat(Const(1, 1), a) + Cat(carry, b)) >> 1
+
         lane_rest, lane_neg = [], []
         for i in range(lanes):
             x = read.data[i]
             mag = stage(f"mag{i}", 32, Mux(x < 0, -x, x)[:32])
             neg = stage(f"mag{i}_neg", 1, x < 0)
-            times = stage(f"mul{i}", 39, (mag << 8) - (mag << 1))      # 254 |x| < 2**39
+            # 254 |x| + amax < 2**39, as 2 (128 |x| - |x|) + amax in 20- and 19-bit halves:
+            # mul: the low half of 127 |x| and its borrow; mul2: its high half, and the low
+            # half of the sum with its carry; num: the sum's high half
+            low = stage(f"mul{i}_lo", 21, Cat(Const(0, 7), mag[:13]) - mag[:20])
+            high_a, high_b = stage(f"mul{i}_ha", 19, mag[13:]), stage(f"mul{i}_hb", 19, mag[20:])
             neg = stage(f"mul{i}_neg", 1, neg)
-            lane_rest.append(stage(f"num{i}", 39, times + mul_amax))
+            high = stage(f"mul2{i}_hi", 19, add(high_a, ~high_b, ~low[20])[:19])
+            sum_low = stage(f"mul2{i}_sum", 22, Cat(Const(0, 1), low[:20]) + mul_amax[:21])
+            amax_high = stage(f"mul2{i}_amax", 11, mul_amax[21:])
+            neg = stage(f"mul2{i}_neg", 1, neg)
+            sum_high = add(high, amax_high, sum_low[21])[:18]
+            lane_rest.append(stage(f"num{i}", 39, Cat(sum_low[:21], sum_high)))
             lane_neg.append(stage(f"num{i}_neg", 1, neg))
         quotients = [None] * lanes
         for row in reversed(range(self.DIVIDER_ROWS)):
             # the dividend is below (2 amax) << (row + 1): one compare/subtract of 2 amax << row
-            shifted = divisor << (row + 1)
             for i in range(lanes):
                 rest = lane_rest[i]
-                width = max(len(rest), len(shifted))
-                diff = arith.wire(m, width + 1, rest - shifted, name=f"row{row}_{i}_diff")
-                take = ~diff[width]
+                # the shifted divisor's low row + 1 bits are 0: compare and subtract above
+                # them only (the compare's own carry chain, no sign bit past the difference)
+                above = rest[row + 1:]
+                high = arith.wire(m, len(above), (above - divisor)[:len(above)],
+                                  name=f"row{row}_{i}_diff")
+                diff = Cat(rest[:row + 1], high)
+                take = arith.wire(m, 1, above >= divisor, name=f"row{row}_{i}_take")
                 bits = take if quotients[i] is None else Cat(take, quotients[i])
                 quotients[i] = stage(f"row{row}_{i}_q", len(bits), bits)
                 if row:

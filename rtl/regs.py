@@ -17,22 +17,25 @@ Offset  Name              Kind  Contents
 0x0C    PROGRAM_LEN       RW    program length in 64-byte instructions (bits 15:0)
 0x10    DDR_BASE          RW    base of the DDR window the accelerator may use
 0x14    DDR_SIZE          RW    size of that window in bytes
-0x18    CYCLES_LO         R     cycles of the current / last run, bits 31:0
+0x18    CYCLES_LO         R     cycles of the current / last run, bits 31:0 (the core's
+                                counters count a cycle late: complete the cycle after DONE)
 0x1C    CYCLES_HI         R     bits 63:32 (not latched: while running, read HI, LO, HI)
 0x20    COUNTER[0]        R     performance counters, ``0x20 + 4 * i`` for ``i < counters``
 ...
 0x3C    ID                R     ``ID`` = 0x7E4D_0001
 ======  ================  ====  ==========================================================
 
-A START write is checked, in this order:
+A START write is checked in the cycle after its handshake (against the program registers as
+they were two cycles before: registered compares, and a master's next write comes after the
+B response of the one before), in this order:
 
 1. ``busy``: ERROR with START_WHILE_BUSY, no ``start`` pulse, the running job is undisturbed;
 2. PROGRAM_LEN is 0 or above ``max_program_len``: ERROR with BAD_LENGTH, no pulse;
 3. PROGRAM_ADDR is not 16-byte aligned, or ``[PROGRAM_ADDR, PROGRAM_ADDR + 64 * PROGRAM_LEN)``
    is not inside ``[DDR_BASE, DDR_BASE + DDR_SIZE)`` or runs past ``2**32`` (sums taken
    without wrap-around): ERROR with BAD_ADDRESS, no pulse;
-4. otherwise DONE, ERROR and ERROR_CODE are cleared and ``start`` pulses for one cycle (the
-   cycle after the write's handshake).
+4. otherwise DONE, ERROR and ERROR_CODE are cleared and ``start`` pulses for one cycle (two
+   cycles after the write's handshake).
 
 The core reports a fault with a one-cycle ``fault`` pulse and its ``fault_code`` (one of
 ADDRESS_RANGE, AXI_READ, AXI_WRITE, BAD_OPCODE). Errors are sticky and the first one wins: a
@@ -40,8 +43,9 @@ later error (from a START or a fault) leaves ERROR_CODE as it is until CLEAR or 
 START. Within one cycle the order is CLEAR, START, then the core's ``done`` / ``fault``.
 
 The slave takes one transaction per channel at a time: AW and W together (both ready when
-both are valid and no B response is pending), B the next cycle; AR when no R is pending,
-R the next cycle.
+both are valid and no B response is pending), B the next cycle (a START write's two cycles
+later, once it is checked, so its B still comes after its outcome); AR when no R is
+pending, R the next cycle.
 """
 
 import enum
@@ -168,17 +172,20 @@ class Registers(wiring.Component):
         rw = {Reg.PROGRAM_ADDR: self.program_addr, Reg.PROGRAM_LEN: self.program_len,
               Reg.DDR_BASE: self.ddr_base, Reg.DDR_SIZE: self.ddr_size}
 
-        # write channel: AW and W together, one B at a time
+        # write channel: AW and W together, one B at a time; a START's B once it is checked
+        # (``pending``, below), so the master sees its outcome as it would an immediate one
         write = Signal()
+        pending = Signal()                               # a START written last cycle
+        start = Signal()
         m.d.comb += [
-            write.eq(bus.awvalid & bus.wvalid & ~bus.bvalid),
+            write.eq(bus.awvalid & bus.wvalid & ~bus.bvalid & ~pending),
             bus.awready.eq(write),
             bus.wready.eq(write),
             bus.bresp.eq(0),
         ]
         with m.If(bus.bvalid & bus.bready):
             m.d.sync += bus.bvalid.eq(0)
-        with m.If(write):
+        with m.If((write & ~start) | pending):
             m.d.sync += bus.bvalid.eq(1)
         word = bus.awaddr[2:]
         for offset, reg in rw.items():
@@ -190,33 +197,40 @@ class Registers(wiring.Component):
         # CTRL: CLEAR, then START (checked), then the core's done / fault
         ctrl = Signal()
         clear = Signal()
-        start = Signal()
         m.d.comb += [
             ctrl.eq(write & (word == Reg.CTRL >> 2) & bus.wstrb[0]),
             clear.eq(ctrl & bus.wdata[1]),
             start.eq(ctrl & bus.wdata[0]),
         ]
+        # START is checked the cycle after its write (``pending``), against registered
+        # verdicts on the program registers: each follows them by two cycles, sooner than an
+        # AXI-Lite master can write START after them (a write's B response comes first)
+        m.d.sync += pending.eq(start)
         end = Signal(34)
         limit = Signal(34)
+        bad_length = Signal()
+        misaligned = Signal()
+        below = Signal()
+        beyond = Signal()
         start_code = Signal(8)
-        m.d.comb += [
+        m.d.sync += [
             end.eq(self.program_addr + self.program_len * INSTRUCTION_BYTES),
             limit.eq(self.ddr_base + self.ddr_size),
+            bad_length.eq((self.program_len == 0) | (self.program_len > self.max_program_len)),
+            misaligned.eq(self.program_addr[:PROGRAM_ALIGN.bit_length() - 1] != 0),
+            below.eq(self.program_addr < self.ddr_base),
+            beyond.eq((end > limit) | (end > (1 << 32))),
         ]
-        bad_length = (self.program_len == 0) | (self.program_len > self.max_program_len)
-        misaligned = self.program_addr[:PROGRAM_ALIGN.bit_length() - 1] != 0
-        bad_address = (misaligned | (self.program_addr < self.ddr_base) | (end > limit)
-                       | (end > (1 << 32)))
         with m.If(self.busy):
             m.d.comb += start_code.eq(ErrorCode.START_WHILE_BUSY.value)
         with m.Elif(bad_length):
             m.d.comb += start_code.eq(ErrorCode.BAD_LENGTH.value)
-        with m.Elif(bad_address):
+        with m.Elif(misaligned | below | beyond):
             m.d.comb += start_code.eq(ErrorCode.BAD_ADDRESS.value)
         accepted = Signal()
         refused = Signal()
-        m.d.comb += [accepted.eq(start & (start_code == 0)),
-                     refused.eq(start & (start_code != 0))]
+        m.d.comb += [accepted.eq(pending & (start_code == 0)),
+                     refused.eq(pending & (start_code != 0))]
         m.d.sync += self.start.eq(accepted)
 
         kept = Signal()                                  # an earlier error survives this cycle

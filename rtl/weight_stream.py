@@ -10,9 +10,10 @@ An entry that fits a beat is the beat's low ``entry_bits`` bits, so a row is a g
 entries (the KV260's 140 bits) straddle beats, packed back to back, and a group of P of them
 straddles rows: the unpacker holds the bits of the next group that have arrived (fewer than a
 group's worth) and completes the group with the row that brings its last bit. A group is
-wider than a row, so a row completes at most one group, and hands it over in its own cycle:
-``rows.ready`` waits only for ``entries.ready`` in a row that completes a group, never
-otherwise, so an engine bank that takes a group every cycle never holds the read up. The
+wider than a row, so a row completes at most one group, and hands it over through an output
+register the next cycle: ``rows.ready`` waits only for that register in a row that completes
+a group, never otherwise, so an engine bank that takes a group every cycle never holds the
+read up. The
 stream's last row (``end``) leaves nothing held: its padding is dropped and the next stream
 starts on a row.
 """
@@ -22,7 +23,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..golden import isa
-from .axi import ReadDMA, axi4_signature, in_window
+from .axi import ReadDMA, axi4_signature
+from .checks import InstructionCheck
 from .tlmm import job_layout
 
 __all__ = ["row_layout", "WeightUnpacker", "WeightStreamer"]
@@ -36,13 +38,17 @@ def row_layout(data_width: int) -> data.StructLayout:
 
 class WeightUnpacker(wiring.Component):
     """Weight stream rows of ``ports`` beats -> groups of ``ports`` entries of ``entry_bits``
-    (entry f at group bits ``[f*entry_bits, (f+1)*entry_bits)``).
+    (entry f at group bits ``[f*entry_bits, (f+1)*entry_bits)``), each group out of a register
+    the cycle after the row that completes it (``LATENCY``).
 
     Attributes
     ----------
     rows : In(stream.Signature(row_layout(ports * 128)))
     entries : Out(stream.Signature(ports * entry_bits))
     """
+
+    #: cycles from the row that completes a group to the group's ``entries`` beat
+    LATENCY = 1
 
     def __init__(self, *, entry_bits: int, ports: int = 1, data_width: int = isa.BEAT_BITS):
         if data_width != isa.BEAT_BITS:
@@ -65,23 +71,31 @@ class WeightUnpacker(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         row = self.rows.payload
+        # a completed group waits in an output register (``LATENCY``): the engine's bank
+        # then takes it from a register, not through the unpacker's shifter
+        width = self.ports * self.entry_bits
+        group = Signal(width)
+        complete = Signal()
+        out_valid = Signal()
+        free = ~out_valid | self.entries.ready
+        m.d.comb += [self.entries.valid.eq(out_valid),
+                     self.rows.ready.eq(~complete | free)]
+        with m.If(free):
+            m.d.sync += [out_valid.eq(self.rows.valid & complete),
+                         self.entries.payload.eq(group)]
         if not self.packed:                          # an entry a beat: a row is a group
             beat, entry = self.data_width, self.entry_bits
-            m.d.comb += [self.entries.valid.eq(self.rows.valid),
-                         self.entries.payload.eq(Cat(row.data[f * beat:f * beat + entry]
-                                                     for f in range(self.ports))),
-                         self.rows.ready.eq(self.entries.ready)]
+            m.d.comb += [complete.eq(1),
+                         group.eq(Cat(row.data[f * beat:f * beat + entry]
+                                      for f in range(self.ports)))]
             return m
-        width, row_bits = self.ports * self.entry_bits, self.ports * self.data_width
+        row_bits = self.ports * self.data_width
         held = Signal(width - 1)                     # the next group's bits so far, LSB first
         have = Signal(range(width))                  # how many
         joined = Signal(width - 1 + row_bits)
-        complete = Signal()
         m.d.comb += [joined.eq(held | (row.data << have)),
                      complete.eq(have + row_bits >= width),
-                     self.entries.valid.eq(self.rows.valid & complete),
-                     self.entries.payload.eq(joined[:width]),
-                     self.rows.ready.eq(~complete | self.entries.ready)]
+                     group.eq(joined[:width])]
         with m.If(self.rows.valid & self.rows.ready):
             with m.If(row.end):
                 m.d.sync += [held.eq(0), have.eq(0)]
@@ -107,17 +121,19 @@ class WeightStreamer(wiring.Component):
     stream's last row. With two banks, the next linear's weights stream while the engine still
     computes the current one, and during the instructions in between.
 
-    A LINEAR whose job or weight read is out of range (zero or too many K-steps, N-blocks or
-    tokens, a weight length that is not its stream's, a read outside the DDR window) is not
-    streamed: the walk stops there (``done``). The sequencer's own checks of that instruction
-    include these, so it faults when it gets there.
+    A LINEAR that fails the sequencer's checks (``rtl.checks.InstructionCheck``, which the
+    streamer runs too, built from ``check``: the top's sizes; e.g. a weight length that is
+    not its stream's, or an extent outside the DDR window) is not streamed: the walk stops
+    there (``done``), and the sequencer faults when it gets there.
 
     Timing (``sim.accelerator`` models it): the first FETCH is the cycle after ``start``; a
-    FETCH's command is accepted at once (the port is idle), its DECODE is ``latency + 6``
-    cycles later (as the sequencer's); DECODE takes a cycle; a LINEAR's JOB is offered from the
-    next cycle, its READ is the cycle after the job's handshake and is accepted at once; the
-    next FETCH is the cycle after the last weight row. ``done`` is high from the cycle after
-    the last instruction's DECODE (or its stream's last row).
+    FETCH's command is accepted at once (the port is idle), its DECODE is ``latency + 7``
+    cycles later (``sim.accelerator.fetch_to_decode``, as the sequencer's); DECODE takes a
+    cycle, and a LINEAR then waits in CHECK for the checks' verdicts,
+    ``InstructionCheck.LATENCY - 1`` cycles; its JOB is offered from the next cycle, its
+    READ is the cycle after the job's handshake and is accepted at once; the next FETCH is the
+    cycle after the last weight row. ``done`` is high from the cycle after the last
+    instruction's DECODE (or CHECK, or its stream's last row).
 
     Attributes
     ----------
@@ -140,8 +156,11 @@ class WeightStreamer(wiring.Component):
     """
 
     def __init__(self, *, config, max_tokens: int, max_k_steps: int, max_n_blocks: int,
-                 max_in_flight: int, data_width: int = isa.BEAT_BITS):
+                 max_in_flight: int, check: dict, data_width: int = isa.BEAT_BITS):
         self.config = config
+        self._check = InstructionCheck(config=config, max_tokens=max_tokens,
+                                       max_k_steps=max_k_steps, max_n_blocks=max_n_blocks,
+                                       **check)
         self.max_tokens, self.max_k_steps, self.max_n_blocks = (max_tokens, max_k_steps,
                                                                 max_n_blocks)
         layout = job_layout(max_tokens=max_tokens, max_k_steps=max_k_steps,
@@ -166,28 +185,12 @@ class WeightStreamer(wiring.Component):
         """The ports' AXI4 masters, port 0 first."""
         return [getattr(self, f"bus{p}") for p in range(self.ports)]
 
-    def stream_beats(self, blocks):
-        """Beats of the weight stream of ``blocks`` K-step x N-block pairs, all parts
-        (``golden.isa.weight_stream_beats``), in hardware."""
-        cfg, row = self.config, self.ports * self.data_width
-        bits = blocks * (cfg.cols_per_cycle * isa.entry_pitch(cfg.entry_bits))
-        rows = (bits + (row - 1)) >> (row.bit_length() - 1)
-        return rows << (self.ports.bit_length() - 1)
-
     def part_stride_beats(self, beats):
         """Beats from one part of a ``beats``-beat stream to the next
         (``golden.isa.weight_part_stride``), in hardware."""
         page = isa.WEIGHT_PART_ALIGN // (self.data_width // 8)
         rows = beats >> (self.ports.bit_length() - 1)
         return ((rows + (page - 1)) >> (page.bit_length() - 1)) << (page.bit_length() - 1)
-
-    def region_beats(self, beats):
-        """Beats from part 0's start to the last part's end (``golden.isa.
-        weight_region_bytes``), in hardware: what must lie in the DDR window."""
-        rows = beats >> (self.ports.bit_length() - 1)
-        if self.ports == 1:
-            return rows
-        return (self.ports - 1) * self.part_stride_beats(beats) + rows
 
     def elaborate(self, platform):
         m = Module()
@@ -200,23 +203,25 @@ class WeightStreamer(wiring.Component):
         wiring.connect(m, unpacker.entries, wiring.flipped(self.entries))
         m.d.comb += self.error.eq(Cat(r.error for r in readers).any())
 
-        # the fields of the fetched instruction it needs (``golden.isa``'s word layout)
-        op = Signal(8)
-        tokens, k_steps, n_blocks = Signal(16), Signal(16), Signal(16)
-        w_addr, w_beats = Signal(32), Signal(32)
+        # the fetched instruction, and the checks of a LINEAR (the sequencer's own)
+        words = Signal(data.ArrayLayout(32, isa.WORDS))
+        m.submodules.check = check = self._check
+        m.d.comb += [check.words.eq(words), check.window_lo.eq(self.window_lo),
+                     check.window_hi.eq(self.window_hi)]
+        check_wait = Signal(range(InstructionCheck.LATENCY))
+        op = words[0][:8]
+        tokens, k_steps, n_blocks = words[1][:16], words[2][:16], words[2][16:]
+        w_addr, w_beats = words[8], words[11]
         pc = Signal(16)
         beat_index = Signal(range(isa.WORDS // 4 + 1))
         remaining = Signal(20)                       # weight rows still to come
         beat = reader.data.payload
-        job_ok = ((tokens != 0) & (tokens <= self.max_tokens)
-                  & (k_steps != 0) & (k_steps <= self.max_k_steps)
-                  & (n_blocks != 0) & (n_blocks <= self.max_n_blocks)
-                  & (w_beats == self.stream_beats(k_steps * n_blocks))
-                  & in_window(m, w_addr, self.region_beats(w_beats), self.window_lo,
-                              self.window_hi))
         rows = w_beats >> (self.ports.bit_length() - 1)
+        # each part's address, registered (the words are held through CHECK)
         stride = Signal(32)                          # bytes from a part to the next
-        m.d.comb += stride.eq(self.part_stride_beats(w_beats) * (self.data_width // 8))
+        part_addr = [Signal(32, name=f"part_addr{p}") for p in range(self.ports)]
+        m.d.sync += [stride.eq(self.part_stride_beats(w_beats) * (self.data_width // 8)),
+                     *(a.eq(w_addr + p * stride) for p, a in enumerate(part_addr))]
         all_ready = Cat(r.cmd.ready for r in readers).all()
         row_valid = Cat(r.data.valid for r in readers).all()
 
@@ -230,9 +235,12 @@ class WeightStreamer(wiring.Component):
         with m.If(self.drain):
             m.d.comb += [r.data.ready.eq(1) for r in readers]
 
+        final_pc = Signal()                          # (registered: pc changes a fetch before)
+        m.d.sync += final_pc.eq(pc + 1 == self.program_len)
+
         def next_instruction():
             m.d.sync += pc.eq(pc + 1)
-            with m.If(pc + 1 == self.program_len):
+            with m.If(final_pc):
                 m.next = "DONE"
             with m.Else():
                 m.next = "FETCH"
@@ -253,28 +261,31 @@ class WeightStreamer(wiring.Component):
                 m.d.comb += reader.data.ready.eq(1)
                 with m.If(reader.data.valid & ~self.drain):
                     m.d.sync += beat_index.eq(beat_index + 1)
-                    with m.Switch(beat_index):
-                        with m.Case(0):              # words 0-3
-                            m.d.sync += [op.eq(beat[0:8]), tokens.eq(beat[32:48]),
-                                         k_steps.eq(beat[64:80]), n_blocks.eq(beat[80:96])]
-                        with m.Case(2):              # words 8-11: source 1
-                            m.d.sync += [w_addr.eq(beat[0:32]), w_beats.eq(beat[96:128])]
+                    for i in range(isa.WORDS // 4):
+                        with m.If(beat_index == i):
+                            m.d.sync += words.as_value()[128 * i:128 * (i + 1)].eq(beat)
                 with m.If(beat_index == isa.WORDS // 4):
                     m.next = "DECODE"
             with m.State("DECODE"):
+                m.d.sync += check_wait.eq(InstructionCheck.LATENCY - 2)
                 with m.If(op != int(isa.Op.LINEAR)):
                     next_instruction()
-                with m.Elif(job_ok):
-                    m.next = "JOB"
                 with m.Else():
-                    m.next = "DONE"
+                    m.next = "CHECK"
+            with m.State("CHECK"):
+                m.d.sync += check_wait.eq(check_wait - 1)
+                with m.If(check_wait == 0):
+                    with m.If(check.known_op & check.lengths_ok & check.range_ok):
+                        m.next = "JOB"
+                    with m.Else():
+                        m.next = "DONE"
             with m.State("JOB"):
                 m.d.comb += self.job.valid.eq(~self.drain)
                 with m.If(self.job.valid & self.job.ready):
                     m.next = "READ"
             with m.State("READ"):                # every port's part at once
                 for p, r in enumerate(readers):
-                    m.d.comb += [r.cmd.payload.addr.eq(w_addr + p * stride),
+                    m.d.comb += [r.cmd.payload.addr.eq(part_addr[p]),
                                  r.cmd.payload.beats.eq(rows),
                                  r.cmd.valid.eq(~self.drain & all_ready)]
                 with m.If(~self.drain & all_ready):

@@ -26,14 +26,14 @@ is ready for every token's results and that the FIFOs in between never fill (the
 three tokens, the outputs of two).
 
 The weights come over the ``WeightStreamer``'s ports (``_Streamer``): it walks the program
-from cycle 0 like the sequencer (a fetch, ``read_latency + 6`` cycles to its DECODE), and for
+from cycle 0 like the sequencer (a fetch, ``fetch_to_decode`` cycles to its DECODE), and for
 a LINEAR offers the engine its job, which is taken once the bank of the job two back is
 released (the cycle after that job's last issue), then reads the weight stream's P parts
 (``fill_entries_per_cycle`` ports), all at once. The parts split into the same bursts
 (``golden.isa`` places them whole 4 KiB pages apart) and the ports have the same timing, so
 each port's beats come in the same cycles as port 0's: the model follows port 0. A LINEAR's
-first lookup waits for its bank (``BANK_TO_ISSUE`` cycles after the last weight row), and the
-run ends once the walk is DONE too.
+first lookup waits for its bank (``UNPACK_LATENCY + BANK_TO_ISSUE`` cycles after the last
+weight row), and the run ends once the walk is DONE too.
 
 Both DMAs keep several bursts in flight (``TOP_READS_IN_FLIGHT``, ``TOP_WRITES_IN_FLIGHT``).
 The DDR's read limit (``max_reads``) bounds the reads in flight with the ReadDMA's own; a
@@ -50,6 +50,7 @@ from ..golden.config import AcceleratorConfig
 from ..golden.ddr import (
     AXIRAM_READ_LATENCY,
     AXIRAM_WRITE_LATENCY,
+    DMA_FIRST_REQUEST,
     TOP_READS_IN_FLIGHT,
     TOP_WRITES_IN_FLIGHT,
     DdrTiming,
@@ -87,9 +88,19 @@ DEQUANT_TOKEN_GAP = units.Dequantizer.TOKEN_GAP
 POINTWISE_LATENCY = units.Pointwise(lanes=isa.LANES).latency
 #: TLMM engine: cycles from a lookup's issue to its lookup stage (``rtl.tlmm.Engine``)
 ISSUE_TO_LOOKUP = 2
-#: cycles from a job's last weight beat to its bank's first possible issue: the registered
+#: cycles from a weight row to its entries' handshake with the engine's bank: the unpacker's
+#: output register (``rtl.weight_stream.WeightUnpacker.LATENCY``)
+UNPACK_LATENCY = 1
+#: cycles from a job's last weight entries to its bank's first possible issue: the registered
 #: bank write, the bank full, then ``running`` (``rtl.tlmm.WeightBuffer``, ``Engine``)
 BANK_TO_ISSUE = 3
+#: cycles from DECODE to the instruction's first UNIT_JOB (the sequencer's) or JOB (the
+#: streamer's, a LINEAR): the pipelined checks of ``rtl.checks.InstructionCheck`` (its
+#: ``LATENCY``: DECODE, then CHECK until the verdicts hold)
+CHECK_LATENCY = 16
+#: cycles an ATTENTION instruction waits (TILE) between a tile's last WAIT and the next
+#: tile's first UNIT_JOB: the tile's registered sizes (``rtl.accelerator.TILE_LATENCY``)
+TILE_LATENCY = 4
 
 
 @dataclass(frozen=True)
@@ -152,6 +163,13 @@ class TopTiming:
         return (golden_tlmm.table_size(self.config.group_size) - 1) // 2
 
 
+def fetch_to_decode(timing: TopTiming) -> int:
+    """Cycles from a FETCH whose command is accepted at once to its DECODE: the ReadDMA's
+    first AR, the memory's latency, the four beats, the words in (the sequencer's and the
+    streamer's)."""
+    return DMA_FIRST_REQUEST + timing.read_latency + 3 + 2
+
+
 class _Clock:
     """Read-side bookkeeping: when the ReadDMA is next free."""
 
@@ -161,7 +179,7 @@ class _Clock:
 
     def read(self, accept, addr, beats):
         """Beat cycles of a read command accepted at ``accept``."""
-        out = read_schedule(bursts(addr, beats), start=accept + 1,
+        out = read_schedule(bursts(addr, beats), start=accept + DMA_FIRST_REQUEST,
                             latency=self.t.read_latency, in_flight=self.t.reads_in_flight)
         self.reader_free = out[-1] + 1
         return out
@@ -169,7 +187,8 @@ class _Clock:
     def write(self, accept, addr, available):
         """Cycle the WriteDMA is idle again (the cycle after its last B response), given when
         each beat is in the output FIFO."""
-        responses = write_schedule(bursts(addr, len(available)), available, start=accept + 1,
+        responses = write_schedule(bursts(addr, len(available)), available,
+                                   start=accept + DMA_FIRST_REQUEST,
                                    latency=self.t.write_latency,
                                    in_flight=self.t.writes_in_flight)
         return responses[-1] + 1
@@ -186,23 +205,23 @@ class _Streamer:
         self.pc = 0
         self.fetch = 0                           # cycle of the next FETCH (with the sequencer's)
         self.jobs = 0                            # LINEAR jobs streamed so far
-        self.last_beats = []                     # per job: its last weight beat
+        self.last_beats = []                     # per job: its last entries into the bank
         self.releases = []                       # per job: the engine's release of its bank
         self.done = None                         # first cycle of DONE
 
     def _step(self):
         """Walk one instruction."""
         t, ins = self.t, self.program[self.pc]
-        decode = self.fetch + t.read_latency + 6
+        decode = self.fetch + fetch_to_decode(t)
         end = decode                             # the state before the next FETCH
         if ins.op is Op.LINEAR:
             job = self.jobs
-            accept = decode + 1                  # JOB: the fill bank is free
+            accept = decode + CHECK_LATENCY      # JOB: the fill bank is free
             if job >= 2:
                 accept = max(accept, self.releases[job - 2] + 1)
             rows = ins.src1.beats // t.weight_ports                              # READ
             beats = self.port.read(accept + 1, ins.src1.addr, rows)
-            self.last_beats.append(beats[-1])
+            self.last_beats.append(beats[-1] + UNPACK_LATENCY)
             self.jobs += 1
             end = beats[-1]
         self.pc += 1
@@ -211,7 +230,8 @@ class _Streamer:
             self.done = end + 1
 
     def weights_in(self, job: int) -> int:
-        """Cycle of job ``job``'s last weight row (its last entries into the bank)."""
+        """Cycle of job ``job``'s last weight entries into the bank (its last row's, plus the
+        unpacker's register)."""
         while self.jobs <= job:
             if self.jobs >= 2 and len(self.releases) < self.jobs - 1:
                 raise ValueError(f"job {self.jobs} waits for the release of job {self.jobs - 2}")
@@ -314,7 +334,7 @@ def _write_beats(timing: TopTiming, accept: int, addr: int, available) -> list:
     """The W handshake of every beat of a write command accepted at ``accept`` (the W beats
     of ``golden.ddr.write_schedule``)."""
     out, responses = [], []
-    start, in_flight = accept + 1, timing.writes_in_flight
+    start, in_flight = accept + DMA_FIRST_REQUEST, timing.writes_in_flight
     aw = w = start - 1
     j = 0
     for k, (_, n) in enumerate(bursts(addr, len(available))):
@@ -434,9 +454,8 @@ def instruction_cycles(ins, timing: TopTiming, clock: _Clock, start: int,
     """Run one instruction whose FETCH is accepted at ``start`` (a LINEAR: the engine's job
     ``job``); the cycle its last WAIT settles (the next FETCH or FINISH is the cycle after)."""
     t = timing
-    decode = start + t.read_latency + 6
-    clock.read(start, 0, isa.WORDS // 4)
-    u = decode + 1
+    decode = clock.read(start, 0, isa.WORDS // 4)[-1] + 2     # the words in, then DECODE
+    u = decode + CHECK_LATENCY
     pending = []                                # output FIFO: cycle each beat is readable
     if ins.op is Op.LINEAR:                     # its weights come over the streamer's port
         first_issue = streamer.weights_in(job) + BANK_TO_ISSUE
@@ -495,6 +514,8 @@ def instruction_cycles(ins, timing: TopTiming, clock: _Clock, start: int,
             settled = max(state, read_done, write_idle)
             u = settled + 1
         tok += size
+        if ins.op is Op.ATTENTION:                  # TILE: the next tile's sizes
+            u += TILE_LATENCY
     return settled
 
 

@@ -197,9 +197,9 @@ class Quantizer:
 
     @property
     def latency(self) -> int:
-        """A buffer read to its output beat: the read register, ``|x|``, ``254 |x|``,
-        ``+ amax``, the divider rows, the sign (the output register)."""
-        return 4 + self.DIVIDER_ROWS + 1
+        """A buffer read to its output beat: the read register, ``|x|``, ``254 |x| + amax``
+        over three stages, the divider rows, the sign (the output register)."""
+        return 5 + self.DIVIDER_ROWS + 1
 
     def cycles(self, tokens: int, k: int) -> int:
         """Stall-free, with ``B = ceil(k / lanes)``: token i's beats go into its bank one a

@@ -90,9 +90,11 @@ def test_constructors_and_signatures():
         regs.Registers(counters=8)
     with pytest.raises(ValueError, match="max_program_len must be an integer from 1 to 65535"):
         regs.Registers(max_program_len=0)
+    with pytest.raises(ValueError, match="max_burst must be a power of two"):
+        axi.ReadDMA(max_burst=12)
     dma = axi.ReadDMA()
-    assert dma.cycles(0, 1) == axi.AXIRAM_READ_LATENCY + 2
-    assert dma.cycles(0xFE0, 5, latency=4) == 2 * 4 + 5 + 1
+    assert dma.cycles(0, 1) == axi.AXIRAM_READ_LATENCY + 3
+    assert dma.cycles(0xFE0, 5, latency=4) == 2 * 4 + 5 + 2
 
 
 # -- DMAs against a Python AXI memory --------------------------------------------------------
@@ -362,7 +364,7 @@ def test_read_dma_in_flight(in_flight, max_reads, latency):
     # a long read streams once its first beat is in (40 beats = 10 bursts of 4) when a slot
     # frees at least ``latency`` cycles before its burst's beats are due
     if latency <= 4 * (in_flight - 1) and in_flight <= max_reads:
-        assert dma.cycles(0x1F00, 40, latency=latency) == 1 + latency + 40
+        assert dma.cycles(0x1F00, 40, latency=latency) == 2 + latency + 40
 
 
 @pytest.mark.parametrize("bad", [0, 65, 2.0, True])
@@ -380,7 +382,7 @@ def test_write_dma_cycles(latency):
         res = run_dma(dma, [(addr, beats)], latency=latency, rng=rng, stream=data)
         assert [res["mem"].words[addr // 4 + i] for i in range(beats)] == data
         assert res["idle"] - res["cmd"][0] == dma.cycles(addr, beats, latency=latency)
-        assert res["mem"].aw_stamps[0] == res["cmd"][0] + 1
+        assert res["mem"].aw_stamps[0] == res["cmd"][0] + 2
     data = [int(x) for x in rng.integers(0, 1 << 32, size=sum(n for _, n in TIMING))]
     res = run_dma(dma, TIMING, latency=latency, rng=rng, stream=data)
     assert [e - c for c, e in zip(res["cmd"], res["cmd"][1:] + [res["idle"]], strict=True)] == \
@@ -414,7 +416,7 @@ def test_write_dma_in_flight(in_flight, latency):
     arrivals = [c - start for c in res["data"]]
     assert res["idle"] - start == dma.responses(0x1F00, 40, arrivals, latency=latency)[-1] + 1
     if latency <= 4 * (in_flight - 1):
-        assert dma.cycles(0x1F00, 40, latency=latency) == 1 + 40 + latency
+        assert dma.cycles(0x1F00, 40, latency=latency) == 2 + 40 + latency
 
 
 def test_dmas_random_stalls_and_errors():

@@ -132,7 +132,9 @@ def test_unpacker_is_exact_under_stalls(entry_bits, ports):
                                                    (120, 2), (140, 4)])
 def test_unpacker_never_holds_the_stream_up(entry_bits, ports):
     """With the engine always ready, every row goes in the cycle it is offered, and each
-    group leaves in the cycle of the row that completes it."""
+    group leaves ``WeightUnpacker.LATENCY`` cycles after the row that completes it."""
+    from ternedge.rtl.weight_stream import WeightUnpacker
+
     rng = np.random.default_rng(1)
     streams = [_indices(rng, 24 * ports, entry_bits // 5, 5),
                _indices(rng, 5 * ports, entry_bits // 5, 5)]
@@ -144,12 +146,16 @@ def test_unpacker_never_holds_the_stream_up(entry_bits, ports):
     for idx in streams:
         for e in range(ports - 1, len(idx), ports):        # a group's last entry
             last_bit = e * pitch + entry_bits - 1
-            expected.append(row_cycles[first + last_bit // row_bits])
+            expected.append(row_cycles[first + last_bit // row_bits] + WeightUnpacker.LATENCY)
         first += isa.weight_stream_beats(len(idx), entry_bits, ports) // ports
     assert [cycle for _, cycle in got] == expected
 
 
 # ---- WeightStreamer: the walk over a program, on a Python AXI memory ----
+
+#: the streamer's (and its checks') widest row, in beats
+ROW_BEATS = 256
+
 
 def _streamer_run(program, memory_words, releases, config, max_cycles=4000):
     """Run a WeightStreamer over ``program`` (at address 0); the engine side takes a job when
@@ -159,10 +165,13 @@ def _streamer_run(program, memory_words, releases, config, max_cycles=4000):
     from amaranth.sim import Simulator
     from test_rtl_axi import Memory
 
+    from ternedge.rtl.elementwise import PointwiseOp
     from ternedge.rtl.weight_stream import WeightStreamer
 
     dut = WeightStreamer(config=config, max_tokens=8, max_k_steps=4, max_n_blocks=4,
-                         max_in_flight=8)
+                         max_in_flight=8,
+                         check=dict(row_beats=ROW_BEATS, head_beats=8, max_context=64,
+                                    attention_tile=1, pointwise_ops=(PointwiseOp.ADD,)))
     image = isa.encode(program)
     words = dict(memory_words)
     for i in range(0, len(image), 16):
@@ -214,7 +223,13 @@ def test_streamer_walks_the_program_and_matches_its_model(tables, ports):
     is ``sim.accelerator``'s."""
     from ternedge.golden.config import AcceleratorConfig
     from ternedge.golden.isa import Instruction, Op, Source
-    from ternedge.sim.accelerator import TopTiming, _Streamer
+    from ternedge.sim.accelerator import (
+        CHECK_LATENCY,
+        UNPACK_LATENCY,
+        TopTiming,
+        _Streamer,
+        fetch_to_decode,
+    )
 
     config = AcceleratorConfig(group_size=3, tables_per_step=tables, cols_per_cycle=4,
                                fill_entries_per_cycle=ports)
@@ -229,8 +244,11 @@ def test_streamer_walks_the_program_and_matches_its_model(tables, ports):
             words[(addr + i) // 16] = int.from_bytes(data[i:i + 16], "little")
         beats = len(stream) // isa.BEAT_BYTES
         program.append(Instruction(Op.NORM, src0=Source(0, 0, 0, 4)))       # skipped
+        steps = config.k_per_step // isa.LANES          # a K-step's activation beats
         program.append(Instruction(Op.LINEAR, tokens=tokens, k_steps=k_steps,
-                                   n_blocks=n_blocks, src1=Source(addr, 0, 0, beats)))
+                                   n_blocks=n_blocks, src0=Source(0, 0, 0, k_steps * steps),
+                                   src1=Source(addr, 0, 0, beats),
+                                   dst=Source(0, 0, 0, n_blocks)))
         want.append(((tokens, k_steps, n_blocks), idx))
         addr += len(data) + 4096
     program.append(Instruction(Op.LINEAR, tokens=1, k_steps=5, n_blocks=1,   # too many K-steps
@@ -253,5 +271,6 @@ def test_streamer_walks_the_program_and_matches_its_model(tables, ports):
     lasts = np.cumsum([len(idx) // ports for _, idx in want]) - 1
     assert [last_beat[i] for i in lasts] == ends
     assert ends[2] > releases[0]                # job 2 waited for job 0's bank
-    # the bad LINEAR is fetched after the last stream and not streamed: DONE after its DECODE
-    assert done == ends[-1] + 1 + 2 + 6 + 1
+    # the bad LINEAR is fetched after the last stream's last row and not streamed: DONE after
+    # its checks
+    assert done == ends[-1] - UNPACK_LATENCY + 1 + fetch_to_decode(model.t) + CHECK_LATENCY

@@ -1,0 +1,263 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""``rtl.checks.InstructionCheck``: the pipelined checks of a decoded instruction, and
+``rtl.counter.Counter``.
+
+The range verdict is checked against the commands the sequencer issues (every read and write
+of the instruction, enumerated here as ``rtl.accelerator`` walks them): it must hold exactly
+when every command lies in the window, on random instructions whose extents straddle its
+end."""
+
+import random
+
+import pytest
+
+from ternedge.golden import isa
+from ternedge.golden.config import AcceleratorConfig
+from ternedge.golden.isa import Instruction, Op, Source
+
+CONFIG = AcceleratorConfig(group_size=3, tables_per_step=8, cols_per_cycle=8,
+                           fill_entries_per_cycle=2)
+STEPS = CONFIG.k_per_step // isa.LANES          # activation beats per K-step
+PARTS = CONFIG.cols_per_cycle // isa.LANES      # result beats per N-block
+SIZES = dict(max_tokens=16, max_k_steps=8, max_n_blocks=8, row_beats=64, head_beats=8,
+             max_context=64, attention_tile=4)
+HI = 1 << 20                                    # the window [LO, HI)
+LO = 1 << 16
+
+
+def _commands(ins):
+    """(addr, beats) of every command the sequencer issues for ``ins``."""
+    s0, s1, d = ins.src0, ins.src1, ins.dst
+    out = []
+    if ins.op is Op.NORM:
+        for t in range(ins.tokens):
+            out += [(s0.addr + t * s0.stride_t + g * s0.stride_h, s0.beats)
+                    for g in range(ins.heads)]
+            out += [(s1.addr, s1.beats), (d.addr + t * d.stride_t, d.beats)]
+    elif ins.op is Op.LINEAR:
+        region = isa.weight_region_bytes(s1.beats, CONFIG.fill_entries_per_cycle)
+        out.append((s1.addr, region // isa.BEAT_BYTES))
+        for t in range(ins.tokens):
+            out.append((s0.addr + t * s0.stride_t, s0.beats))
+            if ins.epilogue is not None:
+                out.append((ins.epilogue.addr + t * ins.epilogue.stride_t, d.beats))
+            out += [(d.addr + t * d.stride_t + h * d.stride_h, d.beats)
+                    for h in range(ins.heads)]
+    elif ins.op is Op.ROPE:
+        for t in range(ins.tokens):
+            for h in range(ins.heads):
+                out += [(s0.addr + t * s0.stride_t + h * s0.stride_h, s0.beats),
+                        (s1.addr + t * s1.stride_t, s1.beats),
+                        (d.addr + t * d.stride_t + h * d.stride_h, d.beats)]
+    elif ins.op is Op.ATTENTION:
+        for t in range(0, ins.tokens, ins.tile):
+            step = min(ins.tile, ins.tokens - t)
+            keys = ins.keys0 + t + step - 1
+            for h in range(ins.heads):
+                kv = s1.addr + (h >> ins.group_shift) * s1.stride_h
+                out += [(s0.addr + t * s0.stride_t + h * s0.stride_h, s0.beats * step),
+                        (kv, keys * s1.beats), (kv + ins.v_offset, keys * s1.beats),
+                        (d.addr + t * d.stride_t + h * d.stride_h, d.beats * step)]
+    else:
+        for t in range(ins.tokens):
+            out += [(s0.addr + t * s0.stride_t, s0.beats), (s1.addr + t * s1.stride_t, s1.beats),
+                    (d.addr + t * d.stride_t, d.beats)]
+    return out
+
+
+def _in_window(ins, lo=LO, hi=HI):
+    return all(a % isa.BEAT_BYTES == 0 and a >= lo and a + 16 * n <= hi
+               for a, n in _commands(ins))
+
+
+def _random_instruction(rng):
+    """An instruction whose lengths pass, its streams placed near the window's end."""
+    op = rng.choice(list(Op))
+    tokens, heads = rng.randint(1, 6), rng.randint(1, 3)
+    hb = SIZES["head_beats"]
+
+    def near_end(extent):
+        """An address whose stream of ``extent`` bytes ends just inside or outside HI."""
+        addr = HI - extent + 16 * rng.randint(-3, 2)
+        if rng.random() < 0.05:
+            addr += rng.choice((4, 8))           # misaligned
+        if rng.random() < 0.05:
+            addr = LO - 16 * rng.randint(1, 3)    # below the window
+        return max(addr, 0)
+
+    def stride(beats):
+        s = 16 * (beats + rng.randint(0, 3))
+        return s + 8 if rng.random() < 0.03 else s
+
+    def source(beats, t=tokens, h=1, st=None, sh=None):
+        st = stride(beats * h) if st is None else st
+        sh = stride(beats) if sh is None else sh
+        extent = (t - 1) * st + (h - 1) * sh + 16 * beats
+        base = near_end(extent) if rng.random() < 0.5 else LO + 16 * rng.randint(0, 64)
+        return Source(base, st, sh, beats)
+
+    if op is Op.NORM:
+        b0 = rng.randint(1, 8)
+        return Instruction(op, tokens=tokens, heads=heads, src0=source(b0, h=heads),
+                           src1=source(heads * b0, t=1), dst=source(heads * b0))
+    if op is Op.LINEAR:
+        k, n = rng.randint(1, 3), rng.randint(1, 3)
+        heads = rng.choice([h for h in (1, 2, 3) if (n * PARTS) % h == 0])
+        bd = n * PARTS // heads
+        beats = isa.weight_stream_beats(k * n * CONFIG.cols_per_cycle, CONFIG.entry_bits,
+                                        CONFIG.fill_entries_per_cycle)
+        region = isa.weight_region_bytes(beats, CONFIG.fill_entries_per_cycle)
+        epilogue = None
+        if heads == 1 and rng.random() < 0.5:
+            e = source(bd)
+            epilogue = Source(e.addr, e.stride_t)
+        return Instruction(op, tokens=tokens, heads=heads, k_steps=k, n_blocks=n,
+                           pointwise=0, epilogue=epilogue, src0=source(k * STEPS),
+                           src1=Source(near_end(region) if rng.random() < 0.5 else LO,
+                                       0, 0, beats),
+                           dst=source(bd, h=heads))
+    if op is Op.ROPE:
+        return Instruction(op, tokens=tokens, heads=heads, src0=source(hb, h=heads),
+                           src1=source(hb), dst=source(hb, h=heads))
+    if op is Op.ATTENTION:
+        tile = rng.randint(1, SIZES["attention_tile"])
+        keys0 = rng.randint(1, SIZES["max_context"] - tokens + 1)
+        shift = rng.choice([0, 1])
+        kv_heads = ((heads - 1) >> shift) + 1
+        kv = source(hb, t=keys0 + tokens - 1, h=kv_heads, st=16 * hb)
+        v_offset = 16 * rng.randint(0, 64) + (8 if rng.random() < 0.03 else 0)
+        if rng.random() < 0.3:
+            v_offset = (HI - kv.addr - (keys0 + tokens - 1) * 16 * hb
+                        - ((heads - 1) >> shift) * kv.stride_h + 16 * rng.randint(-2, 1))
+            v_offset = max(v_offset, 0)
+        contiguous = 16 * hb if tile > 1 else None
+        return Instruction(op, tokens=tokens, heads=heads, keys0=keys0, group_shift=shift,
+                           tile=tile, v_offset=v_offset,
+                           src0=source(hb, h=heads, st=contiguous), src1=Source(
+                               kv.addr, 0, kv.stride_h, hb),
+                           dst=source(hb, h=heads, st=contiguous))
+    b0 = rng.randint(1, 8)
+    return Instruction(op, tokens=tokens, src0=source(b0), src1=source(b0), dst=source(b0),
+                       pointwise=0)
+
+
+def _verdicts(instructions, window=(LO, HI)):
+    """(known_op, lengths_ok, range_ok) of each instruction, from the RTL."""
+    from amaranth.sim import Simulator
+
+    from ternedge.rtl.checks import InstructionCheck
+    from ternedge.rtl.elementwise import PointwiseOp
+
+    dut = InstructionCheck(config=CONFIG, pointwise_ops=(PointwiseOp.ADD,), **SIZES)
+    out = []
+
+    async def bench(ctx):
+        ctx.set(dut.window_lo, window[0])
+        ctx.set(dut.window_hi, window[1])
+        for ins in instructions:
+            words = ins if isinstance(ins, list) else ins.words()
+            for i, word in enumerate(words):
+                ctx.set(dut.words[i], word)
+            # the verdicts hold LATENCY cycles after the words (the first cycle they hold
+            # is the one after this set)
+            await ctx.tick().repeat(InstructionCheck.LATENCY)
+            out.append((ctx.get(dut.known_op), ctx.get(dut.lengths_ok), ctx.get(dut.range_ok)))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return out
+
+
+def test_range_verdict_is_every_command_in_the_window():
+    rng = random.Random(5)
+    instructions = [_random_instruction(rng) for _ in range(160)]
+    verdicts = _verdicts(instructions)
+    want = [_in_window(ins) for ins in instructions]
+    assert [v[:2] for v in verdicts] == [(1, 1)] * len(instructions)
+    assert [bool(v[2]) for v in verdicts] == want
+    assert 30 < sum(want) < len(want) - 30      # both verdicts are well covered
+
+
+def test_op_and_length_verdicts():
+    good = Instruction(Op.POINTWISE, tokens=2, src0=Source(LO, 64, 0, 4),
+                       src1=Source(LO + 4096, 64, 0, 4), dst=Source(LO + 8192, 64, 0, 4))
+    unknown = good.words()
+    unknown[0] = 9
+    no_gate = good.words()
+    no_gate[0] |= 2 << 8                        # a Pointwise operation the unit lacks
+    cases = [
+        (good, None),
+        (unknown, "BAD_OPCODE"),
+        (no_gate, "BAD_OPCODE"),
+        (Instruction(Op.POINTWISE, tokens=0, src0=good.src0, src1=good.src1, dst=good.dst),
+         "BAD_LENGTH"),
+        (Instruction(Op.POINTWISE, tokens=2, src0=good.src0, src1=Source(LO, 64, 0, 3),
+                     dst=good.dst), "BAD_LENGTH"),
+        # ATTENTION tiles need contiguous queries
+        (Instruction(Op.ATTENTION, tokens=4, heads=2, keys0=1, tile=2,
+                     src0=Source(LO, 256, 128, 8), src1=Source(LO + 8192, 0, 4096, 8),
+                     dst=Source(LO + 65536, 128, 1024, 8)), "BAD_LENGTH"),
+        # a LINEAR epilogue needs one destination segment
+        (Instruction(Op.LINEAR, tokens=1, heads=2, k_steps=1, n_blocks=2,
+                     epilogue=Source(LO, 0), src0=Source(LO, 0, 0, STEPS),
+                     src1=Source(LO, 0, 0, isa.weight_stream_beats(
+                         2 * CONFIG.cols_per_cycle, CONFIG.entry_bits, 2)),
+                     dst=Source(LO, 0, 32, PARTS)), "BAD_LENGTH"),
+    ]
+
+    def fault(known, lengths, in_range):
+        """The sequencer's fault on the verdicts (``CHECK``: the first that fails)."""
+        return ("BAD_OPCODE" if not known else "BAD_LENGTH" if not lengths
+                else "ADDRESS_RANGE" if not in_range else None)
+
+    assert [fault(*v) for v in _verdicts([c for c, _ in cases])] == [w for _, w in cases]
+
+
+@pytest.mark.parametrize(("width", "inc_width", "chunk"), [(12, 2, 4), (10, 3, 4), (9, 1, 3)])
+def test_counter_counts_exactly_every_cycle(width, inc_width, chunk):
+    from amaranth.sim import Simulator
+
+    from ternedge.rtl.counter import Counter
+
+    dut = Counter(width, inc_width=inc_width, chunk=chunk)
+    rng = random.Random(width)
+
+    async def bench(ctx):
+        want = 0
+        for _ in range(4 << (width - inc_width)):   # wraps around at least once
+            inc = rng.choice([0, (1 << inc_width) - 1, rng.randrange(1 << inc_width)])
+            clear = rng.random() < 0.001
+            ctx.set(dut.inc, inc)
+            ctx.set(dut.clear, clear)
+            await ctx.tick()
+            want = 0 if clear else (want + inc) % (1 << width)
+            assert ctx.get(dut.value) == want
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+def test_counter_refuses_bad_sizes():
+    from ternedge.rtl.counter import Counter
+
+    with pytest.raises(ValueError, match="inc_width < chunk <= width"):
+        Counter(16, inc_width=4, chunk=4)
+    with pytest.raises(ValueError, match="width must be a positive integer"):
+        Counter(0)
+
+
+def test_model_latencies_are_the_rtl_s():
+    """``sim.accelerator`` mirrors the sequencer's CHECK and TILE waits (sim/ may not import
+    rtl/, so the model keeps its own copies of the constants)."""
+    from ternedge.rtl import accelerator
+    from ternedge.rtl.checks import InstructionCheck
+    from ternedge.rtl.weight_stream import WeightUnpacker
+    from ternedge.sim import accelerator as model
+
+    assert model.CHECK_LATENCY == InstructionCheck.LATENCY
+    assert model.TILE_LATENCY == accelerator.TILE_LATENCY
+    assert model.UNPACK_LATENCY == WeightUnpacker.LATENCY
