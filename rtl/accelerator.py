@@ -299,11 +299,13 @@ class Accelerator(wiring.Component):
             return op_flags[o]
 
         # ---- read commands and the router ----
-        rd_addr, rd_beats = Signal(32), Signal(20)
+        rd_addr = Signal(32)
+        rd_beats = Signal(20)
         rd_route = Signal(range(len(Route)))
         rd_issue = Signal()                          # the sequencer offers a read command
         rd_final = Signal(init=1)                    # ... which ends a token (``last``)
-        wr_addr, wr_beats = Signal(32), Signal(20)
+        wr_addr = Signal(32)
+        wr_beats = Signal(20)
         wr_issue = Signal()
         drain = Signal()
 
@@ -501,9 +503,13 @@ class Accelerator(wiring.Component):
         pc = Signal(16)
         t = Signal(16)
         h = Signal(16)
-        row0, row1, rowd = Signal(32), Signal(32), Signal(32)
+        row0 = Signal(32)
+        row1 = Signal(32)
+        rowd = Signal(32)
         rowe = Signal(32)                            # LINEAR epilogue operand row
-        off0, offd, kv_off = Signal(32), Signal(32), Signal(32)
+        off0 = Signal(32)
+        offd = Signal(32)
+        kv_off = Signal(32)
         keys = Signal(16)                            # keys seen by query t
         seg = Signal(16)                             # NORM: segment of the row being read
         is_attention = is_op(isa.Op.ATTENTION)
@@ -516,7 +522,8 @@ class Accelerator(wiring.Component):
         # (a tile of one: ``stride_t``).
         left = Signal(16)
         step_t = Signal(8)
-        tile_keys, q_beats = Signal(16), Signal(20)
+        tile_keys = Signal(16)
+        q_beats = Signal(20)
         key_beats = Signal(32)
         more_tiles = Signal()
         tile_bytes = Signal(32)
@@ -543,8 +550,11 @@ class Accelerator(wiring.Component):
         # ``in_quant``: tokens read into the quantizer not yet handed to the gearbox; a row is
         # read only while at most one other is, so it always finds a free quantizer bank.
         in_quant = Signal(2)
-        w_pending, w_t, w_h = Signal(), Signal(16), Signal(16)
-        w_row, w_off = Signal(32), Signal(32)
+        w_pending = Signal()
+        w_t = Signal(16)
+        w_h = Signal(16)
+        w_row = Signal(32)
+        w_off = Signal(32)
         # The commands' addresses, each the registered sum of its row and offset registers: a
         # sum is a cycle behind its parts, which never matters, because no command is offered
         # to an idle DMA in the cycle after its parts change (the state after WAIT is never a
@@ -557,7 +567,9 @@ class Accelerator(wiring.Component):
                      addr_d.eq(rowd + offd), addr_w.eq(w_row + w_off)]
         # the loop conditions, registered the same way (a counter changes a cycle before
         # its state moves on, and is next looked at several cycles later)
-        last_head, w_last_head, w_last_token = Signal(), Signal(), Signal()
+        last_head = Signal()
+        w_last_head = Signal()
+        w_last_token = Signal()
         advance_kv = Signal()                        # the next head reads the next KV head
         last_segment = Signal()                      # NORM: the row's last segment
         m.d.sync += [last_head.eq(h + 1 >= iter_heads), w_last_head.eq(w_h + 1 >= heads),
