@@ -229,9 +229,15 @@ class Quantizer(wiring.Component):
                 m.d.sync += [emitting.eq(0), index.eq(0), busy[rbank].eq(0),
                              rbank.eq(~rbank)]
 
+        # the stages load only while a beat is in flight (none while idle)
+        active = Signal()
+        stage_valids = []
+
         def stage(name, shape, value):
-            s = Signal(shape, name=name)
-            with m.If(advance):
+            # data stages have no reset (a simulator then evaluates them only when enabled);
+            # the valid bits do
+            s = Signal(shape, name=name, reset_less=not name.endswith("_valid"))
+            with m.If(advance & active):
                 m.d.sync += s.eq(value)
             return s
 
@@ -248,6 +254,7 @@ class Quantizer(wiring.Component):
         last_mul = stage("mul_last", 1, last_abs)
         mul_amax = stage("mul_amax", 32, mag_amax)
         v, lst = stage("num_valid", 1, v_mul), stage("num_last", 1, last_mul)
+        stage_valids.append(v)
         divisor = stage("num_divisor", 32, mul_amax)
         lane_rest, lane_neg = [], []
         for i in range(lanes):
@@ -274,8 +281,10 @@ class Quantizer(wiring.Component):
                                          Mux(take, diff, rest)[:32 + row])
                 lane_neg[i] = stage(f"row{row}_{i}_neg", 1, lane_neg[i])
             v, lst = stage(f"row{row}_valid", 1, v), stage(f"row{row}_last", 1, lst)
+            stage_valids.append(v)
             if row:
                 divisor = stage(f"row{row}_divisor", 32, divisor)
+        m.d.comb += active.eq(Cat(issue, v_read, v_abs, v_mul, *stage_valids).any())
         with m.If(advance):
             m.d.sync += [self.q.valid.eq(v), self.q.payload.last.eq(lst)]
             for i in range(lanes):
@@ -425,10 +434,14 @@ class Dequantizer(wiring.Component):
         product_m = Signal(32)                     # m_x * m_w
         t = Signal(range(97))
         valids = []
+        # the stages load only while an element is in flight (none while idle)
+        active = Signal()
 
         def stage(name, shape, value):
-            s = Signal(shape, name=name)
-            with m.If(advance):
+            # data stages have no reset (a simulator then evaluates them only when enabled);
+            # the valid bits do
+            s = Signal(shape, name=name, reset_less=not name.endswith("_valid"))
+            with m.If(advance & active):
                 m.d.sync += s.eq(value)
             return s
 
@@ -494,6 +507,7 @@ class Dequantizer(wiring.Component):
             v = stage(f"{name}_valid", 1, v)
             lst = stage(f"{name}_last", 1, lst)
             valids.append(v)
+        m.d.comb += active.eq(Cat(accept, *valids).any())
         # product_m feeds the partial products, t the coarse and fine shifts
         m.d.comb += idle.eq(~(valids[0] | valids[1] | valids[2] | valids[3] | valids[4]
                               | valids[5]))
