@@ -15,6 +15,10 @@ cocotb path (the cocotb process's CPU time includes its Python AXI models, which
 point).
 
     .venv/bin/python benchmarks/bench_rtl_harness.py [--skip-kv260] [--json FILE]
+
+``--compare LIB [LIB ...]`` times prebuilt harness libraries of the tiny top (``rtl.harness.build``
+outputs of the same design, e.g. before and after a change) on the tiny workload, alternating,
+``--rounds`` times: on a shared machine, alternating runs are the fair comparison.
 """
 
 import argparse
@@ -75,6 +79,23 @@ def bench_harness_kv260():
             "cycles_per_cpu_s": report["sim_cycles_per_cpu_s"],
             "build_and_setup_s": round(total - report["sim_wall_s"], 1),
             "bit_exact": report["bit_exact"], "cycle_exact": report["cycle_exact"]}
+
+
+def compare_libraries(libraries, rounds, decode_steps):
+    """Cycles per CPU second of each prebuilt library on the tiny workload, alternating."""
+    from ternedge.rtl import harness
+
+    build, rates = harness.build, {str(lib): [] for lib in libraries}
+    try:
+        for _ in range(rounds):
+            for lib in libraries:
+                harness.build = lambda top, lib=lib, **kwargs: pathlib.Path(lib)
+                rate = bench_harness_tiny(decode_steps)["cycles_per_cpu_s"]
+                rates[str(lib)].append(rate)
+                print(f"{lib}: {rate:,} cycles per CPU second", flush=True)
+    finally:
+        harness.build = build
+    return rates
 
 
 def bench_cocotb_tiny(work):
@@ -178,7 +199,17 @@ def main(argv=None):
     parser.add_argument("--skip-cocotb", action="store_true")
     parser.add_argument("--work", type=pathlib.Path, default=HERE.parent / "build" / "bench-rtl")
     parser.add_argument("--json", type=pathlib.Path)
+    parser.add_argument("--compare", type=pathlib.Path, nargs="+", metavar="LIBRARY")
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
+    if args.compare:
+        missing = [str(lib) for lib in args.compare if not lib.is_file()]
+        if missing:
+            parser.error(f"no such harness library: {', '.join(missing)} (rtl.harness.build "
+                         "writes them as libharness-*.so in its build folder)")
+        rates = compare_libraries(args.compare, args.rounds, args.decode_steps)
+        print(json.dumps(rates, indent=1))
+        return
     args.work.mkdir(parents=True, exist_ok=True)
     results = {"harness_tiny": bench_harness_tiny(args.decode_steps)}
     print(f"harness, tiny (3,24,4): {results['harness_tiny']['cycles_per_cpu_s']:,} cycles per "

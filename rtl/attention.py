@@ -172,7 +172,11 @@ class _TwoPassAttention(wiring.Component):
         m = Module()
         tile, lanes, hb = self.queries, self.lanes, self.beats
         chunk = self.CHUNK
-        st = pipeline.Stages(m)
+        # Passes 1 and 2 hold data only between a job's acceptance and its output pass (the
+        # FSM out of IDLE): their stages load only then (a clock enable decoded from the
+        # state), so a simulator evaluates them only while a job runs.
+        job_active = Signal()
+        st = pipeline.Stages(m, enable=job_active)
         lane_array = data.ArrayLayout(signed(32), lanes)
 
         keys = Signal(range(self.max_keys + 1))
@@ -449,7 +453,9 @@ class _TwoPassAttention(wiring.Component):
         # ---- the output pass: sat32(round(round(acc / 2^24) * r)); stalls as a whole ----
         advance = ~self.o.valid | self.o.ready
         m.d.comb += out_advance.eq(advance)
-        so = pipeline.Stages(m, enable=advance)
+        # the output pass's stages load while it has a beat in flight (none while idle)
+        out_active = Signal()
+        so = pipeline.Stages(m, enable=advance & out_active)
         inv_m = [Signal(16, name=f"inv_m{t}") for t in range(tile)]
         inv_s = [Signal(range(64), name=f"inv_s{t}") for t in range(tile)]   # e - 14
         out_row = Signal(range(tile))
@@ -496,6 +502,7 @@ class _TwoPassAttention(wiring.Component):
         for i in range(self.OUTPUT_STAGES - 3):
             out_valids.append(so(f"out_valid{i}", 1, out_valids[-1]))
         out_valid = out_valids[-1]
+        m.d.comb += out_active.eq(Cat(outputting, *out_valids).any())
         with m.If(advance):
             m.d.sync += [self.o.valid.eq(out_valid)]
             for i in range(lanes):
@@ -506,7 +513,8 @@ class _TwoPassAttention(wiring.Component):
         # ---- control: the job, the three input passes, the reciprocal, the output pass ----
         out_beat = Signal(range(hb))
         m.d.comb += out_addr.eq(out_beat)
-        with m.FSM():
+        with m.FSM() as fsm:
+            m.d.comb += job_active.eq(~fsm.ongoing("IDLE"))
             with m.State("IDLE"):
                 m.d.comb += self.job.ready.eq(~out_busy)
                 with m.If(self.job.valid & self.job.ready):

@@ -160,7 +160,10 @@ class RMSNorm(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         lanes = self.lanes
-        st = pipeline.Stages(m)
+        # Pass 1 and the reduction hold a token from its first beat until its last pass-2
+        # beat (``count`` is non-zero all that time): their stages load only then.
+        active = Signal()
+        st = pipeline.Stages(m, enable=active)
         m.submodules.buffer = buffer = memory.Memory(shape=_lanes(lanes), depth=self.depth,
                                                      init=[])
         write = buffer.write_port()
@@ -187,6 +190,7 @@ class RMSNorm(wiring.Component):
             write.data.eq(self.x.payload.x),
             write.en.eq(accept),
         ]
+        m.d.comb += active.eq(accept | (count != 0))
         with m.If(accept):
             m.d.sync += count.eq(count + 1)
             with m.If(self.x.payload.last):
@@ -287,7 +291,9 @@ class RMSNorm(wiring.Component):
 
         # ---- pass 2: x * gamma, rounded and saturated to 40 bits, times 1/rms, shifted ----
         advance = ~self.y.valid | self.y.ready
-        so = pipeline.Stages(m, enable=advance)
+        # pass 2's stages load only while it emits or has a beat in flight
+        active2 = Signal()
+        so = pipeline.Stages(m, enable=advance & active2)
         take = self.gamma.valid & self.gamma.ready
         final = index == count - 1
         m.d.comb += [read.addr.eq(index), read.en.eq(advance),
@@ -354,6 +360,7 @@ class RMSNorm(wiring.Component):
         for k in range(self.LATENCY - 2):
             valids.append(so(f"p{k + 2}_valid", 1, valids[-1]))
             lasts.append(so(f"p{k + 2}_last", 1, lasts[-1], reset_less=True))
+        m.d.comb += active2.eq(emitting | Cat(*valids).any())
         with m.If(advance):
             m.d.sync += [self.y.valid.eq(valids[-1]), self.y.payload.last.eq(lasts[-1])]
             for i in range(lanes):
@@ -446,7 +453,9 @@ class RoPE(wiring.Component):
         index = Signal(range(hb))
         last = index == hb - 1
         advance = ~self.y.valid | self.y.ready
-        so = pipeline.Stages(m, enable=advance)
+        # the stages load only while a beat (or the drain) is in flight: none while idle
+        active = Signal()
+        so = pipeline.Stages(m, enable=advance & active)
         pair = Signal()                # second-half beat and its table beat both here
         drain = Signal()               # a y2 read issued
         m.d.comb += [
@@ -497,6 +506,7 @@ class RoPE(wiring.Component):
             valids.append(so(f"r{k + 2}_valid", 1, valids[-1]))
         index_out = so.delay("r_index", index1, self.LATENCY - 2, reset_less=True)
         drained = so("drain_valid", 1, drain)
+        m.d.comb += active.eq(Cat(pair, drain, drained, *valids).any())
         m.d.comb += [y2_write.addr.eq(index_out), y2_write.en.eq(valids[-1] & advance)]
         for i in range(lanes):
             m.d.comb += y2_write.data[i].eq(y2s[i])
@@ -688,10 +698,16 @@ class Pointwise(wiring.Component):
         m = Module()
         advance = ~self.o.valid | self.o.ready
         m.d.comb += self.i.ready.eq(advance)
-        st = pipeline.Stages(m, enable=advance)
+        # the stages load only while a beat is in flight (none while idle)
+        active = Signal()
+        st = pipeline.Stages(m, enable=advance & active)
         accept = self.i.valid & self.i.ready
         last = self.LATENCY - 1                    # the stage of the results, before o
-        valid = st.delay("valid", accept, last)
+        valids = [accept]
+        for k in range(last):
+            valids.append(st(f"valid_d{k + 1}", 1, valids[-1]))
+        valid = valids[-1]
+        m.d.comb += active.eq(Cat(*valids).any())
         op = st.delay("op", self.i.payload.op, last, reset_less=True)
         with m.If(advance):
             m.d.sync += self.o.valid.eq(valid)

@@ -18,7 +18,9 @@ Waveforms (FST) are built only when asked for (``waves=True``: a separate build)
 The top is verilated inside a Verilog wrapper (``_wrapper``) that registers its inputs at the
 rising edge, the harness driving each cycle's inputs before the edge that begins it: the top
 sees the same inputs in every cycle as without the wrapper, and Verilator evaluates its logic
-once a clock (``benchmarks/bench_rtl_harness.py``: 1.3x on the tiny top).
+once a clock (``benchmarks/bench_rtl_harness.py``: 1.3x on the tiny top). The Verilog comes from
+the top's RTLIL through ``YOSYS_PASSES`` (one flat module, the clock enables as enables, no
+unused logic) rather than Amaranth's hierarchical ``verilog.convert``.
 """
 
 import ctypes
@@ -42,6 +44,17 @@ VERILATOR_FLAGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast", "--noasse
                    "-Wno-fatal", "-Wno-lint", "-Wno-style"]
 CXX_FLAGS = ["-fPIC", "-O3", "-march=native", "-fvisibility=hidden"]
 DONE, ERROR, BUSY = 2, 4, 1
+#: the Yosys passes between the top's RTLIL and the Verilog verilated (Amaranth's own
+#: ``verilog.convert`` runs ``proc -nomux -norom; memory_collect``): one flat module, the
+#: clock enables as ``if (en) q <= d`` and no unused logic, so that Verilator sees through
+#: the units' packed stream payloads (a field read on the far side of a port is the wire that
+#: drives it, not a slice of a rebuilt thousand-bit vector) and evaluates an enabled
+#: register's input only when the enable is set. Equivalent logic (Yosys's ``opt`` keeps
+#: behaviour and initial values); every harness test is bit- and cycle-exact on it.
+#: ``wreduce`` narrows arithmetic wider than its used bits (fewer wide-word helpers). The full
+#: ``opt``: ``opt -fast`` leaves the enables of reset-less registers as feedback muxes, which
+#: Verilator evaluates every cycle (2.4x slower on the tiny top).
+YOSYS_PASSES = ("proc", "flatten", "opt", "wreduce", "opt_clean", "memory_collect")
 
 
 class HarnessError(RuntimeError):
@@ -105,8 +118,10 @@ def _wrapper(source: str, toplevel: str, wrapper: str) -> str:
     match = re.search(rf"^module {re.escape(toplevel)}\(.*?^endmodule", source, re.M | re.S)
     if not match:
         raise HarnessError(f"module {toplevel} is not in the generated Verilog")
+    # the module's own ports (not the inputs of the functions Yosys writes for $pmux cells)
+    body = re.sub(r"^\s*function\b.*?^\s*endfunction\b", "", match.group(0), flags=re.M | re.S)
     ports = re.findall(r"^\s*(input|output)\s+(?:wire\s+|reg\s+)?(?:signed\s+)?"
-                       r"(\[\d+:\d+\]\s*)?(\w+)\s*;", match.group(0), re.M)
+                       r"(\[\d+:\d+\]\s*)?(\w+)\s*;", body, re.M)
     names = [name for _, _, name in ports]
     if "clk" not in names or LATCH in names:
         raise HarnessError(f"cannot wrap module {toplevel}: its ports are {names}")
@@ -126,16 +141,48 @@ def _wrapper(source: str, toplevel: str, wrapper: str) -> str:
     return source + "\n" + "\n".join(lines) + "\n"
 
 
+def _verilog(top, toplevel: str) -> str:
+    """The top's Verilog through ``YOSYS_PASSES`` (the Yosys that Amaranth's own Verilog
+    back end finds, ``amaranth.back.verilog``)."""
+    from amaranth._toolchain.yosys import find_yosys
+    from amaranth.back import rtlil
+
+    script = [f"read_rtlil <<rtlil\n{rtlil.convert(top, name=toplevel, emit_src=False)}\nrtlil",
+              *YOSYS_PASSES, "write_verilog -norename"]
+    yosys = find_yosys(lambda version: version >= (0, 40))
+    # write_verilog warns that it cannot translate every process; Amaranth squashes it too
+    return _split_vars(yosys.run(["-q", "-"], "\n".join(script), ignore_warnings=True))
+
+
+def _split_vars(source: str) -> str:
+    """Mark ``/*verilator split_var*/`` every wire that a bit range of it drives another of
+    (``assign w[17] = w[18]``, a sign extension ``wreduce`` leaves; fields of one packed
+    payload computed from each other): Verilator takes such a wire for a combinational loop
+    (UNOPTFLAT) and evaluates it by iterating to a fixed point every cycle, where split into
+    its ranges it is ordered like any other logic."""
+    selected = re.compile(r"(\\\S+ |\b[A-Za-z_]\w*)\s*\[")     # a name with a bit select
+    names = set()
+    for match in re.finditer(r"^\s*assign (.*?) = (.*);$", source, re.M):
+        names |= ({name.strip() for name in selected.findall(match.group(1))}
+                  & {name.strip() for name in selected.findall(match.group(2))})
+    if not names:
+        return source
+
+    def mark(match):
+        return match.group(0) if match.group(2).strip() not in names else \
+            f"{match.group(1)}{match.group(2)} /*verilator split_var*/;"
+    return re.sub(r"^(\s*wire (?:signed )?(?:\[\d+:\d+\] )?)(\\\S+ |\w+)\s*;", mark, source,
+                  flags=re.M)
+
+
 def build(top, *, build_dir, toplevel: str = "ternedge_accelerator", waves: bool = False,
           jobs: int | None = None, log_file=None, on_build=None) -> pathlib.Path:
     """Verilate ``top`` (an ``rtl.accelerator.Accelerator``) with the harness; the path of the
     shared library. Cached: rebuilt only when the Verilog, the harness or the flags change
     (``on_build()`` is called before a build actually runs)."""
-    from amaranth.back import verilog
-
     os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
     wrapper = f"{toplevel}_harness"
-    source = _wrapper(verilog.convert(top, name=toplevel, emit_src=False), toplevel, wrapper)
+    source = _wrapper(_verilog(top, toplevel), toplevel, wrapper)
     ports = ddr_ports(top)
     if not ports:
         raise HarnessError("the top has no AXI4 DDR master port")

@@ -183,8 +183,10 @@ class Reciprocal(wiring.Component):
             nv = Signal(w, name=f"norm{step}")
             nlz = Signal(range(w), name=f"norm{step}_lz")
             nvalid = Signal(name=f"norm{step}_valid")
-            m.d.sync += [nv.eq(Mux(shifts, value << step, value)),
-                         nlz.eq(lz + Mux(shifts, step, 0)), nvalid.eq(valid)]
+            m.d.sync += nvalid.eq(valid)
+            with m.If(valid):                    # a clock enable: idle stages hold
+                m.d.sync += [nv.eq(Mux(shifts, value << step, value)),
+                             nlz.eq(lz + Mux(shifts, step, 0))]
             value, lz, valid = nv, nlz, nvalid
 
         d = Signal(w)

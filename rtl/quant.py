@@ -231,9 +231,15 @@ class Quantizer(wiring.Component):
                 m.d.sync += [emitting.eq(0), index.eq(0), busy[rbank].eq(0),
                              rbank.eq(~rbank)]
 
+        # the stages load only while a beat is in flight (none while idle)
+        active = Signal()
+        stage_valids = []
+
         def stage(name, shape, value):
-            s = Signal(shape, name=name)
-            with m.If(advance):
+            # data stages have no reset (a simulator then evaluates them only when enabled);
+            # the valid bits do
+            s = Signal(shape, name=name, reset_less=not name.endswith("_valid"))
+            with m.If(advance & active):
                 m.d.sync += s.eq(value)
             return s
 
@@ -252,6 +258,7 @@ class Quantizer(wiring.Component):
         last_mul2 = stage("mul2_last", 1, last_mul)
         mul2_amax = stage("mul2_amax", 32, mul_amax)
         v, lst = stage("num_valid", 1, v_mul2), stage("num_last", 1, last_mul2)
+        stage_valids.append(v)
         divisor = stage("num_divisor", 32, mul2_amax)
 
         def add(a, b, carry):
@@ -295,8 +302,10 @@ class Quantizer(wiring.Component):
                                          Mux(take, diff, rest)[:32 + row])
                 lane_neg[i] = stage(f"row{row}_{i}_neg", 1, lane_neg[i])
             v, lst = stage(f"row{row}_valid", 1, v), stage(f"row{row}_last", 1, lst)
+            stage_valids.append(v)
             if row:
                 divisor = stage(f"row{row}_divisor", 32, divisor)
+        m.d.comb += active.eq(Cat(issue, v_read, v_abs, v_mul, v_mul2, *stage_valids).any())
         with m.If(advance):
             m.d.sync += [self.q.valid.eq(v), self.q.payload.last.eq(lst)]
             for i in range(lanes):
@@ -446,10 +455,14 @@ class Dequantizer(wiring.Component):
         product_m = Signal(32)                     # m_x * m_w
         t = Signal(range(97))
         valids = []
+        # the stages load only while an element is in flight (none while idle)
+        active = Signal()
 
         def stage(name, shape, value):
-            s = Signal(shape, name=name)
-            with m.If(advance):
+            # data stages have no reset (a simulator then evaluates them only when enabled);
+            # the valid bits do
+            s = Signal(shape, name=name, reset_less=not name.endswith("_valid"))
+            with m.If(advance & active):
                 m.d.sync += s.eq(value)
             return s
 
@@ -515,6 +528,7 @@ class Dequantizer(wiring.Component):
             v = stage(f"{name}_valid", 1, v)
             lst = stage(f"{name}_last", 1, lst)
             valids.append(v)
+        m.d.comb += active.eq(Cat(accept, *valids).any())
         # product_m feeds the partial products, t the coarse and fine shifts
         m.d.comb += idle.eq(~(valids[0] | valids[1] | valids[2] | valids[3] | valids[4]
                               | valids[5]))

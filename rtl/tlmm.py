@@ -304,8 +304,10 @@ class TableBuilder(wiring.Component):
                 minus = [lanes[j] for j, w in enumerate(part) if w < 0]
                 value = plus[0] + plus[1] if len(plus) == 2 else (
                     plus[0] - minus[0] if minus else plus[0])
+                # data registers: no reset (a reset would make a simulator compute them
+                # every cycle, and they are read only with a valid beat)
                 reg = Signal(signed(width), name=f"partial_t{table}_" + "".join(
-                    "p" if w > 0 else "m" if w < 0 else "z" for w in part))
+                    "p" if w > 0 else "m" if w < 0 else "z" for w in part), reset_less=True)
                 with m.If(self.activations.valid & self.activations.ready):
                     m.d.sync += reg.eq(value)
                 registered[part] = reg
@@ -517,20 +519,32 @@ class LookupAccumulate(wiring.Component):
                     entries = [payload.tables[table][i] for i in range(self.canonical + 1)]
                     value = _mux_tree(entries, magnitude)
                 term = Signal(signed(table_entry_width(cfg.group_size)),
-                              name=f"term_c{col}_t{table}")
-                m.d.sync += term.eq(Mux(negate, ~value, value))
+                              name=f"term_c{col}_t{table}", reset_less=True)
+                # Data registers load only with a valid item (a clock enable, no logic on the
+                # path) and have no reset: what an invalid stage holds is never used, and a
+                # simulator then evaluates the lookups and sums only in the cycles that have
+                # an item.
+                with m.If(self.i.valid):
+                    # ~x as x ^ all-ones: the lookup's value is used once (an expression a
+                    # simulator can evaluate inside the enable)
+                    m.d.sync += term.eq(value ^ negate.replicate(len(term)))
                 terms.append(term)
                 signs.append(negate)
-            popcount = Signal(range(t + 1), name=f"signs_c{col}")
-            m.d.sync += popcount.eq(_tree_sum(signs))
+            popcount = Signal(range(t + 1), name=f"signs_c{col}", reset_less=True)
+            with m.If(self.i.valid):
+                m.d.sync += popcount.eq(_tree_sum(signs))
             columns.append(terms + [popcount])
         flags = [(self.i.valid, payload.n_block, payload.clear, payload.last)]
 
-        def register(values, name):
+        def register(values, name, enable=None):
             out = []
             for i, value in enumerate(values):
-                reg = Signal(value.shape(), name=f"{name}_{i}")
-                m.d.sync += reg.eq(value)
+                reg = Signal(value.shape(), name=f"{name}_{i}", reset_less=enable is not None)
+                if enable is None:
+                    m.d.sync += reg.eq(value)
+                else:
+                    with m.If(enable):
+                        m.d.sync += reg.eq(value)
                 out.append(reg)
             return out
 
@@ -545,7 +559,7 @@ class LookupAccumulate(wiring.Component):
                 for _ in range(ADDER_LEVELS_PER_STAGE):
                     if len(level) > 1:
                         level = _pair_sums(level)
-                columns[col] = register(level, f"tree{stage}_c{col}")
+                columns[col] = register(level, f"tree{stage}_c{col}", enable=flags[-1][0])
             flags.append(tuple(register(flags[-1], f"tree{stage}_flag")))
 
         # -- accumulate stage --
@@ -558,11 +572,13 @@ class LookupAccumulate(wiring.Component):
         acc_r = acc_mem.read_port(domain="comb")
         valid, n_block, _, last = flags[-1]
         _, next_block, next_clear, _ = flags[-2]
-        base = Signal.like(self.o.payload)
+        base = Signal.like(self.o.payload, reset_less=True)
+        next_valid = flags[-2][0]
         m.d.comb += acc_r.addr.eq(next_block)
-        m.d.sync += base.eq(Mux(next_clear, 0, Mux(valid & (n_block == next_block),
-                                                   self.o.payload.as_value(),
-                                                   acc_r.data.as_value())))
+        with m.If(next_valid):
+            m.d.sync += base.eq(Mux(next_clear, 0, Mux(valid & (n_block == next_block),
+                                                       self.o.payload.as_value(),
+                                                       acc_r.data.as_value())))
         for col in range(n):
             m.d.comb += self.o.payload[col].eq(base[col] + columns[col][0])
         m.d.comb += [
@@ -668,7 +684,7 @@ class WeightBuffer(wiring.Component):
         w_pending, w_last, w_bank = Signal(), Signal(), Signal()
         w_addr = Signal(range(self.depth))
         w_lanes = Signal(cols)
-        w_entry = Signal(self.fill_layout)
+        w_entry = Signal(self.fill_layout, reset_less=True)
         for i in range(2):
             m.d.comb += [
                 writes[i].addr.eq(w_addr),
@@ -892,7 +908,7 @@ class Engine(wiring.Component):
         fields = data.StructLayout({"first": 1, "last_block": 1, "n_block": range(
             self.max_n_blocks), "clear": 1, "last": 1})
         r_item, l_item = Signal(fields), Signal(fields)
-        l_codes = Signal.like(wb.read_data)
+        l_codes = Signal.like(wb.read_data, reset_less=True)
 
         if lutram:
             table_ok = tb.tables.valid                       # claimed at issue
@@ -935,8 +951,10 @@ class Engine(wiring.Component):
             r_valid.eq(issue),
             r_item.first.eq(first_block), r_item.last_block.eq(last_block),
             r_item.n_block.eq(n_block), r_item.clear.eq(first_step), r_item.last.eq(last_step),
-            l_valid.eq(r_valid), l_item.eq(r_item), l_codes.eq(wb.read_data),
+            l_valid.eq(r_valid), l_item.eq(r_item),
         ]
+        with m.If(r_valid):                 # only a valid lookup's codes are used
+            m.d.sync += l_codes.eq(wb.read_data)
 
         # ---- lookup, adder tree, accumulate ----
         m.d.comb += [
@@ -949,7 +967,7 @@ class Engine(wiring.Component):
         if not lutram:
             # the tables of the K-step in stage L: entries 1..P of the builder's register
             lookup_tables = Signal(data.ArrayLayout(data.ArrayLayout(
-                signed(tb.entry_width), canonical), cfg.tables_per_step))
+                signed(tb.entry_width), canonical), cfg.tables_per_step), reset_less=True)
             with m.If(consume):
                 for t in range(cfg.tables_per_step):
                     for i in range(canonical):
