@@ -799,8 +799,9 @@ class Accelerator(wiring.Component):
         # handshakes' paths): a run's counts are complete the cycle after its FINISH, before
         # the host can see DONE and read them ----
         ports = len(self.weight_ports)
-        counting = {"cycles": Counter(64)} | {name: Counter(32) for name in COUNTERS}
-        counting["read_beats"] = Counter(32, inc_width=(ports + 1).bit_length())
+        counting = {"cycles": Counter(64)} | {
+            name: Counter(32, inc_width=(ports + 1).bit_length() if name == "read_beats" else 1)
+            for name in COUNTERS}
         read_beat = reader.data.valid & reader.data.ready
         weight_beats = [port.rvalid & port.rready for port in self.weight_ports]
         m.d.sync += [counting["cycles"].inc.eq(regs.busy),
