@@ -235,10 +235,12 @@ class Quantizer(wiring.Component):
         active = Signal()
         stage_valids = []
 
-        def stage(name, shape, value):
+        def stage(name, shape, value, *, reset_less=None):
             # data stages have no reset (a simulator then evaluates them only when enabled);
             # the valid bits do
-            s = Signal(shape, name=name, reset_less=not name.endswith("_valid"))
+            if reset_less is None:
+                reset_less = not name.endswith("_valid")
+            s = Signal(shape, name=name, reset_less=reset_less)
             with m.If(advance & active):
                 m.d.sync += s.eq(value)
             return s
@@ -259,7 +261,7 @@ class Quantizer(wiring.Component):
         mul2_amax = stage("mul2_amax", 32, mul_amax)
         v, lst = stage("num_valid", 1, v_mul2), stage("num_last", 1, last_mul2)
         stage_valids.append(v)
-        divisor = stage("num_divisor", 32, mul2_amax)
+        divisor = stage("num_divisor", 32, mul2_amax, reset_less=False)
 
         def add(a, b, carry):
             """``a + b + carry`` (one bit) as one carry chain."""
@@ -298,13 +300,17 @@ class Quantizer(wiring.Component):
                 bits = take if quotients[i] is None else Cat(take, quotients[i])
                 quotients[i] = stage(f"row{row}_{i}_q", len(bits), bits)
                 if row:
+                    # (with a reset, as the divisor's: bits that pass a row unchanged would
+                    # otherwise become SRL16Es in front of a later row's compare)
                     lane_rest[i] = stage(f"row{row}_{i}", 32 + row,
-                                         Mux(take, diff, rest)[:32 + row])
+                                         Mux(take, diff, rest)[:32 + row], reset_less=False)
                 lane_neg[i] = stage(f"row{row}_{i}_neg", 1, lane_neg[i])
             v, lst = stage(f"row{row}_valid", 1, v), stage(f"row{row}_last", 1, lst)
             stage_valids.append(v)
             if row:
-                divisor = stage(f"row{row}_divisor", 32, divisor)
+                # (with a reset: a reset-less chain becomes SRL16Es, whose outputs would
+                # start the next row's compare one logic level deeper)
+                divisor = stage(f"row{row}_divisor", 32, divisor, reset_less=False)
         m.d.comb += active.eq(Cat(issue, v_read, v_abs, v_mul, v_mul2, *stage_valids).any())
         with m.If(advance):
             m.d.sync += [self.q.valid.eq(v), self.q.payload.last.eq(lst)]
