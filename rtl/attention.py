@@ -179,14 +179,14 @@ class _TwoPassAttention(wiring.Component):
         st = pipeline.Stages(m, enable=job_active)
         lane_array = data.ArrayLayout(signed(32), lanes)
 
-        keys = Signal(range(self.max_keys + 1))
+        keys_m1 = Signal(range(self.max_keys + 1))  # the job's keys - 1 (registered)
         active = Signal(range(tile + 1))           # queries in this job
         limits = [Signal(range(self.max_keys + tile), name=f"limit{t}") for t in range(tile)]
         key = Signal(range(self.max_keys + 1))
         beat = Signal(range(hb))
         row = Signal(range(tile))                  # query being loaded
         last_beat = beat == hb - 1
-        last_key = key == keys - 1
+        last_key = key == keys_m1
         last_row = row == active - 1
 
         def step_beat(on_last):
@@ -519,7 +519,7 @@ class _TwoPassAttention(wiring.Component):
                 m.d.comb += self.job.ready.eq(~out_busy)
                 with m.If(self.job.valid & self.job.ready):
                     n = self._job_queries()
-                    m.d.sync += [keys.eq(self.job.payload.keys), active.eq(n),
+                    m.d.sync += [keys_m1.eq(self.job.payload.keys - 1), active.eq(n),
                                  key.eq(0), beat.eq(0), row.eq(0)]
                     for t in range(tile):
                         m.d.sync += limits[t].eq(self.job.payload.keys - n + t)
