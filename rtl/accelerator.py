@@ -623,13 +623,14 @@ class Accelerator(wiring.Component):
             }
             return {o: reads[step] for o, reads in table.items() if step < len(reads)}
 
-        def issue_read(options, next_state, segments=None):
-            """Offer the op's read; with ``segments`` (op, count) that op's read repeats over
-            ``count`` segments ``stride_h`` apart, only the last one ending the token."""
+        def issue_read(options, next_state, segmented=None):
+            """Offer the op's read; the ``segmented`` op's read repeats over ``heads``
+            segments ``stride_h`` apart (``last_segment``), only the last one ending the
+            token."""
             for i, (o, (when, addr, beats, rt, *go)) in enumerate(options.items()):
                 with (m.If if i == 0 else m.Elif)(is_op(o)):
                     more = C(0, 1)
-                    if segments is not None and segments[0] == o:
+                    if segmented == o:
                         more = ~last_segment
                         m.d.comb += rd_final.eq(~more)
                     m.d.comb += [rd_addr.eq(addr), rd_beats.eq(beats), rd_route.eq(rt)]
@@ -642,7 +643,7 @@ class Accelerator(wiring.Component):
                                 m.d.sync += [seg.eq(seg + 1), off0.eq(off0 + src0[2])]
                             with m.Else():
                                 m.next = next_state
-                                if segments is not None and segments[0] == o:
+                                if segmented == o:
                                     m.d.sync += [seg.eq(0), off0.eq(0)]
             with m.Else():
                 m.next = next_state
@@ -736,7 +737,7 @@ class Accelerator(wiring.Component):
                 with m.State(f"READ{step}"):
                     m.d.comb += regs.busy.eq(1)
                     issue_read(iteration_reads(step), f"READ{step + 1}" if step < 2 else "WAIT",
-                               segments=(isa.Op.NORM, heads) if step == 0 else None)
+                               segmented=isa.Op.NORM if step == 0 else None)
                     linear_writes()
             with m.State("WAIT"):
                 m.d.comb += regs.busy.eq(1)
