@@ -591,6 +591,8 @@ class Accelerator(wiring.Component):
         m.d.comb += [check.words.eq(Cat(words)), check.window_lo.eq(window_lo),
                      check.window_hi.eq(window_hi)]
         check_wait = Signal(range(InstructionCheck.LATENCY))
+        checking = Signal()             # the checks run from the fetch to the verdicts
+        m.d.comb += check.enable.eq(checking)
         tile_wait = Signal(range(TILE_LATENCY))
         beats0, beats1, beatsd = src0[3], src1[3], dst[3]
 
@@ -681,6 +683,7 @@ class Accelerator(wiring.Component):
                 m.d.sync += instr_beat.eq(0)
                 with m.If(reader.cmd.ready):              # (the program is in the window:
                     m.next = "FETCH_WAIT"                 # ``Registers`` checks it at START)
+                    m.d.sync += checking.eq(1)
             with m.State("FETCH_WAIT"):
                 m.d.comb += [regs.busy.eq(1), fetching.eq(1)]
                 with m.If(axi_fault != 0):
@@ -700,6 +703,7 @@ class Accelerator(wiring.Component):
                 m.d.comb += regs.busy.eq(1)
                 m.d.sync += check_wait.eq(check_wait - 1)
                 with m.If(check_wait == 0):
+                    m.d.sync += checking.eq(0)
                     with m.If(~check.known_op):
                         raise_fault(ErrorCode.BAD_OPCODE)
                     with m.Elif(~check.lengths_ok):

@@ -66,11 +66,14 @@ class InstructionCheck(wiring.Component):
     Attributes
     ----------
     words : In(ArrayLayout(32, 16))
-        The instruction, held for ``LATENCY`` cycles.
+        The instruction, held for ``LATENCY`` enabled cycles.
+    enable : In(1)
+        The pipeline's registers load only while it is high (its data registers have no reset:
+        a simulator skips them between instructions).
     window_lo, window_hi : In(32), In(33)
         The DDR window ``[window_lo, window_hi)``.
     known_op, lengths_ok, range_ok : Out(1)
-        The verdicts on the words of ``LATENCY`` cycles before (registered).
+        The verdicts on the words of ``LATENCY`` enabled cycles before (registered).
     """
 
     LATENCY = LATENCY
@@ -85,7 +88,7 @@ class InstructionCheck(wiring.Component):
         self.max_context, self.attention_tile = max_context, attention_tile
         self.pointwise_ops = tuple(pointwise_ops)
         super().__init__({
-            "words": In(data.ArrayLayout(32, isa.WORDS)),
+            "words": In(data.ArrayLayout(32, isa.WORDS)), "enable": In(1),
             "window_lo": In(32), "window_hi": In(33),
             "known_op": Out(1), "lengths_ok": Out(1), "range_ok": Out(1),
         })
@@ -99,8 +102,9 @@ class InstructionCheck(wiring.Component):
         ports = cfg.fill_entries_per_cycle
 
         def reg(name, shape, value):
-            s = Signal(shape, name=name)
-            m.d.sync += s.eq(value)
+            s = Signal(shape, name=name, reset_less=True)
+            with m.If(self.enable):
+                m.d.sync += s.eq(value)
             return s
 
         op = w[0][:8]
@@ -226,7 +230,7 @@ class InstructionCheck(wiring.Component):
                    (r["da"], zero, r["tm1"], r["dt"], r["hm1"], r["dh"], r["db"], one),
                    (r["da"], zero, r["tm1"], r["dt"], zero, zero, r["db"], one)),
         ]
-        st = Stages(m)
+        st = Stages(m, enable=self.enable)
 
         def add(name, x, y):
             """``x + y`` of two (value, stage) pairs, 24 bits a stage."""
@@ -239,10 +243,10 @@ class InstructionCheck(wiring.Component):
             width = max(len(x[0]), len(y[0]))
             xw, yw = arith.wire(m, width, x[0]), arith.wire(m, width, y[0])
             half = (width + 1) // 2
-            lt_hi = st(f"{name}_lt_hi", 1, xw[half:] < yw[half:])
-            eq_hi = st(f"{name}_eq_hi", 1, xw[half:] == yw[half:])
-            le_lo = st(f"{name}_le_lo", 1, xw[:half] <= yw[:half])
-            return st(name, 1, lt_hi | (eq_hi & le_lo)), max(x[1], y[1]) + 2
+            lt_hi = st(f"{name}_lt_hi", 1, xw[half:] < yw[half:], reset_less=True)
+            eq_hi = st(f"{name}_eq_hi", 1, xw[half:] == yw[half:], reset_less=True)
+            le_lo = st(f"{name}_le_lo", 1, xw[:half] <= yw[:half], reset_less=True)
+            return st(name, 1, lt_hi | (eq_hi & le_lo), reset_less=True), max(x[1], y[1]) + 2
 
         oks, latency = [], 0
         window_lo, window_hi = (self.window_lo, 0), (self.window_hi, 0)

@@ -209,6 +209,8 @@ class WeightStreamer(wiring.Component):
         m.d.comb += [check.words.eq(words), check.window_lo.eq(self.window_lo),
                      check.window_hi.eq(self.window_hi)]
         check_wait = Signal(range(InstructionCheck.LATENCY))
+        checking = Signal()             # the checks run from the fetch to the verdicts
+        m.d.comb += check.enable.eq(checking)
         op = words[0][:8]
         tokens, k_steps, n_blocks = words[1][:16], words[2][:16], words[2][16:]
         w_addr, w_beats = words[8], words[11]
@@ -256,6 +258,7 @@ class WeightStreamer(wiring.Component):
                              reader.cmd.valid.eq(~self.drain)]
                 m.d.sync += beat_index.eq(0)
                 with m.If(reader.cmd.valid & reader.cmd.ready):
+                    m.d.sync += checking.eq(1)
                     m.next = "FETCH_WAIT"
             with m.State("FETCH_WAIT"):
                 m.d.comb += reader.data.ready.eq(1)
@@ -275,6 +278,7 @@ class WeightStreamer(wiring.Component):
             with m.State("CHECK"):
                 m.d.sync += check_wait.eq(check_wait - 1)
                 with m.If(check_wait == 0):
+                    m.d.sync += checking.eq(0)
                     with m.If(check.known_op & check.lengths_ok & check.range_ok):
                         m.next = "JOB"
                     with m.Else():

@@ -154,14 +154,23 @@ def _verdicts(instructions, window=(LO, HI)):
     async def bench(ctx):
         ctx.set(dut.window_lo, window[0])
         ctx.set(dut.window_hi, window[1])
-        for ins in instructions:
+        for n, ins in enumerate(instructions):
             words = ins if isinstance(ins, list) else ins.words()
             for i, word in enumerate(words):
                 ctx.set(dut.words[i], word)
-            # the verdicts hold LATENCY cycles after the words (the first cycle they hold
-            # is the one after this set)
+            # the verdicts hold LATENCY enabled cycles after the words (the first cycle they
+            # hold is the one after this set)
+            ctx.set(dut.enable, 1)
             await ctx.tick().repeat(InstructionCheck.LATENCY)
-            out.append((ctx.get(dut.known_op), ctx.get(dut.lengths_ok), ctx.get(dut.range_ok)))
+            verdicts = (ctx.get(dut.known_op), ctx.get(dut.lengths_ok), ctx.get(dut.range_ok))
+            out.append(verdicts)
+            # disabled, the pipeline holds whatever its words do
+            ctx.set(dut.enable, 0)
+            for i in range(len(words)):
+                ctx.set(dut.words[i], 0)
+            await ctx.tick().repeat(1 + n % 3)
+            assert (ctx.get(dut.known_op), ctx.get(dut.lengths_ok),
+                    ctx.get(dut.range_ok)) == verdicts
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
