@@ -25,11 +25,14 @@ $(STAMP): pyproject.toml
 	@# torch 2.13.0 and then breaks `import transformers`; only NeuroBench's audio datasets
 	@# import it, never the Benchmark and metrics this project uses
 	$(PY) -m pip uninstall -q -y torchaudio
-	@# Icarus Verilog for the cocotb benches, and LZ4 headers for the harness's FST waveforms
-	@# (Verilator's FST writer includes lz4.h); Debian packages, optional elsewhere
-	@{ command -v iverilog >/dev/null && [ -e /usr/include/lz4.h ]; } || { [ "$$(id -u)" = 0 ] && \
-	  (apt-get update -qq && apt-get install -y -qq iverilog liblz4-dev >/dev/null) || \
-	  echo "note: apt-get install iverilog liblz4-dev for the Icarus benches and FST waveforms"; }
+	@# Icarus Verilog for the cocotb benches, LZ4 headers for the harness's FST waveforms
+	@# (Verilator's FST writer includes lz4.h) and clang++ for the harness (faster code than
+	@# g++, which it falls back to); Debian packages, optional elsewhere
+	@{ command -v iverilog >/dev/null && command -v clang++ >/dev/null && \
+	  [ -e /usr/include/lz4.h ]; } || { [ "$$(id -u)" = 0 ] && \
+	  (apt-get update -qq && apt-get install -y -qq iverilog liblz4-dev clang >/dev/null) || \
+	  echo "note: apt-get install iverilog liblz4-dev clang for the Icarus benches, FST" \
+	    "waveforms and the faster harness"; }
 	touch $(STAMP)
 
 demo: setup
