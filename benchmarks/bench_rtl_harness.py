@@ -36,8 +36,8 @@ PROMPT = b"And God said unto Moses,"
 
 
 def _tiny_backend_parts():
+    from ternedge.golden.layout import Layout
     from ternedge.golden.model import GoldenModel
-    from ternedge.host.accelerator import Layout
     from ternedge.host.checkpoint import load_checkpoint
     from ternedge.host.rtl_backend import MAX_CONTEXT, MAX_TOKENS, RTL_CONFIG
 

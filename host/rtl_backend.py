@@ -26,10 +26,10 @@ import numpy as np
 from ..golden import ddr as ddr_profiles
 from ..golden import isa
 from ..golden.config import AcceleratorConfig
+from ..golden.layout import Layout
 from ..golden.model import GoldenModel
 from ..golden.weights import ModelWeights
 from ..rtl.regs import ErrorCode, Reg
-from .accelerator import Layout
 from .backends import Backend
 from .errors import InputError, TernedgeError
 

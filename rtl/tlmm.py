@@ -20,7 +20,7 @@ Blocks (each a :class:`amaranth.lib.wiring.Component`, all dataflow on ``lib.str
     lookups), so the table's mirror half costs no logic in the engine.
 ``WeightBuffer``
     Two banks (ping-pong). The fill side takes a job descriptor and then
-    ``k_steps * n_blocks * N`` weight entries (the DMA order of ``host/weight_image.py``:
+    ``k_steps * n_blocks * N`` weight entries (the DMA order of ``golden/packing.py``:
     K-step-major, then column; an entry is the T codes of one column, code t in bits
     [t*b, (t+1)*b)), each written a cycle after it is taken; the compute side sees a filled bank
     as a stream whose handshake releases it.
@@ -768,7 +768,7 @@ class Engine(wiring.Component):
         ``tokens`` = M, ``k_steps`` = ceil(K / (G*T)), ``n_blocks`` = ceil(N / cols_per_cycle);
         all >= 1 (see :meth:`job_fields`). Accepted when a weight bank is free.
     weights : In(stream.Signature(ArrayLayout(unsigned(b), T * F)))
-        Per job, ``k_steps * n_blocks * cols_per_cycle`` entries in ``host/weight_image.py``
+        Per job, ``k_steps * n_blocks * cols_per_cycle`` entries in ``golden/packing.py``
         order (K-step-major, then column; padding entries are index 0), F =
         ``config.fill_entries_per_cycle`` a beat (entry f's codes at ``[f*T, (f+1)*T)``).
     activations : In(stream.Signature(ArrayLayout(signed(8), G*T)))

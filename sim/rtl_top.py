@@ -3,7 +3,7 @@
 model (``sim.accelerator``), projected to the model, the way ``ternedge rtl-bench`` projects its
 measurements. ``ternedge simulate --config default`` runs this.
 
-A pass of the top is one program (``host.accelerator.Layout``): every decoder layer, then the
+A pass of the top is one program (``golden.layout.Layout``): every decoder layer, then the
 final norm. ``RtlTop`` builds the top's DDR layout and programs at a board's default
 configuration (``golden.config.ACCELERATOR_DEFAULTS``) for one decoder layer of the model's
 shapes (seeded random ternary weights: the programs, and so the cycles, depend on the shapes
@@ -203,8 +203,8 @@ class RtlTop:
     """
 
     def __init__(self, model: ModelConfig, settings: dict, *, ddr: str = "kv260", seed: int = 0):
+        from ..golden.layout import Layout
         from ..golden.model import GoldenModel
-        from ..host.accelerator import Layout
 
         self.model, self.settings = model, settings
         self.config = accelerator_config(settings)

@@ -14,8 +14,8 @@ import pytest
 from ternedge.golden import isa
 from ternedge.golden.config import AcceleratorConfig
 from ternedge.golden.isa import Instruction, Op, Source
+from ternedge.golden.layout import Layout, execute
 from ternedge.golden.model import GoldenModel
-from ternedge.host.accelerator import Layout, execute
 from ternedge.host.checkpoint import load_checkpoint
 from ternedge.sim.accelerator import TopTiming, program_cycles
 

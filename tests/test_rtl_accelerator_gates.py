@@ -13,7 +13,7 @@ from ternedge.boards.build import BUILD_MODELS
 from ternedge.golden import isa
 from ternedge.golden.config import AcceleratorConfig
 from ternedge.golden.isa import Instruction, Op, Source
-from ternedge.host.accelerator import POINTWISE, execute, read_q16, write_q16
+from ternedge.golden.layout import POINTWISE, execute, read_q16, write_q16
 from ternedge.rtl import accelerator
 from ternedge.rtl.regs import ErrorCode, Reg
 

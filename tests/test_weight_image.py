@@ -1,10 +1,11 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""Weight image: pack/unpack round trips over odd shapes and geometries, pinned bit order."""
+"""Weight layout (golden.packing) and image: pack/unpack round trips over odd shapes and
+geometries, pinned bit order."""
 
 import numpy as np
 import pytest
 
-from ternedge.golden import tlmm
+from ternedge.golden import packing, tlmm
 from ternedge.golden.config import AcceleratorConfig, ModelConfig
 from ternedge.golden.weights import LINEAR_NAMES, LayerWeights, ModelWeights, TernaryLinear
 from ternedge.host import weight_image
@@ -28,7 +29,7 @@ def test_round_trip_odd_shapes(group_size, geometry):
     config = _config(group_size, *geometry)
     for n, k in [(7, 13), (1, 1), (17, 100), (geometry[1] * 2, group_size * geometry[0] + 1)]:
         linear = _random_linear(rng, n, k)
-        packed = weight_image.pack_linear(linear, config)
+        packed = packing.pack_linear(linear, config)
         assert packed.k_padded % (group_size * geometry[0]) == 0 and packed.k_padded >= k
         assert packed.n_padded % geometry[1] == 0 and packed.n_padded >= n
         assert packed.beats.shape == (packed.num_beats, 32)
@@ -47,7 +48,7 @@ def test_round_trip_odd_shapes(group_size, geometry):
                     chunk = idx[col, ks * t:(ks + 1) * t]
                     want[:chunk.size] = chunk
                 np.testing.assert_array_equal(
-                    weight_image.entry_indices(packed, ks, col), want, err_msg=f"seed {seed}")
+                    packing.entry_indices(packed, ks, col), want, err_msg=f"seed {seed}")
 
 
 def test_bit_order_pinned():
@@ -56,7 +57,7 @@ def test_bit_order_pinned():
     config = _config(2, 2, 2)
     ternary = np.array([[1, 0, 0, 1, 1, 1],            # groups: a=1 ->1, b=1 ->2, a+b ->3
                         [-1, 0, 1, -1, 0, 0]], np.int8)  # -a ->5, a-b ->4, zero ->0
-    packed = weight_image.pack_linear(TernaryLinear(ternary, 1.0), config)
+    packed = packing.pack_linear(TernaryLinear(ternary, 1.0), config)
     assert packed.entry_bits == 8 and packed.k_steps == 2 and packed.n_padded == 2
     stream = packed.beats.reshape(-1)
     # ks 0: col 0 -> (1, 2), col 1 -> (5, 4); ks 1: col 0 -> (3, pad 0), col 1 -> (0, 0)
@@ -64,7 +65,7 @@ def test_bit_order_pinned():
     assert stream[:4].tolist() == [0x21, 0x45, 0x03, 0x00]
     assert not stream[4:].any() and packed.num_beats == 1
     assert packed.scale_m == 1 << 15 and packed.scale_e == 15
-    assert weight_image.entry_indices(packed, 0, 1).tolist() == [5, 4]
+    assert packing.entry_indices(packed, 0, 1).tolist() == [5, 4]
 
 
 def test_bit_order_pinned_tellme_width():
@@ -72,7 +73,7 @@ def test_bit_order_pinned_tellme_width():
     config = _config(3, 28, 16)
     ternary = np.zeros((2, 3), np.int8)
     ternary[1] = [1, 0, 0]                                 # index 1 ("a") in table 0 of col 1
-    packed = weight_image.pack_linear(TernaryLinear(ternary, 0.5), config)
+    packed = packing.pack_linear(TernaryLinear(ternary, 0.5), config)
     stream = packed.beats.reshape(-1)
     assert packed.entry_bits == 140
     assert np.flatnonzero(stream).tolist() == [17] and stream[17] == 1 << 4
@@ -129,9 +130,9 @@ def test_load_image_rejects_other_files(tmp_path):
 
 
 def test_entry_indices_bounds():
-    packed = weight_image.pack_linear(TernaryLinear(np.zeros((3, 5), np.int8), 1.0),
+    packed = packing.pack_linear(TernaryLinear(np.zeros((3, 5), np.int8), 1.0),
                                       _config(2, 5, 3))
     with pytest.raises(IndexError, match="k_step"):
-        weight_image.entry_indices(packed, packed.k_steps, 0)
+        packing.entry_indices(packed, packed.k_steps, 0)
     with pytest.raises(IndexError, match="col"):
-        weight_image.entry_indices(packed, 0, packed.n_padded)
+        packing.entry_indices(packed, 0, packed.n_padded)

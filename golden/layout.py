@@ -1,5 +1,7 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""Host side of the RTL accelerator (``rtl.accelerator``): DDR layout, programs, reference.
+"""The accelerator top's DDR layout, its programs and their reference semantics: the contract
+between the host (``host.rtl_backend``), the RTL (``rtl.accelerator``) and the simulator
+(``sim.rtl_top``).
 
 ``Layout`` places everything the accelerator reads in its DDR window: the program, every
 linear's weight stream (``golden.isa``'s layout: entries wider than a beat back to back, others
@@ -18,12 +20,12 @@ import math
 
 import numpy as np
 
-from ..golden import attention, isa, ops, quant, tlmm
-from ..golden.config import AcceleratorConfig
-from ..golden.isa import Instruction, Op, Source
-from ..golden.model import GoldenModel
-from ..golden.weights import LINEAR_NAMES, TernaryLinear
-from .weight_image import _indices, pack_linear
+from . import attention, isa, ops, quant, tlmm
+from .config import AcceleratorConfig
+from .isa import Instruction, Op, Source
+from .model import GoldenModel
+from .packing import linear_indices, pack_linear
+from .weights import LINEAR_NAMES, TernaryLinear
 
 __all__ = ["Layout", "execute", "read_q16", "write_q16"]
 
@@ -46,8 +48,8 @@ def read_q16(memory, addr, count):
 
 def weight_stream(packed, ports: int = 1) -> bytes:
     """A linear's ``golden.isa`` weight stream for ``ports`` weight ports: its entries
-    K-step-major then column (the order of ``host.weight_image``)."""
-    idx = _indices(packed).reshape(-1, packed.tables_per_step)         # (entries, T)
+    K-step-major then column (the order of ``golden.packing``)."""
+    idx = linear_indices(packed).reshape(-1, packed.tables_per_step)         # (entries, T)
     return isa.pack_weight_stream(idx, packed.index_bits, ports)
 
 
