@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """The Verilog wrapper the C++ harness simulates (``rtl.harness._wrapper``): every input of the
 top but ``clk`` reaches it through a register loaded at the rising edge of ``clk`` or of
-``harness_latch``, the ports keep their names, and Verilator accepts the result. (The whole
+``harness_latch``, the ports keep their names, and Verilator accepts the result; and the
+harness's choice of C++ compiler (``rtl.harness.compiler``). (The whole
 top on the harness, bit- and cycle-exact: ``test_rtl_accelerator.py``, ``test_rtl_kv260.py``.)"""
 
 import os
@@ -72,3 +73,13 @@ def test_wrapper_is_valid_verilog(tmp_path):
 def test_wrapper_refuses_what_it_cannot_wrap(source, message):
     with pytest.raises(harness.HarnessError, match=message):
         harness._wrapper(source, "adder", "adder_harness")
+
+
+@pytest.mark.parametrize("clang, expected", [
+    ("/usr/bin/clang++", ("clang++", ["-std=gnu++17"], ["-latomic"])),
+    (None, ("c++", [], []))])
+def test_compiler_is_clang_where_there_is_one(monkeypatch, clang, expected):
+    """clang++ with C++17 (the model's aligned ``new``) and libatomic; else the system's c++."""
+    monkeypatch.setattr(harness.shutil, "which",
+                        lambda name: clang if name == "clang++" else None)
+    assert harness.compiler() == expected
