@@ -42,7 +42,7 @@ from .config import AcceleratorConfig
 from .weights import TernaryLinear
 
 __all__ = ["BEAT_BITS", "BEAT_BYTES", "LAYOUT_VERSION", "PackedLinear", "entry_indices",
-           "linear_indices", "num_beats", "pack_linear"]
+           "linear_indices", "pack_linear", "stream_beats"]
 
 LAYOUT_VERSION = 1
 #: the beat width of ``PackedLinear.beats``
@@ -106,7 +106,8 @@ class PackedLinear:
         return float(np.ldexp(np.float64(self.scale_m), -self.scale_e))
 
 
-def num_beats(bits: int) -> int:
+def stream_beats(bits: int) -> int:
+    """Beats of ``BEAT_BITS`` that hold a stream of ``bits`` bits."""
     return -(-bits // BEAT_BITS)
 
 
@@ -131,7 +132,7 @@ def pack_linear(linear: TernaryLinear, config: AcceleratorConfig) -> PackedLinea
     ordered = padded.reshape(n_pad, k_steps, t).transpose(1, 0, 2)
     bits = (ordered[..., None] >> np.arange(b, dtype=np.uint8)) & np.uint8(1)
     stream = bits.reshape(-1)
-    beats = num_beats(stream.size)
+    beats = stream_beats(stream.size)
     stream = np.concatenate([stream, np.zeros(beats * BEAT_BITS - stream.size, np.uint8)])
     packed = np.packbits(stream, bitorder="little").reshape(beats, BEAT_BYTES)
     m, e = quant.weight_scale(linear.scale)

@@ -27,8 +27,8 @@ from ..golden.packing import (
     LAYOUT_VERSION,
     PackedLinear,
     linear_indices,
-    num_beats,
     pack_linear,
+    stream_beats,
 )
 from ..golden.weights import LINEAR_NAMES, ModelWeights, TernaryLinear
 from .checkpoint import SafetensorsFile, write_safetensors
@@ -75,7 +75,7 @@ def unpack_linear(packed: PackedLinear) -> TernaryLinear:
 
 
 def _check_beats(packed: PackedLinear):
-    expected = num_beats(packed.num_entries * packed.entry_bits)
+    expected = stream_beats(packed.num_entries * packed.entry_bits)
     shape = np.shape(packed.beats)
     if shape != (expected, BEAT_BYTES):
         raise CheckpointError(f"linear {packed.out_features}x{packed.in_features} has beats of "

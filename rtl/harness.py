@@ -100,7 +100,12 @@ def compiler() -> tuple[str, list, list]:
 
 
 def _version(command: str) -> str:
-    result = subprocess.run([command, "--version"], capture_output=True, text=True)
+    """The first line of ``command --version``; empty if it does not run (the Verilator build
+    then fails with its own message)."""
+    try:
+        result = subprocess.run([command, "--version"], capture_output=True, text=True)
+    except OSError:
+        return ""
     return result.stdout.splitlines()[0] if result.stdout else ""
 
 
