@@ -82,7 +82,7 @@ def _cycle_report(backend) -> dict:
         return {}
     from ..sim.accelerator import TopTiming, program_cycles
 
-    timing = TopTiming.for_ddr(backend.accel_config, backend.ddr)
+    timing = TopTiming.for_ddr(backend.accel_config, backend.ddr, backend.gates)
     passes = [{"kind": c.kind, "tokens": c.tokens, "position": c.position,
                "rtl_cycles": c.cycles,
                "model_cycles": program_cycles(backend.layout.program(c.tokens, c.position),

@@ -129,6 +129,7 @@ class RTLBackend(Backend):
         super().__init__(weights)
         self.golden = GoldenModel(weights, config)
         self.accel_config = config
+        self.gates = (self.config.hidden_act,)       # the model's MLP gate alone is built
         self.max_tokens, self.max_context = max_tokens, max_context
         self.max_job_n, self.attention_tile = max_job_n, attention_tile
         self.timeout_cycles = timeout_cycles
@@ -151,7 +152,7 @@ class RTLBackend(Backend):
         top = Accelerator(config=self.accel_config, model=self.golden.config,
                           max_tokens=self.max_tokens, max_context=self.max_context,
                           max_job_n=self.max_job_n, attention_tile=self.attention_tile,
-                          gates=(self.config.hidden_act,))
+                          gates=self.gates)
         build_dir = Path(build_dir) if build_dir else cache_root() / self._design_key()
         build_dir.mkdir(parents=True, exist_ok=True)
         log = build_dir / "build.log"

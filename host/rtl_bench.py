@@ -94,7 +94,7 @@ def bench(model: ModelConfig, *, layers: int, board: str, ddr: str = "kv260",
                          attention_tile=settings["attention_tile"], ddr=ddr,
                          clock_mhz=clock_mhz, build_dir=build_dir, waves=waves)
     golden = GoldenModel(weights, accel)
-    timing = TopTiming.for_ddr(accel, backend.ddr)
+    timing = TopTiming.for_ddr(accel, backend.ddr, backend.gates)
     rng = np.random.default_rng(seed + 1)
     tokens = rng.integers(0, BENCH_VOCAB, size=prompt_len + decode_tokens)
     exact = True

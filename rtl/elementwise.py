@@ -21,7 +21,8 @@ buffers are read synchronously, and each unit's timing (``cycles``, ``latency``)
     Stateless pipeline with a per-beat ``PointwiseOp``: residual add
     (``golden.ops.residual_add``), ReLU² gate (``relu2_gate``) and SiLU gate (``silu_gate``;
     the sigmoid is ``exp_neg`` from the ROMs and a 17-row divider per lane, one row a stage),
-    every operation ``Pointwise.LATENCY`` cycles long (issue #12).
+    every built operation as long as the longest (``Pointwise.latency``: 47 cycles with the
+    SiLU gate, 17 with the residual add and the ReLU² gate alone; issue #12).
 
 All dataflow is ``lanes`` int32 Q16 elements per beat. Stall-free timing (``cycles``) counts the
 cycles from the one accepting a job's first input beat to the one accepting its last output
@@ -641,8 +642,8 @@ class Pointwise(wiring.Component):
 
     Pipelined (issue #12) so that no register-to-register path has more than one carry chain
     of about 32 bits or a small product; the pipeline stalls as a whole while its output
-    waits, and every operation takes ``latency`` cycles (the SiLU gate's; the others are
-    delayed to it), so the op may change from beat to beat:
+    waits, and every operation takes ``latency`` cycles (the longest built operation's; the
+    others are delayed to it), so the op may change from beat to beat:
 
     - the input register;
     - ADD: the two halves of ``a + b``, the saturation;
@@ -670,10 +671,15 @@ class Pointwise(wiring.Component):
         Q16 results, ``latency`` cycles after their inputs (stall-free).
     """
 
-    #: cycles from accepting a beat to its output beat: the input register, the clamp,
-    #: ``EXP_STAGES``, the division's operands, ``_SIGMOID_BITS`` divider rows, two products
-    #: (``PRODUCT_STAGES`` each), the output register
-    LATENCY = 1 + 1 + EXP_STAGES + 1 + _SIGMOID_BITS + 2 * PRODUCT_STAGES + 1
+    #: per operation, the stage of its result register (the input register is stage 0):
+    #: ADD the two halves and the saturation; the ReLU² gate ``relu(a)`` and two products
+    #: (``PRODUCT_STAGES`` each); the SiLU gate the clamp, ``EXP_STAGES``, the division's
+    #: operands, ``_SIGMOID_BITS`` divider rows and two products
+    RESULT_STAGE = {
+        PointwiseOp.ADD: 4,
+        PointwiseOp.RELU2_GATE: 2 + 2 * PRODUCT_STAGES,
+        PointwiseOp.SILU_GATE: 2 + EXP_STAGES + 1 + _SIGMOID_BITS + 2 * PRODUCT_STAGES,
+    }
 
     def __init__(self, *, lanes: int = 4, ops=tuple(PointwiseOp)):
         self.lanes = arith.check_positive("lanes", lanes)
@@ -687,12 +693,14 @@ class Pointwise(wiring.Component):
 
     @property
     def latency(self) -> int:
-        return self.LATENCY
+        """Cycles from accepting a beat to its output beat: the longest built operation's
+        result stage, then the output register."""
+        return max(self.RESULT_STAGE[op] for op in self.ops) + 1
 
     def cycles(self, beats: int) -> int:
         """Stall-free cycles for ``beats`` consecutive beats: ``beats + latency``."""
         arith.check_positive("beats", beats)
-        return beats + self.LATENCY
+        return beats + self.latency
 
     def elaborate(self, platform):
         m = Module()
@@ -702,7 +710,7 @@ class Pointwise(wiring.Component):
         active = Signal()
         st = pipeline.Stages(m, enable=advance & active)
         accept = self.i.valid & self.i.ready
-        last = self.LATENCY - 1                    # the stage of the results, before o
+        last = self.latency - 1                    # the stage of the results, before o
         valids = [accept]
         for k in range(last):
             valids.append(st(f"valid_d{k + 1}", 1, valids[-1]))
@@ -768,6 +776,8 @@ class Pointwise(wiring.Component):
                 b_late = st.delay(f"silu{i}_b", b, stage + PRODUCT_STAGES - 1, reset_less=True)
                 results[PointwiseOp.SILU_GATE] = (
                     _q16_product(st, f"silug{i}", silu, b_late), stage + 2 * PRODUCT_STAGES)
+            assert {case: stage for case, (_, stage) in results.items()} == {
+                op: self.RESULT_STAGE[op] for op in self.ops}
             results = {case: st.delay(f"{case.name.lower()}{i}_late", value, last - stage,
                                       reset_less=True)
                        for case, (value, stage) in results.items()}

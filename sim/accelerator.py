@@ -84,8 +84,6 @@ DEQUANT_LATENCY = units.Dequantizer(lanes=isa.LANES).latency
 DEQUANT_SETUP = units.Dequantizer(lanes=isa.LANES).setup_cycles
 #: Dequantizer: cycles from a token's last accumulator beat to the next token's first
 DEQUANT_TOKEN_GAP = units.Dequantizer.TOKEN_GAP
-#: Pointwise: cycles from an input beat's handshake to its output beat's (every operation)
-POINTWISE_LATENCY = units.Pointwise(lanes=isa.LANES).latency
 #: TLMM engine: cycles from a lookup's issue to its lookup stage (``rtl.tlmm.Engine``)
 ISSUE_TO_LOOKUP = 2
 #: cycles from a weight row to its entries' handshake with the engine's bank: the unpacker's
@@ -105,17 +103,21 @@ TILE_LATENCY = 4
 
 @dataclass(frozen=True)
 class TopTiming:
-    """The top's geometry, its DDR latencies (cocotbext-axi ``AxiRam``'s by default) and the
-    read bursts in flight (the ReadDMA's, or fewer if the DDR allows fewer)."""
+    """The top's geometry, its DDR latencies (cocotbext-axi ``AxiRam``'s by default), the
+    read bursts in flight (the ReadDMA's, or fewer if the DDR allows fewer) and the MLP gates
+    its ``Pointwise`` unit has (``rtl.accelerator.Accelerator``'s ``gates``: they set the
+    unit's latency)."""
 
     config: AcceleratorConfig
     read_latency: int = AXIRAM_READ_LATENCY
     write_latency: int = AXIRAM_WRITE_LATENCY
     reads_in_flight: int = TOP_READS_IN_FLIGHT
     writes_in_flight: int = TOP_WRITES_IN_FLIGHT
+    gates: tuple = ("relu2", "silu")
 
     @classmethod
-    def for_ddr(cls, config: AcceleratorConfig, ddr: DdrTiming) -> "TopTiming":
+    def for_ddr(cls, config: AcceleratorConfig, ddr: DdrTiming,
+                gates: tuple = ("relu2", "silu")) -> "TopTiming":
         """The timing under a DDR profile; refuses a bandwidth cap that could delay a beat of
         the top's read and write channels (one beat each a cycle), which it does not model."""
         if ddr.max_writes < TOP_WRITES_IN_FLIGHT:
@@ -131,7 +133,13 @@ class TopTiming:
                              f"least {16 * channels} bytes per cycle")
         return cls(config, read_latency=ddr.read_latency, write_latency=ddr.write_latency,
                    reads_in_flight=min(TOP_READS_IN_FLIGHT, ddr.max_reads),
-                   writes_in_flight=TOP_WRITES_IN_FLIGHT)
+                   writes_in_flight=TOP_WRITES_IN_FLIGHT, gates=tuple(gates))
+
+    @property
+    def pointwise_latency(self) -> int:
+        """Pointwise: cycles from an input beat's handshake to its output beat's (every
+        operation: the longest built one's)."""
+        return units.Pointwise(lanes=isa.LANES, gates=self.gates).latency
 
     @property
     def weight_ports(self) -> int:
@@ -429,7 +437,7 @@ def _linear(ins, timing: TopTiming, clock: _Clock, u: int, streamer: _Streamer, 
                                  f"linear's outputs (beat {late[0]} is late)")
             a_in += a_beats
             a_out += [cycle + DEQUANT_LATENCY for cycle in acc]
-            outputs += [cycle + DEQUANT_LATENCY + POINTWISE_LATENCY + 1 for cycle in acc]
+            outputs += [cycle + DEQUANT_LATENCY + timing.pointwise_latency + 1 for cycle in acc]
     if _fifo_level(a_in, a_out) >= 3 * token_beats:
         raise ValueError("the top model needs the epilogue operands of at most three tokens "
                          "in the a FIFO")
@@ -504,7 +512,7 @@ def instruction_cycles(ins, timing: TopTiming, clock: _Clock, start: int,
                 state = read(row0, s0.beats, state)
                 state = read(row1, s1.beats, state)
                 state += 1
-                pending = [b + POINTWISE_LATENCY + 1 for b in reads[1]]
+                pending = [b + timing.pointwise_latency + 1 for b in reads[1]]
             d = ins.dst
             dst = d.addr + tok * d.stride_t + h * d.stride_h
             beats = size * d.beats

@@ -219,7 +219,7 @@ class RtlTop:
                              max_context=self.max_context, max_job_n=max_job_n,
                              attention_tile=settings["attention_tile"])
         self.ddr = ddr_profiles.profile(ddr).timing(self.config.clock_mhz)
-        self.timing = TopTiming.for_ddr(self.config, self.ddr)
+        self.timing = TopTiming.for_ddr(self.config, self.ddr, (model.hidden_act,))
         self.layers = model.num_hidden_layers
         self._memo = {}
 

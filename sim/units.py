@@ -22,7 +22,7 @@ model              RTL unit                            formula
 ``Dequantizer``    ``rtl.quant.Dequantizer``           ``27 + (M-1) max(27, B+7) + B + 9``
 ``RMSNorm``        ``rtl.elementwise.RMSNorm``         ``M * (2 * H / lanes + 181) + 17``
 ``RoPE``           ``rtl.elementwise.RoPE``            ``heads (3 head_dim / (2 lanes) + 8) + 2``
-``Pointwise``      ``rtl.elementwise.Pointwise``       ``beats + 47``
+``Pointwise``      ``rtl.elementwise.Pointwise``       ``beats + 47`` (SiLU; 17 without)
 ``Reciprocal``     ``rtl.pipeline.Reciprocal``         ``latency = 6 + 2 * 19 + 2``
 ``DecodeUnit``     ``rtl.attention.DecodeUnit``        ``2 B + 2 S B + tail`` (tail 92 at 4 lanes)
 ``PrefillUnit``    ``rtl.attention.PrefillUnit``       ``2 n B + 2 S B + tail``
@@ -378,30 +378,40 @@ class RoPE:
 
 class Pointwise:
     """Stateless fused elementwise unit (``rtl.elementwise.Pointwise``), one pipeline that
-    stalls as a whole; every operation takes the SiLU gate's ``LATENCY``.
+    stalls as a whole; every operation takes the longest built operation's ``latency``.
 
     Parameters
     ----------
     lanes : int
         Element pairs per beat (no effect on timing).
+    gates : iterable of str
+        The MLP gates built beside the residual add (``hidden_act`` names: "relu2", "silu";
+        default both, as ``rtl.accelerator.Accelerator`` builds them).
     """
 
-    #: the input register, the clamp of ``-|a|``, ``exp_neg`` (12 stages: the product with
-    #: log2(e) in 17-bit pieces, its ROMs followed by a register), the sigmoid's operands, 17
-    #: divider rows, two Q16 products (7 stages each), the output register
-    LATENCY = 1 + 1 + 12 + 1 + 17 + 2 * 7 + 1
+    #: per operation ("add" and the gates), the stage of its result register after the input
+    #: register: the add's halves and saturation; ``relu(a)`` and two Q16 products (7 stages
+    #: each); the clamp of ``-|a|``, ``exp_neg`` (12 stages: the product with log2(e) in
+    #: 17-bit pieces, its ROMs followed by a register), the sigmoid's operands, 17 divider
+    #: rows and two products
+    RESULT_STAGE = {"add": 4, "relu2": 2 + 2 * 7, "silu": 2 + 12 + 1 + 17 + 2 * 7}
 
-    def __init__(self, *, lanes: int = 4):
+    def __init__(self, *, lanes: int = 4, gates=("relu2", "silu")):
         self.lanes = _check_positive("lanes", lanes)
+        self.gates = tuple(gates)
+        unknown = [g for g in self.gates if g not in self.RESULT_STAGE or g == "add"]
+        if unknown or not self.gates:
+            raise ValueError(f"gates must name some of relu2, silu, got {gates!r}")
 
     @property
     def latency(self) -> int:
-        return self.LATENCY
+        """The longest built operation's result stage, then the output register."""
+        return max(self.RESULT_STAGE[op] for op in ("add", *self.gates)) + 1
 
     def cycles(self, beats: int) -> int:
-        """``beats + LATENCY``: one beat a cycle in, each out ``LATENCY`` cycles later."""
+        """``beats + latency``: one beat a cycle in, each out ``latency`` cycles later."""
         _check_positive("beats", beats)
-        return beats + self.LATENCY
+        return beats + self.latency
 
 
 # -- attention (rtl/attention.py) ------------------------------------------------------------

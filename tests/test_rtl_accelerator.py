@@ -149,7 +149,7 @@ def test_cycle_model_refuses_a_writer_slower_than_the_linear():
 # ---- on the Verilator-simulated accelerator ----
 
 def _predicted(rtl):
-    timing = TopTiming.for_ddr(rtl.accel_config, rtl.ddr)
+    timing = TopTiming.for_ddr(rtl.accel_config, rtl.ddr, rtl.gates)
     return [(c.tokens, c.position, program_cycles(rtl.layout.program(c.tokens, c.position),
                                                   timing)) for c in rtl.cycle_log]
 
@@ -243,7 +243,8 @@ def test_rtl_two_weight_ports_are_exact(weights, tmp_path_factory):
         assert [(c.tokens, c.position, c.cycles) for c in rtl2.cycle_log] == _predicted(rtl2)
         model_one_port = program_cycles(
             Layout(GoldenModel(weights, RTL_CONFIG), RTL_CONFIG, max_tokens=16,
-                   max_context=48).program(1, 5), TopTiming.for_ddr(RTL_CONFIG, rtl2.ddr))
+                   max_context=48).program(1, 5),
+            TopTiming.for_ddr(RTL_CONFIG, rtl2.ddr, rtl2.gates))
         assert rtl2.cycle_log[-1].cycles < model_one_port
         src1 = rtl2.layout.program(1, 0)[1].src1            # the first LINEAR's weights
         part1 = src1.addr + isa.weight_part_stride(src1.beats, 2)
@@ -268,7 +269,8 @@ def test_rtl_outstanding_limits_of_the_ddr(rtl, weights):
     try:
         for reads in (2, TOP_READS_IN_FLIGHT):
             rtl.set_ddr(DdrTiming(50, 25, reads, TOP_WRITES_IN_FLIGHT, None))
-            assert TopTiming.for_ddr(rtl.accel_config, rtl.ddr).reads_in_flight == reads
+            timing = TopTiming.for_ddr(rtl.accel_config, rtl.ddr, rtl.gates)
+            assert timing.reads_in_flight == reads
             rtl.reset()
             rtl.cycle_log.clear()
             np.testing.assert_array_equal(rtl.hidden(ids), want)
@@ -279,7 +281,7 @@ def test_rtl_outstanding_limits_of_the_ddr(rtl, weights):
         rtl.reset()
         np.testing.assert_array_equal(rtl.hidden(ids), want)
         with pytest.raises(ValueError, match="write bursts outstanding"):
-            TopTiming.for_ddr(rtl.accel_config, rtl.ddr)
+            TopTiming.for_ddr(rtl.accel_config, rtl.ddr, rtl.gates)
     finally:
         rtl.set_ddr("ideal")
 
@@ -402,7 +404,8 @@ def test_rtl_misuse_ends_in_error_status(rtl, weights):
     assert _status(first)["busy"] and not _status(first)["error"]
     assert _status(second)["busy"] and _status(second)["code"] == ErrorCode.START_WHILE_BUSY.value
     assert _status(final)["done"]
-    assert cycles == program_cycles(program, TopTiming.for_ddr(rtl.accel_config, rtl.ddr))
+    assert cycles == program_cycles(program,
+                                    TopTiming.for_ddr(rtl.accel_config, rtl.ddr, rtl.gates))
 
     # the host gives up with a clear error when DONE never comes in time
     rtl.reset()

@@ -188,14 +188,14 @@ def pointwise_reference(ops_per_beat, a, b, lanes):
                            for i, op in enumerate(ops_per_beat)])
 
 
-def pointwise_job(rng, n_beats, lanes):
+def pointwise_job(rng, n_beats, lanes, choices=tuple(elementwise.PointwiseOp)):
     n = n_beats * lanes
     a = rng.integers(-(1 << 21), 1 << 21, size=n) >> rng.integers(0, 12, size=n)
     b = rng.integers(-(1 << 24), 1 << 24, size=n) >> rng.integers(0, 12, size=n)
     edges = min(4, n)                          # extreme operands first, as many as fit
     a[:edges] = [fixed.INT32_MAX, fixed.INT32_MIN, 0, -(300 << 16)][:edges]
     b[:edges] = [fixed.INT32_MAX, fixed.INT32_MIN, fixed.INT32_MAX, 1 << 16][:edges]
-    choices = list(elementwise.PointwiseOp)
+    choices = list(choices)
     ops_per_beat = [choices[int(i)] for i in rng.integers(0, len(choices), n_beats)]
     ops_per_beat[:len(choices)] = choices[:n_beats]    # every op early, length unchanged
     return ops_per_beat, a, b
@@ -220,6 +220,26 @@ def test_pointwise_cycles_exact(beats):
     y, cycles = run_pointwise(dut, ops_per_beat, a, b, rng, p_valid=1.0, p_ready=1.0)
     np.testing.assert_array_equal(y, pointwise_reference(ops_per_beat, a, b, 2))
     assert dut.cycles(beats) == cycles
+
+
+@pytest.mark.parametrize("gate", [None, elementwise.PointwiseOp.RELU2_GATE,
+                                  elementwise.PointwiseOp.SILU_GATE])
+def test_pointwise_latency_is_the_longest_built_op(gate):
+    """A board build keeps its model's gate alone: the unit's latency is then that gate's (or
+    the add's), every op delayed to it, bit-exact under stalls and cycle-exact without."""
+    Op = elementwise.PointwiseOp
+    ops = (Op.ADD,) if gate is None else (Op.ADD, gate)
+    dut = elementwise.Pointwise(lanes=2, ops=ops)
+    assert dut.latency == {None: 5, Op.RELU2_GATE: 17, Op.SILU_GATE: 47}[gate]
+    rng = seeded(74)
+    ops_per_beat, a, b = pointwise_job(rng, 12, 2, ops)
+    y, _ = run_pointwise(dut, ops_per_beat, a, b, rng, p_valid=0.6, p_ready=0.5)
+    np.testing.assert_array_equal(y, pointwise_reference(ops_per_beat, a, b, 2))
+    dut = elementwise.Pointwise(lanes=2, ops=ops)
+    y, cycles = run_pointwise(dut, ops_per_beat[:3], a[:6], b[:6], rng, p_valid=1.0,
+                              p_ready=1.0)
+    np.testing.assert_array_equal(y, pointwise_reference(ops_per_beat[:3], a[:6], b[:6], 2))
+    assert dut.cycles(3) == cycles
 
 
 def test_pointwise_gate_edges():

@@ -91,6 +91,12 @@ def test_rmsnorm_rope_pointwise():
         beats = draw(rng, 1, 10_000)
         assert (units.Pointwise(lanes=lanes).cycles(beats)
                 == elementwise.Pointwise(lanes=lanes).cycles(beats))
+        gates = [("relu2",), ("silu",), ("relu2", "silu")][draw(rng, 0, 2)]
+        ops = [elementwise.PointwiseOp.ADD] + [
+            {"relu2": elementwise.PointwiseOp.RELU2_GATE,
+             "silu": elementwise.PointwiseOp.SILU_GATE}[g] for g in gates]
+        assert (units.Pointwise(lanes=lanes, gates=gates).cycles(beats)
+                == elementwise.Pointwise(lanes=lanes, ops=ops).cycles(beats))
 
 
 def test_attention_units():

@@ -228,7 +228,7 @@ def test_speculative_greedy_identical_rtl(rtl, weights, tokenizer):
     assert got.drafted_per_pass > 0 and got.verify_passes < 7
     verify = [c for c in rtl.cycle_log if c.kind == "verify"]
     assert verify and any(c.tokens > 1 for c in verify)
-    timing = TopTiming.for_ddr(rtl.accel_config, rtl.ddr)
+    timing = TopTiming.for_ddr(rtl.accel_config, rtl.ddr, rtl.gates)
     assert all(c.cycles == program_cycles(rtl.layout.program(c.tokens, c.position), timing)
                for c in rtl.cycle_log)
 
