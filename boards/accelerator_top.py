@@ -37,6 +37,9 @@ from .tops import Lfsr, observe
 
 __all__ = ["AcceleratorTestTop", "ecp5_pll_dividers"]
 
+#: the ULX3S's oscillator, the PLL's input (``platform.default_clk_frequency``)
+ULX3S_OSCILLATOR_MHZ = 25.0
+
 #: signals into the accelerator that are AXI response codes: biased towards OKAY (see above)
 _RESPONSE_FIELDS = ("rresp", "bresp")
 
@@ -121,6 +124,15 @@ class AcceleratorTestTop(Elaboratable):
     @property
     def output_width(self) -> int:
         return sum(len(v) for _, v in self.outputs)
+
+    @property
+    def pll_mhz(self) -> float | None:
+        """The PLL's output from the board's 25 MHz (the closest setting at or below
+        ``clock_mhz``), or None without a PLL."""
+        if self.clock_mhz is None:
+            return None
+        ref, fb, _ = ecp5_pll_dividers(ULX3S_OSCILLATOR_MHZ, self.clock_mhz)
+        return ULX3S_OSCILLATOR_MHZ * fb / ref
 
     def _clock_from_pll(self, m, platform):
         """The ``sync`` domain from an EHXPLLL fed by the platform's default clock."""

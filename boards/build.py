@@ -42,6 +42,7 @@ import argparse
 import dataclasses
 import importlib.util
 import json
+import math
 import os
 import re
 import shutil
@@ -191,7 +192,7 @@ def accelerator_top(config: AcceleratorConfig, model, max_tokens: int, max_conte
         "max_tokens": max_tokens, "max_context": max_context, "max_job_n": engine_n,
         "attention_tile": acc.attention_tile,
         "gates": list(acc.gates), "table_memory": config.table_memory,
-        "weight_ports": config.fill_entries_per_cycle, "clock_mhz": clock_mhz,
+        "weight_ports": config.fill_entries_per_cycle, "clock_mhz": top.pll_mhz,
         # the engine's double-buffered weight banks, which dominate the memory
         "weight_bank": {"words": -(-acc.max_dim // config.k_per_step)
                         * -(-engine_n // config.cols_per_cycle),
@@ -336,6 +337,8 @@ ECP5_ACCELERATOR_SCRIPT = "\n".join([
 #: derives the constraint from the EHXPLLL's dividers, and a miss fails the build (each seed
 #: runs with ``--timing-allow-fail`` so that its log is complete; ``finish_build`` fails the
 #: build when no seed meets the constraint). ``--seeds`` replaces the ``--seed`` here.
+#: the clock range of an ECP5 EHXPLLL's CLKOP output, MHz (``--clock-mhz``)
+ECP5_PLL_MHZ = (3.125, 400.0)
 ECP5_ACCELERATOR_NEXTPNR = "--router router2 --seed 3"
 ECP5_ACCELERATOR_OVERRIDES = {"script_after_read": ECP5_ACCELERATOR_SCRIPT,
                               "nextpnr_opts": ECP5_ACCELERATOR_NEXTPNR,
@@ -482,6 +485,19 @@ def default_seeds(design: str, board: str) -> list:
     return [None]
 
 
+def _check_clock(clock_mhz, design, board):
+    """``clock_mhz`` sets the ECP5 accelerator build's PLL: refuse it elsewhere, and refuse
+    a clock no EHXPLLL setting gives from the board's 25 MHz."""
+    if design != "accelerator" or board == "kv260":
+        raise ValueError(f"clock_mhz sets the PLL of the accelerator design on the ULX3S; the "
+                         f"{design} design for {board} has none (drop it)")
+    if (isinstance(clock_mhz, bool) or not isinstance(clock_mhz, (int, float))
+            or not math.isfinite(clock_mhz) or not ECP5_PLL_MHZ[0] <= clock_mhz
+            <= ECP5_PLL_MHZ[1]):
+        raise ValueError(f"clock_mhz must be a number of MHz in [{ECP5_PLL_MHZ[0]:g}, "
+                         f"{ECP5_PLL_MHZ[1]:g}] (an ECP5 PLL output), got {clock_mhz!r}")
+
+
 def _check_seeds(seeds, board):
     if seeds is None:
         return None
@@ -530,7 +546,7 @@ def prepare_build(design: str = "tlmm", board: str = "ulx3s-85f", geometry=None,
                   max_n: int | None = None, max_tokens: int | None = None, model=None,
                   max_context: int | None = None, max_job_n=None,
                   attention_tile: int | None = None, table_memory: str | None = None,
-                  unit: str | None = None) -> dict:
+                  unit: str | None = None, clock_mhz: float | None = None) -> dict:
     """Check the arguments (``build_design``'s), elaborate the design and write its build plan
     into its build directory; return the build's spec (a dict ``synthesize``,
     ``place_route`` and ``finish_build`` take: plain data, so it travels to Dask workers)."""
@@ -547,7 +563,7 @@ def prepare_build(design: str = "tlmm", board: str = "ulx3s-85f", geometry=None,
         spec = _prepare(design, board, geometry, Path(out_dir), max_k=max_k, max_n=max_n,
                         max_tokens=max_tokens, model=model, max_context=max_context,
                         max_job_n=max_job_n, attention_tile=attention_tile,
-                        table_memory=table_memory, unit=unit)
+                        table_memory=table_memory, unit=unit, clock_mhz=clock_mhz)
     except BaseException:
         jobs.emit(job, "prepare", "failed")
         raise
@@ -559,10 +575,12 @@ def prepare_build(design: str = "tlmm", board: str = "ulx3s-85f", geometry=None,
 
 
 def _prepare(design, board, geometry, out_dir, *, max_k, max_n, max_tokens, model,
-             max_context, max_job_n, attention_tile, table_memory, unit):
+             max_context, max_job_n, attention_tile, table_memory, unit, clock_mhz=None):
     extra, overrides = {}, {}
     if unit is not None and design != "unit":
         raise ValueError(f"unit applies to the unit design, not {design}")
+    if clock_mhz is not None:
+        _check_clock(clock_mhz, design, board)
     if design == "unit":
         for name, value in (("geometry", geometry), ("max_k", max_k), ("max_n", max_n),
                             ("max_tokens", max_tokens), ("max_job_n", max_job_n),
@@ -627,13 +645,14 @@ def _prepare(design, board, geometry, out_dir, *, max_k, max_n, max_tokens, mode
             defaults["max_context"] if max_context is None else max_context,
             defaults["max_job_n"] if max_job_n is None else max_job_n,
             defaults.get("attention_tile") if attention_tile is None else attention_tile,
-            defaults.get("clock_mhz"))
+            defaults.get("clock_mhz") if clock_mhz is None else clock_mhz)
         dims = extra["model_dims"]
         tag = (f"g{geo[0]}t{geo[1]}n{geo[2]}-h{dims['hidden_size']}"
                f"i{dims['intermediate_size']}d{dims['head_dim']}-m{extra['max_tokens']}"
                f"c{extra['max_context']}j{extra['max_job_n']}a{extra['attention_tile']}"
                f"-{config.table_memory}-w{config.fill_entries_per_cycle}"
-               f"-{'+'.join(extra['gates'])}")
+               f"-{'+'.join(extra['gates'])}"
+               + (f"-pll{extra['clock_mhz']:.4g}" if extra["clock_mhz"] else ""))
         if board != "kv260":
             overrides = ECP5_ACCELERATOR_OVERRIDES
     if design not in ("snn", "unit"):
@@ -897,7 +916,8 @@ def build_design(design: str = "tlmm", board: str = "ulx3s-85f", geometry=None,
                  out_dir="build", *, max_k: int | None = None, max_n: int | None = None,
                  max_tokens: int | None = None, model=None, max_context: int | None = None,
                  max_job_n=None, attention_tile: int | None = None,
-                 table_memory: str | None = None, unit: str | None = None, seeds=None,
+                 table_memory: str | None = None, unit: str | None = None,
+                 clock_mhz: float | None = None, seeds=None,
                  timeout_min: float | None = None, scheduler: str | None = None,
                  workers: int | None = None, progress=None) -> dict:
     """Build ``design`` for ``board`` and report what it used.
@@ -921,6 +941,9 @@ def build_design(design: str = "tlmm", board: str = "ulx3s-85f", geometry=None,
         ``ACCELERATOR_DEFAULTS``).
     unit : the unit design only: one of ``tops.UNITS``, sized as the board's accelerator
         design (``unit_top``; ``model``, ``max_context`` and ``attention_tile`` apply).
+    clock_mhz : the ULX3S accelerator design only: the EHXPLLL's clock, the constraint the
+        build must meet (default ``ACCELERATOR_DEFAULTS``; the PLL gives the closest setting
+        at or below it, reported as ``clock_mhz``).
     seeds : nextpnr seeds to place and route with, in parallel on Dask when there are
         several (default ``default_seeds``); the best that meets timing is kept.
     timeout_min : wall-clock limit of each tool run, in minutes (default ``TIMEOUT_MIN``).
@@ -952,7 +975,7 @@ def build_design(design: str = "tlmm", board: str = "ulx3s-85f", geometry=None,
                "seeds": seeds, "timeout_min": timeout_min, "max_k": max_k, "max_n": max_n,
                "max_tokens": max_tokens, "model": model, "max_context": max_context,
                "max_job_n": max_job_n, "attention_tile": attention_tile,
-               "table_memory": table_memory, "unit": unit}
+               "table_memory": table_memory, "unit": unit, "clock_mhz": clock_mhz}
     if (seeds is not None and len(seeds) > 1) or scheduler is not None:
         if design in BOARDS_OF and board in BOARDS_OF[design]:
             _check_seeds(seeds, board)
@@ -1033,7 +1056,13 @@ def _workers(text):
 #: default to ``--seeds`` and ``--timeout-min``)
 SWEEP_KEYS = ("design", "board", "geometry", "seeds", "timeout_min", "max_k", "max_n",
               "max_tokens", "model", "max_context", "max_job_n", "attention_tile",
-              "table_memory", "unit")
+              "table_memory", "unit", "clock_mhz")
+
+
+def _clock_mhz(text):
+    from ..host import argtypes
+
+    return argtypes.real("--clock-mhz", *ECP5_PLL_MHZ)(text)
 
 
 def parse_sweep(path) -> list[dict]:
@@ -1129,6 +1158,8 @@ def _sweep_entry(entry, where) -> dict:
                 out[key] = text
             elif key == "max_job_n":
                 out[key] = _job_n(str(text))
+            elif key == "clock_mhz":
+                out[key] = _clock_mhz(str(text))
             else:
                 out[key] = _positive_int(str(text))
         except (InputError, argparse.ArgumentTypeError) as exc:
@@ -1193,6 +1224,9 @@ def add_build_arguments(parser):
                      help="queries of one attention tile (PrefillUnit)")
     acc.add_argument("--table-memory", choices=("registers", "lutram"), default=None,
                      help="where the TLMM engine keeps its tables")
+    acc.add_argument("--clock-mhz", type=_clock_mhz, default=None, metavar="MHZ",
+                     help="ULX3S: the PLL clock the build must meet (default: "
+                          "ACCELERATOR_DEFAULTS; the closest PLL setting at or below)")
     acc.add_argument("--unit", default=None, metavar="NAME",
                      help=f"--design unit: the datapath unit to build alone, sized as the "
                           f"board's accelerator ({', '.join(tops.UNITS)}); --model, "
@@ -1219,7 +1253,7 @@ def main_build(args) -> int:
         if unit not in tops.UNITS:
             raise InputError(f"--unit {unit!r} is not a unit; choose one of "
                              f"{', '.join(tops.UNITS)}")
-        for flag in ("geometry", "max_tokens", "max_job_n", "table_memory"):
+        for flag in ("geometry", "max_tokens", "max_job_n", "table_memory", "clock_mhz"):
             if getattr(args, flag, None) is not None:
                 raise InputError(f"--{flag.replace('_', '-')} does not apply to --design unit "
                                  f"(a unit is sized by --model, --max-context and "
@@ -1233,9 +1267,14 @@ def main_build(args) -> int:
                    "max_context": getattr(args, "max_context", None),
                    "max_job_n": getattr(args, "max_job_n", None),
                    "attention_tile": getattr(args, "attention_tile", None),
-                   "table_memory": getattr(args, "table_memory", None)}
+                   "table_memory": getattr(args, "table_memory", None),
+                   "clock_mhz": getattr(args, "clock_mhz", None)}
+        if options["clock_mhz"] is not None and board == "kv260":
+            raise InputError("--clock-mhz sets the ULX3S build's PLL; the kv260 build is a "
+                             "Yosys estimate with no clock: drop --clock-mhz")
     else:
-        for flag in ("model", "max_context", "max_job_n", "attention_tile", "table_memory"):
+        for flag in ("model", "max_context", "max_job_n", "attention_tile", "table_memory",
+                     "clock_mhz"):
             if getattr(args, flag, None) is not None:
                 raise InputError(f"--{flag.replace('_', '-')} applies to --design accelerator")
         if design == "tlmm":
@@ -1342,7 +1381,7 @@ def main_sweep(args) -> int:
     from ..host.errors import InputError
 
     for flag in ("design", "board", "geometry", "model", "max_tokens", "max_context",
-                 "max_job_n", "attention_tile", "table_memory", "unit"):
+                 "max_job_n", "attention_tile", "table_memory", "unit", "clock_mhz"):
         if getattr(args, flag, None) is not None:
             raise InputError(f"--sweep takes the designs from its file; drop "
                              f"--{flag.replace('_', '-')} (put it in the file's entries)")

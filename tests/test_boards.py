@@ -205,6 +205,43 @@ def test_ecp5_pll_dividers():
         ecp5_pll_dividers(25, 1)
 
 
+def test_accelerator_clock_option_sets_the_pll(tmp_path):
+    """``clock_mhz`` is the ULX3S build's PLL clock (the constraint nextpnr derives from it):
+    the closest EHXPLLL setting at or below, in the EHXPLLL's parameters, the details and
+    the build directory's name; refused where there is no PLL."""
+    spec = build.prepare_build("accelerator", "ulx3s-85f", out_dir=tmp_path, clock_mhz=41)
+    assert spec["base"]["clock_mhz"] == 25 * 13 / 8
+    assert spec["build_dir"].endswith("-pll40.62")
+    rtlil = (Path(spec["build_dir"]) / "top.il").read_text()
+    assert 'attribute \\FREQUENCY_PIN_CLKOP "40.6250"' in rtlil
+    default = build.prepare_build("accelerator", "ulx3s-85f", out_dir=tmp_path)
+    assert default["base"]["clock_mhz"] == pytest.approx(
+        build.ACCELERATOR_DEFAULTS["ulx3s-85f"]["clock_mhz"])
+    for design, board in (("accelerator", "kv260"), ("tlmm", "ulx3s-85f")):
+        with pytest.raises(ValueError, match="clock_mhz sets the PLL of the accelerator"):
+            build.prepare_build(design, board, out_dir=tmp_path / "no", clock_mhz=40)
+    with pytest.raises(ValueError, match=r"clock_mhz must be a number of MHz in \[3.125, 400\]"):
+        build.prepare_build("accelerator", "ulx3s-85f", out_dir=tmp_path / "no",
+                            clock_mhz=float("nan"))
+    assert not (tmp_path / "no").exists()
+
+
+def test_accelerator_clock_cli_errors(capsys, tmp_path):
+    from ternedge.host.cli import main
+
+    def error(argv, message):
+        assert main(["build", "--out-dir", str(tmp_path), *argv]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+
+    error(["--design", "tlmm", "--clock-mhz", "40"], "--clock-mhz applies to --design accelerator")
+    error(["--design", "accelerator", "--board", "kv260", "--clock-mhz", "40"],
+          "the kv260 build is a Yosys estimate with no clock: drop --clock-mhz")
+    error(["--design", "accelerator", "--clock-mhz", "500"],
+          "--clock-mhz must be a finite number in [3.125, 400], got 500")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_kv260_accelerator_script_maps_memories_with_corrected_lutram_library():
     # Yosys 0.70's lutrams_xcu.txt offers a 16-address-bit single-port LUTRAM that its map
     # file rejects; the estimate maps memories with a copy whose deepest option is RAM512X1S
