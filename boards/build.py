@@ -1165,7 +1165,8 @@ def _sweep_entry(entry, where) -> dict:
         except (InputError, argparse.ArgumentTypeError) as exc:
             if str(exc).startswith(where):          # ``fail``'s own message
                 raise
-            message = str(exc).removeprefix("--seeds ").removeprefix("--timeout-min ")
+            message = str(exc).removeprefix("--seeds ").removeprefix("--timeout-min ").removeprefix(
+                "--clock-mhz ")
             raise InputError(f"{where}: {key} {message}") from None
     if design not in ("snn", "unit") and "geometry" not in out:
         # the same key as an entry that names the default geometry (duplicate check)

@@ -242,6 +242,18 @@ def test_accelerator_clock_cli_errors(capsys, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_sweep_entries_take_a_clock(tmp_path):
+    from ternedge.host.errors import InputError
+
+    sweep = tmp_path / "clocks.json"
+    sweep.write_text('[{"design": "accelerator", "clock_mhz": 33.3}]')
+    [entry] = build.parse_sweep(sweep)
+    assert entry["clock_mhz"] == 33.3 and entry["board"] == "ulx3s-85f"
+    sweep.write_text('[{"design": "accelerator", "clock_mhz": "fast"}]')
+    with pytest.raises(InputError, match="entry 1: clock_mhz must be a finite number in"):
+        build.parse_sweep(sweep)
+
+
 def test_kv260_accelerator_script_maps_memories_with_corrected_lutram_library():
     # Yosys 0.70's lutrams_xcu.txt offers a 16-address-bit single-port LUTRAM that its map
     # file rejects; the estimate maps memories with a copy whose deepest option is RAM512X1S
