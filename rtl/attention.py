@@ -436,13 +436,13 @@ class _TwoPassAttention(wiring.Component):
                     if top_chunk:
                         a_c, b_c = a_c.as_signed(), b_c.as_signed()
                     cin = Const(0, 1) if carry_pv[i] is None else carry_pv[i]
-                    pv_sum = arith.wire(m, hi - lo + 1, pipeline._carry_add(a_c, b_c, cin),
+                    pv_sum = arith.wire(m, hi - lo + 1, pipeline.carry_add(a_c, b_c, cin),
                                         name=f"pv{t}_{i}_s{c}")
                     pv_c = st(f"pv{t}_{i}_c{c}", shape, pv_sum[:hi - lo], reset_less=True)
                     carry_pv[i] = st(f"pv{t}_{i}_k{c}", 1, pv_sum[-1], reset_less=True)
                     old = a_read.data[i]
                     cin = Const(0, 1) if carry_acc[i] is None else carry_acc[i]
-                    new = arith.wire(m, hi - lo + 1, pipeline._carry_add(
+                    new = arith.wire(m, hi - lo + 1, pipeline.carry_add(
                         Mux(c_key0[c], 0, old).as_signed() if top_chunk else
                         Mux(c_key0[c], 0, old), pv_c, cin), name=f"acc{t}_{i}_s{c}")
                     m.d.comb += a_write.data[i].eq(new[:hi - lo])

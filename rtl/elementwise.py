@@ -234,7 +234,7 @@ class RMSNorm(wiring.Component):
             hi_valid = st.delay(f"{name}_valid", valid, 1)
             hi_first = st.delay(f"{name}_first", first, 1, reset_less=True)
             with m.If(hi_valid):
-                m.d.sync += hi.eq(pipeline._carry_add(Mux(hi_first, 0, hi), value_hi, carry))
+                m.d.sync += hi.eq(pipeline.carry_add(Mux(hi_first, 0, hi), value_hi, carry))
             sums[name] = Cat(lo, hi).as_signed()
         # the token's sums are final once its last beat's high chunks are in
         go = st.delay("sums_done", valid & last, 2)

@@ -10,6 +10,7 @@ high half, with the low half's carry, in the next.
 
 ``Stages``       register-stage builder for one pipeline (free-running, or all stages enabled
                  together by an ``advance`` signal when the pipeline stalls as a whole).
+``carry_add``    ``a + b + carry`` as one carry chain (the carry into its first bit).
 ``split_add``    ``a + b + carry_in`` over two stages.
 ``chunk_add``    ``a + b`` over as many stages as it has chunks (24 bits, or a set count).
 ``log2e_times``  ``round_shift(x * LOG2E_Q30, 30)`` (``exp_neg``'s first step) with no
@@ -31,8 +32,8 @@ from amaranth.lib.wiring import In, Out
 from ..golden import fixed
 from . import arith
 
-__all__ = ["Stages", "split_add", "chunk_add", "log2e_times", "LOG2E_STAGES", "Reciprocal",
-           "LongDivider", "Isqrt"]
+__all__ = ["Stages", "carry_add", "split_add", "chunk_add", "log2e_times", "LOG2E_STAGES",
+           "Reciprocal", "LongDivider", "Isqrt"]
 
 
 class Stages:
@@ -72,7 +73,7 @@ class Stages:
         return value
 
 
-def _carry_add(a, b, carry):
+def carry_add(a, b, carry):
     """``a + b + carry`` (``carry`` one bit) as one adder: ``(2a + 1 + 2b + carry) >> 1``, so
     the carry enters the chain's first bit instead of a second adder."""
     return (Cat(Const(1, 1), a).as_signed() + Cat(carry, b).as_signed()) >> 1 \
@@ -98,7 +99,7 @@ def split_add(st, name, a, b, *, carry_in=0, split=None, reset_less=True):
     bw = arith.wire(m, shape, b, name=f"{name}_b")
     hi_shape = signed(width - split) if is_signed else unsigned(width - split)
     low = st(f"{name}_lo", split + 1,
-             _carry_add(aw[:split], bw[:split],
+             carry_add(aw[:split], bw[:split],
                         Const(carry_in, 1) if isinstance(carry_in, int) else carry_in),
              reset_less=reset_less)
     a_hi = st(f"{name}_ah", hi_shape, aw[split:], reset_less=reset_less)
@@ -106,7 +107,7 @@ def split_add(st, name, a, b, *, carry_in=0, split=None, reset_less=True):
     low_bits = st(f"{name}_lo2", split, low[:split], reset_less=reset_less)
     a_hi = a_hi.as_signed() if is_signed else a_hi
     b_hi = b_hi.as_signed() if is_signed else b_hi
-    high = st(f"{name}_hi", hi_shape, _carry_add(a_hi, b_hi, low[split]), reset_less=reset_less)
+    high = st(f"{name}_hi", hi_shape, carry_add(a_hi, b_hi, low[split]), reset_less=reset_less)
     total = Cat(low_bits, high)
     return total.as_signed() if is_signed else total
 
@@ -208,9 +209,9 @@ class Reciprocal(wiring.Component):
         with m.Elif(running):
             m.d.sync += phase.eq(~phase)
             with m.If(~phase):
-                m.d.sync += low.eq(_carry_add(doubled[:s], minus_d[:s], Const(1, 1)))
+                m.d.sync += low.eq(carry_add(doubled[:s], minus_d[:s], Const(1, 1)))
             with m.Else():
-                high = arith.wire(m, w + 2 - s, _carry_add(doubled[s:], minus_d[s:], low[s]),
+                high = arith.wire(m, w + 2 - s, carry_add(doubled[s:], minus_d[s:], low[s]),
                                   name="div_high")
                 take = ~high[-1]                 # 2 rest - d >= 0
                 m.d.sync += [rest.eq(Mux(take, Cat(low[:s], high)[:w], doubled[:w])),
@@ -257,7 +258,7 @@ def chunk_add(st, name, a, b, *, chunk=24, stages=None, reset_less=True):
         b_c = st.delay(f"{name}_b{c}", bw[lo:hi], c, reset_less=reset_less)
         if top and is_signed:
             a_c, b_c = a_c.as_signed(), b_c.as_signed()
-        total = arith.wire(m, hi - lo + 1, _carry_add(a_c, b_c, carry), name=f"{name}_s{c}")
+        total = arith.wire(m, hi - lo + 1, carry_add(a_c, b_c, carry), name=f"{name}_s{c}")
         done = [st(f"{name}_r{c}_{j}", len(piece), piece, reset_less=reset_less)
                 for j, piece in enumerate(done)]
         done.append(st(f"{name}_r{c}", hi - lo, total[:hi - lo], reset_less=reset_less))
@@ -370,9 +371,9 @@ class Isqrt(wiring.Component):
         with m.If(busy):
             m.d.sync += phase.eq(~phase)
             with m.If(~phase):
-                m.d.sync += low.eq(_carry_add(partial[:s], minus_trial[:s], Const(1, 1)))
+                m.d.sync += low.eq(carry_add(partial[:s], minus_trial[:s], Const(1, 1)))
             with m.Else():
-                high = arith.wire(m, w - s, _carry_add(partial[s:], minus_trial[s:], low[s]),
+                high = arith.wire(m, w - s, carry_add(partial[s:], minus_trial[s:], low[s]),
                                   name="high")
                 take = ~high[-1]
                 m.d.sync += [

@@ -35,7 +35,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..golden import fixed
-from . import arith
+from . import arith, pipeline
 
 __all__ = ["token_layout", "token_scale_layout", "Quantizer", "Dequantizer"]
 
@@ -263,10 +263,6 @@ class Quantizer(wiring.Component):
         stage_valids.append(v)
         divisor = stage("num_divisor", 32, mul2_amax, reset_less=False)
 
-        def add(a, b, carry):
-            """``a + b + carry`` (one bit) as one carry chain."""
-            return (Cat(Const(1, 1), a) + Cat(carry, b)) >> 1
-
         lane_rest, lane_neg = [], []
         for i in range(lanes):
             x = read.data[i]
@@ -278,11 +274,11 @@ class Quantizer(wiring.Component):
             low = stage(f"mul{i}_lo", 21, Cat(Const(0, 7), mag[:13]) - mag[:20])
             high_a, high_b = stage(f"mul{i}_ha", 19, mag[13:]), stage(f"mul{i}_hb", 19, mag[20:])
             neg = stage(f"mul{i}_neg", 1, neg)
-            high = stage(f"mul2{i}_hi", 19, add(high_a, ~high_b, ~low[20])[:19])
+            high = stage(f"mul2{i}_hi", 19, pipeline.carry_add(high_a, ~high_b, ~low[20])[:19])
             sum_low = stage(f"mul2{i}_sum", 22, Cat(Const(0, 1), low[:20]) + mul_amax[:21])
             amax_high = stage(f"mul2{i}_amax", 11, mul_amax[21:])
             neg = stage(f"mul2{i}_neg", 1, neg)
-            sum_high = add(high, amax_high, sum_low[21])[:18]
+            sum_high = pipeline.carry_add(high, amax_high, sum_low[21])[:18]
             lane_rest.append(stage(f"num{i}", 39, Cat(sum_low[:21], sum_high)))
             lane_neg.append(stage(f"num{i}_neg", 1, neg))
         quotients = [None] * lanes
