@@ -290,9 +290,10 @@ def _index_bits(group_size: int) -> int:
 #: whole top 152k, over the XCK26's 117,120). The README's "Fit of the whole accelerator"
 #: has its Yosys estimate.
 #:
-#: The ULX3S build clocks the accelerator at 25/3 MHz from an EHXPLLL (``clock_mhz``): its
-#: unpipelined units close timing at 10.1 MHz (post-route), not at the board's 25 MHz
-#: oscillator.
+#: The ULX3S build clocks the accelerator at 25/3 MHz from an EHXPLLL (``clock_mhz``;
+#: ``ternedge build --clock-mhz`` sets another): the top with unpipelined units closed timing
+#: at 10.1 MHz post-route, not at the board's 25 MHz oscillator; the pipelined top places at
+#: about 39 MHz but has not routed yet (README, "Fit of the whole accelerator").
 #:
 #: Both builds keep only the model's own MLP gate (``Accelerator(gates=(hidden_act,))``): the
 #: SiLU gate's exponential and divider are most of the Pointwise unit.
