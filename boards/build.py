@@ -323,7 +323,10 @@ ECP5_ACCELERATOR_SCRIPT = "\n".join([
     "abc -lut 4",
     "clean",
 ])
-#:
+
+#: the clock range of an ECP5 EHXPLLL's CLKOP output, MHz (``--clock-mhz``)
+ECP5_PLL_MHZ = (3.125, 400.0)
+
 #: nextpnr options (``ECP5_ACCELERATOR_NEXTPNR``):
 #:
 #: - ``--router router2``: with the SiLU gate built too (91 % of the LUT4s) the default router
@@ -337,8 +340,6 @@ ECP5_ACCELERATOR_SCRIPT = "\n".join([
 #: derives the constraint from the EHXPLLL's dividers, and a miss fails the build (each seed
 #: runs with ``--timing-allow-fail`` so that its log is complete; ``finish_build`` fails the
 #: build when no seed meets the constraint). ``--seeds`` replaces the ``--seed`` here.
-#: the clock range of an ECP5 EHXPLLL's CLKOP output, MHz (``--clock-mhz``)
-ECP5_PLL_MHZ = (3.125, 400.0)
 ECP5_ACCELERATOR_NEXTPNR = "--router router2 --seed 3"
 ECP5_ACCELERATOR_OVERRIDES = {"script_after_read": ECP5_ACCELERATOR_SCRIPT,
                               "nextpnr_opts": ECP5_ACCELERATOR_NEXTPNR,
@@ -1165,8 +1166,9 @@ def _sweep_entry(entry, where) -> dict:
         except (InputError, argparse.ArgumentTypeError) as exc:
             if str(exc).startswith(where):          # ``fail``'s own message
                 raise
-            message = str(exc).removeprefix("--seeds ").removeprefix("--timeout-min ").removeprefix(
-                "--clock-mhz ")
+            message = str(exc)
+            for option in ("--seeds ", "--timeout-min ", "--clock-mhz "):
+                message = message.removeprefix(option)
             raise InputError(f"{where}: {key} {message}") from None
     if design not in ("snn", "unit") and "geometry" not in out:
         # the same key as an entry that names the default geometry (duplicate check)
