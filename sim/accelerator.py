@@ -113,11 +113,11 @@ class TopTiming:
     write_latency: int = AXIRAM_WRITE_LATENCY
     reads_in_flight: int = TOP_READS_IN_FLIGHT
     writes_in_flight: int = TOP_WRITES_IN_FLIGHT
-    gates: tuple = ("relu2", "silu")
+    gates: tuple = units.POINTWISE_GATES
 
     @classmethod
     def for_ddr(cls, config: AcceleratorConfig, ddr: DdrTiming,
-                gates: tuple = ("relu2", "silu")) -> "TopTiming":
+                gates: tuple = units.POINTWISE_GATES) -> "TopTiming":
         """The timing under a DDR profile; refuses a bandwidth cap that could delay a beat of
         the top's read and write channels (one beat each a cycle), which it does not model."""
         if ddr.max_writes < TOP_WRITES_IN_FLIGHT:

@@ -40,7 +40,8 @@ import numpy as np
 from ..golden import bessel as gbessel
 
 __all__ = ["Divider", "Isqrt", "RatioScale", "Reciprocal", "Quantizer", "Dequantizer",
-           "RMSNorm", "RoPE", "Pointwise", "DecodeUnit", "PrefillUnit", "Decoder", "CausalFilter",
+           "RMSNorm", "RoPE", "Pointwise", "POINTWISE_GATES", "DecodeUnit", "PrefillUnit",
+           "Decoder", "CausalFilter",
            "BlockFilter",
            "AmortizedBlockFilter", "amortized_cycles", "filter_cycles",
            "RATIO_SCALE_QUOTIENT_WIDTH", "RMS_MEAN_WIDTH", "RMS_ISQRT_WIDTH", "SECTION_CYCLES",
@@ -376,6 +377,11 @@ class RoPE:
         return heads * (3 * self.half_beats + self.LATENCY - 1) + 2
 
 
+#: the MLP gates a ``Pointwise`` unit can have (``hidden_act`` names), all of which
+#: ``rtl.accelerator.Accelerator`` builds by default
+POINTWISE_GATES = ("relu2", "silu")
+
+
 class Pointwise:
     """Stateless fused elementwise unit (``rtl.elementwise.Pointwise``), one pipeline that
     stalls as a whole; every operation takes the longest built operation's ``latency``.
@@ -386,7 +392,7 @@ class Pointwise:
         Element pairs per beat (no effect on timing).
     gates : iterable of str
         The MLP gates built beside the residual add (``hidden_act`` names: "relu2", "silu";
-        default both, as ``rtl.accelerator.Accelerator`` builds them).
+        default ``POINTWISE_GATES``, as ``rtl.accelerator.Accelerator`` builds them).
     """
 
     #: per operation ("add" and the gates), the stage of its result register after the input
@@ -396,11 +402,10 @@ class Pointwise:
     #: rows and two products
     RESULT_STAGE = {"add": 4, "relu2": 2 + 2 * 7, "silu": 2 + 12 + 1 + 17 + 2 * 7}
 
-    def __init__(self, *, lanes: int = 4, gates=("relu2", "silu")):
+    def __init__(self, *, lanes: int = 4, gates=POINTWISE_GATES):
         self.lanes = _check_positive("lanes", lanes)
         self.gates = tuple(gates)
-        unknown = [g for g in self.gates if g not in self.RESULT_STAGE or g == "add"]
-        if unknown or not self.gates:
+        if not self.gates or not set(self.gates) <= set(POINTWISE_GATES):
             raise ValueError(f"gates must name some of relu2, silu, got {gates!r}")
 
     @property

@@ -14,6 +14,7 @@ from rtl_streams import Counted
 from ternedge.golden import bessel as gbessel
 from ternedge.golden import snn as gsnn
 from ternedge.rtl import arith, attention, bessel, elementwise, pipeline, quant, snn
+from ternedge.rtl.accelerator import GATE_OPS
 from ternedge.sim import units
 
 # RTL components built only for their timing methods are never elaborated: expected here
@@ -91,10 +92,8 @@ def test_rmsnorm_rope_pointwise():
         beats = draw(rng, 1, 10_000)
         assert (units.Pointwise(lanes=lanes).cycles(beats)
                 == elementwise.Pointwise(lanes=lanes).cycles(beats))
-        gates = [("relu2",), ("silu",), ("relu2", "silu")][draw(rng, 0, 2)]
-        ops = [elementwise.PointwiseOp.ADD] + [
-            {"relu2": elementwise.PointwiseOp.RELU2_GATE,
-             "silu": elementwise.PointwiseOp.SILU_GATE}[g] for g in gates]
+        gates = [("relu2",), ("silu",), units.POINTWISE_GATES][draw(rng, 0, 2)]
+        ops = [elementwise.PointwiseOp.ADD] + [GATE_OPS[g] for g in gates]
         assert (units.Pointwise(lanes=lanes, gates=gates).cycles(beats)
                 == elementwise.Pointwise(lanes=lanes, ops=ops).cycles(beats))
 
