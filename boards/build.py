@@ -300,8 +300,10 @@ def parse_nextpnr_timing(log: str) -> dict:
 #:   dequantizer, quantizer), the sequencer's checks and its tile sizes infer 208 multipliers
 #:   at the ULX3S default (every one at most 18 x 18 but four 16 x 32): 212 MULT18X18D, and the
 #:   LFE5U-85F has 156. Before ``synth_ecp5`` maps multipliers, those with an operand of at
-#:   most 15 bits (64 of them: 2 x 4 up to 15 x 16) become LUT Booth multipliers (``booth``),
-#:   leaving 148 (142 after ``synth_ecp5``'s own reductions). Moving every product of at most
+#:   most 12 bits (attention's 12-bit partial products, the small ones) become LUT Booth
+#:   multipliers (``booth``). With the weight streamer's own check reduced to
+#:   ``rtl.checks.WeightCheck`` (no products) the rest take 140 MULT18X18D; at 15 bits, before
+#:   that, they took 142, and the products of 13 to 15 bits cost about 8,800 LUT4 more. Moving every product of at most
 #:   24 x 24 to LUTs, as before the units were pipelined (their products were wider then),
 #:   would move all of them: 98,222 LUT4, which does not fit. The same flatten/wreduce runs
 #:   first so the widths are the reduced ones ``synth_ecp5`` would see.
@@ -317,7 +319,7 @@ ECP5_ACCELERATOR_SCRIPT = "\n".join([
     "opt_clean",
     "wreduce",
     "opt_clean",
-    "booth t:$mul r:A_WIDTH<=15 %i t:$mul r:B_WIDTH<=15 %i %u",
+    "booth t:$mul r:A_WIDTH<=12 %i t:$mul r:B_WIDTH<=12 %i %u",
     "synth_ecp5 -top top -run begin:map_luts",
     "techmap -map +/lattice/latches_map.v",
     "abc -lut 4",

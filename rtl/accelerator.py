@@ -225,7 +225,7 @@ class Accelerator(wiring.Component):
         for name in ("awready", "wready", "bresp", "bvalid"):
             m.d.comb += getattr(writer.bus, name).eq(getattr(self.ddr, name))
 
-        # the sizes the instruction checks need (the sequencer's and the streamer's)
+        # the sizes the sequencer's instruction checks need
         check_sizes = dict(row_beats=row_beats, head_beats=head_beats,
                            max_context=self.max_context, attention_tile=self.attention_tile,
                            pointwise_ops=self.pointwise_ops)
@@ -243,7 +243,7 @@ class Accelerator(wiring.Component):
                                        max_k_steps=engine.max_k_steps,
                                        max_n_blocks=engine.max_n_blocks,
                                        max_in_flight=TOP_READS_IN_FLIGHT,
-                                       check=check_sizes, data_width=DATA_WIDTH),
+                                       data_width=DATA_WIDTH),
             "dequant": Dequantizer(lanes=lanes, acc_width=cfg.acc_width),
             "rope": RoPE(lanes=lanes, head_dim=self.head_dim),
             "attention": PrefillUnit(queries=self.attention_tile, lanes=lanes,

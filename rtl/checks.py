@@ -37,7 +37,7 @@ from ..golden import isa
 from . import arith
 from .pipeline import Stages, chunk_add
 
-__all__ = ["InstructionCheck"]
+__all__ = ["InstructionCheck", "WeightCheck"]
 
 #: cycles from the first cycle the words hold to the first the verdicts do: the longest
 #: chain of registers, the range check's (the fields, a stream's fields, its partial
@@ -45,6 +45,53 @@ __all__ = ["InstructionCheck"]
 #: compare, the stream's verdict, all streams together). The inputs are held, so the
 #: shorter chains need no delay registers to keep step; ``elaborate`` asserts the count.
 LATENCY = 16
+
+
+def _add(st, name, x, y):
+    """``x + y`` of two (value, stage) pairs, 24 bits a stage."""
+    total, stages = chunk_add(st, name, x[0], y[0], chunk=24)
+    return total, max(x[1], y[1]) + stages
+
+
+def _at_most(st, name, x, y):
+    """``x <= y`` of two (value, stage) pairs: each half compared in one stage, the halves
+    joined in the next."""
+    width = max(len(x[0]), len(y[0]))
+    xw, yw = arith.wire(st.m, width, x[0]), arith.wire(st.m, width, y[0])
+    half = (width + 1) // 2
+    lt_hi = st(f"{name}_lt_hi", 1, xw[half:] < yw[half:], reset_less=True)
+    eq_hi = st(f"{name}_eq_hi", 1, xw[half:] == yw[half:], reset_less=True)
+    le_lo = st(f"{name}_le_lo", 1, xw[:half] <= yw[:half], reset_less=True)
+    return st(name, 1, lt_hi | (eq_hi & le_lo), reset_less=True), max(x[1], y[1]) + 2
+
+
+def _registers(m, enable):
+    """``reg(name, shape, value)``: a reset-less register that loads while ``enable`` is
+    high."""
+    def reg(name, shape, value):
+        s = Signal(shape, name=name, reset_less=True)
+        with m.If(enable):
+            m.d.sync += s.eq(value)
+        return s
+    return reg
+
+
+def _stream_rows(reg, cfg, blocks):
+    """The rows (P beats each) of the weight stream of ``blocks`` K-step x N-block entries
+    groups (``golden.isa.weight_stream_beats / P``), two registers after ``blocks``."""
+    pitch = cfg.cols_per_cycle * isa.entry_pitch(cfg.entry_bits)
+    row_bits = cfg.fill_entries_per_cycle * isa.BEAT_BITS
+    stream_bits = reg("stream_bits", len(blocks) + pitch.bit_length(), blocks * pitch)
+    return reg("stream_rows", len(stream_bits),
+               (stream_bits + (row_bits - 1)) >> (row_bits.bit_length() - 1))
+
+
+def _part_stride_bytes(part_rows):
+    """Bytes from one part of a weight stream of ``part_rows`` rows to the next
+    (``golden.isa.weight_part_stride``): the rows rounded up to whole pages."""
+    page = isa.WEIGHT_PART_ALIGN // isa.BEAT_BYTES
+    return (((part_rows + (page - 1)) >> (page.bit_length() - 1))
+            << (page.bit_length() - 1 + 4))
 
 
 class InstructionCheck(wiring.Component):
@@ -101,12 +148,7 @@ class InstructionCheck(wiring.Component):
         parts = cfg.cols_per_cycle // lanes
         ports = cfg.fill_entries_per_cycle
 
-        def reg(name, shape, value):
-            s = Signal(shape, name=name, reset_less=True)
-            with m.If(self.enable):
-                m.d.sync += s.eq(value)
-            return s
-
+        reg = _registers(m, self.enable)
         op = w[0][:8]
         pw_op, epilogue = w[0][8:10], w[0][10]
         tokens, heads = w[1][:16], w[1][16:]
@@ -154,11 +196,7 @@ class InstructionCheck(wiring.Component):
         beats0_step = reg("beats0_step", 21, beats0 + steps_per_k)
 
         # ---- stages 2-4: the LINEAR and NORM length checks ----
-        pitch = cfg.cols_per_cycle * isa.entry_pitch(cfg.entry_bits)
-        row_bits = ports * isa.BEAT_BITS
-        stream_bits = reg("stream_bits", len(blocks) + pitch.bit_length(), blocks * pitch)
-        stream_rows = reg("stream_rows", len(stream_bits),
-                          (stream_bits + (row_bits - 1)) >> (row_bits.bit_length() - 1))
+        stream_rows = _stream_rows(reg, cfg, blocks)
         linear_ok = reg("linear_ok", 1,
                         linear_limits & (beats0_q <= k_beats)
                         & (beats0_step > k_beats)
@@ -176,11 +214,8 @@ class InstructionCheck(wiring.Component):
         lengths_ok = reg("lengths", 1, nonzero & lengths)
 
         # ---- the streams' extents ----
-        page = isa.WEIGHT_PART_ALIGN // isa.BEAT_BYTES
         part_rows = beats1 >> (ports.bit_length() - 1)
-        part_stride = reg("part_stride", 32,
-                          ((part_rows + (page - 1)) >> (page.bit_length() - 1))
-                          << (page.bit_length() - 1 + 4))
+        part_stride = reg("part_stride", 32, _part_stride_bytes(part_rows))
         # stage 1: per stream (base, extra, tokens - 1, stride_t, heads - 1, stride_h, tail)
         raw = {name: reg(f"{name}_q", shape, value) for name, shape, value in (
             ("tm1", 16, tokens - 1), ("hm1", 16, heads - 1), ("kv_hm1", 16,
@@ -232,22 +267,6 @@ class InstructionCheck(wiring.Component):
         ]
         st = Stages(m, enable=self.enable)
 
-        def add(name, x, y):
-            """``x + y`` of two (value, stage) pairs, 24 bits a stage."""
-            total, stages = chunk_add(st, name, x[0], y[0], chunk=24)
-            return total, max(x[1], y[1]) + stages
-
-        def at_most(name, x, y):
-            """``x <= y`` of two (value, stage) pairs: each half compared in one stage, the
-            halves joined in the next."""
-            width = max(len(x[0]), len(y[0]))
-            xw, yw = arith.wire(m, width, x[0]), arith.wire(m, width, y[0])
-            half = (width + 1) // 2
-            lt_hi = st(f"{name}_lt_hi", 1, xw[half:] < yw[half:], reset_less=True)
-            eq_hi = st(f"{name}_eq_hi", 1, xw[half:] == yw[half:], reset_less=True)
-            le_lo = st(f"{name}_le_lo", 1, xw[:half] <= yw[:half], reset_less=True)
-            return st(name, 1, lt_hi | (eq_hi & le_lo), reset_less=True), max(x[1], y[1]) + 2
-
         oks, latency = [], 0
         window_lo, window_hi = (self.window_lo, 0), (self.window_hi, 0)
         for i, (base, extra, t, stride_t, h, stride_h, tail, used) in enumerate(streams):
@@ -269,13 +288,13 @@ class InstructionCheck(wiring.Component):
                 """A partial product of a high half: its value times 2**16."""
                 return Cat(C(0, 16), value[0]), value[1]
 
-            pt = add(n + "pt", products[0], shifted(products[1]))
-            ph = add(n + "ph", products[2], shifted(products[3]))
-            bx = add(n + "bx", (f["base"], 2), (f["extra"], 2))
-            bt = add(n + "bt", bx, (f["tail"] << 4, 2))
-            end = add(n + "end", add(n + "pth", pt, ph), bt)
-            low = at_most(n + "low", window_lo, (f["base"], 2))
-            high = at_most(n + "high", end, window_hi)
+            pt = _add(st, n + "pt", products[0], shifted(products[1]))
+            ph = _add(st, n + "ph", products[2], shifted(products[3]))
+            bx = _add(st, n + "bx", (f["base"], 2), (f["extra"], 2))
+            bt = _add(st, n + "bt", bx, (f["tail"] << 4, 2))
+            end = _add(st, n + "end", _add(st, n + "pth", pt, ph), bt)
+            low = _at_most(st, n + "low", window_lo, (f["base"], 2))
+            high = _at_most(st, n + "high", end, window_hi)
             ok = reg(n + "ok", 1, ~f["used"] | (aligned & low[0] & high[0]))
             oks.append(ok)
             latency = max(latency, low[1] + 1, high[1] + 1)
@@ -283,4 +302,82 @@ class InstructionCheck(wiring.Component):
         assert latency + 1 == LATENCY, (latency + 1, LATENCY)
         m.d.sync += [self.range_ok.eq(Cat(oks).all()), self.lengths_ok.eq(lengths_ok),
                      self.known_op.eq(known)]
+        return m
+
+
+class WeightCheck(wiring.Component):
+    """The weight streamer's check of a LINEAR, pipelined: may its weights be streamed?
+
+    It holds (``ok``) when the words are a LINEAR whose job fits the engine (``tokens``,
+    ``k_steps`` and ``n_blocks`` from 1 to their limits), whose weight length is its stream's
+    (``golden.isa.weight_stream_beats``) and whose weight region (``golden.isa.
+    weight_region_bytes``: P parts ``weight_part_stride`` apart) is beat-aligned and lies in
+    the DDR window. These are ``InstructionCheck``'s verdicts on the weight stream alone; the
+    rest of a LINEAR (its activations, its destination, its epilogue) is the sequencer's to
+    check, and a LINEAR that fails there faults when the sequencer reaches it, which drains
+    the streamer's reads. So the streamer never reads outside the window nor offers the engine
+    a job it cannot hold, for a fraction of a whole check's logic (a product and a few 24-bit
+    adds instead of sixteen DSPs and four streams' sums). ``LATENCY`` is at most
+    ``InstructionCheck.LATENCY``, so the streamer waits as the sequencer does.
+
+    Attributes
+    ----------
+    words : In(ArrayLayout(32, 16))
+        The instruction, held for ``LATENCY`` enabled cycles.
+    enable : In(1)
+        The pipeline's registers load only while it is high.
+    window_lo, window_hi : In(32), In(33)
+        The DDR window ``[window_lo, window_hi)``.
+    ok : Out(1)
+        The verdict on the words of ``LATENCY`` enabled cycles before (registered).
+    """
+
+    #: cycles from the first cycle the words hold to the first the verdict does: the words'
+    #: registers, the other parts' offset, the region's end over two 24-bit-chunk sums, the
+    #: two-stage compare, the verdict (``elaborate`` asserts it)
+    LATENCY = 9
+
+    def __init__(self, *, config, max_tokens: int, max_k_steps: int, max_n_blocks: int):
+        self.config = config
+        self.max_tokens, self.max_k_steps, self.max_n_blocks = (max_tokens, max_k_steps,
+                                                                max_n_blocks)
+        super().__init__({
+            "words": In(data.ArrayLayout(32, isa.WORDS)), "enable": In(1),
+            "window_lo": In(32), "window_hi": In(33), "ok": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, w = self.config, self.words
+        ports = cfg.fill_entries_per_cycle
+        reg = _registers(m, self.enable)
+        st = Stages(m, enable=self.enable)
+        tokens, k_steps, n_blocks = w[1][:16], w[2][:16], w[2][16:]
+        base, beats = w[8], w[11]
+        k_bits = self.max_k_steps.bit_length()
+        n_bits = self.max_n_blocks.bit_length()
+        rows = beats >> (ports.bit_length() - 1)
+        # stage 1: the words
+        linear = reg("linear", 1, (w[0][:8] == int(isa.Op.LINEAR))
+                     & (tokens != 0) & (tokens <= self.max_tokens)
+                     & (k_steps != 0) & (k_steps <= self.max_k_steps)
+                     & (n_blocks != 0) & (n_blocks <= self.max_n_blocks))
+        blocks = reg("blocks", k_bits + n_bits, k_steps[:k_bits] * n_blocks[:n_bits])
+        beats_q = reg("beats_q", 32, beats)
+        base_q = reg("base_q", 32, base)
+        tail = reg("tail", 36, rows << 4)               # bytes of one part
+        part_stride = reg("part_stride", 32, _part_stride_bytes(rows))
+        # stages 2-4: the weight length is the stream's
+        stream_rows = _stream_rows(reg, cfg, blocks)
+        stream_ok = reg("stream_ok", 1, beats_q == stream_rows << (ports.bit_length() - 1))
+        # stages 2-8: the region, base + (P - 1) * part_stride + tail, in the window
+        aligned = reg("aligned", 1, base_q[:4] == 0)
+        others = reg("others", 34, part_stride * (ports - 1))
+        start_of_last = _add(st, "last", (base_q, 1), (others, 2))
+        end = _add(st, "end", start_of_last, (tail, 1))
+        low = _at_most(st, "low", (self.window_lo, 0), (base_q, 1))
+        high = _at_most(st, "high", end, (self.window_hi, 0))
+        latency = max(low[1], high[1], 4)
+        assert latency + 1 == self.LATENCY, (latency + 1, self.LATENCY)
+        m.d.sync += self.ok.eq(linear & stream_ok & aligned & low[0] & high[0])
         return m

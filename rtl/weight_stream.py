@@ -24,7 +24,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..golden import isa
 from .axi import ReadDMA, axi4_signature
-from .checks import InstructionCheck
+from .checks import InstructionCheck, WeightCheck
 from .tlmm import job_layout
 
 __all__ = ["row_layout", "WeightUnpacker", "WeightStreamer"]
@@ -121,16 +121,17 @@ class WeightStreamer(wiring.Component):
     stream's last row. With two banks, the next linear's weights stream while the engine still
     computes the current one, and during the instructions in between.
 
-    A LINEAR that fails the sequencer's checks (``rtl.checks.InstructionCheck``, which the
-    streamer runs too, built from ``check``: the top's sizes; e.g. a weight length that is
-    not its stream's, or an extent outside the DDR window) is not streamed: the walk stops
-    there (``done``), and the sequencer faults when it gets there.
+    A LINEAR whose weights cannot be streamed (``rtl.checks.WeightCheck``: a job beyond the
+    engine's limits, a weight length that is not its stream's, a weight region outside the DDR
+    window) is not streamed: the walk stops there (``done``), and the sequencer faults when it
+    gets there. A LINEAR that fails only the sequencer's other checks (its activations, its
+    destination) is streamed; the sequencer's fault then drains the streamer's reads.
 
     Timing (``sim.accelerator`` models it): the first FETCH is the cycle after ``start``; a
     FETCH's command is accepted at once (the port is idle), its DECODE is ``latency + 7``
     cycles later (``sim.accelerator.fetch_to_decode``, as the sequencer's); DECODE takes a
-    cycle, and a LINEAR then waits in CHECK for the checks' verdicts,
-    ``InstructionCheck.LATENCY - 1`` cycles; its JOB is offered from the next cycle, its
+    cycle, and a LINEAR then waits in CHECK as the sequencer does for its checks,
+    ``InstructionCheck.LATENCY - 1`` cycles (``WeightCheck``'s verdict is there sooner); its JOB is offered from the next cycle, its
     READ is the cycle after the job's handshake and is accepted at once; the next FETCH is the
     cycle after the last weight row. ``done`` is high from the cycle after the last
     instruction's DECODE (or CHECK, or its stream's last row).
@@ -156,11 +157,10 @@ class WeightStreamer(wiring.Component):
     """
 
     def __init__(self, *, config, max_tokens: int, max_k_steps: int, max_n_blocks: int,
-                 max_in_flight: int, check: dict, data_width: int = isa.BEAT_BITS):
+                 max_in_flight: int, data_width: int = isa.BEAT_BITS):
         self.config = config
-        self._check = InstructionCheck(config=config, max_tokens=max_tokens,
-                                       max_k_steps=max_k_steps, max_n_blocks=max_n_blocks,
-                                       **check)
+        self._check = WeightCheck(config=config, max_tokens=max_tokens,
+                                  max_k_steps=max_k_steps, max_n_blocks=max_n_blocks)
         self.max_tokens, self.max_k_steps, self.max_n_blocks = (max_tokens, max_k_steps,
                                                                 max_n_blocks)
         layout = job_layout(max_tokens=max_tokens, max_k_steps=max_k_steps,
@@ -203,7 +203,7 @@ class WeightStreamer(wiring.Component):
         wiring.connect(m, unpacker.entries, wiring.flipped(self.entries))
         m.d.comb += self.error.eq(Cat(r.error for r in readers).any())
 
-        # the fetched instruction, and the checks of a LINEAR (the sequencer's own)
+        # the fetched instruction, and the check of a LINEAR's weights
         words = Signal(data.ArrayLayout(32, isa.WORDS))
         m.submodules.check = check = self._check
         m.d.comb += [check.words.eq(words), check.window_lo.eq(self.window_lo),
@@ -279,7 +279,7 @@ class WeightStreamer(wiring.Component):
                 m.d.sync += check_wait.eq(check_wait - 1)
                 with m.If(check_wait == 0):
                     m.d.sync += checking.eq(0)
-                    with m.If(check.known_op & check.lengths_ok & check.range_ok):
+                    with m.If(check.ok):
                         m.next = "JOB"
                     with m.Else():
                         m.next = "DONE"

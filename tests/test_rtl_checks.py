@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: BSD-3-Clause
-"""``rtl.checks.InstructionCheck``: the pipelined checks of a decoded instruction, and
-``rtl.counter.Counter``.
+"""``rtl.checks.InstructionCheck``: the pipelined checks of a decoded instruction,
+``rtl.checks.WeightCheck`` (the weight streamer's), and ``rtl.counter.Counter``.
 
 The range verdict is checked against the commands the sequencer issues (every read and write
 of the instruction, enumerated here as ``rtl.accelerator`` walks them): it must hold exactly
@@ -224,6 +224,83 @@ def test_op_and_length_verdicts():
     assert [fault(*v) for v in _verdicts([c for c, _ in cases])] == [w for _, w in cases]
 
 
+
+def _weight_verdicts(instructions, window=(LO, HI)):
+    """``WeightCheck.ok`` of each instruction, from the RTL."""
+    from amaranth.sim import Simulator
+
+    from ternedge.rtl.checks import WeightCheck
+
+    limits = {k: SIZES[k] for k in ("max_tokens", "max_k_steps", "max_n_blocks")}
+    dut = WeightCheck(config=CONFIG, **limits)
+    out = []
+
+    async def bench(ctx):
+        ctx.set(dut.window_lo, window[0])
+        ctx.set(dut.window_hi, window[1])
+        for n, ins in enumerate(instructions):
+            for i, word in enumerate(ins.words()):
+                ctx.set(dut.words[i], word)
+            ctx.set(dut.enable, 1)
+            await ctx.tick().repeat(WeightCheck.LATENCY)
+            out.append(ctx.get(dut.ok))
+            ctx.set(dut.enable, 0)                  # disabled, it holds its verdict
+            for i in range(isa.WORDS):
+                ctx.set(dut.words[i], 0)
+            await ctx.tick().repeat(1 + n % 3)
+            assert ctx.get(dut.ok) == out[-1]
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return out
+
+
+def _streamable(ins, lo=LO, hi=HI):
+    """May the streamer stream ``ins``: a LINEAR whose job fits the engine, whose weight
+    length is its stream's and whose weight region lies in the window."""
+    if ins.op is not Op.LINEAR:
+        return False
+    fits = (1 <= ins.tokens <= SIZES["max_tokens"] and 1 <= ins.k_steps <= SIZES["max_k_steps"]
+            and 1 <= ins.n_blocks <= SIZES["max_n_blocks"])
+    if not fits:
+        return False
+    ports = CONFIG.fill_entries_per_cycle
+    want = isa.weight_stream_beats(ins.k_steps * ins.n_blocks * CONFIG.cols_per_cycle,
+                                   CONFIG.entry_bits, ports)
+    addr, beats = ins.src1.addr, isa.weight_region_bytes(ins.src1.beats, ports) // 16
+    return (ins.src1.beats == want and addr % isa.BEAT_BYTES == 0 and addr >= lo
+            and addr + 16 * beats <= hi)
+
+
+def test_weight_verdict_is_the_weight_stream_in_the_window():
+    """``WeightCheck`` passes exactly the LINEARs whose weights may be streamed: random
+    LINEARs whose weight regions straddle the window's ends, with wrong lengths and job
+    sizes mixed in, and instructions of the other ops (never streamed)."""
+    rng = random.Random(7)
+    instructions = []
+    while len(instructions) < 120:
+        ins = _random_instruction(rng)
+        if ins.op is Op.LINEAR:
+            roll = rng.random()
+            if roll < 0.1:                          # a weight length that is not the stream's
+                ins.src1 = Source(ins.src1.addr, 0, 0, ins.src1.beats + 2)
+            elif roll < 0.2:                        # a job beyond the engine's limits
+                ins.tokens = SIZES["max_tokens"] + 1
+        elif rng.random() < 0.7:
+            continue
+        instructions.append(ins)
+    verdicts = _weight_verdicts(instructions)
+    want = [_streamable(ins) for ins in instructions]
+    assert [bool(v) for v in verdicts] == want
+    assert 20 < sum(want) < len(want) - 20      # both verdicts are well covered
+    # every LINEAR the sequencer's checks pass, the streamer streams
+    full = _verdicts(instructions)
+    assert all(ok for ok, v, ins in zip(verdicts, full, instructions, strict=True)
+               if ins.op is Op.LINEAR and all(v))
+
+
 @pytest.mark.parametrize(("width", "inc_width", "chunk"), [(12, 2, 4), (10, 3, 4), (9, 1, 3)])
 def test_counter_counts_exactly_every_cycle(width, inc_width, chunk):
     from amaranth.sim import Simulator
@@ -261,12 +338,13 @@ def test_counter_refuses_bad_sizes():
 
 def test_model_latencies_are_the_rtl_s():
     """``sim.accelerator`` mirrors the sequencer's CHECK and TILE waits (sim/ may not import
-    rtl/, so the model keeps its own copies of the constants)."""
+    rtl/, so the model keeps its own copies of the constants); the streamer's check is done
+    within the sequencer's wait, which it takes too."""
     from ternedge.rtl import accelerator
-    from ternedge.rtl.checks import InstructionCheck
+    from ternedge.rtl.checks import InstructionCheck, WeightCheck
     from ternedge.rtl.weight_stream import WeightUnpacker
     from ternedge.sim import accelerator as model
 
-    assert model.CHECK_LATENCY == InstructionCheck.LATENCY
+    assert model.CHECK_LATENCY == InstructionCheck.LATENCY >= WeightCheck.LATENCY
     assert model.TILE_LATENCY == accelerator.TILE_LATENCY
     assert model.UNPACK_LATENCY == WeightUnpacker.LATENCY

@@ -153,9 +153,6 @@ def test_unpacker_never_holds_the_stream_up(entry_bits, ports):
 
 # ---- WeightStreamer: the walk over a program, on a Python AXI memory ----
 
-#: the streamer's (and its checks') widest row, in beats
-ROW_BEATS = 256
-
 
 def _streamer_run(program, memory_words, releases, config, max_cycles=4000):
     """Run a WeightStreamer over ``program`` (at address 0); the engine side takes a job when
@@ -165,13 +162,10 @@ def _streamer_run(program, memory_words, releases, config, max_cycles=4000):
     from amaranth.sim import Simulator
     from test_rtl_axi import Memory
 
-    from ternedge.rtl.elementwise import PointwiseOp
     from ternedge.rtl.weight_stream import WeightStreamer
 
     dut = WeightStreamer(config=config, max_tokens=8, max_k_steps=4, max_n_blocks=4,
-                         max_in_flight=8,
-                         check=dict(row_beats=ROW_BEATS, head_beats=8, max_context=64,
-                                    attention_tile=1, pointwise_ops=(PointwiseOp.ADD,)))
+                         max_in_flight=8)
     image = isa.encode(program)
     words = dict(memory_words)
     for i in range(0, len(image), 16):
