@@ -131,7 +131,8 @@ class WeightStreamer(wiring.Component):
     FETCH's command is accepted at once (the port is idle), its DECODE is ``latency + 7``
     cycles later (``sim.accelerator.fetch_to_decode``, as the sequencer's); DECODE takes a
     cycle, and a LINEAR then waits in CHECK as the sequencer does for its checks,
-    ``InstructionCheck.LATENCY - 1`` cycles (``WeightCheck``'s verdict is there sooner); its JOB is offered from the next cycle, its
+    ``InstructionCheck.LATENCY - 1`` cycles (``WeightCheck``'s verdict is there sooner);
+    its JOB is offered from the next cycle, its
     READ is the cycle after the job's handshake and is accepted at once; the next FETCH is the
     cycle after the last weight row. ``done`` is high from the cycle after the last
     instruction's DECODE (or CHECK, or its stream's last row).
