@@ -304,10 +304,10 @@ def parse_nextpnr_timing(log: str) -> dict:
 #:   multipliers (``booth``). With the weight streamer's own check reduced to
 #:   ``rtl.checks.WeightCheck`` (no products) the rest take 140 MULT18X18D; at 15 bits, before
 #:   that, they took 142, and the products of 13 to 15 bits cost about 8,800 LUT4 more.
-#:   Moving every product of at most
-#:   24 x 24 to LUTs, as before the units were pipelined (their products were wider then),
-#:   would move all of them: 98,222 LUT4, which does not fit. The same flatten/wreduce runs
-#:   first so the widths are the reduced ones ``synth_ecp5`` would see.
+#:   Moving every product of at most 24 x 24 to LUTs, as before the units were pipelined
+#:   (their products were wider then), would move all of them: 98,222 LUT4, which does not
+#:   fit. The same flatten/wreduce runs first so the widths are the reduced ones
+#:   ``synth_ecp5`` would see.
 #: - LUT mapping with classic ``abc -lut 4`` instead of ``synth_ecp5``'s ``abc9``: on this
 #:   design Yosys 0.70's abc9 ran for 35 to over 55 minutes (YoWASP) and then failed in
 #:   ``abc_ops_reintegrate`` ("Assert `GetSize(conn.first) == GetSize(conn.second)' failed");

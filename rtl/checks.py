@@ -29,7 +29,7 @@ The streams, per op (T tokens, H heads, ``b`` a source's beats):
 - ``POINTWISE``: sources 0 and 1 and the destination (T, 1, b).
 """
 
-from amaranth.hdl import C, Cat, Module, Mux, Signal
+from amaranth.hdl import C, Cat, Module, Mux
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -65,15 +65,9 @@ def _at_most(st, name, x, y):
     return st(name, 1, lt_hi | (eq_hi & le_lo), reset_less=True), max(x[1], y[1]) + 2
 
 
-def _registers(m, enable):
-    """``reg(name, shape, value)``: a reset-less register that loads while ``enable`` is
-    high."""
-    def reg(name, shape, value):
-        s = Signal(shape, name=name, reset_less=True)
-        with m.If(enable):
-            m.d.sync += s.eq(value)
-        return s
-    return reg
+def _registers(st):
+    """``reg(name, shape, value)``: a reset-less register of the stages ``st``."""
+    return lambda name, shape, value: st(name, shape, value, reset_less=True)
 
 
 def _stream_rows(reg, cfg, blocks):
@@ -148,7 +142,8 @@ class InstructionCheck(wiring.Component):
         parts = cfg.cols_per_cycle // lanes
         ports = cfg.fill_entries_per_cycle
 
-        reg = _registers(m, self.enable)
+        st = Stages(m, enable=self.enable)
+        reg = _registers(st)
         op = w[0][:8]
         pw_op, epilogue = w[0][8:10], w[0][10]
         tokens, heads = w[1][:16], w[1][16:]
@@ -265,7 +260,6 @@ class InstructionCheck(wiring.Component):
                    (r["da"], zero, r["tm1"], r["dt"], r["hm1"], r["dh"], r["db"], one),
                    (r["da"], zero, r["tm1"], r["dt"], zero, zero, r["db"], one)),
         ]
-        st = Stages(m, enable=self.enable)
 
         oks, latency = [], 0
         window_lo, window_hi = (self.window_lo, 0), (self.window_hi, 0)
@@ -350,8 +344,8 @@ class WeightCheck(wiring.Component):
         m = Module()
         cfg, w = self.config, self.words
         ports = cfg.fill_entries_per_cycle
-        reg = _registers(m, self.enable)
         st = Stages(m, enable=self.enable)
+        reg = _registers(st)
         tokens, k_steps, n_blocks = w[1][:16], w[2][:16], w[2][16:]
         base, beats = w[8], w[11]
         k_bits = self.max_k_steps.bit_length()

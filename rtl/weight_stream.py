@@ -132,10 +132,10 @@ class WeightStreamer(wiring.Component):
     cycles later (``sim.accelerator.fetch_to_decode``, as the sequencer's); DECODE takes a
     cycle, and a LINEAR then waits in CHECK as the sequencer does for its checks,
     ``InstructionCheck.LATENCY - 1`` cycles (``WeightCheck``'s verdict is there sooner);
-    its JOB is offered from the next cycle, its
-    READ is the cycle after the job's handshake and is accepted at once; the next FETCH is the
-    cycle after the last weight row. ``done`` is high from the cycle after the last
-    instruction's DECODE (or CHECK, or its stream's last row).
+    its JOB is offered from the next cycle, its READ is the cycle after the job's handshake
+    and is accepted at once; the next FETCH is the cycle after the last weight row. ``done``
+    is high from the cycle after the last instruction's DECODE (or CHECK, or its stream's
+    last row).
 
     Attributes
     ----------
