@@ -7,7 +7,7 @@ Blocks::
                     │
     DDR (AXI4) ── ReadDMA ── router ─┬─ instruction words
                                      ├─ RMSNorm (x, gamma)          ─┐
-                                     ├─ Quantizer ─ gearbox ─ Engine ─ Dequantizer
+                                     ├─ Quantizer ─ gear ─ Engine ─ splitter ─ Dequantizer
                                      ├─ FIFO ─ RoPE (x, table)       ├─ WriteDMA ── DDR
                                      ├─ PrefillUnit (q, k, v)        │
                                      └─ FIFO ─ Pointwise (a, b)     ─┘
@@ -20,10 +20,12 @@ write is acknowledged before the next iteration. A LINEAR's tokens are pipelined
 sequencer reads token t + 1's row (and its epilogue row) as soon as the ReadDMA is free and the
 quantizer has a bank for it (``Quantizer``'s ping-pong buffer: at most two rows in it), while
 token t is still in pass 2, the engine and the dequantizer; the quantizer starts a token's
-pass 2 when the dequantizer takes its amax, once the token before has left the gearbox (the
+pass 2 when the dequantizer takes its amax, once the token before has left the gear (the
 engine took its last K-step) and the dequantizer has started on its results, so tokens meet
 only in the engine, which loops over them, and the dequantizer prepares a token's scale while
-it streams the token before. The LINEAR's write commands go out on their
+it streams the token before. The gear (``rtl.linear_chain.ActivationGear``) turns the
+quantizer's beats into the engine's K-steps, the splitter (``ResultSplitter``) each engine
+result into the dequantizer's beats. The LINEAR's write commands go out on their
 own, (token, head) in order, each as soon as the WriteDMA is idle, and the instruction ends
 once all are acknowledged. Before an instruction's first command, ``rtl.checks.InstructionCheck``
 checks its op, its lengths and its whole extent against the DDR window (``DDR_BASE``,
@@ -58,10 +60,8 @@ the host splits wider linears into column tiles. Attention runs on a ``PrefillUn
 one pass over the keys and one over the values (a decode step is a tile of one).
 """
 
-import enum
-
-from amaranth.hdl import Array, C, Cat, Module, Mux, ResetInserter, Signal, signed
-from amaranth.lib import data, fifo, wiring
+from amaranth.hdl import Array, C, Cat, Module, Mux, ResetInserter, Signal
+from amaranth.lib import fifo, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..golden import isa, ops
@@ -72,8 +72,10 @@ from .axi import ReadDMA, WriteDMA, axi4_signature, axilite_signature
 from .checks import InstructionCheck
 from .counter import Counter
 from .elementwise import Pointwise, PointwiseOp, RMSNorm, RoPE
+from .linear_chain import ActivationGear, ResultSplitter
 from .quant import Dequantizer, Quantizer
 from .regs import ErrorCode, Registers
+from .router import ReadRouter, Route
 from .tlmm import Engine
 from .weight_stream import WeightStreamer
 
@@ -83,21 +85,6 @@ DATA_WIDTH = 8 * isa.BEAT_BYTES
 #: cycles the sequencer waits in TILE after an ATTENTION instruction moves on to its next
 #: tile: the tile's registered sizes follow ``t`` and ``keys`` four registers deep
 TILE_LATENCY = 4
-
-
-class Route(enum.IntEnum):
-    """Where the router sends the beats of a read command."""
-    INSTRUCTION = 0
-    NORM_X = 1
-    NORM_GAMMA = 2
-    QUANT_X = 3
-    ROPE_X = 4
-    ROPE_TABLE = 5
-    ATT_Q = 6
-    ATT_K = 7
-    ATT_V = 8
-    POINTWISE_A = 9
-    POINTWISE_B = 10
 
 
 #: ``ModelConfig.hidden_act`` -> the ``Pointwise`` gate that computes it
@@ -207,7 +194,6 @@ class Accelerator(wiring.Component):
         row_beats = self.max_dim // lanes
         head_beats = self.head_dim // lanes
         job_beats = self.max_job_n // lanes           # one token's outputs of one engine job
-        steps_per_k = cfg.k_per_step // lanes         # DDR beats per engine K-step
 
         m.submodules.regs = regs = Registers(counters=len(COUNTERS))
         m.submodules.reader = reader = ReadDMA(data_width=DATA_WIDTH,
@@ -245,10 +231,15 @@ class Accelerator(wiring.Component):
                                        max_in_flight=TOP_READS_IN_FLIGHT,
                                        data_width=DATA_WIDTH),
             "dequant": Dequantizer(lanes=lanes, acc_width=cfg.acc_width),
+            # the linear chain's adapters: quantizer beats -> K-steps, results -> beats
+            "gear": ActivationGear(lanes=lanes, k_per_step=cfg.k_per_step),
+            "splitter": ResultSplitter(lanes=lanes, cols_per_cycle=cfg.cols_per_cycle,
+                                       acc_width=cfg.acc_width),
             "rope": RoPE(lanes=lanes, head_dim=self.head_dim),
             "attention": PrefillUnit(queries=self.attention_tile, lanes=lanes,
                                      head_dim=self.head_dim, max_keys=self.max_context),
             "pointwise": Pointwise(lanes=lanes, ops=self.pointwise_ops),
+            "router": ReadRouter(lanes=lanes, max_beats_bits=20),
             # operands that arrive before their unit takes them, and the unit outputs on their
             # way to the WriteDMA: deep enough that neither DMA ever waits for a unit (a
             # pipelined LINEAR has the epilogue rows of up to three tokens in ``a_fifo``, and
@@ -263,6 +254,7 @@ class Accelerator(wiring.Component):
         for name, unit in units.items():
             m.submodules[name] = ResetInserter(unit_reset)(unit)
         norm, quant, dequant = (units[n] for n in ("norm", "quant", "dequant"))
+        gear, splitter = units["gear"], units["splitter"]
         streamer = units["streamer"]
         wiring.connect(m, streamer.job, engine.job)
         wiring.connect(m, streamer.entries, engine.weights)
@@ -271,6 +263,7 @@ class Accelerator(wiring.Component):
                 port, inner = getattr(outer, name), getattr(bus, name)
                 m.d.comb += (inner.eq(port) if member.flow == In else port.eq(inner))
         rope, attn, pw = units["rope"], units["attention"], units["pointwise"]
+        router = units["router"]
         rope_fifo, a_fifo = units["rope_fifo"], units["a_fifo"]
         gamma_fifo, out_fifo = units["gamma_fifo"], units["out_fifo"]
 
@@ -320,113 +313,49 @@ class Accelerator(wiring.Component):
             writer.cmd.valid.eq(wr_issue),
         ]
 
-        route = Signal(range(len(Route)))
-        remaining = Signal(20)
-        final_cmd = Signal()                         # the command ends the unit's token
-        beat = reader.data.payload
-        last = (remaining == 1) & final_cmd
-        with m.If(reader.cmd.valid & reader.cmd.ready):
-            m.d.sync += [route.eq(rd_route), remaining.eq(rd_beats), final_cmd.eq(rd_final)]
-        with m.Elif(reader.data.valid & reader.data.ready):
-            m.d.sync += remaining.eq(remaining - 1)
-
+        # the router hands each read command's beats to the unit input it is tagged with
+        m.d.comb += [router.cmd_taken.eq(reader.cmd.valid & reader.cmd.ready),
+                     router.cmd_route.eq(rd_route), router.cmd_beats.eq(rd_beats),
+                     router.cmd_final.eq(rd_final), router.drain.eq(drain)]
+        wiring.connect(m, reader.data, router.data)
+        for source, sink in ((router.norm_x, norm.x), (router.quant_x, quant.x),
+                             (router.rope_table, rope.table), (router.att_q, attn.q),
+                             (router.att_k, attn.k), (router.att_v, attn.v)):
+            wiring.connect(m, source, sink)
+        for source, sink in ((router.norm_gamma, gamma_fifo), (router.rope_x, rope_fifo),
+                             (router.pointwise_a, a_fifo)):
+            m.d.comb += [sink.w_en.eq(source.valid), sink.w_data.eq(source.payload),
+                         source.ready.eq(sink.w_rdy)]
         instr_beat = Signal(3)
-        cos_beat = Signal(DATA_WIDTH)
-        cos_held = Signal()
-
-        sink_ready = Signal()
-        m.d.comb += reader.data.ready.eq(drain | sink_ready)
-        valid = reader.data.valid & ~drain
-        # every sink sees the beat; the route selects only who takes it (valid and ready),
-        # so no data path runs through the route's decode
-        table = rope.table.payload
-        for i in range(lanes):
-            m.d.comb += [table.cos[i].eq(cos_beat[32 * i:32 * i + 18]),
-                         table.sin[i].eq(beat[32 * i:32 * i + 18])]
-        m.d.comb += [norm.x.payload.x.eq(beat), norm.x.payload.last.eq(last),
-                     quant.x.payload.x.eq(beat), quant.x.payload.last.eq(last),
-                     gamma_fifo.w_data.eq(beat), rope_fifo.w_data.eq(beat),
-                     a_fifo.w_data.eq(beat), attn.q.payload.eq(beat), attn.k.payload.eq(beat),
-                     attn.v.payload.eq(beat)]
-        with m.Switch(route):
-            with m.Case(Route.INSTRUCTION):
-                m.d.comb += sink_ready.eq(1)
-                with m.If(valid):
-                    for i in range(isa.WORDS):
-                        with m.If(instr_beat == i // 4):
-                            m.d.sync += words[i].eq(beat[32 * (i % 4):32 * (i % 4 + 1)])
-                    m.d.sync += instr_beat.eq(instr_beat + 1)
-            with m.Case(Route.NORM_X):
-                m.d.comb += [norm.x.valid.eq(valid), sink_ready.eq(norm.x.ready)]
-            with m.Case(Route.NORM_GAMMA):
-                m.d.comb += [gamma_fifo.w_en.eq(valid), sink_ready.eq(gamma_fifo.w_rdy)]
-            with m.Case(Route.QUANT_X):
-                m.d.comb += [quant.x.valid.eq(valid), sink_ready.eq(quant.x.ready)]
-            with m.Case(Route.ROPE_X):
-                m.d.comb += [rope_fifo.w_en.eq(valid), sink_ready.eq(rope_fifo.w_rdy)]
-            with m.Case(Route.ROPE_TABLE):
-                # a table beat is a cos beat then a sin beat (Q16, 18 bits used of each lane)
-                m.d.comb += [rope.table.valid.eq(valid & cos_held),
-                             sink_ready.eq(~cos_held | rope.table.ready)]
-                with m.If(valid & sink_ready):
-                    m.d.sync += cos_held.eq(~cos_held)
-                    with m.If(~cos_held):
-                        m.d.sync += cos_beat.eq(beat)
-            with m.Case(Route.ATT_Q):
-                m.d.comb += [attn.q.valid.eq(valid), sink_ready.eq(attn.q.ready)]
-            with m.Case(Route.ATT_K):
-                m.d.comb += [attn.k.valid.eq(valid), sink_ready.eq(attn.k.ready)]
-            with m.Case(Route.ATT_V):
-                m.d.comb += [attn.v.valid.eq(valid), sink_ready.eq(attn.v.ready)]
-            with m.Case(Route.POINTWISE_A):
-                m.d.comb += [a_fifo.w_en.eq(valid), sink_ready.eq(a_fifo.w_rdy)]
-            with m.Case(Route.POINTWISE_B):
-                m.d.comb += [pw.i.valid.eq(valid & a_fifo.r_rdy), pw.i.payload.op.eq(pw_op),
-                             pw.i.payload.a.eq(a_fifo.r_data), pw.i.payload.b.eq(beat),
-                             sink_ready.eq(pw.i.ready & a_fifo.r_rdy),
-                             a_fifo.r_en.eq(valid & pw.i.ready & a_fifo.r_rdy)]
+        m.d.comb += router.instruction.ready.eq(1)
+        with m.If(router.instruction.valid):
+            for i in range(isa.WORDS):
+                with m.If(instr_beat == i // 4):
+                    m.d.sync += words[i].eq(router.instruction.payload[32 * (i % 4):
+                                                                       32 * (i % 4 + 1)])
+            m.d.sync += instr_beat.eq(instr_beat + 1)
+        # a Pointwise b beat goes in with the a beat buffered before it
+        pw_b = router.pointwise_b
+        m.d.comb += pw_b.ready.eq(pw.i.ready & a_fifo.r_rdy)
+        with m.If(pw_b.valid):
+            m.d.comb += [pw.i.valid.eq(a_fifo.r_rdy), pw.i.payload.op.eq(pw_op),
+                         pw.i.payload.a.eq(a_fifo.r_data), pw.i.payload.b.eq(pw_b.payload),
+                         a_fifo.r_en.eq(pw.i.ready & a_fifo.r_rdy)]
         for source, sink in ((rope_fifo, rope.x), (gamma_fifo, norm.gamma)):
             m.d.comb += [sink.valid.eq(source.r_rdy), sink.payload.eq(source.r_data),
                          source.r_en.eq(sink.ready & source.r_rdy)]
 
-        # ---- the linear chain: quantizer -> gearbox -> engine -> dequantizer ----
-        # Two K-step registers: ``gear`` fills from the quantizer while ``gear_out`` waits for
-        # the engine (LUTRAM tables hold it for their P writes), so the quantizer never waits
-        # for the table writes of the K-step before. A completed K-step goes straight to
-        # ``gear_out`` when that is free (or being taken), else waits in ``gear`` (``gear_ready``,
-        # the quantizer held) and moves in the cycle ``gear_out`` is taken.
-        gear = Signal(data.ArrayLayout(signed(8), cfg.k_per_step))
-        gear_next = Signal.like(gear)                # ``gear`` with this cycle's beat in
-        gear_fill = Signal(range(steps_per_k + 1))
-        gear_ready = Signal()
-        gear_out = Signal.like(gear)
-        gear_full = Signal()                         # ``gear_out`` valid to the engine
-        beat_in = quant.q.valid & quant.q.ready
-        completes = beat_in & (quant.q.payload.last | (gear_fill == steps_per_k - 1))
-        out_free = ~gear_full | engine.activations.ready
-        m.d.comb += [quant.q.ready.eq(~gear_ready), engine.activations.valid.eq(gear_full),
-                     engine.activations.payload.eq(gear_out), gear_next.eq(gear)]
-        with m.If(beat_in):
-            for i in range(steps_per_k):
-                with m.If(gear_fill == i):
-                    for j in range(lanes):
-                        m.d.comb += gear_next[i * lanes + j].eq(quant.q.payload.q[j])
-        with m.If(engine.activations.valid & engine.activations.ready):
-            m.d.sync += gear_full.eq(0)
-        with m.If(gear_ready & out_free):
-            m.d.sync += [gear_out.eq(gear), gear_full.eq(1), gear_ready.eq(0)]
-        with m.Elif(completes & out_free):
-            m.d.sync += [gear_out.eq(gear_next), gear_full.eq(1), gear_fill.eq(0)]
-        with m.Elif(completes):
-            m.d.sync += [gear.eq(gear_next), gear_ready.eq(1), gear_fill.eq(0)]
-        with m.Elif(beat_in):
-            m.d.sync += [gear.eq(gear_next), gear_fill.eq(gear_fill + 1)]
-
+        # ---- the linear chain: quantizer -> gear -> engine -> splitter -> dequantizer ----
+        wiring.connect(m, quant.q, gear.i)
+        wiring.connect(m, gear.o, engine.activations)
+        wiring.connect(m, engine.results, splitter.results)
+        wiring.connect(m, splitter.acc, dequant.acc)
+        m.d.comb += splitter.n_blocks.eq(n_blocks)
         # A token's amax goes to the dequantizer (and its pass 2 starts) once the token before
-        # has left the quantizer and the gearbox: the engine has taken its last K-step, so the
+        # has left the quantizer and the gear: the engine has taken its last K-step, so the
         # tokens meet only in the engine, which loops over them.
         token_open = Signal()
-        gear_clear = ~token_open & ~gear_full & ~gear_ready
+        gear_clear = ~token_open & gear.empty
         m.d.comb += [dequant.scale.valid.eq(quant.amax.valid & gear_clear),
                      dequant.scale.payload.amax.eq(quant.amax.payload),
                      dequant.scale.payload.w_m.eq(w_m), dequant.scale.payload.w_e.eq(w_e),
@@ -435,31 +364,6 @@ class Accelerator(wiring.Component):
             m.d.sync += token_open.eq(1)
         with m.If(quant.q.valid & quant.q.ready & quant.q.payload.last):
             m.d.sync += token_open.eq(0)
-        # each engine result (cols_per_cycle accumulators) goes out as parts of 4 lanes
-        parts = cfg.cols_per_cycle // lanes
-        part_bits = lanes * cfg.acc_width
-        result = Signal.like(engine.results.payload)
-        held = Signal()
-        part = Signal(range(parts))
-        n_block = Signal(16)
-        last_part = part == parts - 1
-        last_block = Signal(16)                      # n_blocks - 1 (registered: words held)
-        m.d.sync += last_block.eq(n_blocks - 1)
-        emit = dequant.acc.valid & dequant.acc.ready
-        take = engine.results.valid & engine.results.ready
-        m.d.comb += [dequant.acc.valid.eq(held),
-                     dequant.acc.payload.acc.eq(Array(result.as_value()[i * part_bits:
-                                                                        (i + 1) * part_bits]
-                                                      for i in range(parts))[part]),
-                     dequant.acc.payload.last.eq(last_part & (n_block == last_block)),
-                     engine.results.ready.eq(~held | (last_part & dequant.acc.ready))]
-        with m.If(emit):
-            m.d.sync += part.eq(Mux(last_part, 0, part + 1))
-            with m.If(last_part):
-                m.d.sync += [held.eq(0),
-                             n_block.eq(Mux(n_block == last_block, 0, n_block + 1))]
-        with m.If(take):
-            m.d.sync += [result.eq(engine.results.payload), held.eq(1), part.eq(0)]
 
         # ---- write data: the instruction's unit output ----
         # the LINEAR epilogue: Pointwise(pw_op, a = a row from DDR, b = the linear's output)
@@ -745,7 +649,7 @@ class Accelerator(wiring.Component):
                     linear_writes()
             with m.State("WAIT"):
                 m.d.comb += regs.busy.eq(1)
-                settled = ((remaining == 0) & reader.idle & writer.idle & ~writer.cmd.valid
+                settled = (~router.busy & reader.idle & writer.idle & ~writer.cmd.valid
                            & ~w_pending)
                 with m.If(axi_fault != 0):
                     raise_fault(axi_fault)
@@ -793,10 +697,8 @@ class Accelerator(wiring.Component):
             with m.State("FINISH"):
                 m.d.comb += [regs.busy.eq(1), unit_reset.eq(1), regs.done.eq(1),
                              regs.fault.eq(faulted), reader.clear.eq(1), writer.clear.eq(1)]
-                m.d.sync += [remaining.eq(0), cos_held.eq(0), gear_fill.eq(0),
-                             gear_full.eq(0), gear_ready.eq(0), n_block.eq(0), held.eq(0),
-                             part.eq(0), seg.eq(0), off0.eq(0), in_quant.eq(0),
-                             w_pending.eq(0), token_open.eq(0)]
+                m.d.sync += [seg.eq(0), off0.eq(0), in_quant.eq(0), w_pending.eq(0),
+                             token_open.eq(0)]
                 m.next = "IDLE"
 
         # ---- counters (``Counter``: no carry chain wider than 16 bits). Each counts its

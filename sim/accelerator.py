@@ -12,18 +12,18 @@ their ``cycles`` docstrings), and lets the ``WriteDMA`` take the outputs burst b
 beat a cycle, ``write_latency`` cycles to each B response). Cycle 0 is the first FETCH; the
 count ends with the FINISH cycle, like the top's ``CYCLES`` register.
 
-A LINEAR token runs K-step by K-step through the gearbox (the quantizer's beats collected
-into one K-step; two K-step registers, so the next K-step fills while the engine still holds
-the one before) and the engine's table builder (``rtl.tlmm``: registered tables, or ``lutram``
-tables written P cycles per K-step into two banks); ``_linear_token`` gives the recurrence,
-which holds for any ``n_blocks`` (the engine waits for the gearbox when a K-step's lookups are
-shorter than its refill). A LINEAR's tokens are pipelined (``_linear``): a token's row is read
-while the tokens before are still in the quantizer's pass 2, the engine and the dequantizer,
-and its writes go out on their own. The quantizer starts a token's pass 2 only once the
-token before has left the gearbox and the dequantizer has started on its results, so the
-recurrence runs on across tokens in the engine alone; the model checks that the dequantizer
-is ready for every token's results and that the FIFOs in between never fill (the operands of
-three tokens, the outputs of two).
+A LINEAR token runs K-step by K-step through the gearbox (``rtl.linear_chain.ActivationGear``:
+the quantizer's beats collected into one K-step; two K-step registers, so the next K-step
+fills while the engine still holds the one before) and the engine's table builder
+(``rtl.tlmm``: registered tables, or ``lutram`` tables written P cycles per K-step into two
+banks); ``_linear_token`` gives the recurrence, which holds for any ``n_blocks`` (the engine
+waits for the gearbox when a K-step's lookups are shorter than its refill). A LINEAR's tokens
+are pipelined (``_linear``): a token's row is read while the tokens before are still in the
+quantizer's pass 2, the engine and the dequantizer, and its writes go out on their own. The
+quantizer starts a token's pass 2 only once the token before has left the gearbox and the
+dequantizer has started on its results, so the recurrence runs on across tokens in the engine
+alone; the model checks that the dequantizer is ready for every token's results and that the
+FIFOs in between never fill (the operands of three tokens, the outputs of two).
 
 The weights come over the ``WeightStreamer``'s ports (``_Streamer``): it walks the program
 from cycle 0 like the sequencer (a fetch, ``fetch_to_decode`` cycles to its DECODE), and for
