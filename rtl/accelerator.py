@@ -239,7 +239,7 @@ class Accelerator(wiring.Component):
             "attention": PrefillUnit(queries=self.attention_tile, lanes=lanes,
                                      head_dim=self.head_dim, max_keys=self.max_context),
             "pointwise": Pointwise(lanes=lanes, ops=self.pointwise_ops),
-            "router": ReadRouter(lanes=lanes, max_beats_bits=20),
+            "router": ReadRouter(lanes=lanes),
             # operands that arrive before their unit takes them, and the unit outputs on their
             # way to the WriteDMA: deep enough that neither DMA ever waits for a unit (a
             # pipelined LINEAR has the epilogue rows of up to three tokens in ``a_fifo``, and

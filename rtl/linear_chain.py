@@ -19,8 +19,8 @@
     Takes each engine result (``cols_per_cycle`` accumulators) into a register and offers it
     to the dequantizer as ``cols_per_cycle / lanes`` beats of ``lanes`` accumulators, one a
     cycle, with ``last`` on the final beat of a token's final column block (``n_blocks``,
-    held for the whole job). The next result is taken in the cycle its last beat goes, so a
-    result a ``parts`` cycles streams without a gap.
+    held for the whole job). The next result is taken in the cycle its last beat goes, so
+    back-to-back results leave one beat a cycle, without a gap.
 """
 
 from amaranth.hdl import Array, Module, Mux, Signal, signed

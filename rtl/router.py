@@ -108,13 +108,11 @@ class ReadRouter(wiring.Component):
         sink_ready = Signal()
         valid = self.data.valid & ~self.drain
         m.d.comb += self.data.ready.eq(self.drain | sink_ready)
-        for name in self.RAW.values():
+        for name in (*self.RAW.values(), *self.ATTENTION.values()):
             m.d.comb += getattr(self, name).payload.eq(beat)
         for name in self.TOKEN.values():
             m.d.comb += [getattr(self, name).payload.x.eq(beat),
                          getattr(self, name).payload.last.eq(last)]
-        for name in self.ATTENTION.values():
-            m.d.comb += getattr(self, name).payload.eq(beat)
 
         cos_beat = Signal(len(beat))
         cos_held = Signal()

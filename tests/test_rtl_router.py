@@ -27,11 +27,9 @@ def _expected(commands):
             continue
         if route == Route.ROPE_TABLE:
             for cos, sin in zip(data[::2], data[1::2], strict=True):
-                lanes = [unpack_signed(w, 32, LANES) for w in (cos, sin)]
-                fields = {name: [(v & ((1 << TABLE_BITS) - 1)) for v in values]
-                          for name, values in zip(("cos", "sin"), lanes, strict=True)}
-                fields = {k: [v - (1 << TABLE_BITS) if v >> (TABLE_BITS - 1) else v
-                              for v in vals] for k, vals in fields.items()}
+                fields = {name: [unpack_signed(w >> (32 * i), TABLE_BITS, 1)[0]
+                                 for i in range(LANES)]
+                          for name, w in (("cos", cos), ("sin", sin))}
                 out[route].append(Value.cast(layout.const(fields)).value)
         elif route in ReadRouter.TOKEN:
             out[route] += [beat | (int(final and i == len(data) - 1) << (32 * LANES))
