@@ -97,7 +97,7 @@ BANK_TO_ISSUE = 3
 #: ``LATENCY``: DECODE, then CHECK until the verdicts hold)
 CHECK_LATENCY = 16
 #: cycles an ATTENTION instruction waits (TILE) between a tile's last WAIT and the next
-#: tile's first UNIT_JOB: the tile's registered sizes (``rtl.accelerator.TILE_LATENCY``)
+#: tile's first UNIT_JOB: the tile's registered sizes (``rtl.sequencer.TILE_LATENCY``)
 TILE_LATENCY = 4
 
 

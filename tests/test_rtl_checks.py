@@ -340,11 +340,11 @@ def test_model_latencies_are_the_rtl_s():
     """``sim.accelerator`` mirrors the sequencer's CHECK and TILE waits (sim/ may not import
     rtl/, so the model keeps its own copies of the constants); the streamer's check is done
     within the sequencer's wait, which it takes too."""
-    from ternedge.rtl import accelerator
+    from ternedge.rtl import sequencer
     from ternedge.rtl.checks import InstructionCheck, WeightCheck
     from ternedge.rtl.weight_stream import WeightUnpacker
     from ternedge.sim import accelerator as model
 
     assert model.CHECK_LATENCY == InstructionCheck.LATENCY >= WeightCheck.LATENCY
-    assert model.TILE_LATENCY == accelerator.TILE_LATENCY
+    assert model.TILE_LATENCY == sequencer.TILE_LATENCY
     assert model.UNPACK_LATENCY == WeightUnpacker.LATENCY
