@@ -35,7 +35,9 @@ A build is four stages, ``prepare_build`` (elaborate, write the plan), ``synthes
 ``place_route`` (one nextpnr run per seed) and ``finish_build`` (keep the best seed that meets
 timing, pack it). Every tool run has a wall-clock limit (``TIMEOUT_MIN``, ``timeout_min``);
 several seeds, a sweep (``parse_sweep``) or a scheduler run the stages as a Dask job graph
-(``boards.jobs``).
+(``boards.jobs``). A router2 run writes its congestion heat maps; a seed that times out or
+fails says where router2 was stuck (``boards.congestion``: its last iteration's overused
+wires, by unit), and the maps are removed.
 """
 
 import argparse
@@ -56,7 +58,7 @@ from ..golden.config import (
     ModelConfig,
     bram_max_job_n,
 )
-from . import jobs, logic_levels, platforms, tops
+from . import congestion, jobs, logic_levels, platforms, tops
 
 __all__ = ["DESIGNS", "DEFAULT_GEOMETRY", "ACCELERATOR_DEFAULTS", "BUILD_MODELS", "TIMEOUT_MIN",
            "parse_geometry", "resolve_model", "accelerator_top", "unit_top", "build_design",
@@ -769,30 +771,52 @@ def place_route(spec: dict, seed) -> dict:
     stage = f"pnr seed {'default' if seed is None else seed}"
     jobs.emit(job, stage, "start")
     run = {"seed": seed}
+    argv = _pnr_argv(_tool_argv(command, env), seed)
+    if _arg_after(argv, "--router") == "router2":     # where it stalls, if it does
+        argv += ["--router2-heatmap", congestion.HEATMAP_PREFIX]
     try:
-        seconds = jobs.run_tool(_pnr_argv(_tool_argv(command, env), seed), seed_dir, env=env,
-                                stage="place and route", seed=seed, limit_s=spec["limit_s"],
-                                outputs=[seed_dir / config_name])
+        seconds = jobs.run_tool(argv, seed_dir, env=env, stage="place and route", seed=seed,
+                                limit_s=spec["limit_s"], outputs=[seed_dir / config_name])
         log = (seed_dir / log_name).read_text(errors="replace")
         used, _ = parse_nextpnr(log)
         timing = parse_nextpnr_timing(log)
     except jobs.BuildTimeout as exc:
+        stalled = _congestion(seed_dir, log_name)
         shutil.rmtree(seed_dir, ignore_errors=True)
         jobs.emit(job, stage, "failed")
-        return {**run, "status": "timeout", "error": str(exc),
-                "limit_min": spec["limit_s"] / 60}
+        return {**run, "status": "timeout", "error": _with_congestion(str(exc), stalled),
+                "limit_min": spec["limit_s"] / 60, "congestion": stalled}
     except (jobs.BuildError, RuntimeError, OSError) as exc:
+        stalled = _congestion(seed_dir, log_name)
         jobs.emit(job, stage, "failed")
-        return {**run, "status": "failed", "error": str(exc)}
+        return {**run, "status": "failed", "error": _with_congestion(str(exc), stalled),
+                "congestion": stalled}
     except BaseException:          # interrupted: nothing of this seed is kept
         shutil.rmtree(seed_dir, ignore_errors=True)
         jobs.emit(job, stage, "failed")
         raise
+    finally:                       # (summarized above where the run stopped)
+        if seed_dir.exists():
+            congestion.remove_heatmaps(seed_dir)
     jobs.emit(job, stage, "done", fmax_mhz=timing["fmax_mhz"])
     return {**run, "status": "ok", "fmax_mhz": timing["fmax_mhz"], "meets": timing["meets"],
             "clocks": timing["clocks"], "critical_path": timing["critical_path"],
             "used": {name: list(v) for name, v in used.items()},
             "seconds": round(seconds, 1), "dir": str(seed_dir)}
+
+
+def _congestion(seed_dir, log_name):
+    """router2's congestion when a run stopped (``boards.congestion.summarize``), or None."""
+    try:
+        log = (seed_dir / log_name).read_text(errors="replace")
+    except OSError:
+        return None
+    return congestion.summarize(seed_dir, log)
+
+
+def _with_congestion(error: str, stalled) -> str:
+    where = congestion.describe(stalled)
+    return f"{error}; {where}" if where else error
 
 
 def select_seed(runs):
@@ -812,12 +836,14 @@ def _seed_line(run) -> str:
         verdict = (f" (FAIL at {misses[0]['constraint_mhz']:.2f} MHz)" if misses else "")
         return f"{name} {run['fmax_mhz']:.2f} MHz{verdict}"
     if run["status"] == "timeout":
-        return f"{name} killed at the {run['limit_min']:g}-minute limit (--timeout-min)"
+        return _with_congestion(f"{name} killed at the {run['limit_min']:g}-minute limit "
+                                "(--timeout-min)", run.get("congestion"))
     return f"{name} failed ({run['error']})"
 
 
 def _seed_summary(run) -> dict:
-    keep = ("seed", "status", "fmax_mhz", "meets", "clocks", "seconds", "error", "limit_min")
+    keep = ("seed", "status", "fmax_mhz", "meets", "clocks", "seconds", "error", "limit_min",
+            "congestion")
     return {key: run[key] for key in keep if key in run}
 
 

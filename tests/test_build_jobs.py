@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from ternedge.boards import build, jobs
+from ternedge.boards import build, congestion, jobs
 
 
 @pytest.fixture(autouse=True)
@@ -367,6 +367,60 @@ def test_a_stalled_seed_fails_in_one_line_and_leaves_nothing(tmp_path):
         build.finish_build(spec, [run])
     assert str(info.value) == run["error"] and "\n" not in run["error"]
     assert not any((build_dir / name).exists() for name in ("top.bin", "top.asc", "top.tim"))
+
+
+# stand-in router2 that stalls: two iterations logged and their heat maps written, then a hang
+STALLING_ROUTER2 = textwrap.dedent("""
+    import sys, time
+    args = sys.argv[1:]
+    assert args[args.index("--router") + 1] == "router2"
+    prefix = args[args.index("--router2-heatmap") + 1]
+    log = open(args[args.index("--log") + 1], "w")
+    for n, overused in ((1, 900), (2, 400)):
+        with open(f"{prefix}_congestion_by_net_{n}.csv", "w") as f:
+            f.write("$PACKER_GND_NET,5\\n")
+            f.write(f"accelerator.attention.acc[3],{overused // 2}\\n")
+            f.write(f"accelerator.attention.p[1],{overused // 4}\\n")
+            f.write(f"accelerator.norm.x[0],{overused // 4 - 5}\\n")
+        with open(f"{prefix}_congestion_by_wiretype_{n}.csv", "w") as f:
+            f.write("type,bound=0,bound=1,bound=2,bound=3,\\n")
+            f.write("WIRE_TYPE_V02,100,50,30,5,\\n")
+            f.write("WIRE_TYPE_H06,100,50,10,0,\\n")
+        log.write(f"Info:     iter={n} wires=1000 overused={overused} overuse={overused + 7} "
+                  "archfail=NA\\n")
+        log.flush()
+    time.sleep(600)
+""")
+
+
+def test_a_stalled_router2_says_where_it_was_stuck(tmp_path):
+    spec = _stand_in_spec(tmp_path, [3], limit_s=2.0)
+    spec["commands"][1] = [sys.executable, "-c", STALLING_ROUTER2, "--router", "router2",
+                           "--log", "top.tim", "--json", "top.json", "--pcf", "top.pcf",
+                           "--asc", "top.asc"]
+    spec = build.synthesize(spec)
+    run = build.place_route(spec, 3)
+    assert run["status"] == "timeout"
+    stuck = run["congestion"]
+    assert (stuck["iteration"], stuck["overused_wires"], stuck["heatmap_iteration"]) == (2, 400, 2)
+    assert [(u["unit"], u["overuse"]) for u in stuck["by_unit"]] == [
+        ("accelerator.attention", 300), ("accelerator.norm", 95), ("$PACKER_GND_NET", 5)]
+    assert [u["share"] for u in stuck["by_unit"]] == pytest.approx([0.75, 0.2375, 0.0125],
+                                                                   abs=1e-3)
+    assert stuck["by_wire_type"] == [{"type": "V02", "overuse": 40},
+                                     {"type": "H06", "overuse": 10}]
+    assert run["error"].endswith("router2 at iteration 2: 400 overused wires; most in "
+                                 "accelerator.attention (75 %), accelerator.norm (24 %), "
+                                 "$PACKER_GND_NET (1 %)")
+    assert "\n" not in run["error"]
+    assert not (Path(spec["build_dir"]) / "seed-3").exists()
+    with pytest.raises(jobs.BuildError, match="most in accelerator.attention"):
+        build.finish_build(spec, [run])
+
+
+def test_congestion_summary_without_router2_lines():
+    assert congestion.summarize(".", "Info: Running router1...") is None
+    assert congestion.describe(None) == ""
 
 
 def test_no_seed_meeting_timing_fails_naming_each_seed(tmp_path):
