@@ -671,6 +671,8 @@ def _prepare(design, board, geometry, out_dir, *, max_k, max_n, max_tokens, mode
         (build_dir / name).unlink(missing_ok=True)
     for stale in build_dir.glob("seed-*"):
         shutil.rmtree(stale, ignore_errors=True)
+    for stale in build_dir.glob("congestion-seed-*.png"):
+        stale.unlink(missing_ok=True)
     base["build_dir"] = str(build_dir)
     os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
     if board == "kv260":
@@ -806,12 +808,19 @@ def place_route(spec: dict, seed) -> dict:
 
 
 def _congestion(seed_dir, log_name):
-    """router2's congestion when a run stopped (``boards.congestion.summarize``), or None."""
+    """router2's congestion when a run stopped (``boards.congestion.summarize``), or None;
+    with a heat map, its picture beside the seed's directory (``congestion-seed-S.png``,
+    the summary's ``plot``)."""
     try:
         log = (seed_dir / log_name).read_text(errors="replace")
     except OSError:
         return None
-    return congestion.summarize(seed_dir, log)
+    summary = congestion.summarize(seed_dir, log)
+    if summary is not None:
+        picture = congestion.plot(seed_dir, summary, seed_dir.parent
+                                  / f"congestion-{seed_dir.name}.png")
+        summary["plot"] = None if picture is None else str(picture)
+    return summary
 
 
 def _with_congestion(error: str, stalled) -> str:

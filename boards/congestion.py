@@ -15,7 +15,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-__all__ = ["HEATMAP_PREFIX", "summarize", "describe", "remove_heatmaps"]
+__all__ = ["HEATMAP_PREFIX", "summarize", "describe", "plot", "remove_heatmaps"]
 
 #: the heat maps' file prefix in a seed's directory (``--router2-heatmap``)
 HEATMAP_PREFIX = "router2_heatmap"
@@ -78,6 +78,36 @@ def describe(summary: dict | None) -> str:
         text += "; most in " + ", ".join(f"{u['unit']} ({100 * u['share']:.0f} %)"
                                          for u in summary["by_unit"])
     return text
+
+
+def plot(directory, summary: dict, path) -> Path | None:
+    """The overuse by tile of the heat map ``summary`` was taken from
+    (``PREFIX_congestion_by_coordinate_N.csv``: a row per tile column X, a value per row Y),
+    drawn as the die seen from above, into the PNG ``path``; None without that map."""
+    n = summary and summary["heatmap_iteration"]
+    source = Path(directory) / f"{HEATMAP_PREFIX}_congestion_by_coordinate_{n}.csv"
+    if n is None or not source.exists():
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    with source.open(newline="") as f:
+        grid = np.array([[int(v) for v in row if v.strip()] for row in csv.reader(f) if row])
+    fig, ax = plt.subplots(figsize=(7, 6))
+    image = ax.imshow(grid.T, cmap="inferno", interpolation="nearest")
+    fig.colorbar(image, ax=ax, label="overused wires in the tile")
+    ax.set(xlabel="X (tile column)", ylabel="Y (tile row)",
+           title=f"router2 congestion, iteration {n}: {summary['overused_wires']:,} "
+                 "overused wires")
+    fig.tight_layout()
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    fig.savefig(partial, format="png", dpi=100)
+    plt.close(fig)
+    partial.replace(path)
+    return path
 
 
 def remove_heatmaps(directory):

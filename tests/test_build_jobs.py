@@ -382,6 +382,8 @@ STALLING_ROUTER2 = textwrap.dedent("""
             f.write(f"accelerator.attention.acc[3],{overused // 2}\\n")
             f.write(f"accelerator.attention.p[1],{overused // 4}\\n")
             f.write(f"accelerator.norm.x[0],{overused // 4 - 5}\\n")
+        with open(f"{prefix}_congestion_by_coordinate_{n}.csv", "w") as f:
+            f.write("0,1,2,\\n3,0,9,\\n0,0,0,\\n0,4,0,\\n")
         with open(f"{prefix}_congestion_by_wiretype_{n}.csv", "w") as f:
             f.write("type,bound=0,bound=1,bound=2,bound=3,\\n")
             f.write("WIRE_TYPE_V02,100,50,30,5,\\n")
@@ -414,6 +416,9 @@ def test_a_stalled_router2_says_where_it_was_stuck(tmp_path):
                                  "$PACKER_GND_NET (1 %)")
     assert "\n" not in run["error"]
     assert not (Path(spec["build_dir"]) / "seed-3").exists()
+    # the die's map of the last heat map, beside the (removed) seed directory
+    assert stuck["plot"] == str(Path(spec["build_dir"]) / "congestion-seed-3.png")
+    assert Path(stuck["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(jobs.BuildError, match="most in accelerator.attention"):
         build.finish_build(spec, [run])
 
