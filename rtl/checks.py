@@ -4,17 +4,21 @@ consistent, and does everything it will read or write lie in the DDR window.
 
 ``InstructionCheck`` takes the 16 words of an instruction (``golden.isa``'s layout) and, a
 fixed ``LATENCY`` cycles after they settle, holds three verdicts: ``known_op``,
-``lengths_ok`` and ``range_ok``. It is a feed-forward pipeline of registers (no enables, no
-state): the sequencer and the weight streamer hold an instruction's words while they wait
-``LATENCY`` cycles, then read the verdicts. No path between its registers has more than a
-product (a DSP), a 24-bit chunk of an add (``rtl.pipeline.chunk_add``) or half of a compare,
-so the checks cost cycles (``LATENCY`` an instruction), not logic levels.
+``lengths_ok`` and ``range_ok``. It is a feed-forward pipeline of registers (its only state
+the turn of the range check's stream, below): the sequencer and the weight streamer hold an
+instruction's words while they wait ``LATENCY`` cycles, then read the verdicts. No path
+between its registers has more than a product (a DSP), a 24-bit chunk of an add
+(``rtl.pipeline.chunk_add``) or half of a compare, so the checks cost cycles (``LATENCY`` an
+instruction), not logic levels.
 
 The range check covers the instruction's whole extent at once, before its first command:
 every read and write it will issue lies in the window if, for each of its (at most four)
 streams, the first address is beat-aligned and at least ``window_lo``, its strides are
 beat-aligned, and the end of the last command, ``base + extra + (T-1) * stride_t +
 (H-1) * stride_h + tail * 16``, is at most ``window_hi`` (sums taken without wrap-around).
+The four streams take turns, one a cycle, through one pipeline of these products, sums and
+compares (the words are held, so any four consecutive verdicts are all four streams'): three
+cycles more than four pipelines side by side, a quarter of their multipliers and adders.
 The streams, per op (T tokens, H heads, ``b`` a source's beats):
 
 - ``NORM``: source 0 (T, H segments, b0); gamma (1, 1, b1); destination (T, 1, bd);
@@ -29,7 +33,7 @@ The streams, per op (T tokens, H heads, ``b`` a source's beats):
 - ``POINTWISE``: sources 0 and 1 and the destination (T, 1, b).
 """
 
-from amaranth.hdl import C, Cat, Module, Mux
+from amaranth.hdl import C, Cat, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -40,11 +44,12 @@ from .pipeline import Stages, chunk_add
 __all__ = ["InstructionCheck", "WeightCheck"]
 
 #: cycles from the first cycle the words hold to the first the verdicts do: the longest
-#: chain of registers, the range check's (the fields, a stream's fields, its partial
-#: products, the products and the two sums of its end over 24-bit chunks, the two-stage
-#: compare, the stream's verdict, all streams together). The inputs are held, so the
-#: shorter chains need no delay registers to keep step; ``elaborate`` asserts the count.
-LATENCY = 16
+#: chain of registers, the range check's (the fields, each stream's fields, the stream in
+#: turn, its partial products, the products and the two sums of its end over 24-bit chunks,
+#: the two-stage compare, the stream's verdict, the three streams' verdicts after it, all
+#: four together). The inputs are held, so the shorter chains need no delay registers to
+#: keep step; ``elaborate`` asserts the count.
+LATENCY = 20
 
 
 def _add(st, name, x, y):
@@ -261,40 +266,61 @@ class InstructionCheck(wiring.Component):
                    (r["da"], zero, r["tm1"], r["dt"], zero, zero, r["db"], one)),
         ]
 
-        oks, latency = [], 0
-        window_lo, window_hi = (self.window_lo, 0), (self.window_hi, 0)
-        for i, (base, extra, t, stride_t, h, stride_h, tail, used) in enumerate(streams):
-            n = f"x{i}_"
-            # stage 2: the stream's fields
-            f = {name: reg(n + name, shape, value) for name, shape, value in (
-                ("base", 32, base), ("extra", 32, extra), ("t", 18, t), ("st", 32, stride_t),
-                ("h", 16, h), ("sh", 32, stride_h), ("tail", 20, tail), ("used", 1, used))}
-            aligned = reg(n + "aligned", 1,
-                          (f["base"][:4] == 0) & (f["extra"][:4] == 0)
-                          & ((f["t"] == 0) | (f["st"][:4] == 0))
-                          & ((f["h"] == 0) | (f["sh"][:4] == 0)))
-            # stage 3: the four 16 x 16 partial products (a DSP each)
-            products = [(reg(n + f"p{j}", 34, x * y), 3) for j, (x, y) in enumerate((
-                (f["t"], f["st"][:16]), (f["t"], f["st"][16:]),
-                (f["h"], f["sh"][:16]), (f["h"], f["sh"][16:])))]
+        # stage 2: each stream's fields
+        names = (("base", 32), ("extra", 32), ("t", 18), ("st", 32), ("h", 16), ("sh", 32),
+                 ("tail", 20), ("used", 1))
+        fields = [{name: reg(f"x{i}_{name}", shape, value)
+                   for (name, shape), value in zip(names, values, strict=True)}
+                  for i, values in enumerate(streams)]
+        # stage 3: one stream in turn (``turn``, counting while enabled) into the one range
+        # pipeline below; the words are held, so any four consecutive verdicts cover all four
+        # streams
+        turn = Signal(2, reset_less=True)
+        with m.If(self.enable):
+            m.d.sync += turn.eq(turn + 1)
+        f = {name: reg(f"x_{name}", shape,
+                       Mux(turn[1], Mux(turn[0], fields[3][name], fields[2][name]),
+                           Mux(turn[0], fields[1][name], fields[0][name])))
+             for name, shape in names}
+        aligned = reg("x_aligned", 1,
+                      (f["base"][:4] == 0) & (f["extra"][:4] == 0)
+                      & ((f["t"] == 0) | (f["st"][:4] == 0))
+                      & ((f["h"] == 0) | (f["sh"][:4] == 0)))
+        # stage 4: the four 16 x 16 partial products (a DSP each)
+        products = [(reg(f"x_p{j}", 34, x * y), 4) for j, (x, y) in enumerate((
+            (f["t"], f["st"][:16]), (f["t"], f["st"][16:]),
+            (f["h"], f["sh"][:16]), (f["h"], f["sh"][16:])))]
 
-            def shifted(value):
-                """A partial product of a high half: its value times 2**16."""
-                return Cat(C(0, 16), value[0]), value[1]
+        def shifted(value):
+            """A partial product of a high half: its value times 2**16."""
+            return Cat(C(0, 16), value[0]), value[1]
 
-            pt = _add(st, n + "pt", products[0], shifted(products[1]))
-            ph = _add(st, n + "ph", products[2], shifted(products[3]))
-            bx = _add(st, n + "bx", (f["base"], 2), (f["extra"], 2))
-            bt = _add(st, n + "bt", bx, (f["tail"] << 4, 2))
-            end = _add(st, n + "end", _add(st, n + "pth", pt, ph), bt)
-            low = _at_most(st, n + "low", window_lo, (f["base"], 2))
-            high = _at_most(st, n + "high", end, window_hi)
-            ok = reg(n + "ok", 1, ~f["used"] | (aligned & low[0] & high[0]))
-            oks.append(ok)
-            latency = max(latency, low[1] + 1, high[1] + 1)
-        # the verdicts together (the length checks are ready long before)
-        assert latency + 1 == LATENCY, (latency + 1, LATENCY)
-        m.d.sync += [self.range_ok.eq(Cat(oks).all()), self.lengths_ok.eq(lengths_ok),
+        def at(x, stage, name):
+            """The (value, stage) pair ``x`` delayed to ``stage``: unlike the held words, the
+            stream in turn changes every cycle, so what meets must have come equally far."""
+            return st.delay(name, x[0], stage - x[1], reset_less=True), stage
+
+        def add(name, x, y):
+            stage = max(x[1], y[1])
+            return _add(st, name, at(x, stage, f"{name}_x"), at(y, stage, f"{name}_y"))
+
+        pt = add("x_pt", products[0], shifted(products[1]))
+        ph = add("x_ph", products[2], shifted(products[3]))
+        bx = add("x_bx", (f["base"], 3), (f["extra"], 3))
+        bt = add("x_bt", bx, (f["tail"] << 4, 3))
+        end = add("x_end", add("x_pth", pt, ph), bt)
+        low = _at_most(st, "x_low", (self.window_lo, 0), (f["base"], 3))    # (a held bound)
+        high = _at_most(st, "x_high", end, (self.window_hi, 0))
+        used, aligned, low = (at(x, high[1], f"x_{name}_at") for name, x in (
+            ("used", (f["used"], 3)), ("aligned", (aligned, 4)), ("low", low)))
+        ok = reg("x_ok", 1, ~used[0] | (aligned[0] & low[0] & high[0]))
+        latency = high[1] + 1
+        # the last four streams' verdicts together (the length checks are ready long before)
+        verdicts = [ok]
+        for i in range(3):
+            verdicts.append(reg(f"x_ok_d{i + 1}", 1, verdicts[-1]))
+        assert latency + 3 + 1 == LATENCY, (latency + 3 + 1, LATENCY)
+        m.d.sync += [self.range_ok.eq(Cat(verdicts).all()), self.lengths_ok.eq(lengths_ok),
                      self.known_op.eq(known)]
         return m
 
@@ -311,7 +337,7 @@ class WeightCheck(wiring.Component):
     check, and a LINEAR that fails there faults when the sequencer reaches it, which drains
     the streamer's reads. So the streamer never reads outside the window nor offers the engine
     a job it cannot hold, for a fraction of a whole check's logic (a product and a few 24-bit
-    adds instead of sixteen DSPs and four streams' sums). ``LATENCY`` is at most
+    adds instead of the streams' partial products and sums). ``LATENCY`` is at most
     ``InstructionCheck.LATENCY``, so the streamer waits as the sequencer does.
 
     Attributes

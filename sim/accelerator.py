@@ -95,7 +95,7 @@ BANK_TO_ISSUE = 3
 #: cycles from DECODE to the instruction's first UNIT_JOB (the sequencer's) or JOB (the
 #: streamer's, a LINEAR): the pipelined checks of ``rtl.checks.InstructionCheck`` (its
 #: ``LATENCY``: DECODE, then CHECK until the verdicts hold)
-CHECK_LATENCY = 16
+CHECK_LATENCY = 20
 #: cycles an ATTENTION instruction waits (TILE) between a tile's last WAIT and the next
 #: tile's first UNIT_JOB: the tile's registered sizes (``rtl.sequencer.TILE_LATENCY``)
 TILE_LATENCY = 4

@@ -156,14 +156,24 @@ def _verdicts(instructions, window=(LO, HI)):
         ctx.set(dut.window_hi, window[1])
         for n, ins in enumerate(instructions):
             words = ins if isinstance(ins, list) else ins.words()
+            # a few enabled cycles of other words first (the fetch), so the range check's
+            # stream turn starts at every phase
+            ctx.set(dut.enable, 1)
+            for _ in range(n % 5):
+                for i in range(isa.WORDS):
+                    ctx.set(dut.words[i], (n * 2654435761 + i * 40503) & 0xFFFFFFFF)
+                await ctx.tick()
             for i, word in enumerate(words):
                 ctx.set(dut.words[i], word)
             # the verdicts hold LATENCY enabled cycles after the words (the first cycle they
-            # hold is the one after this set)
-            ctx.set(dut.enable, 1)
+            # hold is the one after this set), and while the words do
             await ctx.tick().repeat(InstructionCheck.LATENCY)
             verdicts = (ctx.get(dut.known_op), ctx.get(dut.lengths_ok), ctx.get(dut.range_ok))
             out.append(verdicts)
+            for _ in range(n % 4):
+                await ctx.tick()
+                assert (ctx.get(dut.known_op), ctx.get(dut.lengths_ok),
+                        ctx.get(dut.range_ok)) == verdicts
             # disabled, the pipeline holds whatever its words do
             ctx.set(dut.enable, 0)
             for i in range(len(words)):
