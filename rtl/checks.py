@@ -17,7 +17,7 @@ streams, the first address is beat-aligned and at least ``window_lo``, its strid
 beat-aligned, and the end of the last command, ``base + extra + (T-1) * stride_t +
 (H-1) * stride_h + tail * 16``, is at most ``window_hi`` (sums taken without wrap-around).
 The four streams take turns, one a cycle, through one pipeline of these products, sums and
-compares (the words are held, so any four consecutive verdicts are all four streams'): three
+compares (the words are held, so any four consecutive verdicts are all four streams'): four
 cycles more than four pipelines side by side, a quarter of their multipliers and adders.
 The streams, per op (T tokens, H heads, ``b`` a source's beats):
 
@@ -47,8 +47,9 @@ __all__ = ["InstructionCheck", "WeightCheck"]
 #: chain of registers, the range check's (the fields, each stream's fields, the stream in
 #: turn, its partial products, the products and the two sums of its end over 24-bit chunks,
 #: the two-stage compare, the stream's verdict, the three streams' verdicts after it, all
-#: four together). The inputs are held, so the shorter chains need no delay registers to
-#: keep step; ``elaborate`` asserts the count.
+#: four together). The inputs are held, so the shorter chains before the turn need no delay
+#: registers to keep step (after it, they are delayed to meet); ``elaborate`` asserts the
+#: count.
 LATENCY = 20
 
 
