@@ -815,11 +815,14 @@ def _congestion(seed_dir, log_name):
         log = (seed_dir / log_name).read_text(errors="replace")
     except OSError:
         return None
-    summary = congestion.summarize(seed_dir, log)
-    if summary is not None:
-        picture = congestion.plot(seed_dir, summary, seed_dir.parent
-                                  / f"congestion-{seed_dir.name}.png")
-        summary["plot"] = None if picture is None else str(picture)
+    try:
+        summary = congestion.summarize(seed_dir, log)
+        if summary is not None:
+            picture = congestion.plot(seed_dir, summary, seed_dir.parent
+                                      / f"congestion-{seed_dir.name}.png")
+            summary["plot"] = None if picture is None else str(picture)
+    except (OSError, ValueError):  # a diagnosis, never the reason a build fails
+        return None
     return summary
 
 
