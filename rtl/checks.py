@@ -33,6 +33,8 @@ The streams, per op (T tokens, H heads, ``b`` a source's beats):
 - ``POINTWISE``: sources 0 and 1 and the destination (T, 1, b).
 """
 
+from types import SimpleNamespace
+
 from amaranth.hdl import C, Cat, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
@@ -41,7 +43,7 @@ from ..golden import isa
 from . import arith
 from .pipeline import Stages, chunk_add
 
-__all__ = ["InstructionCheck", "WeightCheck"]
+__all__ = ["instruction_fields", "InstructionCheck", "WeightCheck"]
 
 #: cycles from the first cycle the words hold to the first the verdicts do: the longest
 #: chain of registers, the range check's (the fields, each stream's fields, the stream in
@@ -51,6 +53,21 @@ __all__ = ["InstructionCheck", "WeightCheck"]
 #: registers to keep step (after it, they are delayed to meet); ``elaborate`` asserts the
 #: count.
 LATENCY = 20
+
+
+def instruction_fields(words) -> SimpleNamespace:
+    """The fields of an instruction's 16 words (``golden.isa``'s layout) as slices: ``op``,
+    ``pw_op``, ``epilogue``, ``tokens``, ``heads``, ``k_steps``, ``n_blocks``, ``w_m``, ``w_e``
+    (LINEAR), ``keys0``, ``group_shift``, ``tile``, ``v_offset`` (ATTENTION), and ``src0``,
+    ``src1``, ``dst``: each its four words (addr, stride_t, stride_h, beats)."""
+    w = words
+    return SimpleNamespace(
+        op=w[0][:8], pw_op=w[0][8:10], epilogue=w[0][10],
+        tokens=w[1][:16], heads=w[1][16:],
+        k_steps=w[2][:16], n_blocks=w[2][16:], w_m=w[3][:16], w_e=w[3][16:24],
+        keys0=w[2][:16], group_shift=w[2][16:24], tile=w[2][24:32], v_offset=w[3],
+        src0=[w[4 + i] for i in range(4)], src1=[w[8 + i] for i in range(4)],
+        dst=[w[12 + i] for i in range(4)])
 
 
 def _add(st, name, x, y):
@@ -150,15 +167,11 @@ class InstructionCheck(wiring.Component):
 
         st = Stages(m, enable=self.enable)
         reg = _registers(st)
-        op = w[0][:8]
-        pw_op, epilogue = w[0][8:10], w[0][10]
-        tokens, heads = w[1][:16], w[1][16:]
-        k_steps, n_blocks = w[2][:16], w[2][16:]
-        keys0, group_shift, tile = w[2][:16], w[2][16:24], w[2][24:32]
-        v_offset = w[3]
-        src0 = [w[4 + i] for i in range(4)]         # addr, stride_t, stride_h, beats
-        src1 = [w[8 + i] for i in range(4)]
-        dst = [w[12 + i] for i in range(4)]
+        ins = instruction_fields(w)
+        op, pw_op, epilogue, tokens, heads = ins.op, ins.pw_op, ins.epilogue, ins.tokens, ins.heads
+        k_steps, n_blocks = ins.k_steps, ins.n_blocks
+        keys0, group_shift, tile, v_offset = ins.keys0, ins.group_shift, ins.tile, ins.v_offset
+        src0, src1, dst = ins.src0, ins.src1, ins.dst       # addr, stride_t, stride_h, beats
         beats0, beats1, beatsd = src0[3], src1[3], dst[3]
 
         # ---- stage 1: the op, shallow compares, the products of the length checks ----
@@ -373,13 +386,14 @@ class WeightCheck(wiring.Component):
         ports = cfg.fill_entries_per_cycle
         st = Stages(m, enable=self.enable)
         reg = _registers(st)
-        tokens, k_steps, n_blocks = w[1][:16], w[2][:16], w[2][16:]
-        base, beats = w[8], w[11]
+        ins = instruction_fields(w)
+        tokens, k_steps, n_blocks = ins.tokens, ins.k_steps, ins.n_blocks
+        base, beats = ins.src1[0], ins.src1[3]
         k_bits = self.max_k_steps.bit_length()
         n_bits = self.max_n_blocks.bit_length()
         rows = beats >> (ports.bit_length() - 1)
         # stage 1: the words
-        linear = reg("linear", 1, (w[0][:8] == int(isa.Op.LINEAR))
+        linear = reg("linear", 1, (ins.op == int(isa.Op.LINEAR))
                      & (tokens != 0) & (tokens <= self.max_tokens)
                      & (k_steps != 0) & (k_steps <= self.max_k_steps)
                      & (n_blocks != 0) & (n_blocks <= self.max_n_blocks))

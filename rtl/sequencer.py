@@ -40,7 +40,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..golden import isa
 from .axi import dma_command_layout
-from .checks import InstructionCheck
+from .checks import InstructionCheck, instruction_fields
 from .regs import ErrorCode
 from .router import Route
 
@@ -159,19 +159,13 @@ class Sequencer(wiring.Component):
 
         # ---- the instruction register and its fields ----
         words = Array(Signal(32, name=f"word{i}") for i in range(isa.WORDS))
-        op = Signal(8)
-        m.d.comb += op.eq(words[0][:8])
-        pw_op = words[0][8:10]
-        epilogue = words[0][10]                      # LINEAR: output through Pointwise
-        tokens, heads = words[1][:16], words[1][16:]
-        keys0, group_shift, tile = words[2][:16], words[2][16:24], words[2][24:32]
-        v_offset = words[3]
-        src0 = [words[4 + i] for i in range(4)]     # addr, stride_t, stride_h, beats
-        src1 = [words[8 + i] for i in range(4)]
-        dst = [words[12 + i] for i in range(4)]
+        ins = instruction_fields(words)
+        op, pw_op, tokens, heads = ins.op, ins.pw_op, ins.tokens, ins.heads
+        epilogue = ins.epilogue                        # LINEAR: output through Pointwise
+        keys0, group_shift, tile, v_offset = ins.keys0, ins.group_shift, ins.tile, ins.v_offset
+        src0, src1, dst = ins.src0, ins.src1, ins.dst      # addr, stride_t, stride_h, beats
         m.d.comb += [self.pw_op.eq(pw_op), self.epilogue.eq(epilogue),
-                     self.n_blocks.eq(words[2][16:]), self.w_m.eq(words[3][:16]),
-                     self.w_e.eq(words[3][16:24])]
+                     self.n_blocks.eq(ins.n_blocks), self.w_m.eq(ins.w_m), self.w_e.eq(ins.w_e)]
         instr_beat = Signal(3)
         m.d.comb += self.instruction.ready.eq(1)
         with m.If(self.instruction.valid):

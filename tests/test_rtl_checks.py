@@ -3,13 +3,14 @@
 ``rtl.checks.WeightCheck`` (the weight streamer's), and ``rtl.counter.Counter``.
 
 The range verdict is checked against the commands the sequencer issues (every read and write
-of the instruction, enumerated here as ``rtl.accelerator`` walks them): it must hold exactly
-when every command lies in the window, on random instructions whose extents straddle its
-end."""
+of the instruction, enumerated by ``isa_commands`` as ``rtl.sequencer`` walks them): it must
+hold exactly when every command lies in the window, on random instructions whose extents
+straddle its end."""
 
 import random
 
 import pytest
+from isa_commands import commands
 
 from ternedge.golden import isa
 from ternedge.golden.config import AcceleratorConfig
@@ -26,42 +27,13 @@ LO = 1 << 16
 
 
 def _commands(ins):
-    """(addr, beats) of every command the sequencer issues for ``ins``."""
-    s0, s1, d = ins.src0, ins.src1, ins.dst
-    out = []
-    if ins.op is Op.NORM:
-        for t in range(ins.tokens):
-            out += [(s0.addr + t * s0.stride_t + g * s0.stride_h, s0.beats)
-                    for g in range(ins.heads)]
-            out += [(s1.addr, s1.beats), (d.addr + t * d.stride_t, d.beats)]
-    elif ins.op is Op.LINEAR:
-        region = isa.weight_region_bytes(s1.beats, CONFIG.fill_entries_per_cycle)
-        out.append((s1.addr, region // isa.BEAT_BYTES))
-        for t in range(ins.tokens):
-            out.append((s0.addr + t * s0.stride_t, s0.beats))
-            if ins.epilogue is not None:
-                out.append((ins.epilogue.addr + t * ins.epilogue.stride_t, d.beats))
-            out += [(d.addr + t * d.stride_t + h * d.stride_h, d.beats)
-                    for h in range(ins.heads)]
-    elif ins.op is Op.ROPE:
-        for t in range(ins.tokens):
-            for h in range(ins.heads):
-                out += [(s0.addr + t * s0.stride_t + h * s0.stride_h, s0.beats),
-                        (s1.addr + t * s1.stride_t, s1.beats),
-                        (d.addr + t * d.stride_t + h * d.stride_h, d.beats)]
-    elif ins.op is Op.ATTENTION:
-        for t in range(0, ins.tokens, ins.tile):
-            step = min(ins.tile, ins.tokens - t)
-            keys = ins.keys0 + t + step - 1
-            for h in range(ins.heads):
-                kv = s1.addr + (h >> ins.group_shift) * s1.stride_h
-                out += [(s0.addr + t * s0.stride_t + h * s0.stride_h, s0.beats * step),
-                        (kv, keys * s1.beats), (kv + ins.v_offset, keys * s1.beats),
-                        (d.addr + t * d.stride_t + h * d.stride_h, d.beats * step)]
-    else:
-        for t in range(ins.tokens):
-            out += [(s0.addr + t * s0.stride_t, s0.beats), (s1.addr + t * s1.stride_t, s1.beats),
-                    (d.addr + t * d.stride_t, d.beats)]
+    """(addr, beats) of every command the sequencer issues for ``ins``
+    (``isa_commands.commands``), and of a LINEAR's weight region, which the streamer reads."""
+    reads, writes, _ = commands(ins)
+    out = [(addr, beats) for addr, beats, _, _ in reads] + writes
+    if ins.op is Op.LINEAR:
+        region = isa.weight_region_bytes(ins.src1.beats, CONFIG.fill_entries_per_cycle)
+        out.append((ins.src1.addr, region // isa.BEAT_BYTES))
     return out
 
 

@@ -9,6 +9,7 @@ errors end in FINISH with the fault's code, after the drain."""
 import struct
 
 import pytest
+from isa_commands import commands
 from rtl_streams import seeded, simulate
 
 from ternedge.golden import isa
@@ -46,51 +47,13 @@ def _sequencer(layout):
                                     PointwiseOp.SILU_GATE))
 
 
-def _expected(program, head_beats):
-    """The reads (addr, beats, route, final), writes (addr, beats) and attention jobs
-    (keys, queries) of ``program``, each in issue order."""
+def _expected(program):
+    """The reads, writes and attention jobs of ``program`` (``isa_commands.commands``), each
+    in issue order."""
     reads, writes, jobs = [], [], []
     for ins in program:
-        s0, s1, d = ins.src0, ins.src1, ins.dst
-        if ins.op is Op.NORM:
-            for t in range(ins.tokens):
-                reads += [(s0.addr + t * s0.stride_t + g * s0.stride_h, s0.beats, Route.NORM_X,
-                           g == ins.heads - 1) for g in range(ins.heads)]
-                reads.append((s1.addr, s1.beats, Route.NORM_GAMMA, True))
-                writes.append((d.addr + t * d.stride_t, d.beats))
-        elif ins.op is Op.LINEAR:
-            for t in range(ins.tokens):
-                reads.append((s0.addr + t * s0.stride_t, s0.beats, Route.QUANT_X, True))
-                if ins.epilogue is not None:
-                    e = ins.epilogue
-                    reads.append((e.addr + t * e.stride_t, d.beats, Route.POINTWISE_A, True))
-                writes += [(d.addr + t * d.stride_t + h * d.stride_h, d.beats)
-                           for h in range(ins.heads)]
-        elif ins.op is Op.ROPE:
-            for t in range(ins.tokens):
-                for h in range(ins.heads):
-                    reads += [(s0.addr + t * s0.stride_t + h * s0.stride_h, s0.beats,
-                               Route.ROPE_X, True),
-                              (s1.addr + t * s1.stride_t, s1.beats, Route.ROPE_TABLE, True)]
-                    writes.append((d.addr + t * d.stride_t + h * d.stride_h, d.beats))
-        elif ins.op is Op.ATTENTION:
-            for t in range(0, ins.tokens, ins.tile):
-                step = min(ins.tile, ins.tokens - t)
-                keys = ins.keys0 + t + step - 1
-                for h in range(ins.heads):
-                    kv = s1.addr + (h >> ins.group_shift) * s1.stride_h
-                    reads += [(s0.addr + t * s0.stride_t + h * s0.stride_h, step * head_beats,
-                               Route.ATT_Q, True),
-                              (kv, keys * head_beats, Route.ATT_K, True),
-                              (kv + ins.v_offset, keys * head_beats, Route.ATT_V, True)]
-                    writes.append((d.addr + t * d.stride_t + h * d.stride_h, step * head_beats))
-                    jobs.append((keys, step))
-        else:
-            assert ins.heads == 1
-            for t in range(ins.tokens):
-                reads += [(s0.addr + t * s0.stride_t, s0.beats, Route.POINTWISE_A, True),
-                          (s1.addr + t * s1.stride_t, s1.beats, Route.POINTWISE_B, True)]
-                writes.append((d.addr + t * d.stride_t, d.beats))
+        for total, part in zip((reads, writes, jobs), commands(ins), strict=True):
+            total += part
     return reads, writes, jobs
 
 
@@ -201,7 +164,7 @@ def test_issues_every_command_of_a_forward_pass(layout, tokens, position, p_read
     assert log["fault"] == 0 and log["fault_code"] == 0
     assert log["fetches"] == [layout.program_addr + i * isa.INSTRUCTION_BYTES
                               for i in range(len(program))]
-    reads, writes, jobs = _expected(program, layout.hd // isa.LANES)
+    reads, writes, jobs = _expected(program)
     assert log["reads"] == reads
     assert log["writes"] == writes
     assert log["jobs"] == jobs
