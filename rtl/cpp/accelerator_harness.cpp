@@ -512,4 +512,20 @@ TE_API uint64_t te_port_beats(Harness *h, int port, int write) {
     return write ? h->ports[port].write_beats : h->ports[port].read_beats;
 }
 
+#if HARNESS_PROFILE
+// The instrumented build of a profile-guided one (rtl/harness.py, ``build(train=...)``).
+// Defining __llvm_profile_runtime keeps clang's profile runtime from registering its
+// write-at-exit (which would leave default.profraw in whatever folder the process ran in):
+// the profile is written only here, once the training workload has run.
+int __llvm_profile_runtime = 0;
+void __llvm_profile_set_filename(const char *name);
+int __llvm_profile_write_file(void);
+
+// Write the counters so far to `path` (an LLVM .profraw); 0 on success.
+TE_API int te_profile_write(const char *path) {
+    __llvm_profile_set_filename(path);
+    return __llvm_profile_write_file();
+}
+#endif
+
 }  // extern "C"
