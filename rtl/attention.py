@@ -23,9 +23,10 @@ bit-identical rows to decoding its queries one by one (``golden.attention``).
 
 Pipelining (issue #12): every step has its own register, so no register-to-register path has
 more than one carry chain of at most about 32 bits (or a small product) and a few LUTs. The
-24-bit operands are multiplied in 12-bit halves (four products of at most 12 x 12 bits; the
-classes low-low, cross and high-high are summed separately over the lanes, one tree level a
-stage, and over the beats), so the dot product's sums stay near 32 bits; wider sums are
+24-bit operands of ``q . k`` are multiplied in 12-bit halves (four products of at most 12 x 12
+bits; the classes low-low, cross and high-high are summed separately over the lanes, one tree
+level a stage, and over the beats), so the dot product's sums stay near 32 bits; ``p * v`` is
+one 17 x 17 product and three with an operand of at most 8 bits; wider sums are
 ``pipeline.split_add`` halves, and ``sum p v`` is kept in 24-bit chunks, each chunk's
 read-modify-write of the accumulator buffer a stage after the one below it with the carry
 registered between them. The exponential is the Q30 product in two halves, two ROMs (the
@@ -398,18 +399,20 @@ class _TwoPassAttention(wiring.Component):
             m.d.comb += [recip.i.valid.eq(final), recip.i.payload.eq(Cat(t_lo, t_hi))]
             recips.append(recip)
 
-            # sum p v: p * v in four products of at most 17 x 12 bits (p in a 17-bit and an
-            # 8-bit part, v in 12-bit halves), two sums (in halves), then chunk by chunk
+            # sum p v: p * v in four products (p and v each in a 17-bit low part and a high
+            # part of 8 and 7 bits: one 17 x 17 product, a DSP multiplier on the ECP5 too,
+            # and three with an operand of at most 8 bits, small in LUTs), two sums (in
+            # halves), then chunk by chunk
             pv_terms = []
             pl, ph = weight[:17], weight[17:]
             for i in range(lanes):
-                vl, vh = w_vc[i][:12], w_vc[i][12:].as_signed()
+                vl, vh = w_vc[i][:17], w_vc[i][17:].as_signed()
                 ll = st(f"pv{t}_{i}_ll", None, pl * vl, reset_less=True)
                 lh = st(f"pv{t}_{i}_lh", None, pl * vh, reset_less=True)
                 hl = st(f"pv{t}_{i}_hl", None, ph * vl, reset_less=True)
                 hh = st(f"pv{t}_{i}_hh", None, ph * vh, reset_less=True)
-                a = pipeline.split_add(st, f"pv{t}_{i}_a", ll, lh.shift_left(12))
-                b = pipeline.split_add(st, f"pv{t}_{i}_b", hl, hh.shift_left(12))
+                a = pipeline.split_add(st, f"pv{t}_{i}_a", ll, lh.shift_left(17))
+                b = pipeline.split_add(st, f"pv{t}_{i}_b", hl, hh.shift_left(17))
                 pv_terms.append((arith.wire(m, signed(acc_width), a, name=f"pv{t}_{i}_a"),
                                  arith.wire(m, signed(acc_width), b.shift_left(17),
                                             name=f"pv{t}_{i}_b")))

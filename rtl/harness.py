@@ -295,6 +295,7 @@ def _profile(source, header, flags, cxx, make, link_flags, toplevel, build_dir, 
         result = subprocess.run(["llvm-profdata", "merge", "-o", str(merged), str(raw)],
                                 capture_output=True, text=True)
         if result.returncode != 0:
+            merged.unlink(missing_ok=True)
             raise HarnessError(f"llvm-profdata could not merge the harness's profile: "
                                f"{result.stderr.strip()[-500:]}")
     finally:
