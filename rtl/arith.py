@@ -53,12 +53,20 @@ def wire(m, shape, value, name=None):
 
 
 def bit_length(m, x, *, name="bit_length"):
-    """``int.bit_length`` of the unsigned value ``x`` (0 for 0)."""
-    out = Signal(range(len(x) + 1), name=name)
-    for i in range(len(x)):                  # later assignments win: the highest set bit
-        with m.If(x[i]):
-            m.d.comb += out.eq(i + 1)
-    return out
+    """``int.bit_length`` of the unsigned value ``x`` (0 for 0): a priority-encoder tree, so
+    its depth grows with the log of ``len(x)`` (a chain of ``If``s would be one mux a bit)."""
+    def highest(bits):
+        # (any bit set, index of the highest set bit) of a power-of-two run of bits
+        if len(bits) == 1:
+            return bits[0], Const(0, 0)
+        half = len(bits) // 2
+        any_lo, at_lo = highest(bits[:half])
+        any_hi, at_hi = highest(bits[half:])
+        return any_lo | any_hi, Cat(Mux(any_hi, at_hi, at_lo), any_hi)
+
+    padded = Cat(x, Const(0, (1 << (len(x) - 1).bit_length()) - len(x)))
+    any_set, index = highest(padded)
+    return wire(m, range(len(x) + 1), Mux(any_set, index + 1, 0), name=name)
 
 
 def round_shift(m, x, shift, *, name="round_shift"):

@@ -513,13 +513,23 @@ class Dequantizer(wiring.Component):
                         + Cat(low[split], sums_hi).as_signed()) >> 1
             product = stage(f"prod{i}", signed(width + 33),
                             Cat(low16, low[:split], high_sum)[:width + 33].as_signed())
+            # z = (product << 34) >> t; only its low 34 bits are kept (the coarse shift by
+            # 8 * t[3:] keeps the 41 the fine one needs). z fits 34 bits signed iff 2 * product
+            # is in [-2**t, 2**t), that is iff bit_length(2 * product ^ its sign) <= t: a
+            # priority encoder beside the coarse shift, a compare beside the fine one
             wide = product << 34
-            coarse = stage(f"coarse{i}", signed(len(wide)), wide >> Cat(Const(0, 3), t[3:]))
-            z = stage(f"fine{i}", signed(len(wide)), coarse >> t[:3])
-            high = z[33:]
-            in_range = stage(f"round{i}_in_range", 1, (high == 0) | (high == (1 << len(high)) - 1))
-            negative = stage(f"round{i}_neg", 1, z[-1])
-            rounded = stage(f"round{i}", signed(34), (z[:34].as_signed() + 1) >> 1)
+            sign = product[-1]
+            coarse = stage(f"coarse{i}", signed(41), (wide >> Cat(Const(0, 3), t[3:]))[:41])
+            magnitude = Cat(sign, product[:-1] ^ sign.replicate(len(product) - 1))
+            length = stage(f"coarse{i}_length", range(len(product) + 1),
+                           arith.bit_length(m, magnitude, name=f"dequant{i}_length"))
+            coarse_neg = stage(f"coarse{i}_neg", 1, sign)
+            z = stage(f"fine{i}", signed(34), coarse >> t[:3])
+            fine_in_range = stage(f"fine{i}_in_range", 1, length <= t)
+            fine_neg = stage(f"fine{i}_neg", 1, coarse_neg)
+            in_range = stage(f"round{i}_in_range", 1, fine_in_range)
+            negative = stage(f"round{i}_neg", 1, fine_neg)
+            rounded = stage(f"round{i}", signed(34), (z + 1) >> 1)
             # int32 iff bits 31..33 agree: one LUT instead of two 34-bit compares; out of
             # range either way, the sign is z's
             fits = (rounded[31:] == 0) | (rounded[31:] == 0b111)
