@@ -26,7 +26,10 @@ more than one carry chain of at most about 32 bits (or a small product) and a fe
 24-bit operands of ``q . k`` are multiplied in 12-bit halves (four products of at most 12 x 12
 bits; the classes low-low, cross and high-high are summed separately over the lanes, one tree
 level a stage, and over the beats), so the dot product's sums stay near 32 bits; ``p * v`` is
-one 17 x 17 product and three with an operand of at most 8 bits; wider sums are
+one 17 x 17 product and three with an operand of at most 8 bits. The two passes share
+their four multipliers a lane (``_SharedProduct``: a job's values reach them only after its
+keys have left them), so on the ECP5 three of them are MULT18X18Ds and one a LUT Booth
+multiplier for both passes, instead of four Booth multipliers for ``q . k``; wider sums are
 ``pipeline.split_add`` halves, and ``sum p v`` is kept in 24-bit chunks, each chunk's
 read-modify-write of the accumulator buffer a stage after the one below it with the carry
 registered between them. The exponential is the Q30 product in two halves, two ROMs (the
@@ -64,6 +67,40 @@ def _clip(x):
     positive_over = ~x[31] & (top != 0)
     negative_over = x[31] & ((top != 0x1FF) | (x[:23] == 0))
     return Mux(positive_over, OPERAND_LIMIT, Mux(negative_over, -OPERAND_LIMIT, x[:24].as_signed()))
+
+
+#: the four multipliers of a lane, shared by ``q . k`` (12-bit halves) and ``p * v`` (p in
+#: 17 + 8 bits, v in 17 + 7): the operand shapes that hold both
+_SHARED_PRODUCTS = {"ll": (unsigned(17), unsigned(17)), "lh": (unsigned(17), signed(12)),
+                    "hl": (signed(12), unsigned(17)), "hh": (signed(12), signed(12))}
+
+
+class _SharedProduct:
+    """One registered multiplier for a product of pass 1 (``first``) and one of pass 2
+    (``second``): a job's value beats reach the products only after its last key beat has
+    left them, so the two never need it in the same cycle, and ``second``'s ``valid`` picks
+    the operands. Each pass reads the product at its own shape (the shape of its own
+    operands' product, which holds every value it can take)."""
+
+    def __init__(self, st, name, a_shape, b_shape):
+        self.a = Signal(a_shape, name=f"{name}_a")
+        self.b = Signal(b_shape, name=f"{name}_b")
+        self.product = st(name, None, self.a * self.b, reset_less=True)
+        self._first = None
+
+    def _view(self, a, b):
+        shape = (a * b).shape()
+        value = self.product[:shape.width]
+        return value.as_signed() if shape.signed else value
+
+    def first(self, a, b):
+        self._first = (a, b)
+        self.first_product = self._view(a, b)
+
+    def second(self, m, valid, a, b):
+        first_a, first_b = self._first
+        m.d.comb += [self.a.eq(Mux(valid, a, first_a)), self.b.eq(Mux(valid, b, first_b))]
+        self.second_product = self._view(a, b)
 
 
 def _tree(st, name, terms, stages):
@@ -232,6 +269,7 @@ class _TwoPassAttention(wiring.Component):
         clamp_bits = 17 + e                         # |coarse| >= 2**(16 + e) saturates anyway
 
         q_writes, s_writes, peaks, s_reads = [], [], [], []
+        shared = {}                                # (query, lane) -> {part: _SharedProduct}
         for t in range(tile):
             query = memory.Memory(shape=data.ArrayLayout(signed(24), lanes), depth=hb, init=[])
             m.submodules[f"query{t}"] = query
@@ -245,10 +283,16 @@ class _TwoPassAttention(wiring.Component):
                 qd = q_read.data[i]
                 ql, qh = qd[:12], qd[12:].as_signed()
                 kl, kh = kc[i][:12], kc[i][12:].as_signed()
-                lls.append(st(f"qk{t}_{i}_ll", None, ql * kl, reset_less=True))
-                xs.append(st(f"qk{t}_{i}_lh", None, ql * kh, reset_less=True))
-                xs.append(st(f"qk{t}_{i}_hl", None, qh * kl, reset_less=True))
-                hhs.append(st(f"qk{t}_{i}_hh", None, qh * kh, reset_less=True))
+                products = {part: _SharedProduct(st, f"mul{t}_{i}_{part}", *shapes)
+                            for part, shapes in _SHARED_PRODUCTS.items()}
+                shared[t, i] = products
+                for part, a, b in (("ll", ql, kl), ("lh", ql, kh), ("hl", qh, kl),
+                                   ("hh", qh, kh)):
+                    products[part].first(a, b)
+                lls.append(products["ll"].first_product)
+                xs.append(products["lh"].first_product)
+                xs.append(products["hl"].first_product)
+                hhs.append(products["hh"].first_product)
             ll_beat = _tree(st, f"ll{t}_", lls, td)
             x_beat = _tree(st, f"x{t}_", xs, td)
             hh_beat = _tree(st, f"hh{t}_", hhs, td)
@@ -407,10 +451,12 @@ class _TwoPassAttention(wiring.Component):
             pl, ph = weight[:17], weight[17:]
             for i in range(lanes):
                 vl, vh = w_vc[i][:17], w_vc[i][17:].as_signed()
-                ll = st(f"pv{t}_{i}_ll", None, pl * vl, reset_less=True)
-                lh = st(f"pv{t}_{i}_lh", None, pl * vh, reset_less=True)
-                hl = st(f"pv{t}_{i}_hl", None, ph * vl, reset_less=True)
-                hh = st(f"pv{t}_{i}_hh", None, ph * vh, reset_less=True)
+                products = shared[t, i]
+                for part, a, b in (("ll", pl, vl), ("lh", pl, vh), ("hl", ph, vl),
+                                   ("hh", ph, vh)):
+                    products[part].second(m, w_valid, a, b)
+                ll, lh, hl, hh = (products[part].second_product
+                                  for part in ("ll", "lh", "hl", "hh"))
                 a = pipeline.split_add(st, f"pv{t}_{i}_a", ll, lh.shift_left(17))
                 b = pipeline.split_add(st, f"pv{t}_{i}_b", hl, hh.shift_left(17))
                 pv_terms.append((arith.wire(m, signed(acc_width), a, name=f"pv{t}_{i}_a"),
