@@ -305,11 +305,11 @@ def parse_nextpnr_timing(log: str) -> dict:
 #:   most 12 bits (attention's 12-bit partial products of ``q . k`` and the three small ones
 #:   of ``p * v``, the small ones elsewhere) become LUT Booth multipliers (``booth``); since
 #:   ``p * v`` splits v into 17 + 7 bits, its 17 x 17 product takes a MULT18X18D (134 in all
-#:   at the ULX3S default, 2,369 LUT4 fewer than with 12 + 12). Products whose small operand
-#:   has 7 bits or more and whose other has 17 or more (``p * v``'s three small partial
-#:   products, the dequantizer's 7 x 17 ones) stay multipliers: as Booth multipliers they
-#:   took about 240 LUT4 each, and they fit the MULT18X18Ds left (150 in all, 4,756 LUT4
-#:   fewer). With the weight streamer's
+#:   at the ULX3S default, 2,369 LUT4 fewer than with 12 + 12). Leaving the products with a
+#:   small operand of 7 bits or more and another of 17 or more to the MULT18X18Ds too (150 of
+#:   156) saved 4,756 LUT4 but routed worse: router2 at iteration 9 had 16,360 overused wires
+#:   at 54 % of the TRELLIS_COMBs against 10,888 at 64 % with 130 MULT18X18Ds (at 51dbd20),
+#:   so this rule stays. With the weight streamer's
 #:   own check reduced to ``rtl.checks.WeightCheck`` (no products) the rest had taken 140
 #:   MULT18X18D; at 15 bits, before that, they took 142, and the products of 13 to 15 bits
 #:   cost about 8,800 LUT4 more.
@@ -329,8 +329,7 @@ ECP5_ACCELERATOR_SCRIPT = "\n".join([
     "opt_clean",
     "wreduce",
     "opt_clean",
-    "booth t:$mul r:A_WIDTH<=12 %i t:$mul r:B_WIDTH<=12 %i %u"
-    " t:$mul r:A_WIDTH>=17 %i r:B_WIDTH>=7 %i %d t:$mul r:B_WIDTH>=17 %i r:A_WIDTH>=7 %i %d",
+    "booth t:$mul r:A_WIDTH<=12 %i t:$mul r:B_WIDTH<=12 %i %u",
     "synth_ecp5 -top top -run begin:map_luts",
     "techmap -map +/lattice/latches_map.v",
     "abc -lut 4",

@@ -28,8 +28,8 @@ bits; the classes low-low, cross and high-high are summed separately over the la
 level a stage, and over the beats), so the dot product's sums stay near 32 bits; ``p * v`` is
 one 17 x 17 product and three with an operand of at most 8 bits. The two passes share
 their four multipliers a lane (``_SharedProduct``: a job's values reach them only after its
-keys have left them), so on the ECP5 three of them are MULT18X18Ds and one a LUT Booth
-multiplier for both passes, instead of four Booth multipliers for ``q . k``; wider sums are
+keys have left them): on the ECP5 one MULT18X18D and three LUT Booth multipliers a lane for
+both passes, instead of those and four more Booth multipliers for ``q . k``; wider sums are
 ``pipeline.split_add`` halves, and ``sum p v`` is kept in 24-bit chunks, each chunk's
 read-modify-write of the accumulator buffer a stage after the one below it with the carry
 registered between them. The exponential is the Q30 product in two halves, two ROMs (the
