@@ -9,8 +9,7 @@ The bound they serve: at most about ten levels of logic between registers on the
 high half, with the low half's carry, in the next.
 
 ``Stages``       register-stage builder for one pipeline (free-running, or all stages enabled
-                 together by an ``advance`` signal when the pipeline stalls as a whole);
-                 its long reset-less delays are memories, not register chains.
+                 together by an ``advance`` signal when the pipeline stalls as a whole).
 ``carry_add``    ``a + b + carry`` as one carry chain (the carry into its first bit).
 ``split_add``    ``a + b + carry_in`` over two stages.
 ``chunk_add``    ``a + b`` over as many stages as it has chunks (24 bits, or a set count).
@@ -27,7 +26,7 @@ on the same path.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..golden import fixed
@@ -49,15 +48,9 @@ class Stages:
         that stalls as a whole while its output waits).
     """
 
-    #: reset-less delays of at least this many stages are a memory line (``_memory_delay``):
-    #: on the ECP5 a chain costs a flip-flop per bit and stage, the line a LUTRAM or block RAM
-    #: entry, and Verilator writes one entry a cycle instead of shifting every stage
-    MEMORY_DELAY_MIN = 5
-
     def __init__(self, m, enable=None):
         self.m = m
         self.enable = enable
-        self._pointers = {}             # memory-line depth -> its write/read address
 
     def __call__(self, name, shape, value, *, reset_less=False):
         """A register ``name`` loaded with ``value`` (``shape`` None: the value's shape).
@@ -75,33 +68,9 @@ class Stages:
 
     def delay(self, name, value, cycles, *, reset_less=False):
         """``value`` delayed by ``cycles`` stages (``cycles`` 0: ``value`` itself)."""
-        if reset_less and cycles >= self.MEMORY_DELAY_MIN:
-            return self._memory_delay(name, value, cycles)
         for i in range(cycles):
             value = self(f"{name}_d{i + 1}", None, value, reset_less=reset_less)
         return value
-
-    def _memory_delay(self, name, value, cycles):
-        """``cycles`` stages as a circular buffer of ``cycles - 1`` entries and its registered
-        read: at each load the entry under the pointer is read (its old value, written
-        ``cycles - 1`` loads before) and overwritten with ``value``, and the pointer moves on.
-        The same stage for stage as the register chain, stalls and all (it loads exactly
-        when the chain would shift), from power-up too (entries, pointer and the read
-        register start at zero, none of them reset). The lines of one depth share a pointer."""
-        m, depth = self.m, cycles - 1
-        load = 1 if self.enable is None else self.enable
-        if depth not in self._pointers:
-            pointer = Signal(range(depth), name=f"{name}_ptr", reset_less=True)
-            with m.If(load):
-                m.d.sync += pointer.eq(Mux(pointer == depth - 1, 0, pointer + 1))
-            self._pointers[depth] = pointer
-        pointer = self._pointers[depth]
-        m.submodules[f"{name}_line"] = line = memory.Memory(shape=value.shape(), depth=depth,
-                                                            init=[])
-        write, read = line.write_port(), line.read_port()
-        m.d.comb += [write.addr.eq(pointer), write.data.eq(value), write.en.eq(load),
-                     read.addr.eq(pointer), read.en.eq(load)]
-        return read.data
 
 
 def carry_add(a, b, carry):

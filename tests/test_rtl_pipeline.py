@@ -164,38 +164,3 @@ def test_chunk_add(chunk):
     sim.add_testbench(bench)
     sim.run()
     assert seen[:len(cases)] == [x + y for x, y in cases]
-
-
-@pytest.mark.parametrize("stalls", [False, True])
-@pytest.mark.parametrize("cycles", [pipeline.Stages.MEMORY_DELAY_MIN, 13])
-def test_memory_delay_is_the_register_chain(cycles, stalls):
-    """A reset-less delay of ``MEMORY_DELAY_MIN`` stages or more is a memory line; it equals
-    the register chain every cycle, under a random stage enable too, and two lines of one
-    depth (one shared pointer) stay independent."""
-    rng = seeded(970 + cycles + stalls)
-    m = Module()
-    enable = Signal(init=1)
-    a, b = Signal(signed(11)), Signal(7)
-    st = pipeline.Stages(m, enable=enable if stalls else None)
-    line_a = st.delay("a", a, cycles, reset_less=True)
-    line_b = st.delay("b", b, cycles, reset_less=True)
-    chain_a = st.delay("chain_a", a, cycles)        # with a reset: always a chain
-    chain_b = st.delay("chain_b", b, cycles)
-    assert st._pointers and len(st._pointers) == 1
-    assert m.submodules["a_line"].depth == m.submodules["b_line"].depth == cycles - 1
-    seen = []
-
-    async def bench(ctx):
-        for _ in range(120):
-            ctx.set(a, int(rng.integers(-1024, 1024)))
-            ctx.set(b, int(rng.integers(0, 128)))
-            ctx.set(enable, int(rng.random() < 0.6) if stalls else 1)
-            await ctx.tick()
-            seen.append((ctx.get(line_a), ctx.get(chain_a), ctx.get(line_b), ctx.get(chain_b)))
-
-    sim = Simulator(m)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
-    assert [(x[0], x[2]) for x in seen] == [(x[1], x[3]) for x in seen]
-    assert len({x[0] for x in seen}) > 20                  # the values do travel
